@@ -1,0 +1,267 @@
+//! The proxy's composition: hyper server → trace → OllamaTranslateLayer →
+//! rebase onto OLLAMA_BASE_URL → hyper-util client. Shared with the
+//! end-to-end tests, which run exactly this code on an ephemeral port.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use ollama_translate::{BoxError, OllamaTranslateLayer, RequestBody, TranslateBody};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::trace::TraceLayer;
+
+/// Everything the proxy reads from its environment.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub listen: String,
+    pub ollama: Uri,
+    pub layer: OllamaTranslateLayer,
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    /// Reads the settings through `get` (the process environment in `main`).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Settings, String> {
+        let non_empty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let listen = non_empty("LISTEN_ADDR").unwrap_or_else(|| "127.0.0.1:4000".into());
+        let base = non_empty("OLLAMA_BASE_URL").unwrap_or_else(|| "http://localhost:11434".into());
+        let ollama: Uri = base
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|e| format!("OLLAMA_BASE_URL {base:?}: {e}"))?;
+        if ollama.scheme_str() != Some("http") || ollama.authority().is_none() {
+            return Err(format!(
+                "OLLAMA_BASE_URL {base:?} must be an http:// URL with a host"
+            ));
+        }
+        let mut layer = OllamaTranslateLayer::new();
+        if let Some(models) = non_empty("THINK_MODELS") {
+            layer = layer.think_models(models.split(',').map(str::trim));
+        }
+        if let Some(spec) = non_empty("REASONING") {
+            layer = layer
+                .reasoning_spec(&spec)
+                .map_err(|e| format!("REASONING: {e}"))?;
+        }
+        if let Some(spec) = non_empty("OLLAMA_OPTIONS") {
+            layer = layer
+                .options_spec(&spec)
+                .map_err(|e| format!("OLLAMA_OPTIONS: {e}"))?;
+        }
+        if let Some(spec) = non_empty("MODEL_ALIASES") {
+            layer = layer
+                .aliases_spec(&spec)
+                .map_err(|e| format!("MODEL_ALIASES: {e}"))?;
+        }
+        if let Some(n) = non_empty("MAX_BODY_BYTES") {
+            let n: usize = n
+                .trim()
+                .parse()
+                .map_err(|e| format!("MAX_BODY_BYTES {n:?}: {e}"))?;
+            layer = layer.max_request_bytes(n);
+        }
+        let shutdown_grace = match non_empty("SHUTDOWN_GRACE_SECS") {
+            Some(s) => Duration::from_secs(
+                s.trim()
+                    .parse()
+                    .map_err(|e| format!("SHUTDOWN_GRACE_SECS {s:?}: {e}"))?,
+            ),
+            None => Duration::from_secs(30),
+        };
+        Ok(Settings {
+            listen,
+            ollama,
+            layer,
+            shutdown_grace,
+        })
+    }
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(h: &mut http::HeaderMap) {
+    // Headers named by `Connection` are hop-by-hop too.
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+    h.remove(header::TRANSFER_ENCODING);
+}
+
+/// Points a request at Ollama: absolute URI, Ollama's own `Host` (Ollama
+/// refuses non-local hosts), no hop-by-hop headers, no client credentials.
+fn rebase<B>(base: &Uri, mut req: Request<B>) -> Request<B> {
+    let base_path = base.path().trim_end_matches('/');
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut parts = base.clone().into_parts();
+    if let Ok(p) = format!("{base_path}{pq}").parse() {
+        parts.path_and_query = Some(p);
+    }
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+    let h = req.headers_mut();
+    strip_hop_by_hop(h);
+    h.remove(header::AUTHORIZATION);
+    h.remove("x-api-key");
+    if let Some(authority) = base.authority() {
+        if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+            h.insert(header::HOST, v);
+        }
+    }
+    req
+}
+
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+fn bad_gateway(e: &hyper_util::client::legacy::Error) -> Response<ProxyBody> {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    tracing::warn!(error = %msg, "Ollama is unreachable");
+    let body = serde_json::json!({"error": format!("could not reach Ollama: {msg}")}).to_string();
+    let mut res = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed_unsync());
+    *res.status_mut() = StatusCode::BAD_GATEWAY;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+/// Normalizes what goes back to the client: a boxed body, no hop-by-hop
+/// headers, and a 502 when Ollama cannot be reached for a passed-through
+/// request (translated ones already answer in their client's dialect).
+fn finish_response(
+    r: Result<Response<TranslateBody<Incoming>>, hyper_util::client::legacy::Error>,
+) -> Result<Response<ProxyBody>, BoxError> {
+    Ok(match r {
+        Ok(mut res) => {
+            strip_hop_by_hop(res.headers_mut());
+            res.map(|b| b.boxed_unsync())
+        }
+        Err(e) => bad_gateway(&e),
+    })
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish
+/// (up to the grace period).
+pub async fn serve(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BoxError> {
+    let addr: SocketAddr = listener.local_addr()?;
+    println!(
+        "ollama-translate listening on http://{addr} (Ollama at {})",
+        settings.ollama
+    );
+    tracing::info!(%addr, ollama = %settings.ollama, "listening");
+
+    let client: Client<_, RequestBody<Incoming>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let base = settings.ollama.clone();
+    let svc = ServiceBuilder::new()
+        .layer(TraceLayer::new_for_http())
+        .map_result(finish_response)
+        .layer(settings.layer.clone())
+        .map_request(move |req: Request<RequestBody<Incoming>>| rebase(&base, req))
+        .service(client);
+
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc.clone()))
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down; waiting for in-flight requests");
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(settings.shutdown_grace) => {
+            tracing::warn!("grace period over; dropping remaining connections");
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

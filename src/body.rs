@@ -1,0 +1,314 @@
+//! The response body that translates Ollama's stream as it flows, and the
+//! request body handed to the inner service.
+
+use crate::dialect::Transcode;
+use crate::error::{error_chain, BoxError};
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+/// Upstream bodies kept whole (errors, JSON documents) are capped at this.
+const MAX_WHOLE_BODY: usize = 16 * 1024 * 1024;
+
+pin_project! {
+    /// Response body of [`OllamaTranslate`](crate::OllamaTranslate).
+    ///
+    /// For requests the layer translated, it turns Ollama's NDJSON (or JSON)
+    /// into the client's dialect as frames arrive: every complete line is
+    /// translated and sent at once, a line split across frames is held until
+    /// its end arrives, and memory stays constant however long the stream is.
+    /// For everything else it passes the inner body through untouched.
+    ///
+    /// See the [crate docs](crate) for more details.
+    pub struct TranslateBody<B> {
+        #[pin]
+        inner: Inner<B>,
+    }
+}
+
+pin_project! {
+    #[project = InnerProj]
+    enum Inner<B> {
+        Passthrough { #[pin] body: B },
+        Translate { #[pin] body: B, state: Box<Translator> },
+        Full { data: Option<Bytes> },
+    }
+}
+
+struct Translator {
+    transcoder: Box<dyn Transcode>,
+    /// An incomplete line (or the whole body, in whole-body mode).
+    partial: BytesMut,
+    out: BytesMut,
+    /// The inner body has ended or failed.
+    upstream_done: bool,
+    /// An error to return once `out` has been sent.
+    error: Option<BoxError>,
+    ended: bool,
+}
+
+impl<B> TranslateBody<B> {
+    pub(crate) fn passthrough(body: B) -> Self {
+        TranslateBody {
+            inner: Inner::Passthrough { body },
+        }
+    }
+
+    pub(crate) fn translate(body: B, transcoder: Box<dyn Transcode>) -> Self {
+        TranslateBody {
+            inner: Inner::Translate {
+                body,
+                state: Box::new(Translator {
+                    transcoder,
+                    partial: BytesMut::new(),
+                    out: BytesMut::new(),
+                    upstream_done: false,
+                    error: None,
+                    ended: false,
+                }),
+            },
+        }
+    }
+
+    pub(crate) fn full(data: Bytes) -> Self {
+        TranslateBody {
+            inner: Inner::Full { data: Some(data) },
+        }
+    }
+
+    /// True when the layer translates this body (false for pass-through).
+    pub fn is_translated(&self) -> bool {
+        !matches!(self.inner, Inner::Passthrough { .. })
+    }
+}
+
+impl Translator {
+    /// Feeds one upstream data chunk, translating every complete line.
+    fn feed(&mut self, mut data: impl Buf) {
+        if self.transcoder.whole_body() {
+            while data.has_remaining() {
+                let chunk = data.chunk();
+                let room = MAX_WHOLE_BODY.saturating_sub(self.partial.len());
+                self.partial
+                    .extend_from_slice(&chunk[..chunk.len().min(room)]);
+                let n = chunk.len();
+                data.advance(n);
+            }
+            return;
+        }
+        while data.has_remaining() {
+            let chunk = data.chunk();
+            let n = chunk.len();
+            let mut rest = chunk;
+            while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+                let (line, tail) = rest.split_at(pos);
+                if self.partial.is_empty() {
+                    // The common case: a whole line inside one frame, no copy.
+                    self.transcoder.line(trim_cr(line), &mut self.out);
+                } else {
+                    self.partial.extend_from_slice(line);
+                    let whole = self.partial.split();
+                    self.transcoder.line(trim_cr(&whole), &mut self.out);
+                }
+                rest = &tail[1..];
+            }
+            if !rest.is_empty() {
+                self.partial.extend_from_slice(rest);
+            }
+            data.advance(n);
+        }
+    }
+
+    /// The inner body ended: flush the last line and let the transcoder finish.
+    fn eof(&mut self) {
+        self.upstream_done = true;
+        if !self.partial.is_empty() {
+            let last = self.partial.split();
+            self.transcoder.line(trim_cr(&last), &mut self.out);
+        }
+        if let Err(e) = self.transcoder.finish(&mut self.out) {
+            self.error = Some(e);
+        }
+    }
+
+    fn fail(&mut self, err: BoxError) {
+        self.upstream_done = true;
+        tracing::warn!(error = %error_chain(&*err), "the upstream body failed mid-stream");
+        self.partial.clear();
+        self.transcoder.abort(&error_chain(&*err), &mut self.out);
+        self.error = Some(err);
+    }
+}
+
+fn trim_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+impl<B> Body for TranslateBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match self.project().inner.project() {
+            InnerProj::Passthrough { body } => match ready!(body.poll_frame(cx)) {
+                Some(Ok(frame)) => Poll::Ready(Some(Ok(
+                    frame.map_data(|mut d| d.copy_to_bytes(d.remaining()))
+                ))),
+                Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+                None => Poll::Ready(None),
+            },
+            InnerProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            InnerProj::Translate { mut body, state } => loop {
+                if !state.out.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(state.out.split().freeze()))));
+                }
+                if state.upstream_done {
+                    if state.ended {
+                        return Poll::Ready(None);
+                    }
+                    state.ended = true;
+                    return Poll::Ready(state.error.take().map(Err));
+                }
+                match ready!(body.as_mut().poll_frame(cx)) {
+                    Some(Ok(frame)) => {
+                        // Trailers from Ollama carry nothing a client dialect
+                        // can use; they are dropped.
+                        if let Ok(data) = frame.into_data() {
+                            state.feed(data);
+                        }
+                    }
+                    Some(Err(e)) => state.fail(e.into()),
+                    None => state.eof(),
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Passthrough { body } => body.is_end_stream(),
+            Inner::Full { data } => data.is_none(),
+            Inner::Translate { state, .. } => state.ended,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Passthrough { body } => body.size_hint(),
+            Inner::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Inner::Translate { .. } => SizeHint::default(),
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for TranslateBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.inner {
+            Inner::Passthrough { .. } => "Passthrough",
+            Inner::Translate { .. } => "Translate",
+            Inner::Full { .. } => "Full",
+        };
+        f.debug_struct("TranslateBody").field("kind", &kind).finish()
+    }
+}
+
+pin_project! {
+    /// Request body handed to the inner service: the client's own body for
+    /// requests passed through, or the rewritten JSON for translated ones.
+    ///
+    /// See the [crate docs](crate) for more details.
+    pub struct RequestBody<B> {
+        #[pin]
+        inner: ReqInner<B>,
+    }
+}
+
+pin_project! {
+    #[project = ReqInnerProj]
+    enum ReqInner<B> {
+        Original { #[pin] body: B },
+        Rewritten { data: Option<Bytes> },
+    }
+}
+
+impl<B> RequestBody<B> {
+    /// Wraps a body unchanged.
+    pub fn original(body: B) -> Self {
+        RequestBody {
+            inner: ReqInner::Original { body },
+        }
+    }
+
+    /// A complete body.
+    pub fn rewritten(data: Bytes) -> Self {
+        RequestBody {
+            inner: ReqInner::Rewritten {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
+    }
+}
+
+impl<B> Body for RequestBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match self.project().inner.project() {
+            ReqInnerProj::Original { body } => match ready!(body.poll_frame(cx)) {
+                Some(Ok(frame)) => Poll::Ready(Some(Ok(
+                    frame.map_data(|mut d| d.copy_to_bytes(d.remaining()))
+                ))),
+                Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+                None => Poll::Ready(None),
+            },
+            ReqInnerProj::Rewritten { data } => {
+                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            ReqInner::Original { body } => body.is_end_stream(),
+            ReqInner::Rewritten { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            ReqInner::Original { body } => body.size_hint(),
+            ReqInner::Rewritten { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for RequestBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.inner {
+            ReqInner::Original { .. } => "Original",
+            ReqInner::Rewritten { .. } => "Rewritten",
+        };
+        f.debug_struct("RequestBody").field("kind", &kind).finish()
+    }
+}

@@ -1,0 +1,291 @@
+//! Configuration shared by the layer, the service and every dialect.
+
+use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+/// What the layer does with the model's thinking text.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ReasoningMode {
+    /// Drop it: the client sees only the answer. The default, because some
+    /// clients (older LiteLLM bridges in front of Claude Code) mis-render or
+    /// hang on reasoning deltas.
+    #[default]
+    Drop,
+    /// Forward it in the dialect's own field: `reasoning_content` for Chat
+    /// Completions, thinking blocks for Messages, reasoning items for Responses.
+    Forward,
+}
+
+impl std::str::FromStr for ReasoningMode {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "drop" | "suppress" | "off" => Ok(ReasoningMode::Drop),
+            "forward" | "on" => Ok(ReasoningMode::Forward),
+            other => Err(ConfigError(format!(
+                "unknown reasoning mode {other:?} (expected \"drop\" or \"forward\")"
+            ))),
+        }
+    }
+}
+
+/// Default request settings for a model, applied *under* whatever the client
+/// sends: a client value always wins.
+///
+/// ```
+/// use ollama_translate::ModelDefaults;
+///
+/// let d = ModelDefaults::new().num_ctx(32768).keep_alive("30m");
+/// let parsed: ModelDefaults = "num_ctx=32768,keep_alive=30m".parse().unwrap();
+/// assert_eq!(d, parsed);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelDefaults {
+    pub(crate) options: Map<String, Value>,
+    pub(crate) keep_alive: Option<Value>,
+}
+
+impl ModelDefaults {
+    /// No defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Context window (`options.num_ctx`). Ollama's own default is small and
+    /// it silently drops the oldest messages when a prompt does not fit.
+    pub fn num_ctx(mut self, tokens: u64) -> Self {
+        self.options.insert("num_ctx".into(), Value::from(tokens));
+        self
+    }
+
+    /// How long Ollama keeps the model loaded (`keep_alive`), e.g. `"30m"`,
+    /// `"-1"` (forever) or `"0"` (unload after the request).
+    pub fn keep_alive(mut self, value: impl Into<String>) -> Self {
+        self.keep_alive = Some(parse_scalar(&value.into()));
+        self
+    }
+
+    /// Any other Ollama option (`temperature`, `top_k`, `num_predict`, …),
+    /// given as text and typed the way JSON would read it (`0.6` is a number,
+    /// `true` a boolean, anything else a string).
+    pub fn option(mut self, key: impl Into<String>, value: &str) -> Self {
+        let key = key.into();
+        if key == "keep_alive" {
+            self.keep_alive = Some(parse_scalar(value));
+        } else {
+            self.options.insert(key, parse_scalar(value));
+        }
+        self
+    }
+
+    /// The configured `num_ctx`, if any.
+    pub fn get_num_ctx(&self) -> Option<u64> {
+        self.options.get("num_ctx").and_then(Value::as_u64)
+    }
+
+    /// True when nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self.options.is_empty() && self.keep_alive.is_none()
+    }
+
+    fn merge_from(&mut self, other: &ModelDefaults) {
+        for (k, v) in &other.options {
+            self.options.insert(k.clone(), v.clone());
+        }
+        if other.keep_alive.is_some() {
+            self.keep_alive.clone_from(&other.keep_alive);
+        }
+    }
+}
+
+impl std::str::FromStr for ModelDefaults {
+    type Err = ConfigError;
+
+    /// Parses `key=value,key=value`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut d = ModelDefaults::new();
+        for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| ConfigError(format!("expected key=value, got {pair:?}")))?;
+            let k = k.trim();
+            if k.is_empty() {
+                return Err(ConfigError(format!("empty option name in {pair:?}")));
+            }
+            d = d.option(k, v.trim());
+        }
+        Ok(d)
+    }
+}
+
+fn parse_scalar(v: &str) -> Value {
+    let v = v.trim();
+    if let Ok(i) = v.parse::<i64>() {
+        return Value::from(i);
+    }
+    if let Ok(f) = v.parse::<f64>() {
+        if f.is_finite() {
+            return Value::from(f);
+        }
+    }
+    match v {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => Value::String(v.to_string()),
+    }
+}
+
+/// A configuration value that could not be parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub(crate) String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Splits a per-model spec such as `drop;[glm-5:cloud]forward` or
+/// `num_ctx=8192;[qwen3:8b]num_ctx=65536,keep_alive=1h` into
+/// `(None, global)` and `(Some(model), value)` parts.
+pub(crate) fn split_model_spec(spec: &str) -> Result<Vec<(Option<String>, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for group in spec.split(';').map(str::trim).filter(|g| !g.is_empty()) {
+        if let Some(rest) = group.strip_prefix('[') {
+            let (model, value) = rest
+                .split_once(']')
+                .ok_or_else(|| ConfigError(format!("missing ']' in {group:?}")))?;
+            let model = model.trim();
+            if model.is_empty() {
+                return Err(ConfigError(format!("empty model name in {group:?}")));
+            }
+            out.push((Some(model.to_string()), value.trim().to_string()));
+        } else {
+            out.push((None, group.to_string()));
+        }
+    }
+    Ok(out)
+}
+
+/// Canonical key for a model name: lower case, `:latest` removed.
+pub(crate) fn model_key(name: &str) -> String {
+    let lower = name.trim().to_ascii_lowercase();
+    match lower.strip_suffix(":latest") {
+        Some(base) => base.to_string(),
+        None => lower,
+    }
+}
+
+/// Everything the layer knows; shared behind an `Arc`.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) think_models: HashSet<String>,
+    pub(crate) reasoning: ReasoningMode,
+    pub(crate) model_reasoning: HashMap<String, ReasoningMode>,
+    pub(crate) defaults: ModelDefaults,
+    pub(crate) model_defaults: HashMap<String, ModelDefaults>,
+    pub(crate) aliases: HashMap<String, String>,
+    pub(crate) max_request_bytes: usize,
+}
+
+/// Default cap on a translated request body: 32 MiB, room for several images.
+pub(crate) const DEFAULT_MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            think_models: HashSet::new(),
+            reasoning: ReasoningMode::Drop,
+            model_reasoning: HashMap::new(),
+            defaults: ModelDefaults::new(),
+            model_defaults: HashMap::new(),
+            aliases: HashMap::new(),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        }
+    }
+}
+
+impl Config {
+    /// The Ollama model a client's model name maps to.
+    pub(crate) fn resolve_model<'a>(&'a self, requested: &'a str) -> &'a str {
+        match self.aliases.get(&model_key(requested)) {
+            Some(target) => target.as_str(),
+            None => requested,
+        }
+    }
+
+    pub(crate) fn is_think_model(&self, model: &str) -> bool {
+        self.think_models.contains(&model_key(model))
+    }
+
+    pub(crate) fn reasoning_for(&self, model: &str) -> ReasoningMode {
+        self.model_reasoning
+            .get(&model_key(model))
+            .copied()
+            .unwrap_or(self.reasoning)
+    }
+
+    /// Global defaults overlaid with the model's own.
+    pub(crate) fn defaults_for(&self, model: &str) -> ModelDefaults {
+        let mut d = self.defaults.clone();
+        if let Some(m) = self.model_defaults.get(&model_key(model)) {
+            d.merge_from(m);
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_defaults_with_types() {
+        let d: ModelDefaults = "num_ctx=32768, keep_alive=30m,temperature=0.5,x=true"
+            .parse()
+            .unwrap();
+        assert_eq!(d.options["num_ctx"], Value::from(32768));
+        assert_eq!(d.options["temperature"], Value::from(0.5));
+        assert_eq!(d.options["x"], Value::Bool(true));
+        assert_eq!(d.keep_alive, Some(Value::from("30m")));
+        assert!("num_ctx".parse::<ModelDefaults>().is_err());
+    }
+
+    #[test]
+    fn splits_model_specs() {
+        let parts = split_model_spec("num_ctx=8192; [qwen3:8b]num_ctx=65536,keep_alive=1h").unwrap();
+        assert_eq!(parts[0], (None, "num_ctx=8192".to_string()));
+        assert_eq!(
+            parts[1],
+            (
+                Some("qwen3:8b".to_string()),
+                "num_ctx=65536,keep_alive=1h".to_string()
+            )
+        );
+        assert!(split_model_spec("[qwen3 num_ctx=1").is_err());
+    }
+
+    #[test]
+    fn model_keys_ignore_latest_and_case() {
+        assert_eq!(model_key("Qwen3:latest"), "qwen3");
+        assert_eq!(model_key("glm-5:cloud"), "glm-5:cloud");
+    }
+
+    #[test]
+    fn per_model_defaults_overlay_global() {
+        let mut c = Config {
+            defaults: "num_ctx=8192,keep_alive=30m".parse().unwrap(),
+            ..Config::default()
+        };
+        c.model_defaults
+            .insert("qwen3".into(), "num_ctx=65536".parse().unwrap());
+        let d = c.defaults_for("qwen3:latest");
+        assert_eq!(d.get_num_ctx(), Some(65536));
+        assert_eq!(d.keep_alive, Some(Value::from("30m")));
+        assert_eq!(c.defaults_for("llama3.2").get_num_ctx(), Some(8192));
+    }
+}

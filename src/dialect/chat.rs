@@ -1,0 +1,850 @@
+//! OpenAI Chat Completions: `POST /v1/chat/completions`.
+//!
+//! Requests become native `/api/chat` requests; Ollama's NDJSON becomes
+//! `chat.completion.chunk` server-sent events (or one `chat.completion`
+//! object when the client did not ask to stream).
+
+use super::{openai, Dialect, Transcode, Upstream, JSON, SSE};
+use crate::config::{Config, ReasoningMode};
+use crate::error::ApiError;
+use crate::json::{write_str, write_u64};
+use crate::native::{self, ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
+use crate::ollama::{Decoder, Done, Encoder, Event, ToolCall};
+use crate::util::{random_id, unix_now};
+use bytes::{Bytes, BytesMut};
+use http::Method;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
+/// The Chat Completions dialect.
+pub(crate) struct ChatCompletions;
+
+impl Dialect for ChatCompletions {
+    fn name(&self) -> &'static str {
+        "chat.completions"
+    }
+
+    fn prepare(
+        &self,
+        config: &Config,
+        _parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<Upstream, ApiError> {
+        let parsed = parse_request(config, body)?;
+        let model = parsed.native.model.clone();
+        let stream = parsed.native.stream;
+        let finished = parsed.native.finish(config)?;
+        let forward = config.reasoning_for(&model) == ReasoningMode::Forward;
+        tracing::debug!(model = %model, stream, bytes = finished.body.len(), "chat.completions → /api/chat");
+        let head = ResponseHead::new(&parsed.client_model);
+        let transcoder: Box<dyn Transcode> = if stream {
+            Box::new(
+                Decoder::new(StreamEncoder::new(head, parsed.include_usage), forward)
+                    .watch_context(&model, finished.num_ctx),
+            )
+        } else {
+            Box::new(
+                Decoder::new(Collector::new(head), forward).watch_context(&model, finished.num_ctx),
+            )
+        };
+        Ok(Upstream {
+            method: Method::POST,
+            path: "/api/chat",
+            body: finished.body,
+            transcoder,
+            content_type: if stream { SSE } else { JSON },
+        })
+    }
+
+    fn error_body(&self, error: &ApiError) -> Bytes {
+        openai::error_body(error)
+    }
+}
+
+/// A parsed client request.
+pub(crate) struct Parsed {
+    pub(crate) native: ChatRequest,
+    /// The model name the client asked for (responses report it).
+    pub(crate) client_model: String,
+    pub(crate) include_usage: bool,
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn expect_number(root: &Map<String, Value>, key: &str) -> Result<Option<Value>, ApiError> {
+    match root.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Number(_)) => Ok(Some(v.clone())),
+        Some(v) => Err(ApiError::invalid(
+            key,
+            format!("{key} must be a number, got {}", type_name(v)),
+        )),
+    }
+}
+
+fn expect_integer(root: &Map<String, Value>, key: &str) -> Result<Option<i64>, ApiError> {
+    match root.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_i64().or_else(|| {
+            v.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64)
+        }) {
+            Some(i) => Ok(Some(i)),
+            None => Err(ApiError::invalid(
+                key,
+                format!("{key} must be an integer, got {}", type_name(v)),
+            )),
+        },
+    }
+}
+
+/// Parses a Chat Completions request body into a native request.
+pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiError> {
+    let root: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid("body", format!("request body is not valid JSON: {e}")))?;
+    let Value::Object(root) = root else {
+        return Err(ApiError::invalid(
+            "body",
+            "request body must be a JSON object",
+        ));
+    };
+
+    let client_model = match root.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+        Some(v) if !v.is_null() && !v.is_string() => {
+            return Err(ApiError::invalid(
+                "model",
+                format!("model must be a string, got {}", type_name(v)),
+            ))
+        }
+        _ => return Err(ApiError::invalid("model", "model is required")),
+    };
+    let model = config.resolve_model(&client_model).to_string();
+
+    let stream = match root.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "stream",
+                format!("stream must be a boolean, got {}", type_name(v)),
+            ))
+        }
+    };
+    let include_usage = stream
+        && root
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+
+    refuse_unsupported(&root)?;
+
+    let mut native = ChatRequest::new(model, stream);
+    native.messages = parse_messages(root.get("messages"))?;
+
+    // Options: the client's `options` object first, then the standard
+    // fields on top (they are the more specific spelling).
+    if let Some(opts) = root.get("options") {
+        match opts {
+            Value::Object(o) => {
+                for (k, v) in o {
+                    native.options.insert(k.clone(), v.clone());
+                }
+            }
+            Value::Null => {}
+            v => {
+                return Err(ApiError::invalid(
+                    "options",
+                    format!("options must be an object, got {}", type_name(v)),
+                ))
+            }
+        }
+    }
+    let max = match expect_integer(&root, "max_completion_tokens")? {
+        Some(n) => Some((n, "max_completion_tokens")),
+        None => expect_integer(&root, "max_tokens")?.map(|n| (n, "max_tokens")),
+    };
+    if let Some((n, key)) = max {
+        if n < 1 {
+            return Err(ApiError::invalid(key, format!("{key} must be at least 1")));
+        }
+        native.options.insert("num_predict".into(), Value::from(n));
+    }
+    for key in [
+        "temperature",
+        "top_p",
+        "presence_penalty",
+        "frequency_penalty",
+        "min_p",
+        "repeat_penalty",
+        "typical_p",
+    ] {
+        if let Some(v) = expect_number(&root, key)? {
+            native.options.insert(key.into(), v);
+        }
+    }
+    for key in ["seed", "top_k", "num_ctx", "repeat_last_n", "num_keep"] {
+        if let Some(v) = expect_integer(&root, key)? {
+            native.options.insert(key.into(), Value::from(v));
+        }
+    }
+    match root.get("stop") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => {
+            native.options.insert("stop".into(), json!([s]));
+        }
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
+            if !a.is_empty() {
+                native.options.insert("stop".into(), Value::Array(a.clone()));
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "stop",
+                "stop must be a string or an array of strings",
+            ))
+        }
+    }
+    match root.get("keep_alive") {
+        None | Some(Value::Null) => {}
+        Some(v @ (Value::String(_) | Value::Number(_))) => native.keep_alive = Some(v.clone()),
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "keep_alive",
+                format!(
+                    "keep_alive must be a duration string or a number of seconds, got {}",
+                    type_name(v)
+                ),
+            ))
+        }
+    }
+
+    native.format = parse_response_format(root.get("response_format"))?;
+    native.think = parse_think(&root)?;
+
+    let tool_choice_none = matches!(root.get("tool_choice"), Some(Value::String(s)) if s == "none");
+    let mut tools = parse_tools(root.get("tools"), "tools")?;
+    if tools.is_empty() {
+        tools = parse_legacy_functions(root.get("functions"))?;
+    }
+    if !tools.is_empty() && !tool_choice_none {
+        native.tools = Some(tools);
+    }
+
+    Ok(Parsed {
+        native,
+        client_model,
+        include_usage,
+    })
+}
+
+/// Parameters Ollama cannot honour: refuse them rather than ignore them.
+fn refuse_unsupported(root: &Map<String, Value>) -> Result<(), ApiError> {
+    if let Some(n) = root.get("n").filter(|v| !v.is_null()) {
+        if n.as_u64() != Some(1) {
+            return Err(ApiError::invalid(
+                "n",
+                "n must be 1: Ollama generates one choice per request",
+            ));
+        }
+    }
+    if let Some(Value::Object(bias)) = root.get("logit_bias") {
+        if !bias.is_empty() {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                "logit_bias is not supported by Ollama",
+            ));
+        }
+    }
+    if root.get("logprobs").and_then(Value::as_bool) == Some(true) {
+        return Err(ApiError::invalid(
+            "logprobs",
+            "logprobs is not supported by this proxy",
+        ));
+    }
+    if root.get("audio").is_some_and(|v| !v.is_null())
+        || root
+            .get("modalities")
+            .and_then(Value::as_array)
+            .is_some_and(|m| m.iter().any(|x| x != "text"))
+    {
+        return Err(ApiError::invalid(
+            "modalities",
+            "only text output is supported",
+        ));
+    }
+    Ok(())
+}
+
+fn parse_think(root: &Map<String, Value>) -> Result<Option<Value>, ApiError> {
+    if let Some(v) = root.get("think").filter(|v| !v.is_null()) {
+        return native::think_from_value(v).map(Some).ok_or_else(|| {
+            ApiError::invalid(
+                "think",
+                "think must be true, false, or one of \"low\", \"medium\", \"high\", \"max\"",
+            )
+        });
+    }
+    // `reasoning: {"effort"}` (Responses style, sent by some clients) wins
+    // over `reasoning_effort`, as in Ollama's own layer.
+    let (param, effort) = match (root.get("reasoning"), root.get("reasoning_effort")) {
+        (Some(Value::Object(r)), _) if r.get("effort").is_some_and(|e| !e.is_null()) => {
+            ("reasoning.effort", r.get("effort"))
+        }
+        (_, Some(Value::Object(r))) => ("reasoning_effort.effort", r.get("effort")),
+        (_, e) => ("reasoning_effort", e),
+    };
+    match effort {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => native::think_from_effort(s).map(Some).ok_or_else(|| {
+            ApiError::invalid(
+                param,
+                format!("unknown reasoning effort {s:?} (expected none, minimal, low, medium, high, xhigh or max)"),
+            )
+        }),
+        Some(v) => Err(ApiError::invalid(
+            param,
+            format!("reasoning effort must be a string, got {}", type_name(v)),
+        )),
+    }
+}
+
+fn parse_response_format(v: Option<&Value>) -> Result<Option<Value>, ApiError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
+    match kind {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(Value::from("json"))),
+        "json_schema" => match v.get("json_schema").and_then(|s| s.get("schema")) {
+            Some(schema @ Value::Object(_)) => Ok(Some(schema.clone())),
+            _ => Err(ApiError::invalid(
+                "response_format.json_schema.schema",
+                "response_format json_schema needs a schema object",
+            )),
+        },
+        other => Err(ApiError::invalid(
+            "response_format.type",
+            format!("unsupported response_format type {other:?} (expected text, json_object or json_schema)"),
+        )),
+    }
+}
+
+/// `tools`: function tools pass through; other kinds are dropped.
+pub(crate) fn parse_tools(v: Option<&Value>, param: &str) -> Result<Vec<Value>, ApiError> {
+    let tools = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(v) => {
+            return Err(ApiError::invalid(
+                param,
+                format!("{param} must be an array, got {}", type_name(v)),
+            ))
+        }
+    };
+    let mut out = Vec::with_capacity(tools.len());
+    for (i, tool) in tools.iter().enumerate() {
+        let kind = tool.get("type").and_then(Value::as_str).unwrap_or("function");
+        if kind != "function" {
+            tracing::debug!(kind, "dropping a tool kind Ollama cannot run");
+            continue;
+        }
+        let Some(Value::Object(function)) = tool.get("function") else {
+            return Err(ApiError::invalid(
+                format!("{param}[{i}].function"),
+                "a function tool needs a function object",
+            ));
+        };
+        if !function.get("name").is_some_and(Value::is_string) {
+            return Err(ApiError::invalid(
+                format!("{param}[{i}].function.name"),
+                "a function tool needs a name",
+            ));
+        }
+        let mut f = function.clone();
+        f.remove("strict");
+        out.push(json!({"type": "function", "function": f}));
+    }
+    Ok(out)
+}
+
+fn parse_legacy_functions(v: Option<&Value>) -> Result<Vec<Value>, ApiError> {
+    let Some(Value::Array(funcs)) = v else {
+        return Ok(Vec::new());
+    };
+    let wrapped: Vec<Value> = funcs
+        .iter()
+        .map(|f| json!({"type": "function", "function": f}))
+        .collect();
+    parse_tools(Some(&Value::Array(wrapped)), "functions")
+}
+
+/// Text of a `content` that is a string, null, or an array of parts.
+/// Images go to `images`.
+fn parse_content(
+    content: Option<&Value>,
+    param: &str,
+    images: &mut Vec<String>,
+) -> Result<String, ApiError> {
+    let parts = match content {
+        None | Some(Value::Null) => return Ok(String::new()),
+        Some(Value::String(s)) => return Ok(s.clone()),
+        Some(Value::Array(parts)) => parts,
+        Some(v) => {
+            return Err(ApiError::invalid(
+                param,
+                format!(
+                    "content must be a string or an array of parts, got {}",
+                    type_name(v)
+                ),
+            ))
+        }
+    };
+    let mut texts: Vec<&str> = Vec::new();
+    for (j, part) in parts.iter().enumerate() {
+        let part_param = format!("{param}[{j}]");
+        if let Value::String(s) = part {
+            texts.push(s);
+            continue;
+        }
+        let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
+        match kind {
+            "text" | "input_text" | "output_text" => match part.get("text") {
+                Some(Value::String(t)) => texts.push(t),
+                _ => {
+                    return Err(ApiError::invalid(
+                        format!("{part_param}.text"),
+                        "a text part needs a text string",
+                    ))
+                }
+            },
+            "refusal" => {
+                if let Some(t) = part.get("refusal").and_then(Value::as_str) {
+                    texts.push(t);
+                }
+            }
+            "image_url" => {
+                let url = match part.get("image_url") {
+                    Some(Value::String(u)) => u.as_str(),
+                    Some(Value::Object(o)) => o.get("url").and_then(Value::as_str).unwrap_or(""),
+                    _ => "",
+                };
+                images.push(native::image_from_url(url, &format!("{part_param}.image_url"))?);
+            }
+            "input_audio" => {
+                let data = part
+                    .get("input_audio")
+                    .and_then(|a| a.get("data"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                images.push(native::image_from_base64(
+                    data,
+                    &format!("{part_param}.input_audio.data"),
+                )?);
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    format!("{part_param}.type"),
+                    format!("unsupported content part type {other:?}"),
+                ))
+            }
+        }
+    }
+    Ok(texts.join("\n"))
+}
+
+fn parse_arguments(args: Option<&Value>, param: &str) -> Result<Value, ApiError> {
+    match args {
+        None | Some(Value::Null) => Ok(json!({})),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(json!({})),
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(v @ Value::Object(_)) => Ok(v),
+            Ok(v) => Err(ApiError::invalid(
+                param,
+                format!(
+                    "tool call arguments must encode a JSON object, got {}",
+                    type_name(&v)
+                ),
+            )),
+            Err(e) => Err(ApiError::invalid(
+                param,
+                format!("tool call arguments are not valid JSON: {e}"),
+            )),
+        },
+        Some(v @ Value::Object(_)) => Ok(v.clone()),
+        Some(v) => Err(ApiError::invalid(
+            param,
+            format!(
+                "tool call arguments must be a JSON string, got {}",
+                type_name(v)
+            ),
+        )),
+    }
+}
+
+fn parse_messages(v: Option<&Value>) -> Result<Vec<Message>, ApiError> {
+    let msgs = match v {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(Value::Array(_)) => {
+            return Err(ApiError::invalid(
+                "messages",
+                "messages must contain at least one message",
+            ))
+        }
+        None | Some(Value::Null) => return Err(ApiError::invalid("messages", "messages is required")),
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "messages",
+                format!("messages must be an array, got {}", type_name(v)),
+            ))
+        }
+    };
+    let mut out = Vec::with_capacity(msgs.len());
+    // tool_call_id → function name, from earlier assistant turns.
+    let mut call_names: HashMap<String, String> = HashMap::new();
+    for (i, m) in msgs.iter().enumerate() {
+        let p = format!("messages[{i}]");
+        let Value::Object(m) = m else {
+            return Err(ApiError::invalid(p, "each message must be an object"));
+        };
+        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+        let mut images = Vec::new();
+        let content = parse_content(m.get("content"), &format!("{p}.content"), &mut images)?;
+        let mut msg = match role {
+            "system" | "developer" => Message::new("system", content),
+            "user" => Message::new("user", content),
+            "assistant" => {
+                let mut msg = Message::new("assistant", content);
+                msg.thinking = assistant_thinking(m);
+                if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
+                    for (j, call) in calls.iter().enumerate() {
+                        let f = call.get("function");
+                        let name = f
+                            .and_then(|f| f.get("name"))
+                            .and_then(Value::as_str)
+                            .ok_or_else(|| {
+                                ApiError::invalid(
+                                    format!("{p}.tool_calls[{j}].function.name"),
+                                    format!("message {i}: tool call {j} has no function name"),
+                                )
+                            })?;
+                        let arguments = parse_arguments(
+                            f.and_then(|f| f.get("arguments")),
+                            &format!("{p}.tool_calls[{j}].function.arguments"),
+                        )
+                        .map_err(|mut e| {
+                            e.message = format!("message {i}: {}", e.message);
+                            e
+                        })?;
+                        let id = call.get("id").and_then(Value::as_str).map(str::to_string);
+                        if let Some(id) = &id {
+                            call_names.insert(id.clone(), name.to_string());
+                        }
+                        msg.tool_calls.push(NativeToolCall {
+                            id,
+                            function: ToolFunction {
+                                name: name.to_string(),
+                                arguments,
+                            },
+                        });
+                    }
+                }
+                if let Some(Value::Object(fc)) = m.get("function_call") {
+                    let name = fc.get("name").and_then(Value::as_str).unwrap_or("");
+                    let arguments =
+                        parse_arguments(fc.get("arguments"), &format!("{p}.function_call.arguments"))?;
+                    msg.tool_calls.push(NativeToolCall {
+                        id: None,
+                        function: ToolFunction {
+                            name: name.to_string(),
+                            arguments,
+                        },
+                    });
+                }
+                msg
+            }
+            "tool" | "function" => {
+                let mut msg = Message::new("tool", content);
+                let id = m.get("tool_call_id").and_then(Value::as_str);
+                let name = m
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .or_else(|| id.and_then(|id| call_names.get(id).cloned()));
+                msg.tool_name = name;
+                msg.tool_call_id = id.map(str::to_string);
+                msg
+            }
+            "" => return Err(ApiError::invalid(format!("{p}.role"), "message role is required")),
+            other => {
+                return Err(ApiError::invalid(
+                    format!("{p}.role"),
+                    format!("unsupported message role {other:?}"),
+                ))
+            }
+        };
+        msg.images = images;
+        out.push(msg);
+    }
+    Ok(out)
+}
+
+/// Earlier reasoning on an assistant turn, in any spelling clients use.
+fn assistant_thinking(m: &Map<String, Value>) -> Option<String> {
+    for key in ["reasoning_content", "reasoning", "thinking"] {
+        if let Some(s) = m.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            return Some(s.to_string());
+        }
+    }
+    // LiteLLM's `thinking_blocks`.
+    let blocks = m.get("thinking_blocks")?.as_array()?;
+    let text: Vec<&str> = blocks
+        .iter()
+        .filter_map(|b| b.get("thinking").and_then(Value::as_str))
+        .collect();
+    (!text.is_empty()).then(|| text.concat())
+}
+
+/// What is constant for one response.
+struct ResponseHead {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl ResponseHead {
+    fn new(model: &str) -> Self {
+        ResponseHead {
+            id: random_id("chatcmpl-", 24, true),
+            created: unix_now(),
+            model: model.to_string(),
+        }
+    }
+}
+
+fn finish_reason(done: &Done<'_>, tool_calls: bool) -> &'static str {
+    match done.reason {
+        Some("length") => "length",
+        _ if tool_calls => "tool_calls",
+        _ => "stop",
+    }
+}
+
+fn tool_call_id(call: &ToolCall<'_>) -> String {
+    match call.id {
+        Some(id) => id.to_string(),
+        None => random_id("call_", 24, true),
+    }
+}
+
+/// Streams `chat.completion.chunk` events.
+struct StreamEncoder {
+    /// `data: {"id":…,"choices":[{"index":0,"delta":` — everything before a delta.
+    chunk_prefix: Vec<u8>,
+    /// `data: {"id":…,"choices":[],"usage":` — the usage chunk's start.
+    usage_prefix: Vec<u8>,
+    include_usage: bool,
+    started: bool,
+    next_tool_index: u64,
+}
+
+const CHUNK_SUFFIX: &[u8] = b",\"logprobs\":null,\"finish_reason\":null}]}\n\n";
+
+impl StreamEncoder {
+    fn new(head: ResponseHead, include_usage: bool) -> Self {
+        let mut common = BytesMut::new();
+        common.extend_from_slice(b"data: {\"id\":");
+        write_str(&mut common, &head.id);
+        common.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
+        write_u64(&mut common, head.created);
+        common.extend_from_slice(b",\"model\":");
+        write_str(&mut common, &head.model);
+        common.extend_from_slice(b",\"system_fingerprint\":\"fp_ollama\",");
+        let mut chunk_prefix = common.to_vec();
+        chunk_prefix.extend_from_slice(b"\"choices\":[{\"index\":0,\"delta\":");
+        let mut usage_prefix = common.to_vec();
+        usage_prefix.extend_from_slice(b"\"choices\":[],\"usage\":");
+        StreamEncoder {
+            chunk_prefix,
+            usage_prefix,
+            include_usage,
+            started: false,
+            next_tool_index: 0,
+        }
+    }
+
+    fn start(&mut self, out: &mut BytesMut) {
+        if !self.started {
+            self.started = true;
+            out.extend_from_slice(&self.chunk_prefix);
+            out.extend_from_slice(b"{\"role\":\"assistant\",\"content\":\"\"}");
+            out.extend_from_slice(CHUNK_SUFFIX);
+        }
+    }
+
+    fn delta_str(&self, field: &[u8], text: &str, out: &mut BytesMut) {
+        out.extend_from_slice(&self.chunk_prefix);
+        out.extend_from_slice(b"{\"");
+        out.extend_from_slice(field);
+        out.extend_from_slice(b"\":");
+        write_str(out, text);
+        out.extend_from_slice(b"}");
+        out.extend_from_slice(CHUNK_SUFFIX);
+    }
+}
+
+impl Encoder for StreamEncoder {
+    fn event(&mut self, event: Event<'_>, out: &mut BytesMut) {
+        if let Event::Error(message) = event {
+            // In-band error; the stream ends without [DONE].
+            let err = ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, message)
+                .with_code("ollama_error");
+            out.extend_from_slice(b"data: ");
+            openai::write_error_object(&err, out);
+            out.extend_from_slice(b"\n\n");
+            return;
+        }
+        self.start(out);
+        match event {
+            Event::Heartbeat | Event::Error(_) => {}
+            Event::Thinking(t) => self.delta_str(b"reasoning_content", t, out),
+            Event::Text(t) => self.delta_str(b"content", t, out),
+            Event::ToolCall(call) => {
+                let index = self.next_tool_index;
+                self.next_tool_index += 1;
+                // First chunk: index, id, type, name, empty arguments.
+                out.extend_from_slice(&self.chunk_prefix);
+                out.extend_from_slice(b"{\"tool_calls\":[{\"index\":");
+                write_u64(out, index);
+                out.extend_from_slice(b",\"id\":");
+                write_str(out, &tool_call_id(&call));
+                out.extend_from_slice(b",\"type\":\"function\",\"function\":{\"name\":");
+                write_str(out, call.name);
+                out.extend_from_slice(b",\"arguments\":\"\"}}]}");
+                out.extend_from_slice(CHUNK_SUFFIX);
+                // Second chunk: the whole arguments object as a string.
+                out.extend_from_slice(&self.chunk_prefix);
+                out.extend_from_slice(b"{\"tool_calls\":[{\"index\":");
+                write_u64(out, index);
+                out.extend_from_slice(b",\"function\":{\"arguments\":");
+                write_str(out, call.arguments);
+                out.extend_from_slice(b"}}]}");
+                out.extend_from_slice(CHUNK_SUFFIX);
+            }
+            Event::Done(done) => {
+                out.extend_from_slice(&self.chunk_prefix);
+                out.extend_from_slice(b"{},\"logprobs\":null,\"finish_reason\":\"");
+                out.extend_from_slice(
+                    finish_reason(&done, self.next_tool_index > 0).as_bytes(),
+                );
+                out.extend_from_slice(b"\"}]}\n\n");
+                if self.include_usage {
+                    out.extend_from_slice(&self.usage_prefix);
+                    write_usage(&done, out);
+                    out.extend_from_slice(b"}\n\n");
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+            }
+        }
+    }
+}
+
+fn write_usage(done: &Done<'_>, out: &mut BytesMut) {
+    out.extend_from_slice(b"{\"prompt_tokens\":");
+    write_u64(out, done.prompt_tokens);
+    out.extend_from_slice(b",\"completion_tokens\":");
+    write_u64(out, done.completion_tokens);
+    out.extend_from_slice(b",\"total_tokens\":");
+    write_u64(out, done.prompt_tokens + done.completion_tokens);
+    out.extend_from_slice(b"}");
+}
+
+/// Builds one `chat.completion` object.
+struct Collector {
+    head: ResponseHead,
+    text: String,
+    reasoning: String,
+    tool_calls: Vec<Value>,
+}
+
+impl Collector {
+    fn new(head: ResponseHead) -> Self {
+        Collector {
+            head,
+            text: String::new(),
+            reasoning: String::new(),
+            tool_calls: Vec::new(),
+        }
+    }
+}
+
+impl Encoder for Collector {
+    fn event(&mut self, event: Event<'_>, out: &mut BytesMut) {
+        match event {
+            Event::Heartbeat => {}
+            Event::Thinking(t) => self.reasoning.push_str(t),
+            Event::Text(t) => self.text.push_str(t),
+            Event::ToolCall(call) => self.tool_calls.push(json!({
+                "id": tool_call_id(&call),
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            })),
+            Event::Done(done) => {
+                let mut message = json!({
+                    "role": "assistant",
+                    "content": if self.text.is_empty() && !self.tool_calls.is_empty() {
+                        Value::Null
+                    } else {
+                        Value::String(std::mem::take(&mut self.text))
+                    },
+                });
+                if !self.reasoning.is_empty() {
+                    message["reasoning_content"] = Value::String(std::mem::take(&mut self.reasoning));
+                }
+                if !self.tool_calls.is_empty() {
+                    message["tool_calls"] = Value::Array(std::mem::take(&mut self.tool_calls));
+                }
+                let has_calls = message.get("tool_calls").is_some();
+                let body = json!({
+                    "id": self.head.id,
+                    "object": "chat.completion",
+                    "created": self.head.created,
+                    "model": self.head.model,
+                    "system_fingerprint": "fp_ollama",
+                    "choices": [{
+                        "index": 0,
+                        "message": message,
+                        "logprobs": null,
+                        "finish_reason": finish_reason(&done, has_calls),
+                    }],
+                    "usage": {
+                        "prompt_tokens": done.prompt_tokens,
+                        "completion_tokens": done.completion_tokens,
+                        "total_tokens": done.prompt_tokens + done.completion_tokens,
+                    },
+                });
+                out.extend_from_slice(body.to_string().as_bytes());
+            }
+            Event::Error(message) => {
+                let err = ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, message)
+                    .with_code("ollama_error");
+                openai::write_error_object(&err, out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,146 @@
+//! Client dialects.
+//!
+//! A dialect is a module that knows one client API: it turns the client's
+//! request into a request for Ollama's native API ([`Dialect::prepare`]),
+//! and gives back a [`Transcode`] that turns Ollama's response body into the
+//! client's. Chat-like dialects build their transcoder from the shared
+//! [`Decoder`](crate::ollama::Decoder) plus an [`Encoder`](crate::ollama::Encoder)
+//! of their own. Adding a dialect means adding a module and one line in
+//! [`route`]; the service, the future and the body do not change.
+
+pub(crate) mod chat;
+pub(crate) mod openai;
+
+use crate::config::Config;
+use crate::error::{ApiError, BoxError};
+use bytes::{Bytes, BytesMut};
+use http::{Method, StatusCode};
+
+/// Turns an upstream response body into the client's, piece by piece.
+pub(crate) trait Transcode: Send {
+    /// One complete line of the upstream body, without its `\n` (or, when
+    /// [`Transcode::whole_body`] is true, the whole body at its end).
+    fn line(&mut self, line: &[u8], out: &mut BytesMut);
+    /// The upstream body ended. An error means the stream ended in a way
+    /// that must not look like a clean finish to the client.
+    fn finish(&mut self, out: &mut BytesMut) -> Result<(), BoxError>;
+    /// The upstream body failed (connection dropped, timeout); write an
+    /// in-band error if the dialect has one.
+    fn abort(&mut self, error: &str, out: &mut BytesMut);
+    /// Whether to get the whole body at once instead of line by line.
+    fn whole_body(&self) -> bool {
+        false
+    }
+}
+
+/// What to send to Ollama for a translated request.
+pub(crate) struct Upstream {
+    pub(crate) method: Method,
+    /// Path and query of the native endpoint, e.g. `/api/chat`.
+    pub(crate) path: &'static str,
+    /// The JSON body (empty for `GET`).
+    pub(crate) body: Bytes,
+    /// Translates a successful response.
+    pub(crate) transcoder: Box<dyn Transcode>,
+    /// `Content-Type` of the translated response.
+    pub(crate) content_type: &'static str,
+}
+
+/// One client API.
+pub(crate) trait Dialect: Sync {
+    /// A short name for logs.
+    fn name(&self) -> &'static str;
+    /// Builds the native request, or an error for the client.
+    fn prepare(
+        &self,
+        config: &Config,
+        parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<Upstream, ApiError>;
+    /// Renders an error in this dialect's shape.
+    fn error_body(&self, error: &ApiError) -> Bytes;
+}
+
+/// The dialect serving `method path`, or `None` to pass the request through.
+pub(crate) fn route(method: &Method, path: &str) -> Option<&'static dyn Dialect> {
+    let path = path.strip_suffix('/').unwrap_or(path);
+    match (method, path) {
+        (&Method::POST, "/v1/chat/completions") => Some(&chat::ChatCompletions),
+        _ => None,
+    }
+}
+
+/// Content type of a server-sent event stream.
+pub(crate) const SSE: &str = "text/event-stream";
+/// Content type of a JSON document.
+pub(crate) const JSON: &str = "application/json";
+
+/// Reads Ollama's error body (`{"error":"…"}`, plain text, or nothing) and
+/// renders it in the client's dialect with the same status.
+pub(crate) struct UpstreamError {
+    dialect: &'static dyn Dialect,
+    status: StatusCode,
+    done: bool,
+}
+
+impl UpstreamError {
+    pub(crate) fn new(dialect: &'static dyn Dialect, status: StatusCode) -> Self {
+        UpstreamError {
+            dialect,
+            status,
+            done: false,
+        }
+    }
+
+    fn render(&mut self, body: &[u8], out: &mut BytesMut) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let message = upstream_error_message(self.status, body);
+        let err = ApiError::new(self.status, message);
+        out.extend_from_slice(&self.dialect.error_body(&err));
+    }
+}
+
+/// The message in an Ollama error body.
+pub(crate) fn upstream_error_message(status: StatusCode, body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct OllamaError {
+        error: serde_json::Value,
+    }
+    let text = match serde_json::from_slice::<OllamaError>(body) {
+        Ok(OllamaError {
+            error: serde_json::Value::String(s),
+        }) => s,
+        Ok(OllamaError { error }) => error.to_string(),
+        Err(_) => String::from_utf8_lossy(body).trim().to_string(),
+    };
+    if !text.is_empty() {
+        return text;
+    }
+    match status {
+        StatusCode::FORBIDDEN => "Ollama refused the request (403 with an empty body); it rejects Host headers that are not local".into(),
+        s => format!(
+            "Ollama answered {} {}",
+            s.as_u16(),
+            s.canonical_reason().unwrap_or("")
+        ),
+    }
+}
+
+impl Transcode for UpstreamError {
+    fn line(&mut self, line: &[u8], out: &mut BytesMut) {
+        self.render(line, out);
+    }
+    fn finish(&mut self, out: &mut BytesMut) -> Result<(), BoxError> {
+        self.render(b"", out);
+        Ok(())
+    }
+    fn abort(&mut self, _error: &str, out: &mut BytesMut) {
+        self.render(b"", out);
+    }
+    fn whole_body(&self) -> bool {
+        true
+    }
+}

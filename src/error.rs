@@ -1,0 +1,106 @@
+//! Errors a dialect reports to its client, and the crate's boxed error type.
+
+use http::StatusCode;
+use std::fmt;
+
+/// A boxed error, as used by [`TranslateBody`](crate::TranslateBody) and
+/// [`RequestBody`](crate::RequestBody).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// An error to be reported to the client in its own dialect.
+///
+/// Dialects render it: OpenAI as `{"error":{"message","type","param","code"}}`,
+/// Anthropic as `{"type":"error","error":{"type","message"}}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
+    pub(crate) param: Option<String>,
+    pub(crate) code: Option<&'static str>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            param: None,
+            code: None,
+        }
+    }
+
+    /// A 400 naming the offending parameter.
+    pub(crate) fn invalid(param: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            param: Some(param.into()),
+            code: None,
+        }
+    }
+
+    pub(crate) fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// OpenAI's `error.type` for this status.
+    pub(crate) fn openai_type(&self) -> &'static str {
+        match self.status.as_u16() {
+            400 | 413 | 422 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            429 => "rate_limit_error",
+            _ => "api_error",
+        }
+    }
+
+    /// Anthropic's `error.type` for this status.
+    #[allow(dead_code)] // used by the Messages dialect
+    pub(crate) fn anthropic_type(&self) -> &'static str {
+        match self.status.as_u16() {
+            400 | 422 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            _ => "api_error",
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.message)
+    }
+}
+
+/// The upstream stream ended in a way that must not look like a clean finish.
+#[derive(Debug)]
+pub(crate) struct StreamError(pub(crate) String);
+
+impl fmt::Display for StreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StreamError {}
+
+/// The message of an error and of its sources, joined with `: `.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !msg.contains(&part) {
+            msg.push_str(": ");
+            msg.push_str(&part);
+        }
+        source = s.source();
+    }
+    msg
+}

@@ -1,0 +1,280 @@
+//! [`ResponseFuture`]: collects a request, calls Ollama, wraps the answer.
+
+use crate::body::{RequestBody, TranslateBody};
+use crate::config::Config;
+use crate::dialect::{Dialect, Transcode, UpstreamError, JSON, SSE};
+use crate::error::{error_chain, ApiError, BoxError};
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri};
+use http_body::Body;
+use http_body_util::combinators::Collect;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use tower_service::Service;
+
+pin_project! {
+    /// Response future of [`OllamaTranslate`](crate::OllamaTranslate).
+    ///
+    /// See the [crate docs](crate) for more details.
+    pub struct ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<RequestBody<ReqBody>>>,
+        ReqBody: Body,
+        ReqBody::Error: Into<BoxError>,
+    {
+        #[pin]
+        state: State<S, ReqBody>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqBody>
+    where
+        S: Service<Request<RequestBody<ReqBody>>>,
+        ReqBody: Body,
+        ReqBody::Error: Into<BoxError>,
+    {
+        Passthrough { #[pin] fut: S::Future },
+        Collect {
+            #[pin] collect: Collect<Limited<ReqBody>>,
+            pending: Option<Pending<S>>,
+        },
+        Call { #[pin] fut: S::Future, ctx: Option<CallCtx> },
+        Reject { error: Option<(&'static dyn Dialect, ApiError)> },
+    }
+}
+
+struct Pending<S> {
+    service: S,
+    parts: http::request::Parts,
+    dialect: &'static dyn Dialect,
+    config: Arc<Config>,
+}
+
+struct CallCtx {
+    dialect: &'static dyn Dialect,
+    transcoder: Box<dyn Transcode>,
+    content_type: &'static str,
+}
+
+impl<S, ReqBody> ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<RequestBody<ReqBody>>>,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
+{
+    pub(crate) fn passthrough(fut: S::Future) -> Self {
+        ResponseFuture {
+            state: State::Passthrough { fut },
+        }
+    }
+
+    pub(crate) fn translate(
+        req: Request<ReqBody>,
+        dialect: &'static dyn Dialect,
+        service: S,
+        config: Arc<Config>,
+    ) -> Self {
+        let limit = config.max_request_bytes;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return ResponseFuture {
+                state: State::Reject {
+                    error: Some((dialect, too_large(limit))),
+                },
+            };
+        }
+        let (parts, body) = req.into_parts();
+        ResponseFuture {
+            state: State::Collect {
+                collect: Limited::new(body, limit).collect(),
+                pending: Some(Pending {
+                    service,
+                    parts,
+                    dialect,
+                    config,
+                }),
+            },
+        }
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than the limit of {limit} bytes"),
+    )
+    .with_code("request_too_large")
+}
+
+fn error_response<B>(dialect: &'static dyn Dialect, err: &ApiError) -> Response<TranslateBody<B>> {
+    tracing::debug!(dialect = dialect.name(), status = err.status.as_u16(), message = %err.message, "answering with an error");
+    let mut res = Response::new(TranslateBody::full(dialect.error_body(err)));
+    *res.status_mut() = err.status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    res
+}
+
+/// The request for Ollama: same scheme and authority, the native path, a
+/// fresh set of headers (the client's credentials and `Host` stay behind).
+fn upstream_request<B>(
+    parts: http::request::Parts,
+    up: &crate::dialect::Upstream,
+    body: Bytes,
+) -> Result<Request<RequestBody<B>>, ApiError> {
+    let mut uri = parts.uri.into_parts();
+    uri.path_and_query = Some(PathAndQuery::from_static(up.path));
+    let uri = Uri::from_parts(uri).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not build the upstream URI: {e}"),
+        )
+    })?;
+    let mut req = Request::new(RequestBody::rewritten(body.clone()));
+    *req.method_mut() = up.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = parts.version;
+    *req.extensions_mut() = parts.extensions;
+    let h = req.headers_mut();
+    if !body.is_empty() {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    if let Some(ua) = parts.headers.get(header::USER_AGENT) {
+        h.insert(header::USER_AGENT, ua.clone());
+    }
+    Ok(req)
+}
+
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body,
+{
+    type Output = Result<Response<TranslateBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Passthrough { fut } => {
+                    let res = ready!(fut.poll(cx))?;
+                    return Poll::Ready(Ok(res.map(TranslateBody::passthrough)));
+                }
+                StateProj::Reject { error } => {
+                    let (dialect, err) = match error.take() {
+                        Some(e) => e,
+                        None => (
+                            &crate::dialect::chat::ChatCompletions as &dyn Dialect,
+                            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "future polled after completion"),
+                        ),
+                    };
+                    return Poll::Ready(Ok(error_response(dialect, &err)));
+                }
+                StateProj::Collect { collect, pending } => {
+                    let collected = ready!(collect.poll(cx));
+                    let Some(mut p) = pending.take() else {
+                        this.state.set(State::Reject { error: None });
+                        continue;
+                    };
+                    let bytes = match collected {
+                        Ok(c) => c.to_bytes(),
+                        Err(e) => {
+                            let err = if e.downcast_ref::<LengthLimitError>().is_some() {
+                                too_large(p.config.max_request_bytes)
+                            } else {
+                                ApiError::new(
+                                    StatusCode::BAD_REQUEST,
+                                    format!("could not read the request body: {}", error_chain(&*e)),
+                                )
+                            };
+                            return Poll::Ready(Ok(error_response(p.dialect, &err)));
+                        }
+                    };
+                    let up = match p.dialect.prepare(&p.config, &p.parts, &bytes) {
+                        Ok(up) => up,
+                        Err(err) => return Poll::Ready(Ok(error_response(p.dialect, &err))),
+                    };
+                    let body = up.body.clone();
+                    let req = match upstream_request(p.parts, &up, body) {
+                        Ok(r) => r,
+                        Err(err) => return Poll::Ready(Ok(error_response(p.dialect, &err))),
+                    };
+                    let fut = p.service.call(req);
+                    this.state.set(State::Call {
+                        fut,
+                        ctx: Some(CallCtx {
+                            dialect: p.dialect,
+                            transcoder: up.transcoder,
+                            content_type: up.content_type,
+                        }),
+                    });
+                }
+                StateProj::Call { fut, ctx } => {
+                    let res = ready!(fut.poll(cx));
+                    let Some(ctx) = ctx.take() else {
+                        this.state.set(State::Reject { error: None });
+                        continue;
+                    };
+                    return Poll::Ready(Ok(match res {
+                        Ok(res) => translate_response(res, ctx),
+                        Err(e) => {
+                            let e: BoxError = e.into();
+                            tracing::warn!(error = %error_chain(&*e), "Ollama is unreachable");
+                            let err = ApiError::new(
+                                StatusCode::BAD_GATEWAY,
+                                format!("could not reach Ollama: {}", error_chain(&*e)),
+                            )
+                            .with_code("upstream_unreachable");
+                            error_response(ctx.dialect, &err)
+                        }
+                    }));
+                }
+            }
+        }
+    }
+}
+
+fn translate_response<B>(res: Response<B>, ctx: CallCtx) -> Response<TranslateBody<B>> {
+    let (mut parts, body) = res.into_parts();
+    let h = &mut parts.headers;
+    for name in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+        header::TRANSFER_ENCODING,
+        header::CONNECTION,
+    ] {
+        h.remove(name);
+    }
+    let body = if parts.status.is_success() {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(ctx.content_type),
+        );
+        if ctx.content_type == SSE {
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        }
+        TranslateBody::translate(body, ctx.transcoder)
+    } else {
+        tracing::debug!(dialect = ctx.dialect.name(), status = parts.status.as_u16(), "Ollama answered with an error");
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+        TranslateBody::translate(body, Box::new(UpstreamError::new(ctx.dialect, parts.status)))
+    };
+    Response::from_parts(parts, body)
+}

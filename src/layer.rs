@@ -1,0 +1,181 @@
+//! [`OllamaTranslateLayer`]: the configuration and the `tower::Layer`.
+
+use crate::config::{split_model_spec, Config, ConfigError, ModelDefaults, ReasoningMode};
+use crate::config::model_key;
+use crate::service::OllamaTranslate;
+use std::sync::Arc;
+use tower_layer::Layer;
+
+/// Serves OpenAI and Anthropic APIs from a service that speaks Ollama's
+/// native API.
+///
+/// Defaults: no think-models, thinking dropped ([`ReasoningMode::Drop`]), no
+/// per-model options or aliases, requests up to 32 MiB.
+///
+/// ```
+/// use ollama_translate::{ModelDefaults, OllamaTranslateLayer, ReasoningMode};
+///
+/// let layer = OllamaTranslateLayer::new()
+///     .think_models(["glm-5:cloud"])
+///     .reasoning(ReasoningMode::Forward)
+///     .default_options(ModelDefaults::new().num_ctx(32768).keep_alive("30m"))
+///     .model_alias("gpt-4o", "qwen3:8b");
+/// # let _ = layer;
+/// ```
+///
+/// See the [crate docs](crate) for more details.
+#[derive(Clone, Debug, Default)]
+pub struct OllamaTranslateLayer {
+    pub(crate) config: Arc<Config>,
+}
+
+impl OllamaTranslateLayer {
+    /// A layer with the defaults above.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn config_mut(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
+    }
+
+    /// Models that get `think: true` when the client says nothing about
+    /// thinking (default: none). Only list models that can think: Ollama
+    /// answers 400 to `think` on a model that cannot.
+    pub fn think_models<I, S>(mut self, models: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let c = self.config_mut();
+        for m in models {
+            let key = model_key(m.as_ref());
+            if !key.is_empty() {
+                c.think_models.insert(key);
+            }
+        }
+        self
+    }
+
+    /// What to do with thinking text for every model (default: [`ReasoningMode::Drop`]).
+    pub fn reasoning(mut self, mode: ReasoningMode) -> Self {
+        self.config_mut().reasoning = mode;
+        self
+    }
+
+    /// What to do with thinking text for one model, overriding [`Self::reasoning`].
+    pub fn model_reasoning(mut self, model: impl AsRef<str>, mode: ReasoningMode) -> Self {
+        self.config_mut()
+            .model_reasoning
+            .insert(model_key(model.as_ref()), mode);
+        self
+    }
+
+    /// Parses a reasoning spec such as `drop;[glm-5:cloud]forward`: a global
+    /// mode and per-model ones in brackets.
+    pub fn reasoning_spec(mut self, spec: &str) -> Result<Self, ConfigError> {
+        for (model, value) in split_model_spec(spec)? {
+            let mode: ReasoningMode = value.parse()?;
+            self = match model {
+                Some(m) => self.model_reasoning(m, mode),
+                None => self.reasoning(mode),
+            };
+        }
+        Ok(self)
+    }
+
+    /// Options applied under every request (default: none), e.g. a larger
+    /// `num_ctx` than Ollama's small default.
+    pub fn default_options(mut self, defaults: ModelDefaults) -> Self {
+        self.config_mut().defaults = defaults;
+        self
+    }
+
+    /// Options applied under requests for one model, over [`Self::default_options`].
+    pub fn model_options(mut self, model: impl AsRef<str>, defaults: ModelDefaults) -> Self {
+        self.config_mut()
+            .model_defaults
+            .insert(model_key(model.as_ref()), defaults);
+        self
+    }
+
+    /// Parses an options spec such as
+    /// `num_ctx=32768,keep_alive=30m;[qwen3:8b]num_ctx=65536`: global options
+    /// and per-model ones in brackets.
+    pub fn options_spec(mut self, spec: &str) -> Result<Self, ConfigError> {
+        for (model, value) in split_model_spec(spec)? {
+            let defaults: ModelDefaults = value.parse()?;
+            self = match model {
+                Some(m) => self.model_options(m, defaults),
+                None => self.default_options(defaults),
+            };
+        }
+        Ok(self)
+    }
+
+    /// Sends requests for the client model `from` to the Ollama model `to`
+    /// (default: none). Responses still name `from`.
+    pub fn model_alias(mut self, from: impl AsRef<str>, to: impl Into<String>) -> Self {
+        self.config_mut()
+            .aliases
+            .insert(model_key(from.as_ref()), to.into());
+        self
+    }
+
+    /// Parses `from=to,from=to` aliases.
+    pub fn aliases_spec(mut self, spec: &str) -> Result<Self, ConfigError> {
+        for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (from, to) = pair
+                .split_once('=')
+                .ok_or_else(|| ConfigError(format!("expected from=to, got {pair:?}")))?;
+            self = self.model_alias(from.trim(), to.trim());
+        }
+        Ok(self)
+    }
+
+    /// Largest translated request body accepted (default: 32 MiB); larger
+    /// ones get a 413 in the client's dialect.
+    pub fn max_request_bytes(mut self, limit: usize) -> Self {
+        self.config_mut().max_request_bytes = limit;
+        self
+    }
+}
+
+impl<S> Layer<S> for OllamaTranslateLayer {
+    type Service = OllamaTranslate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        OllamaTranslate {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_configure_the_layer() {
+        let l = OllamaTranslateLayer::new()
+            .think_models(["GLM-5:cloud", "qwen3:latest", ""])
+            .reasoning_spec("forward;[glm-5:cloud]drop")
+            .unwrap()
+            .options_spec("num_ctx=4096;[qwen3]num_ctx=65536,keep_alive=1h")
+            .unwrap()
+            .aliases_spec("gpt-4o=qwen3:8b, claude-sonnet-4-5=glm-5:cloud")
+            .unwrap();
+        let c = &l.config;
+        assert!(c.is_think_model("glm-5:cloud"));
+        assert!(c.is_think_model("qwen3"));
+        assert_eq!(c.reasoning_for("qwen3"), ReasoningMode::Forward);
+        assert_eq!(c.reasoning_for("glm-5:cloud"), ReasoningMode::Drop);
+        assert_eq!(c.defaults_for("qwen3:latest").get_num_ctx(), Some(65536));
+        assert_eq!(c.defaults_for("other").get_num_ctx(), Some(4096));
+        assert_eq!(c.resolve_model("GPT-4o"), "qwen3:8b");
+        assert_eq!(c.resolve_model("unknown"), "unknown");
+        assert!(OllamaTranslateLayer::new().reasoning_spec("loud").is_err());
+        assert!(OllamaTranslateLayer::new().aliases_spec("nope").is_err());
+    }
+}

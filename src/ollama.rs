@@ -1,0 +1,361 @@
+//! What Ollama streams, decoded once for every dialect.
+//!
+//! Each NDJSON line of `/api/chat` (or `/api/generate`) becomes zero or more
+//! [`Event`]s in a fixed order: thinking, text, tool calls, then `Done` when
+//! the line is the final one. An `{"error":…}` line, a line that is not
+//! JSON, a stream that ends without its final line, or a dropped connection
+//! all become [`Event::Error`]. Dialect encoders only ever see events.
+
+use crate::dialect::Transcode;
+use crate::error::{BoxError, StreamError};
+use bytes::BytesMut;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// One thing Ollama said.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Event<'a> {
+    /// A line arrived that carries nothing to forward (a dropped thinking
+    /// delta, an empty content string). Lets encoders start early or keep an
+    /// idle client alive.
+    Heartbeat,
+    /// A piece of the model's reasoning.
+    Thinking(&'a str),
+    /// A piece of the answer.
+    Text(&'a str),
+    /// One whole tool call.
+    ToolCall(ToolCall<'a>),
+    /// The final line.
+    Done(Done<'a>),
+    /// The stream failed; nothing follows.
+    Error(&'a str),
+}
+
+/// A complete tool call as Ollama reports it.
+#[derive(Debug, PartialEq)]
+pub(crate) struct ToolCall<'a> {
+    /// Ollama's id (`call_xxxxxxxx`), when it sent one.
+    pub(crate) id: Option<&'a str>,
+    pub(crate) name: &'a str,
+    /// The arguments object as JSON text, exactly as Ollama sent it.
+    pub(crate) arguments: &'a str,
+}
+
+/// The final line's reason and counts.
+#[derive(Debug, PartialEq, Clone, Copy)]
+pub(crate) struct Done<'a> {
+    /// `stop`, `length`, … or `None` when Ollama gave no reason.
+    pub(crate) reason: Option<&'a str>,
+    pub(crate) prompt_tokens: u64,
+    pub(crate) completion_tokens: u64,
+}
+
+/// Turns events into a client dialect.
+pub(crate) trait Encoder: Send {
+    /// Writes whatever `event` means in this dialect to `out`.
+    fn event(&mut self, event: Event<'_>, out: &mut BytesMut);
+}
+
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(borrow, default)]
+    message: Option<LineMessage<'a>>,
+    /// `/api/generate` puts the text here.
+    #[serde(borrow, default)]
+    response: Option<Cow<'a, str>>,
+    /// `/api/generate` puts thinking at the top level.
+    #[serde(borrow, default)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(default)]
+    done: bool,
+    #[serde(borrow, default)]
+    done_reason: Option<Cow<'a, str>>,
+    #[serde(default)]
+    prompt_eval_count: Option<u64>,
+    #[serde(default)]
+    eval_count: Option<u64>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct LineMessage<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tool_calls: Option<Vec<WireToolCall<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    function: WireFunction<'a>,
+}
+
+#[derive(Deserialize)]
+struct WireFunction<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow, default)]
+    arguments: Option<&'a RawValue>,
+}
+
+/// Drives an [`Encoder`] from Ollama's NDJSON lines.
+pub(crate) struct Decoder<E> {
+    encoder: E,
+    forward_thinking: bool,
+    /// What the request asked for, to detect a prompt that filled the window.
+    num_ctx: Option<u64>,
+    model: String,
+    finished: bool,
+}
+
+impl<E: Encoder> Decoder<E> {
+    pub(crate) fn new(encoder: E, forward_thinking: bool) -> Self {
+        Decoder {
+            encoder,
+            forward_thinking,
+            num_ctx: None,
+            model: String::new(),
+            finished: false,
+        }
+    }
+
+    /// Warn when `prompt_eval_count` shows the prompt filled `num_ctx`.
+    pub(crate) fn watch_context(mut self, model: &str, num_ctx: Option<u64>) -> Self {
+        self.model = model.to_string();
+        self.num_ctx = num_ctx;
+        self
+    }
+
+    #[cfg(test)]
+    pub(crate) fn encoder(&self) -> &E {
+        &self.encoder
+    }
+
+    fn fail(&mut self, message: &str, out: &mut BytesMut) {
+        if !self.finished {
+            self.finished = true;
+            self.encoder.event(Event::Error(message), out);
+        }
+    }
+
+    fn decode(&mut self, line: &[u8], out: &mut BytesMut) {
+        let parsed: Line<'_> = match serde_json::from_slice(line) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, bytes = line.len(), "Ollama sent a line that is not a chat chunk");
+                self.fail(&format!("Ollama sent an invalid stream line: {e}"), out);
+                return;
+            }
+        };
+        if let Some(err) = parsed.error {
+            let message: Cow<'_, str> = match serde_json::from_str::<Cow<'_, str>>(err.get()) {
+                Ok(s) => s,
+                Err(_) => Cow::Borrowed(err.get()),
+            };
+            tracing::warn!(error = %message, "Ollama reported an error mid-stream");
+            self.fail(&message, out);
+            return;
+        }
+        let mut emitted = false;
+        let (content, thinking, calls) = match parsed.message {
+            Some(m) => (m.content, m.thinking, m.tool_calls),
+            None => (parsed.response, parsed.thinking, None),
+        };
+        if let Some(t) = thinking.as_deref().filter(|t| !t.is_empty()) {
+            if self.forward_thinking {
+                self.encoder.event(Event::Thinking(t), out);
+                emitted = true;
+            }
+        }
+        if let Some(c) = content.as_deref().filter(|c| !c.is_empty()) {
+            self.encoder.event(Event::Text(c), out);
+            emitted = true;
+        }
+        for call in calls.iter().flatten() {
+            let arguments = call.function.arguments.map_or("{}", RawValue::get);
+            let arguments = if arguments == "null" { "{}" } else { arguments };
+            self.encoder.event(
+                Event::ToolCall(ToolCall {
+                    id: call.id.as_deref().filter(|id| !id.is_empty()),
+                    name: &call.function.name,
+                    arguments,
+                }),
+                out,
+            );
+            emitted = true;
+        }
+        if parsed.done {
+            let done = Done {
+                reason: parsed.done_reason.as_deref().filter(|r| !r.is_empty()),
+                prompt_tokens: parsed.prompt_eval_count.unwrap_or(0),
+                completion_tokens: parsed.eval_count.unwrap_or(0),
+            };
+            if let Some(num_ctx) = self.num_ctx {
+                if done.prompt_tokens >= num_ctx {
+                    tracing::warn!(
+                        model = %self.model,
+                        prompt_eval_count = done.prompt_tokens,
+                        num_ctx,
+                        "the prompt filled the context window; Ollama silently dropped the oldest messages (raise num_ctx)"
+                    );
+                }
+            }
+            self.finished = true;
+            self.encoder.event(Event::Done(done), out);
+        } else if !emitted {
+            self.encoder.event(Event::Heartbeat, out);
+        }
+    }
+}
+
+impl<E: Encoder> Transcode for Decoder<E> {
+    fn line(&mut self, line: &[u8], out: &mut BytesMut) {
+        if self.finished || line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        self.decode(line, out);
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) -> Result<(), BoxError> {
+        if self.finished {
+            return Ok(());
+        }
+        let msg = "Ollama closed the stream before it finished";
+        self.fail(msg, out);
+        Err(Box::new(StreamError(msg.into())))
+    }
+
+    fn abort(&mut self, error: &str, out: &mut BytesMut) {
+        self.fail(&format!("connection to Ollama lost: {error}"), out);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Records events as text, for assertions.
+    #[derive(Default)]
+    pub(crate) struct Recorder(pub(crate) Vec<String>);
+
+    impl Encoder for Recorder {
+        fn event(&mut self, event: Event<'_>, _out: &mut BytesMut) {
+            self.0.push(match event {
+                Event::Heartbeat => "beat".into(),
+                Event::Thinking(t) => format!("think:{t}"),
+                Event::Text(t) => format!("text:{t}"),
+                Event::ToolCall(c) => format!("call:{:?}:{}:{}", c.id, c.name, c.arguments),
+                Event::Done(d) => format!(
+                    "done:{:?}:{}:{}",
+                    d.reason, d.prompt_tokens, d.completion_tokens
+                ),
+                Event::Error(e) => format!("error:{e}"),
+            });
+        }
+    }
+
+    fn run(lines: &[&str], forward: bool) -> (Vec<String>, bool) {
+        let mut d = Decoder::new(Recorder::default(), forward);
+        let mut out = BytesMut::new();
+        for l in lines {
+            d.line(l.as_bytes(), &mut out);
+        }
+        let ok = d.finish(&mut out).is_ok();
+        (d.encoder.0, ok)
+    }
+
+    #[test]
+    fn decodes_thinking_text_tools_and_done() {
+        let (ev, ok) = run(
+            &[
+                r#"{"model":"q","message":{"role":"assistant","content":"","thinking":"hm"},"done":false}"#,
+                r#"{"model":"q","message":{"role":"assistant","content":"Hi \"you\""},"done":false}"#,
+                r#"{"model":"q","message":{"role":"assistant","content":"","tool_calls":[{"id":"call_1","function":{"index":0,"name":"f","arguments":{"a":1}}},{"function":{"index":1,"name":"g","arguments":{}}}]},"done":false}"#,
+                r#"{"model":"q","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","prompt_eval_count":5,"eval_count":7}"#,
+            ],
+            true,
+        );
+        assert!(ok);
+        assert_eq!(
+            ev,
+            vec![
+                "think:hm",
+                "text:Hi \"you\"",
+                r#"call:Some("call_1"):f:{"a":1}"#,
+                "call:None:g:{}",
+                r#"done:Some("stop"):5:7"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn drops_thinking_as_heartbeat() {
+        let (ev, _) = run(
+            &[r#"{"message":{"content":"","thinking":"secret"},"done":false}"#],
+            false,
+        );
+        assert_eq!(ev[0], "beat");
+        assert!(!ev.iter().any(|e| e.contains("secret")));
+    }
+
+    #[test]
+    fn tool_calls_on_the_done_line_come_before_done() {
+        let (ev, ok) = run(
+            &[
+                r#"{"message":{"content":"","tool_calls":[{"id":"call_x","function":{"index":0,"name":"w","arguments":{"city":"Tokyo"}}}]},"done":true,"done_reason":"stop"}"#,
+            ],
+            false,
+        );
+        assert!(ok);
+        assert_eq!(
+            ev,
+            vec![
+                r#"call:Some("call_x"):w:{"city":"Tokyo"}"#,
+                "done:Some(\"stop\"):0:0"
+            ]
+        );
+    }
+
+    #[test]
+    fn error_line_ends_the_stream() {
+        let (ev, ok) = run(
+            &[
+                r#"{"message":{"content":"a"},"done":false}"#,
+                r#"{"error":"runner \"died\""}"#,
+                r#"{"message":{"content":"ignored"},"done":false}"#,
+            ],
+            false,
+        );
+        assert!(ok, "an error line is a proper end, reported in-band");
+        assert_eq!(ev, vec!["text:a", "error:runner \"died\""]);
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_errors() {
+        let (ev, _) = run(&["this is not json"], false);
+        assert!(ev[0].starts_with("error:Ollama sent an invalid stream line"));
+        let (ev, ok) = run(&[r#"{"message":{"content":"a"},"done":false}"#], false);
+        assert!(!ok);
+        assert_eq!(ev[1], "error:Ollama closed the stream before it finished");
+    }
+
+    #[test]
+    fn generate_lines_decode_too() {
+        let (ev, ok) = run(
+            &[
+                r#"{"model":"m","response":"Hel","done":false}"#,
+                r#"{"model":"m","response":"","done":true,"done_reason":"length","prompt_eval_count":3,"eval_count":2}"#,
+            ],
+            false,
+        );
+        assert!(ok);
+        assert_eq!(ev, vec!["text:Hel", "done:Some(\"length\"):3:2"]);
+    }
+}
