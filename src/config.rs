@@ -190,6 +190,8 @@ pub(crate) struct Config {
     pub(crate) model_defaults: HashMap<String, ModelDefaults>,
     pub(crate) aliases: HashMap<String, String>,
     pub(crate) max_request_bytes: usize,
+    /// Signs thinking text handed to clients; see `signing`.
+    pub(crate) thinking_key: crate::signing::Key,
 }
 
 /// Default cap on a translated request body: 32 MiB, room for several images.
@@ -205,6 +207,7 @@ impl Default for Config {
             model_defaults: HashMap::new(),
             aliases: HashMap::new(),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            thinking_key: crate::signing::random_key(),
         }
     }
 }

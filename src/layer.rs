@@ -133,6 +133,14 @@ impl OllamaTranslateLayer {
         Ok(self)
     }
 
+    /// Secret used to sign thinking text handed to clients, so that it can be
+    /// verified when they send it back (default: a random key per process,
+    /// so signatures do not survive a restart). Any length; it is hashed.
+    pub fn thinking_key(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.config_mut().thinking_key = crate::signing::derive_key(secret.as_ref());
+        self
+    }
+
     /// Largest translated request body accepted (default: 32 MiB); larger
     /// ones get a 413 in the client's dialect.
     pub fn max_request_bytes(mut self, limit: usize) -> Self {

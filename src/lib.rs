@@ -70,6 +70,7 @@ mod layer;
 mod native;
 mod ollama;
 mod service;
+mod signing;
 mod util;
 
 #[doc(inline)]

@@ -27,6 +27,9 @@ pub(crate) trait Transcode: Send {
     /// The upstream body failed (connection dropped, timeout); write an
     /// in-band error if the dialect has one.
     fn abort(&mut self, error: &str, out: &mut BytesMut);
+    /// Nothing has arrived from upstream for a while; a dialect may write a
+    /// keep-alive (an SSE comment, an Anthropic `ping`). Default: nothing.
+    fn idle(&mut self, _out: &mut BytesMut) {}
     /// Whether to get the whole body at once instead of line by line.
     fn whole_body(&self) -> bool {
         false
