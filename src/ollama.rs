@@ -55,6 +55,9 @@ pub(crate) struct Done<'a> {
 pub(crate) trait Encoder: Send {
     /// Writes whatever `event` means in this dialect to `out`.
     fn event(&mut self, event: Event<'_>, out: &mut BytesMut);
+    /// Nothing has arrived from upstream for a while; write a keep-alive if
+    /// the dialect has one. Default: nothing.
+    fn idle(&mut self, _out: &mut BytesMut) {}
 }
 
 #[derive(Deserialize)]
@@ -234,6 +237,12 @@ impl<E: Encoder> Transcode for Decoder<E> {
 
     fn abort(&mut self, error: &str, out: &mut BytesMut) {
         self.fail(&format!("connection to Ollama lost: {error}"), out);
+    }
+
+    fn idle(&mut self, out: &mut BytesMut) {
+        if !self.finished {
+            self.encoder.idle(out);
+        }
     }
 }
 
