@@ -189,6 +189,8 @@ pub(crate) struct Config {
     pub(crate) defaults: ModelDefaults,
     pub(crate) model_defaults: HashMap<String, ModelDefaults>,
     pub(crate) aliases: HashMap<String, String>,
+    /// Ollama model for `claude*` names that have no alias (Messages dialect).
+    pub(crate) default_model: Option<String>,
     pub(crate) max_request_bytes: usize,
     /// Signs thinking text handed to clients; see `signing`.
     pub(crate) thinking_key: crate::signing::Key,
@@ -206,6 +208,7 @@ impl Default for Config {
             defaults: ModelDefaults::new(),
             model_defaults: HashMap::new(),
             aliases: HashMap::new(),
+            default_model: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             thinking_key: crate::signing::random_key(),
         }
@@ -260,7 +263,8 @@ mod tests {
 
     #[test]
     fn splits_model_specs() {
-        let parts = split_model_spec("num_ctx=8192; [qwen3:8b]num_ctx=65536,keep_alive=1h").unwrap();
+        let parts =
+            split_model_spec("num_ctx=8192; [qwen3:8b]num_ctx=65536,keep_alive=1h").unwrap();
         assert_eq!(parts[0], (None, "num_ctx=8192".to_string()));
         assert_eq!(
             parts[1],

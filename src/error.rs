@@ -57,7 +57,6 @@ impl ApiError {
     }
 
     /// Anthropic's `error.type` for this status.
-    #[allow(dead_code)] // used by the Messages dialect
     pub(crate) fn anthropic_type(&self) -> &'static str {
         match self.status.as_u16() {
             400 | 422 => "invalid_request_error",

@@ -1,7 +1,7 @@
 //! [`OllamaTranslateLayer`]: the configuration and the `tower::Layer`.
 
-use crate::config::{split_model_spec, Config, ConfigError, ModelDefaults, ReasoningMode};
 use crate::config::model_key;
+use crate::config::{split_model_spec, Config, ConfigError, ModelDefaults, ReasoningMode};
 use crate::service::OllamaTranslate;
 use std::sync::Arc;
 use tower_layer::Layer;
@@ -131,6 +131,19 @@ impl OllamaTranslateLayer {
             self = self.model_alias(from.trim(), to.trim());
         }
         Ok(self)
+    }
+
+    /// The Ollama model for Anthropic Messages requests that name a Claude
+    /// model (`claude-…`, any case) with no alias of its own (default: none,
+    /// such names go to Ollama unchanged and usually get a 404). Claude Code
+    /// sends several Claude names (main model, a small fast one, subagents);
+    /// this catches the ones [`Self::model_alias`] does not map. Responses
+    /// still name the model the client asked for.
+    pub fn default_model(mut self, model: impl Into<String>) -> Self {
+        let model = model.into();
+        let model = model.trim();
+        self.config_mut().default_model = (!model.is_empty()).then(|| model.to_string());
+        self
     }
 
     /// Secret used to sign thinking text handed to clients, so that it can be

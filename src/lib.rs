@@ -11,6 +11,7 @@
 //! | client API | path | native |
 //! |---|---|---|
 //! | OpenAI Chat Completions | `POST /v1/chat/completions` | `POST /api/chat` |
+//! | Anthropic Messages | `POST /v1/messages`, `POST /v1/messages/count_tokens` | `POST /api/chat` |
 //!
 //! Unlike Ollama's own `/v1` layer it honours `think`/`reasoning_effort`,
 //! never forces `temperature`/`top_p`, reports mid-stream errors in-band,

@@ -9,6 +9,7 @@
 //! [`route`]; the service, the future and the body do not change.
 
 pub(crate) mod chat;
+pub(crate) mod messages;
 pub(crate) mod openai;
 
 use crate::config::Config;
@@ -69,6 +70,8 @@ pub(crate) fn route(method: &Method, path: &str) -> Option<&'static dyn Dialect>
     let path = path.strip_suffix('/').unwrap_or(path);
     match (method, path) {
         (&Method::POST, "/v1/chat/completions") => Some(&chat::ChatCompletions),
+        (&Method::POST, "/v1/messages") => Some(&messages::Messages),
+        (&Method::POST, "/v1/messages/count_tokens") => Some(&messages::CountTokens),
         _ => None,
     }
 }

@@ -1,0 +1,1193 @@
+//! Anthropic Messages: `POST /v1/messages` and `POST /v1/messages/count_tokens`.
+//!
+//! Requests become native `/api/chat` requests; Ollama's NDJSON becomes
+//! Anthropic's server-sent events (`message_start`, content blocks,
+//! `message_delta`, `message_stop`), or one `message` object when the client
+//! did not ask to stream. Built for what Claude Code sends.
+//!
+//! Choices this dialect makes where the two APIs differ:
+//!
+//! * **Thinking out.** Forwarded as `thinking` blocks only when the layer
+//!   forwards reasoning for the model ([`ReasoningMode::Forward`]). Each block
+//!   ends with a `signature_delta` carrying an HMAC of its text under the
+//!   layer's thinking key. **Thinking in.** A `thinking` block sent back is
+//!   given to Ollama as the assistant turn's `thinking` only when its
+//!   signature verifies; otherwise, and for `redacted_thinking`, it is dropped.
+//! * **`thinking` config.** `enabled` maps `budget_tokens` to a level
+//!   (< 4096 ⇒ `low`, < 16384 ⇒ `medium`, else `high`); `disabled` ⇒
+//!   `think: false`; `adaptive` with `output_config.effort` ⇒ that level, but
+//!   only for the layer's think-models (Claude Code sends `adaptive` on every
+//!   request, and `think` on a model that cannot think is a 400 from Ollama);
+//!   otherwise `think` is left unset and Ollama's default applies (thinking
+//!   models think). Only `enabled` is an explicit request, sent as asked.
+//! * **`tool_choice`.** `none` drops the tools; `auto`, `any` and `tool` keep
+//!   them all: Ollama cannot force a call.
+//! * **`tool_result` with `is_error`.** The text reaches the model prefixed
+//!   with `Error: ` so the failure stays visible.
+//! * **`system` and user text blocks** are joined with a blank line.
+//! * **Stop reasons.** Any tool call ⇒ `tool_use`; `length` ⇒ `max_tokens`;
+//!   else `end_turn`. Ollama does not say which stop sequence matched, so
+//!   `stop_sequence` is never reported.
+//! * **Usage.** `message_start` reports `input_tokens: 0` (Ollama counts the
+//!   prompt only at the end); `message_delta` carries the real
+//!   `input_tokens` and `output_tokens`.
+//! * **Keep-alive.** A `ping` event when Ollama sends lines with nothing to
+//!   forward for 5 s (dropped thinking), and whenever the body reports idle.
+//! * **`count_tokens`** runs the same native request with `num_predict: 1`
+//!   and `stream: false` and reports Ollama's `prompt_eval_count` (Ollama's
+//!   runner treats `num_predict: 0` as unlimited).
+//! * **Model names.** Aliases first; a `claude*` name without one goes to
+//!   the layer's default model when set. Responses name the client's model.
+
+use super::{Dialect, Transcode, Upstream, JSON, SSE};
+use crate::config::{Config, ReasoningMode};
+use crate::error::{ApiError, BoxError, StreamError};
+use crate::json::{write_str, write_u64};
+use crate::native::{self, ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
+use crate::ollama::{Decoder, Done, Encoder, Event};
+use crate::signing::{self, Key};
+use crate::util::random_id;
+use bytes::{Bytes, BytesMut};
+use http::{Method, StatusCode};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// What thinking signatures of this dialect are bound to.
+const THINKING_PURPOSE: &str = "anthropic-thinking";
+/// Longest silence before a `ping` while Ollama sends nothing forwardable.
+const PING_EVERY: Duration = Duration::from_secs(5);
+
+/// `POST /v1/messages`.
+pub(crate) struct Messages;
+
+/// `POST /v1/messages/count_tokens`.
+pub(crate) struct CountTokens;
+
+impl Dialect for Messages {
+    fn name(&self) -> &'static str {
+        "messages"
+    }
+
+    fn prepare(
+        &self,
+        config: &Config,
+        _parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<Upstream, ApiError> {
+        let parsed = parse_request(config, body, false)?;
+        let model = parsed.native.model.clone();
+        let stream = parsed.native.stream;
+        let finished = parsed.native.finish(config)?;
+        let forward = config.reasoning_for(&model) == ReasoningMode::Forward;
+        tracing::debug!(model = %model, stream, bytes = finished.body.len(), "messages → /api/chat");
+        let head = Head::new(&parsed.client_model, config.thinking_key);
+        let transcoder: Box<dyn Transcode> = if stream {
+            Box::new(
+                Decoder::new(StreamEncoder::new(head), forward)
+                    .watch_context(&model, finished.num_ctx),
+            )
+        } else {
+            Box::new(
+                Decoder::new(Collector::new(head), forward).watch_context(&model, finished.num_ctx),
+            )
+        };
+        Ok(Upstream {
+            method: Method::POST,
+            path: "/api/chat",
+            body: finished.body,
+            transcoder,
+            content_type: if stream { SSE } else { JSON },
+        })
+    }
+
+    fn error_body(&self, error: &ApiError) -> Bytes {
+        error_body(error)
+    }
+}
+
+impl Dialect for CountTokens {
+    fn name(&self) -> &'static str {
+        "messages.count_tokens"
+    }
+
+    fn prepare(
+        &self,
+        config: &Config,
+        _parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<Upstream, ApiError> {
+        let mut parsed = parse_request(config, body, true)?;
+        parsed.native.stream = false;
+        // One token: Ollama evaluates the whole prompt first, and its runner
+        // treats 0 as "no limit".
+        parsed
+            .native
+            .options
+            .insert("num_predict".into(), Value::from(1));
+        let model = parsed.native.model.clone();
+        let finished = parsed.native.finish(config)?;
+        tracing::debug!(model = %model, bytes = finished.body.len(), "messages.count_tokens → /api/chat");
+        Ok(Upstream {
+            method: Method::POST,
+            path: "/api/chat",
+            body: finished.body,
+            transcoder: Box::new(TokenCounter::default()),
+            content_type: JSON,
+        })
+    }
+
+    fn error_body(&self, error: &ApiError) -> Bytes {
+        error_body(error)
+    }
+}
+
+/// `{"type":"error","error":{"type","message"}}`.
+pub(crate) fn error_body(err: &ApiError) -> Bytes {
+    let mut out = BytesMut::with_capacity(err.message.len() + 80);
+    write_error_object(err, &mut out);
+    out.freeze()
+}
+
+/// Writes the error object; a 400's message names the offending field.
+fn write_error_object(err: &ApiError, out: &mut BytesMut) {
+    out.extend_from_slice(b"{\"type\":\"error\",\"error\":{\"type\":");
+    write_str(out, err.anthropic_type());
+    out.extend_from_slice(b",\"message\":");
+    match &err.param {
+        Some(p) if !err.message.starts_with(p.as_str()) => {
+            write_str(out, &format!("{p}: {}", err.message));
+        }
+        _ => write_str(out, &err.message),
+    }
+    out.extend_from_slice(b"}}");
+}
+
+/// A parsed client request.
+pub(crate) struct Parsed {
+    pub(crate) native: ChatRequest,
+    /// The model name the client asked for (responses report it).
+    pub(crate) client_model: String,
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn expect_integer(root: &Map<String, Value>, key: &str) -> Result<Option<i64>, ApiError> {
+    match root.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_i64().or_else(|| {
+            v.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64)
+        }) {
+            Some(i) => Ok(Some(i)),
+            None => Err(ApiError::invalid(
+                key,
+                format!("must be an integer, got {}", type_name(v)),
+            )),
+        },
+    }
+}
+
+/// The Ollama model for a client's model name: an alias, else the default
+/// model for Claude names, else the name itself.
+pub(crate) fn resolve_model(config: &Config, requested: &str) -> String {
+    let resolved = config.resolve_model(requested);
+    if resolved == requested {
+        if let Some(default) = &config.default_model {
+            if requested.trim().to_ascii_lowercase().starts_with("claude") {
+                return default.clone();
+            }
+        }
+    }
+    resolved.to_string()
+}
+
+/// Parses a Messages (or count_tokens) request body into a native request.
+pub(crate) fn parse_request(
+    config: &Config,
+    body: &[u8],
+    counting: bool,
+) -> Result<Parsed, ApiError> {
+    let root: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid("body", format!("request body is not valid JSON: {e}")))?;
+    let Value::Object(mut root) = root else {
+        return Err(ApiError::invalid(
+            "body",
+            "request body must be a JSON object",
+        ));
+    };
+
+    let client_model = match root.remove("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => m,
+        Some(v) if !v.is_null() && !v.is_string() => {
+            return Err(ApiError::invalid(
+                "model",
+                format!("must be a string, got {}", type_name(&v)),
+            ))
+        }
+        _ => return Err(ApiError::invalid("model", "Field required")),
+    };
+    let model = resolve_model(config, &client_model);
+
+    let stream = if counting {
+        false
+    } else {
+        match root.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => {
+                return Err(ApiError::invalid(
+                    "stream",
+                    format!("must be a boolean, got {}", type_name(v)),
+                ))
+            }
+        }
+    };
+
+    let mut native = ChatRequest::new(model, stream);
+
+    if !counting {
+        match expect_integer(&root, "max_tokens")? {
+            Some(n) if n >= 1 => {
+                native.options.insert("num_predict".into(), Value::from(n));
+            }
+            Some(_) => return Err(ApiError::invalid("max_tokens", "must be at least 1")),
+            None => return Err(ApiError::invalid("max_tokens", "Field required")),
+        }
+    }
+    for key in ["temperature", "top_p"] {
+        match root.get(key) {
+            None | Some(Value::Null) => {}
+            Some(v @ Value::Number(_)) => {
+                native.options.insert(key.into(), v.clone());
+            }
+            Some(v) => {
+                return Err(ApiError::invalid(
+                    key,
+                    format!("must be a number, got {}", type_name(v)),
+                ))
+            }
+        }
+    }
+    if let Some(k) = expect_integer(&root, "top_k")? {
+        native.options.insert("top_k".into(), Value::from(k));
+    }
+    match root.remove("stop_sequences") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
+            if !a.is_empty() {
+                native.options.insert("stop".into(), Value::Array(a));
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "stop_sequences",
+                "must be an array of strings",
+            ))
+        }
+    }
+
+    if let Some(system) = parse_system(root.remove("system"))? {
+        native.messages.push(Message::new("system", system));
+    }
+    parse_messages(config, root.remove("messages"), &mut native.messages)?;
+
+    native.think = parse_thinking(config, &root, &native.model)?;
+
+    let tools = parse_tools(root.remove("tools"))?;
+    // Ollama cannot force a call: only `none` changes anything.
+    let choice_none = match root.get("tool_choice") {
+        Some(Value::Object(c)) => c.get("type").and_then(Value::as_str) == Some("none"),
+        Some(Value::String(s)) => s == "none",
+        _ => false,
+    };
+    if !tools.is_empty() && !choice_none {
+        native.tools = Some(tools);
+    }
+
+    Ok(Parsed {
+        native,
+        client_model,
+    })
+}
+
+/// `system`: a string or a list of text blocks (their `cache_control` is
+/// ignored), joined with a blank line.
+fn parse_system(v: Option<Value>) -> Result<Option<String>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok((!s.is_empty()).then_some(s)),
+        Some(Value::Array(blocks)) => {
+            let mut text = String::new();
+            for (i, block) in blocks.into_iter().enumerate() {
+                let p = format!("system.{i}");
+                match block_type(&block) {
+                    "text" => join_text(&mut text, &block_text(block, &p)?),
+                    other => {
+                        return Err(ApiError::invalid(
+                            format!("{p}.type"),
+                            format!("system blocks must be text blocks, got {other:?}"),
+                        ))
+                    }
+                }
+            }
+            Ok((!text.is_empty()).then_some(text))
+        }
+        Some(v) => Err(ApiError::invalid(
+            "system",
+            format!(
+                "must be a string or an array of text blocks, got {}",
+                type_name(&v)
+            ),
+        )),
+    }
+}
+
+fn block_type(block: &Value) -> &str {
+    block.get("type").and_then(Value::as_str).unwrap_or("")
+}
+
+/// The `text` of a text block.
+fn block_text(block: Value, param: &str) -> Result<String, ApiError> {
+    match block {
+        Value::Object(mut b) => match b.remove("text") {
+            Some(Value::String(t)) => Ok(t),
+            _ => Err(ApiError::invalid(
+                format!("{param}.text"),
+                "a text block needs a text string",
+            )),
+        },
+        _ => Err(ApiError::invalid(param, "each block must be an object")),
+    }
+}
+
+/// Appends `part` to `text`, a blank line apart.
+fn join_text(text: &mut String, part: &str) {
+    if part.is_empty() {
+        return;
+    }
+    if !text.is_empty() {
+        text.push_str("\n\n");
+    }
+    text.push_str(part);
+}
+
+/// An `image` block's base64 data, for Ollama's `images`.
+fn image_block(block: &Value, param: &str) -> Result<String, ApiError> {
+    let source = block.get("source");
+    let kind = source
+        .and_then(|s| s.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    match kind {
+        "base64" => match source.and_then(|s| s.get("data")).and_then(Value::as_str) {
+            Some(data) => native::image_from_base64(data, &format!("{param}.source.data")),
+            None => Err(ApiError::invalid(
+                format!("{param}.source.data"),
+                "a base64 image source needs data",
+            )),
+        },
+        "url" => Err(ApiError::invalid(
+            format!("{param}.source"),
+            "image URLs are not supported: send the image as a base64 source; the proxy never fetches URLs",
+        )),
+        other => Err(ApiError::invalid(
+            format!("{param}.source.type"),
+            format!("unsupported image source type {other:?}: only base64 images are supported"),
+        )),
+    }
+}
+
+/// A `document` block with a plain-text source becomes text; others are
+/// refused (Ollama reads neither PDFs nor URLs).
+fn document_text(block: &Value, param: &str) -> Result<String, ApiError> {
+    let source = block.get("source");
+    match source.and_then(|s| s.get("type")).and_then(Value::as_str) {
+        Some("text") => Ok(source
+            .and_then(|s| s.get("data"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()),
+        Some("content") => {
+            let mut text = String::new();
+            if let Some(parts) = source.and_then(|s| s.get("content")) {
+                match parts {
+                    Value::String(s) => text.push_str(s),
+                    Value::Array(parts) => {
+                        for part in parts {
+                            if let Some(t) = part.get("text").and_then(Value::as_str) {
+                                join_text(&mut text, t);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(text)
+        }
+        other => Err(ApiError::invalid(
+            format!("{param}.source.type"),
+            format!(
+                "unsupported document source {:?}: only plain-text documents are supported",
+                other.unwrap_or("")
+            ),
+        )),
+    }
+}
+
+/// A `tool_result`'s content: a string or text/image blocks.
+fn tool_result_content(
+    content: Option<Value>,
+    param: &str,
+    images: &mut Vec<String>,
+) -> Result<String, ApiError> {
+    match content {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s),
+        Some(Value::Array(blocks)) => {
+            let mut text = String::new();
+            for (i, block) in blocks.into_iter().enumerate() {
+                let p = format!("{param}.{i}");
+                match block_type(&block) {
+                    "text" => join_text(&mut text, &block_text(block, &p)?),
+                    "image" => images.push(image_block(&block, &p)?),
+                    "document" => join_text(&mut text, &document_text(&block, &p)?),
+                    other => {
+                        tracing::debug!(
+                            kind = other,
+                            "dropping a tool_result block Ollama cannot take"
+                        )
+                    }
+                }
+            }
+            Ok(text)
+        }
+        Some(v) => Err(ApiError::invalid(
+            param,
+            format!(
+                "must be a string or an array of blocks, got {}",
+                type_name(&v)
+            ),
+        )),
+    }
+}
+
+/// `messages` into native messages, appended to `out`.
+fn parse_messages(
+    config: &Config,
+    v: Option<Value>,
+    out: &mut Vec<Message>,
+) -> Result<(), ApiError> {
+    let msgs = match v {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(Value::Array(_)) => {
+            return Err(ApiError::invalid(
+                "messages",
+                "must contain at least one message",
+            ))
+        }
+        None | Some(Value::Null) => return Err(ApiError::invalid("messages", "Field required")),
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "messages",
+                format!("must be an array, got {}", type_name(&v)),
+            ))
+        }
+    };
+    out.reserve(msgs.len());
+    // tool_use id → tool name, from earlier assistant turns.
+    let mut call_names: HashMap<String, String> = HashMap::new();
+    for (i, m) in msgs.into_iter().enumerate() {
+        let p = format!("messages.{i}");
+        let Value::Object(mut m) = m else {
+            return Err(ApiError::invalid(p, "each message must be an object"));
+        };
+        let role = match m.get("role").and_then(Value::as_str) {
+            Some("user") => "user",
+            Some("assistant") => "assistant",
+            Some("system") => "system",
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    format!("{p}.role"),
+                    format!("unsupported role {other:?} (expected \"user\" or \"assistant\")"),
+                ))
+            }
+            None => return Err(ApiError::invalid(format!("{p}.role"), "Field required")),
+        };
+        let blocks = match m.remove("content") {
+            Some(Value::String(s)) => {
+                out.push(Message::new(role, s));
+                continue;
+            }
+            Some(Value::Array(blocks)) => blocks,
+            None | Some(Value::Null) => {
+                return Err(ApiError::invalid(format!("{p}.content"), "Field required"))
+            }
+            Some(v) => {
+                return Err(ApiError::invalid(
+                    format!("{p}.content"),
+                    format!(
+                        "must be a string or an array of blocks, got {}",
+                        type_name(&v)
+                    ),
+                ))
+            }
+        };
+        if role == "assistant" {
+            out.push(assistant_message(config, blocks, &p, &mut call_names)?);
+        } else {
+            user_messages(role, blocks, &p, &call_names, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// An assistant turn: text, tool calls, and verified thinking.
+fn assistant_message(
+    config: &Config,
+    blocks: Vec<Value>,
+    p: &str,
+    call_names: &mut HashMap<String, String>,
+) -> Result<Message, ApiError> {
+    let mut msg = Message::new("assistant", String::new());
+    for (j, block) in blocks.into_iter().enumerate() {
+        let bp = format!("{p}.content.{j}");
+        match block_type(&block) {
+            "text" => msg.content.push_str(&block_text(block, &bp)?),
+            "tool_use" | "server_tool_use" => {
+                let Value::Object(mut b) = block else {
+                    continue;
+                };
+                let name = match b.remove("name") {
+                    Some(Value::String(n)) if !n.is_empty() => n,
+                    _ => return Err(ApiError::invalid(format!("{bp}.name"), "Field required")),
+                };
+                let id = match b.remove("id") {
+                    Some(Value::String(id)) if !id.is_empty() => id,
+                    _ => return Err(ApiError::invalid(format!("{bp}.id"), "Field required")),
+                };
+                let arguments = match b.remove("input") {
+                    None | Some(Value::Null) => json!({}),
+                    Some(v @ Value::Object(_)) => v,
+                    Some(v) => {
+                        return Err(ApiError::invalid(
+                            format!("{bp}.input"),
+                            format!("must be an object, got {}", type_name(&v)),
+                        ))
+                    }
+                };
+                call_names.insert(id.clone(), name.clone());
+                msg.tool_calls.push(NativeToolCall {
+                    id: Some(id),
+                    function: ToolFunction { name, arguments },
+                });
+            }
+            "thinking" => {
+                let text = block.get("thinking").and_then(Value::as_str).unwrap_or("");
+                let signature = block.get("signature").and_then(Value::as_str).unwrap_or("");
+                if text.is_empty() {
+                    continue;
+                }
+                if signing::verify(&config.thinking_key, THINKING_PURPOSE, text, signature) {
+                    match &mut msg.thinking {
+                        Some(t) => t.push_str(text),
+                        None => msg.thinking = Some(text.to_string()),
+                    }
+                } else {
+                    tracing::debug!(
+                        param = %bp,
+                        "dropping a thinking block whose signature is not ours"
+                    );
+                }
+            }
+            "redacted_thinking" => {
+                tracing::debug!(param = %bp, "dropping a redacted_thinking block");
+            }
+            other => {
+                tracing::debug!(param = %bp, kind = other, "dropping an assistant block Ollama cannot take");
+            }
+        }
+    }
+    Ok(msg)
+}
+
+/// A user turn: tool results first (as `tool` messages), then one message
+/// with the text, documents and images.
+fn user_messages(
+    role: &'static str,
+    blocks: Vec<Value>,
+    p: &str,
+    call_names: &HashMap<String, String>,
+    out: &mut Vec<Message>,
+) -> Result<(), ApiError> {
+    let mut msg = Message::new(role, String::new());
+    for (j, block) in blocks.into_iter().enumerate() {
+        let bp = format!("{p}.content.{j}");
+        match block_type(&block) {
+            "text" => join_text(&mut msg.content, &block_text(block, &bp)?),
+            "image" => msg.images.push(image_block(&block, &bp)?),
+            "document" => join_text(&mut msg.content, &document_text(&block, &bp)?),
+            "tool_result" => {
+                let Value::Object(mut b) = block else {
+                    continue;
+                };
+                let id = match b.remove("tool_use_id") {
+                    Some(Value::String(id)) if !id.is_empty() => id,
+                    _ => {
+                        return Err(ApiError::invalid(
+                            format!("{bp}.tool_use_id"),
+                            "Field required",
+                        ))
+                    }
+                };
+                let mut tool = Message::new("tool", String::new());
+                let text = tool_result_content(
+                    b.remove("content"),
+                    &format!("{bp}.content"),
+                    &mut tool.images,
+                )?;
+                tool.content = if b.get("is_error").and_then(Value::as_bool) == Some(true) {
+                    if text.is_empty() {
+                        "Error".to_string()
+                    } else {
+                        format!("Error: {text}")
+                    }
+                } else {
+                    text
+                };
+                tool.tool_name = call_names.get(&id).cloned();
+                tool.tool_call_id = Some(id);
+                out.push(tool);
+            }
+            other => {
+                tracing::debug!(param = %bp, kind = other, "dropping a user block Ollama cannot take");
+            }
+        }
+    }
+    if !msg.content.is_empty() || !msg.images.is_empty() {
+        out.push(msg);
+    }
+    Ok(())
+}
+
+/// The think level for an `enabled` budget.
+fn think_from_budget(budget: i64) -> Value {
+    Value::from(match budget {
+        b if b < 4096 => "low",
+        b if b < 16384 => "medium",
+        _ => "high",
+    })
+}
+
+/// `thinking` (and `output_config.effort`) to Ollama's `think`.
+fn parse_thinking(
+    config: &Config,
+    root: &Map<String, Value>,
+    model: &str,
+) -> Result<Option<Value>, ApiError> {
+    let thinking = match root.get("thinking") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Object(t)) => t,
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "thinking",
+                format!("must be an object, got {}", type_name(v)),
+            ))
+        }
+    };
+    match thinking.get("type").and_then(Value::as_str) {
+        Some("enabled") => Ok(Some(match expect_integer(thinking, "budget_tokens") {
+            Ok(Some(b)) => think_from_budget(b),
+            Ok(None) => Value::Bool(true),
+            Err(_) => {
+                return Err(ApiError::invalid(
+                    "thinking.budget_tokens",
+                    "must be an integer",
+                ))
+            }
+        })),
+        Some("disabled") => Ok(Some(Value::Bool(false))),
+        Some("adaptive") => {
+            let effort = root
+                .get("output_config")
+                .and_then(|c| c.get("effort"))
+                .and_then(Value::as_str);
+            let Some(effort) = effort else {
+                return Ok(None);
+            };
+            if !config.is_think_model(model) {
+                // Cannot tell whether the model thinks: let Ollama decide.
+                return Ok(None);
+            }
+            match native::think_from_effort(effort) {
+                Some(Value::Bool(false)) | None => {
+                    tracing::debug!(effort, "ignoring an effort that is not a think level");
+                    Ok(None)
+                }
+                Some(level) => Ok(Some(level)),
+            }
+        }
+        _ => Err(ApiError::invalid(
+            "thinking.type",
+            "must be one of \"enabled\", \"disabled\", \"adaptive\"",
+        )),
+    }
+}
+
+/// `tools`: custom tools become function tools; Anthropic's server and
+/// built-in tools (`web_search_…`, `bash_…`, …) are dropped.
+fn parse_tools(v: Option<Value>) -> Result<Vec<Value>, ApiError> {
+    let tools = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "tools",
+                format!("must be an array, got {}", type_name(&v)),
+            ))
+        }
+    };
+    let mut out = Vec::with_capacity(tools.len());
+    for (i, tool) in tools.into_iter().enumerate() {
+        let Value::Object(mut tool) = tool else {
+            return Err(ApiError::invalid(
+                format!("tools.{i}"),
+                "each tool must be an object",
+            ));
+        };
+        match tool.get("type").and_then(Value::as_str) {
+            None | Some("custom") => {}
+            Some(kind) => {
+                tracing::debug!(kind, "dropping an Anthropic-defined tool Ollama cannot run");
+                continue;
+            }
+        }
+        let name = match tool.remove("name") {
+            Some(Value::String(n)) if !n.is_empty() => n,
+            _ => {
+                return Err(ApiError::invalid(
+                    format!("tools.{i}.name"),
+                    "Field required",
+                ))
+            }
+        };
+        let parameters = match tool.remove("input_schema") {
+            Some(s @ Value::Object(_)) => s,
+            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+            Some(v) => {
+                return Err(ApiError::invalid(
+                    format!("tools.{i}.input_schema"),
+                    format!("must be an object, got {}", type_name(&v)),
+                ))
+            }
+        };
+        let mut function = Map::with_capacity(3);
+        function.insert("name".into(), Value::String(name));
+        if let Some(d @ Value::String(_)) = tool.remove("description") {
+            function.insert("description".into(), d);
+        }
+        function.insert("parameters".into(), parameters);
+        out.push(json!({"type": "function", "function": function}));
+    }
+    Ok(out)
+}
+
+/// What is constant for one response.
+struct Head {
+    id: String,
+    model: String,
+    key: Key,
+}
+
+impl Head {
+    fn new(model: &str, key: Key) -> Self {
+        Head {
+            id: random_id("msg_", 24, true),
+            model: model.to_string(),
+            key,
+        }
+    }
+}
+
+fn tool_use_id() -> String {
+    random_id("toolu_", 24, true)
+}
+
+fn stop_reason(done: &Done<'_>, tool_calls: bool) -> &'static str {
+    match done.reason {
+        _ if tool_calls => "tool_use",
+        Some("length") => "max_tokens",
+        _ => "end_turn",
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Block {
+    Thinking,
+    Text,
+}
+
+const BLOCK_START: &[u8] =
+    b"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":";
+const BLOCK_DELTA: &[u8] =
+    b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":";
+const BLOCK_STOP: &[u8] =
+    b"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":";
+const PING: &[u8] = b"event: ping\ndata: {\"type\":\"ping\"}\n\n";
+const MESSAGE_STOP: &[u8] = b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+const END: &[u8] = b"}\n\n";
+
+/// Streams Anthropic server-sent events.
+struct StreamEncoder {
+    /// The whole `message_start` event.
+    message_start: Vec<u8>,
+    key: Key,
+    started: bool,
+    /// The open text or thinking block, if any.
+    open: Option<Block>,
+    /// Index of the open block, or of the next one.
+    index: u64,
+    /// The open thinking block's text, to sign at its end.
+    thinking: String,
+    tool_calls: bool,
+    last_write: Instant,
+}
+
+impl StreamEncoder {
+    fn new(head: Head) -> Self {
+        let mut m = BytesMut::with_capacity(256);
+        m.extend_from_slice(
+            b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":",
+        );
+        write_str(&mut m, &head.id);
+        m.extend_from_slice(b",\"type\":\"message\",\"role\":\"assistant\",\"model\":");
+        write_str(&mut m, &head.model);
+        m.extend_from_slice(
+            b",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":0,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":0,\"output_tokens\":0}}}\n\n",
+        );
+        StreamEncoder {
+            message_start: m.to_vec(),
+            key: head.key,
+            started: false,
+            open: None,
+            index: 0,
+            thinking: String::new(),
+            tool_calls: false,
+            last_write: Instant::now(),
+        }
+    }
+
+    fn start(&mut self, out: &mut BytesMut) {
+        if !self.started {
+            self.started = true;
+            out.extend_from_slice(&self.message_start);
+        }
+    }
+
+    /// Closes the open block (signing a thinking block first).
+    fn close(&mut self, out: &mut BytesMut) {
+        let Some(block) = self.open.take() else {
+            return;
+        };
+        if block == Block::Thinking {
+            let signature = signing::sign(&self.key, THINKING_PURPOSE, &self.thinking);
+            self.thinking.clear();
+            out.extend_from_slice(BLOCK_DELTA);
+            write_u64(out, self.index);
+            out.extend_from_slice(b",\"delta\":{\"type\":\"signature_delta\",\"signature\":");
+            write_str(out, &signature);
+            out.extend_from_slice(b"}");
+            out.extend_from_slice(END);
+        }
+        out.extend_from_slice(BLOCK_STOP);
+        write_u64(out, self.index);
+        out.extend_from_slice(END);
+        self.index += 1;
+    }
+
+    /// Makes `block` the open block, starting it if needed.
+    fn open(&mut self, block: Block, out: &mut BytesMut) {
+        if self.open == Some(block) {
+            return;
+        }
+        self.close(out);
+        self.open = Some(block);
+        out.extend_from_slice(BLOCK_START);
+        write_u64(out, self.index);
+        out.extend_from_slice(match block {
+            Block::Thinking => {
+                b",\"content_block\":{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}"
+                    as &[u8]
+            }
+            Block::Text => b",\"content_block\":{\"type\":\"text\",\"text\":\"\"}",
+        });
+        out.extend_from_slice(END);
+    }
+
+    fn delta(&mut self, block: Block, text: &str, out: &mut BytesMut) {
+        self.open(block, out);
+        out.extend_from_slice(BLOCK_DELTA);
+        write_u64(out, self.index);
+        out.extend_from_slice(match block {
+            Block::Thinking => b",\"delta\":{\"type\":\"thinking_delta\",\"thinking\":" as &[u8],
+            Block::Text => b",\"delta\":{\"type\":\"text_delta\",\"text\":",
+        });
+        write_str(out, text);
+        out.extend_from_slice(b"}");
+        out.extend_from_slice(END);
+    }
+
+    fn ping(&mut self, out: &mut BytesMut) {
+        out.extend_from_slice(PING);
+    }
+}
+
+impl Encoder for StreamEncoder {
+    fn event(&mut self, event: Event<'_>, out: &mut BytesMut) {
+        let now = Instant::now();
+        if let Event::Error(message) = event {
+            // In-band error; no message_stop follows.
+            let err = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message);
+            out.extend_from_slice(b"event: error\ndata: ");
+            write_error_object(&err, out);
+            out.extend_from_slice(b"\n\n");
+            return;
+        }
+        let before = out.len();
+        self.start(out);
+        match event {
+            Event::Heartbeat | Event::Error(_) => {
+                if out.len() == before && now.duration_since(self.last_write) >= PING_EVERY {
+                    self.ping(out);
+                }
+            }
+            Event::Thinking(t) => {
+                self.thinking.push_str(t);
+                self.delta(Block::Thinking, t, out);
+            }
+            Event::Text(t) => self.delta(Block::Text, t, out),
+            Event::ToolCall(call) => {
+                self.close(out);
+                self.tool_calls = true;
+                out.extend_from_slice(BLOCK_START);
+                write_u64(out, self.index);
+                out.extend_from_slice(b",\"content_block\":{\"type\":\"tool_use\",\"id\":");
+                write_str(out, &tool_use_id());
+                out.extend_from_slice(b",\"name\":");
+                write_str(out, call.name);
+                out.extend_from_slice(b",\"input\":{}}");
+                out.extend_from_slice(END);
+                out.extend_from_slice(BLOCK_DELTA);
+                write_u64(out, self.index);
+                out.extend_from_slice(
+                    b",\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":",
+                );
+                write_str(out, call.arguments);
+                out.extend_from_slice(b"}");
+                out.extend_from_slice(END);
+                out.extend_from_slice(BLOCK_STOP);
+                write_u64(out, self.index);
+                out.extend_from_slice(END);
+                self.index += 1;
+            }
+            Event::Done(done) => {
+                self.close(out);
+                out.extend_from_slice(
+                    b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"",
+                );
+                out.extend_from_slice(stop_reason(&done, self.tool_calls).as_bytes());
+                out.extend_from_slice(b"\",\"stop_sequence\":null},\"usage\":{\"input_tokens\":");
+                write_u64(out, done.prompt_tokens);
+                out.extend_from_slice(b",\"output_tokens\":");
+                write_u64(out, done.completion_tokens);
+                out.extend_from_slice(b"}}\n\n");
+                out.extend_from_slice(MESSAGE_STOP);
+            }
+        }
+        if out.len() != before {
+            self.last_write = now;
+        }
+    }
+
+    fn idle(&mut self, out: &mut BytesMut) {
+        self.start(out);
+        self.ping(out);
+        self.last_write = Instant::now();
+    }
+}
+
+/// Builds one `message` object.
+struct Collector {
+    head: Head,
+    content: Vec<Value>,
+    open: Option<Block>,
+    text: String,
+    tool_calls: bool,
+}
+
+impl Collector {
+    fn new(head: Head) -> Self {
+        Collector {
+            head,
+            content: Vec::new(),
+            open: None,
+            text: String::new(),
+            tool_calls: false,
+        }
+    }
+
+    fn close(&mut self) {
+        let Some(block) = self.open.take() else {
+            return;
+        };
+        let text = std::mem::take(&mut self.text);
+        self.content.push(match block {
+            Block::Thinking => {
+                let signature = signing::sign(&self.head.key, THINKING_PURPOSE, &text);
+                json!({"type": "thinking", "thinking": text, "signature": signature})
+            }
+            Block::Text => json!({"type": "text", "text": text}),
+        });
+    }
+
+    fn append(&mut self, block: Block, text: &str) {
+        if self.open != Some(block) {
+            self.close();
+            self.open = Some(block);
+        }
+        self.text.push_str(text);
+    }
+}
+
+impl Encoder for Collector {
+    fn event(&mut self, event: Event<'_>, out: &mut BytesMut) {
+        match event {
+            Event::Heartbeat => {}
+            Event::Thinking(t) => self.append(Block::Thinking, t),
+            Event::Text(t) => self.append(Block::Text, t),
+            Event::ToolCall(call) => {
+                self.close();
+                self.tool_calls = true;
+                let input: Value =
+                    serde_json::from_str(call.arguments).unwrap_or_else(|_| json!({}));
+                self.content.push(json!({
+                    "type": "tool_use",
+                    "id": tool_use_id(),
+                    "name": call.name,
+                    "input": input,
+                }));
+            }
+            Event::Done(done) => {
+                self.close();
+                let body = json!({
+                    "id": self.head.id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": self.head.model,
+                    "content": std::mem::take(&mut self.content),
+                    "stop_reason": stop_reason(&done, self.tool_calls),
+                    "stop_sequence": null,
+                    "usage": {
+                        "input_tokens": done.prompt_tokens,
+                        "cache_creation_input_tokens": 0,
+                        "cache_read_input_tokens": 0,
+                        "output_tokens": done.completion_tokens,
+                    },
+                });
+                out.extend_from_slice(body.to_string().as_bytes());
+            }
+            Event::Error(message) => {
+                let err = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message);
+                write_error_object(&err, out);
+            }
+        }
+    }
+}
+
+/// Reads `prompt_eval_count` from Ollama's whole answer.
+#[derive(Default)]
+struct TokenCounter {
+    done: bool,
+    failed: Option<String>,
+}
+
+impl TokenCounter {
+    fn fail(&mut self, message: String, out: &mut BytesMut) {
+        tracing::warn!(error = %message, "could not count tokens");
+        let err = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message.clone());
+        write_error_object(&err, out);
+        self.failed = Some(message);
+    }
+}
+
+impl Transcode for TokenCounter {
+    fn line(&mut self, body: &[u8], out: &mut BytesMut) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            prompt_eval_count: Option<u64>,
+            #[serde(default)]
+            error: Option<Value>,
+        }
+        match serde_json::from_slice::<Answer>(body) {
+            Ok(Answer {
+                prompt_eval_count: Some(n),
+                error: None,
+            }) => {
+                out.extend_from_slice(b"{\"input_tokens\":");
+                write_u64(out, n);
+                out.extend_from_slice(b"}");
+            }
+            Ok(Answer { error: Some(e), .. }) => {
+                let message = match e {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                self.fail(message, out);
+            }
+            Ok(_) => self.fail(
+                "Ollama's answer has no prompt_eval_count to count tokens with".into(),
+                out,
+            ),
+            Err(e) => self.fail(format!("Ollama sent an answer that is not JSON: {e}"), out),
+        }
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) -> Result<(), BoxError> {
+        if !self.done {
+            self.line(b"", out);
+        }
+        match &self.failed {
+            Some(m) => Err(Box::new(StreamError(m.clone()))),
+            None => Ok(()),
+        }
+    }
+
+    fn abort(&mut self, error: &str, out: &mut BytesMut) {
+        if !self.done {
+            self.done = true;
+            self.fail(format!("connection to Ollama lost: {error}"), out);
+        }
+    }
+
+    fn whole_body(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests;
