@@ -65,6 +65,12 @@ impl Settings {
                 .aliases_spec(&spec)
                 .map_err(|e| format!("MODEL_ALIASES: {e}"))?;
         }
+        if let Some(model) = non_empty("DEFAULT_MODEL") {
+            layer = layer.default_model(model.trim());
+        }
+        if let Some(secret) = non_empty("THINKING_KEY") {
+            layer = layer.thinking_key(secret.trim());
+        }
         if let Some(n) = non_empty("MAX_BODY_BYTES") {
             let n: usize = n
                 .trim()
