@@ -2,7 +2,8 @@
 //! request body handed to the inner service.
 
 use crate::dialect::Transcode;
-use crate::error::{error_chain, BoxError};
+use crate::error::{error_chain, BoxError, StreamError};
+use crate::timer::{Clock, Tick, Timer};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -39,6 +40,7 @@ pin_project! {
 
 struct Translator {
     transcoder: Box<dyn Transcode>,
+    clock: Option<Clock>,
     /// An incomplete line (or the whole body, in whole-body mode).
     partial: BytesMut,
     out: BytesMut,
@@ -56,12 +58,17 @@ impl<B> TranslateBody<B> {
         }
     }
 
-    pub(crate) fn translate(body: B, transcoder: Box<dyn Transcode>) -> Self {
+    pub(crate) fn translate(
+        body: B,
+        transcoder: Box<dyn Transcode>,
+        timer: Option<&Timer>,
+    ) -> Self {
         TranslateBody {
             inner: Inner::Translate {
                 body,
                 state: Box::new(Translator {
                     transcoder,
+                    clock: timer.cloned().map(Clock::new),
                     partial: BytesMut::new(),
                     out: BytesMut::new(),
                     upstream_done: false,
@@ -178,7 +185,31 @@ where
                     state.ended = true;
                     return Poll::Ready(state.error.take().map(Err));
                 }
-                match ready!(body.as_mut().poll_frame(cx)) {
+                let polled = body.as_mut().poll_frame(cx);
+                let polled = match (polled, state.clock.as_mut()) {
+                    (Poll::Ready(p), clock) => {
+                        if let Some(c) = clock {
+                            c.activity();
+                        }
+                        p.map(|r| r.map_err(Into::into))
+                    }
+                    (Poll::Pending, None) => return Poll::Pending,
+                    (Poll::Pending, Some(clock)) => match ready!(clock.poll(cx)) {
+                        Tick::Nothing => continue,
+                        Tick::KeepAlive => {
+                            state.transcoder.idle(&mut state.out);
+                            continue;
+                        }
+                        Tick::TimedOut(after) => {
+                            let msg = format!(
+                                "no data from Ollama for {} s (upstream idle timeout)",
+                                after.as_secs()
+                            );
+                            Some(Err(Box::new(StreamError(msg)) as BoxError))
+                        }
+                    },
+                };
+                match polled {
                     Some(Ok(frame)) => {
                         // Trailers from Ollama carry nothing a client dialect
                         // can use; they are dropped.
@@ -186,7 +217,7 @@ where
                             state.feed(data);
                         }
                     }
-                    Some(Err(e)) => state.fail(e.into()),
+                    Some(Err(e)) => state.fail(e),
                     None => state.eof(),
                 }
             },

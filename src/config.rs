@@ -3,6 +3,7 @@
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::{Arc, RwLock};
 
 /// What the layer does with the model's thinking text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -194,6 +195,11 @@ pub(crate) struct Config {
     pub(crate) max_request_bytes: usize,
     /// Signs thinking text handed to clients; see `signing`.
     pub(crate) thinking_key: crate::signing::Key,
+    /// Models Ollama has shown cannot think (learned at run time, shared by
+    /// every clone of the layer).
+    pub(crate) cannot_think: Arc<RwLock<HashSet<String>>>,
+    /// Keep-alives and the upstream idle timeout, when a timer was given.
+    pub(crate) timer: Option<crate::timer::Timer>,
 }
 
 /// Default cap on a translated request body: 32 MiB, room for several images.
@@ -211,6 +217,8 @@ impl Default for Config {
             default_model: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             thinking_key: crate::signing::random_key(),
+            cannot_think: Arc::default(),
+            timer: None,
         }
     }
 }
@@ -226,6 +234,21 @@ impl Config {
 
     pub(crate) fn is_think_model(&self, model: &str) -> bool {
         self.think_models.contains(&model_key(model))
+    }
+
+    /// Whether Ollama has answered that `model` does not support thinking.
+    pub(crate) fn cannot_think(&self, model: &str) -> bool {
+        self.cannot_think
+            .read()
+            .map(|set| set.contains(&model_key(model)))
+            .unwrap_or(false)
+    }
+
+    /// Remembers that `model` cannot think.
+    pub(crate) fn learn_cannot_think(&self, model: &str) {
+        if let Ok(mut set) = self.cannot_think.write() {
+            set.insert(model_key(model));
+        }
     }
 
     pub(crate) fn reasoning_for(&self, model: &str) -> ReasoningMode {

@@ -46,7 +46,15 @@ pin_project! {
             #[pin] collect: Collect<Limited<ReqBody>>,
             pending: Option<Pending<S>>,
         },
-        Call { #[pin] fut: S::Future, ctx: Option<CallCtx> },
+        Call {
+            #[pin] fut: S::Future,
+            ctx: Option<CallCtx>,
+            // Sent again without `think` if Ollama answers 400.
+            retry: Option<Retry<S>>,
+            // Set on the retry: the model to remember as unable to think.
+            learn: Option<(Arc<Config>, String)>,
+        },
+        Retrying { retry: Option<Retry<S>>, ctx: Option<CallCtx> },
         Reject { error: Option<(&'static dyn Dialect, ApiError)> },
     }
 }
@@ -58,8 +66,34 @@ struct Pending<S> {
     config: Arc<Config>,
 }
 
+/// A second attempt without `think`: Ollama answers 400 to `think` on a
+/// model that cannot think, and the client should not pay for that.
+struct Retry<S> {
+    service: S,
+    template: Request<()>,
+    body: Bytes,
+    model: String,
+    config: Arc<Config>,
+}
+
+impl<S> Retry<S> {
+    fn request<B>(&self) -> Request<RequestBody<B>> {
+        let t = &self.template;
+        let mut req = Request::new(RequestBody::rewritten(self.body.clone()));
+        *req.method_mut() = t.method().clone();
+        *req.uri_mut() = t.uri().clone();
+        *req.version_mut() = t.version();
+        *req.headers_mut() = t.headers().clone();
+        *req.extensions_mut() = t.extensions().clone();
+        req.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
+        req
+    }
+}
+
 struct CallCtx {
     dialect: &'static dyn Dialect,
+    timer: Option<crate::timer::Timer>,
     transcoder: Box<dyn Transcode>,
     content_type: &'static str,
 }
@@ -160,7 +194,7 @@ fn upstream_request<B>(
 
 impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
 where
-    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
     ReqBody: Body,
     ReqBody::Error: Into<BoxError>,
@@ -215,22 +249,86 @@ where
                         Ok(r) => r,
                         Err(err) => return Poll::Ready(Ok(error_response(p.dialect, &err))),
                     };
+                    let retry = crate::native::without_think(&up.body).map(|(model, body)| {
+                        let mut template = Request::new(());
+                        *template.method_mut() = req.method().clone();
+                        *template.uri_mut() = req.uri().clone();
+                        *template.version_mut() = req.version();
+                        *template.headers_mut() = req.headers().clone();
+                        *template.extensions_mut() = req.extensions().clone();
+                        Retry {
+                            service: p.service.clone(),
+                            template,
+                            body,
+                            model,
+                            config: p.config.clone(),
+                        }
+                    });
                     let fut = p.service.call(req);
                     this.state.set(State::Call {
                         fut,
                         ctx: Some(CallCtx {
                             dialect: p.dialect,
+                            timer: p.config.timer.clone(),
                             transcoder: up.transcoder,
                             content_type: up.content_type,
                         }),
+                        retry,
+                        learn: None,
                     });
                 }
-                StateProj::Call { fut, ctx } => {
+                StateProj::Retrying { retry, ctx } => {
+                    let (Some(r), Some(c)) = (retry.as_mut(), ctx.as_ref()) else {
+                        this.state.set(State::Reject { error: None });
+                        continue;
+                    };
+                    if let Err(e) = ready!(r.service.poll_ready(cx)) {
+                        let e: BoxError = e.into();
+                        let err = ApiError::new(
+                            StatusCode::BAD_GATEWAY,
+                            format!("could not reach Ollama: {}", error_chain(&*e)),
+                        );
+                        return Poll::Ready(Ok(error_response(c.dialect, &err)));
+                    }
+                    let (Some(mut r), Some(c)) = (retry.take(), ctx.take()) else {
+                        continue;
+                    };
+                    let fut = r.service.call(r.request());
+                    this.state.set(State::Call {
+                        fut,
+                        ctx: Some(c),
+                        retry: None,
+                        learn: Some((r.config, r.model)),
+                    });
+                }
+                StateProj::Call {
+                    fut,
+                    ctx,
+                    retry,
+                    learn,
+                } => {
                     let res = ready!(fut.poll(cx));
                     let Some(ctx) = ctx.take() else {
                         this.state.set(State::Reject { error: None });
                         continue;
                     };
+                    if let Ok(r) = &res {
+                        if r.status() == StatusCode::BAD_REQUEST && retry.is_some() {
+                            tracing::debug!("Ollama refused a request with think; retrying without it");
+                            let retry = retry.take();
+                            this.state.set(State::Retrying {
+                                retry,
+                                ctx: Some(ctx),
+                            });
+                            continue;
+                        }
+                        if r.status().is_success() {
+                            if let Some((config, model)) = learn.take() {
+                                tracing::warn!(model = %model, "model cannot think: not sending think to it from now on");
+                                config.learn_cannot_think(&model);
+                            }
+                        }
+                    }
                     return Poll::Ready(Ok(match res {
                         Ok(res) => translate_response(res, ctx),
                         Err(e) => {
@@ -270,11 +368,15 @@ fn translate_response<B>(res: Response<B>, ctx: CallCtx) -> Response<TranslateBo
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert("x-accel-buffering", HeaderValue::from_static("no"));
         }
-        TranslateBody::translate(body, ctx.transcoder)
+        TranslateBody::translate(body, ctx.transcoder, ctx.timer.as_ref())
     } else {
         tracing::debug!(dialect = ctx.dialect.name(), status = parts.status.as_u16(), "Ollama answered with an error");
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
-        TranslateBody::translate(body, Box::new(UpstreamError::new(ctx.dialect, parts.status)))
+        TranslateBody::translate(
+            body,
+            Box::new(UpstreamError::new(ctx.dialect, parts.status)),
+            None,
+        )
     };
     Response::from_parts(parts, body)
 }

@@ -3,7 +3,9 @@
 use crate::config::model_key;
 use crate::config::{split_model_spec, Config, ConfigError, ModelDefaults, ReasoningMode};
 use crate::service::OllamaTranslate;
+use crate::timer::{Sleep, Timer};
 use std::sync::Arc;
+use std::time::Duration;
 use tower_layer::Layer;
 
 /// Serves OpenAI and Anthropic APIs from a service that speaks Ollama's
@@ -151,6 +153,63 @@ impl OllamaTranslateLayer {
     /// so signatures do not survive a restart). Any length; it is hashed.
     pub fn thinking_key(mut self, secret: impl AsRef<[u8]>) -> Self {
         self.config_mut().thinking_key = crate::signing::derive_key(secret.as_ref());
+        self
+    }
+
+    /// Gives the layer a clock: `sleep(d)` must return a future that
+    /// completes after `d` (with tokio: `|d| Box::pin(tokio::time::sleep(d))`).
+    /// Without one (the default) there are no keep-alives and no idle
+    /// timeout. Defaults once set: a keep-alive after 10 s of silence, no
+    /// idle timeout.
+    ///
+    /// ```
+    /// use ollama_translate::OllamaTranslateLayer;
+    /// use std::time::Duration;
+    ///
+    /// let layer = OllamaTranslateLayer::new()
+    ///     .timer(|d| Box::pin(tokio::time::sleep(d)))
+    ///     .keepalive(Duration::from_secs(15))
+    ///     .upstream_idle_timeout(Duration::from_secs(300));
+    /// # let _ = layer;
+    /// ```
+    pub fn timer<F>(mut self, sleep: F) -> Self
+    where
+        F: Fn(Duration) -> Sleep + Send + Sync + 'static,
+    {
+        let c = self.config_mut();
+        let (keepalive, idle_timeout) = match &c.timer {
+            Some(t) => (t.keepalive, t.idle_timeout),
+            None => (Some(Duration::from_secs(10)), None),
+        };
+        let mut t = Timer {
+            sleep: Arc::new(sleep),
+            tick: Duration::ZERO,
+            keepalive,
+            idle_timeout,
+        };
+        t.recompute_tick();
+        c.timer = Some(t);
+        self
+    }
+
+    /// Silence (no line from Ollama) after which a translated stream gets a
+    /// keep-alive in its dialect: an SSE comment for OpenAI dialects, a
+    /// `ping` event for Anthropic (default: 10 s). Needs [`Self::timer`].
+    pub fn keepalive(mut self, every: Duration) -> Self {
+        if let Some(t) = self.config_mut().timer.as_mut() {
+            t.keepalive = Some(every).filter(|d| !d.is_zero());
+            t.recompute_tick();
+        }
+        self
+    }
+
+    /// Silence from Ollama after which a translated stream fails with an
+    /// error in its dialect (default: none). Needs [`Self::timer`].
+    pub fn upstream_idle_timeout(mut self, after: Duration) -> Self {
+        if let Some(t) = self.config_mut().timer.as_mut() {
+            t.idle_timeout = Some(after).filter(|d| !d.is_zero());
+            t.recompute_tick();
+        }
         self
     }
 

@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | OpenAI Chat Completions | `POST /v1/chat/completions` | `POST /api/chat` |
 //! | Anthropic Messages | `POST /v1/messages`, `POST /v1/messages/count_tokens` | `POST /api/chat` |
+//! | OpenAI Responses (stateless) | `POST /v1/responses` | `POST /api/chat` |
 //!
 //! Unlike Ollama's own `/v1` layer it honours `think`/`reasoning_effort`,
 //! never forces `temperature`/`top_p`, reports mid-stream errors in-band,
@@ -72,6 +73,7 @@ mod native;
 mod ollama;
 mod service;
 mod signing;
+mod timer;
 mod util;
 
 #[doc(inline)]
@@ -82,4 +84,5 @@ pub use self::{
     future::ResponseFuture,
     layer::OllamaTranslateLayer,
     service::OllamaTranslate,
+    timer::Sleep,
 };

@@ -94,7 +94,14 @@ impl ChatRequest {
         if self.keep_alive.is_none() {
             self.keep_alive = defaults.keep_alive;
         }
-        if self.think.is_none() && config.is_think_model(&self.model) {
+        if config.cannot_think(&self.model) {
+            // Ollama answers 400 to `think` on a model that cannot think;
+            // it is known not to, so thinking stays off whatever was asked.
+            if self.think.as_ref().is_some_and(think_is_on) {
+                tracing::debug!(model = %self.model, "not sending think to a model that cannot think");
+                self.think = None;
+            }
+        } else if self.think.is_none() && config.is_think_model(&self.model) {
             self.think = Some(Value::Bool(true));
         }
         let num_ctx = self.options.get("num_ctx").and_then(Value::as_u64);
@@ -109,6 +116,35 @@ impl ChatRequest {
             num_ctx,
         })
     }
+}
+
+/// Whether a `think` value asks for thinking.
+pub(crate) fn think_is_on(v: &Value) -> bool {
+    !matches!(v, Value::Bool(false) | Value::Null)
+}
+
+/// A native request body with `think` removed, when it asked for thinking:
+/// what to send again after Ollama answered that the model cannot think.
+pub(crate) fn without_think(body: &[u8]) -> Option<(String, Bytes)> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        model: String,
+        #[serde(default)]
+        think: Option<Value>,
+    }
+    // Cheap check first: most requests carry no `think` at all.
+    if !body.windows(8).any(|w| w == b"\"think\":") {
+        return None;
+    }
+    let probe: Probe = serde_json::from_slice(body).ok()?;
+    if !probe.think.as_ref().is_some_and(think_is_on) {
+        return None;
+    }
+    let mut v: Map<String, Value> = serde_json::from_slice(body).ok()?;
+    v.remove("think");
+    let bytes = serde_json::to_vec(&v).ok()?;
+    Some((probe.model, Bytes::from(bytes)))
 }
 
 /// Maps an OpenAI-style reasoning effort to Ollama's `think`, the way
@@ -226,6 +262,31 @@ mod tests {
         )
         .unwrap();
         assert!(v.get("think").is_none(), "no think for other models");
+    }
+
+    #[test]
+    fn learned_non_thinking_models_never_get_think() {
+        let mut config = Config::default();
+        config.think_models.insert("llama3.2".into());
+        config.learn_cannot_think("llama3.2:latest");
+        let mut req = ChatRequest::new("llama3.2", true);
+        req.think = Some(Value::from("high"));
+        let v: Value = serde_json::from_slice(&req.finish(&config).unwrap().body).unwrap();
+        assert!(v.get("think").is_none());
+        let v: Value = serde_json::from_slice(
+            &ChatRequest::new("llama3.2", true).finish(&config).unwrap().body,
+        )
+        .unwrap();
+        assert!(v.get("think").is_none(), "no injection either");
+    }
+
+    #[test]
+    fn strips_think_for_a_retry() {
+        let (model, body) = without_think(br#"{"model":"m","think":"high","stream":true}"#).unwrap();
+        assert_eq!(model, "m");
+        assert_eq!(&body[..], br#"{"model":"m","stream":true}"#);
+        assert!(without_think(br#"{"model":"m","think":false}"#).is_none());
+        assert!(without_think(br#"{"model":"m"}"#).is_none());
     }
 
     #[test]

@@ -465,3 +465,92 @@ async fn think_models_and_default_options_reach_ollama() {
     assert!(sent["options"].get("top_p").is_none(), "nothing forced");
     assert_eq!(sent["keep_alive"], "30m");
 }
+
+#[tokio::test(start_paused = true)]
+async fn silence_gets_keepalives_then_an_idle_timeout() {
+    let mut script = Script::new(vec![Bytes::from(&STREAM[..STREAM.find('\n').unwrap() + 1])]);
+    script.stall = true;
+    let dropped = script.dropped.clone();
+    let slot = Arc::new(Mutex::new(Some(script)));
+    let inner = service_fn(move |_req: Request<RequestBody<Full<Bytes>>>| {
+        let s = slot.lock().unwrap().take().unwrap();
+        async move { Ok::<_, BoxError>(Response::new(s)) }
+    });
+    let layer = OllamaTranslateLayer::new()
+        .timer(|d| Box::pin(tokio::time::sleep(d)))
+        .keepalive(std::time::Duration::from_secs(5))
+        .upstream_idle_timeout(std::time::Duration::from_secs(30));
+    let mut body = layer
+        .layer(inner)
+        .oneshot(chat_request(streaming_body()))
+        .await
+        .unwrap()
+        .into_body();
+    let mut text = String::new();
+    let mut failed = false;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => text.push_str(std::str::from_utf8(&f.into_data().unwrap()).unwrap()),
+            Err(e) => {
+                failed = true;
+                assert!(e.to_string().contains("idle timeout"), "{e}");
+                break;
+            }
+        }
+    }
+    assert!(failed, "a stalled upstream must not look like a finish");
+    let keepalives = text.matches(": keep-alive\n\n").count();
+    assert!((4..=6).contains(&keepalives), "{keepalives} keep-alives in {text}");
+    assert!(text.contains("upstream idle timeout"), "in-band error first: {text}");
+    assert!(!text.contains("[DONE]"));
+    drop(body);
+    assert!(dropped.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn think_on_a_model_that_cannot_think_is_retried_without_it_and_learned() {
+    let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let seen = bodies.clone();
+    let inner = service_fn(move |req: Request<RequestBody<Full<Bytes>>>| {
+        let seen = seen.clone();
+        async move {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            let thinks = v.get("think").is_some_and(|t| t != false);
+            seen.lock().unwrap().push(v);
+            let (status, text) = if thinks {
+                (400, r#"{"error":"\"llama3.2\" does not support thinking"}"#.to_string())
+            } else {
+                (200, json!({"message":{"content":"fine"},"done":true,"done_reason":"stop"}).to_string())
+            };
+            let mut res = Response::new(Full::new(Bytes::from(text)));
+            *res.status_mut() = StatusCode::from_u16(status).unwrap();
+            Ok::<_, BoxError>(res)
+        }
+    });
+    let svc = OllamaTranslateLayer::new().think_models(["llama3.2"]).layer(inner);
+    let ask = |effort: Option<&str>| {
+        let mut b = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]});
+        if let Some(e) = effort {
+            b["reasoning_effort"] = json!(e);
+        }
+        chat_request(b)
+    };
+    let res = svc.clone().oneshot(ask(Some("high"))).await.unwrap();
+    assert_eq!(res.status(), 200, "the client never sees Ollama's think 400");
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "fine");
+    {
+        let b = bodies.lock().unwrap();
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0]["think"], "high");
+        assert!(b[1].get("think").is_none());
+    }
+    // Learned: no more think for this model, asked for or injected.
+    let res = svc.clone().oneshot(ask(None)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let b = bodies.lock().unwrap();
+    assert_eq!(b.len(), 3, "no wasted round trip once learned");
+    assert!(b[2].get("think").is_none());
+}

@@ -78,6 +78,20 @@ impl Settings {
                 .map_err(|e| format!("MAX_BODY_BYTES {n:?}: {e}"))?;
             layer = layer.max_request_bytes(n);
         }
+        let secs = |key: &str, default: u64| -> Result<Duration, String> {
+            match non_empty(key) {
+                Some(s) => s
+                    .trim()
+                    .parse::<u64>()
+                    .map(Duration::from_secs)
+                    .map_err(|e| format!("{key} {s:?}: {e}")),
+                None => Ok(Duration::from_secs(default)),
+            }
+        };
+        layer = layer
+            .timer(|d| Box::pin(tokio::time::sleep(d)))
+            .keepalive(secs("KEEPALIVE_SECS", 10)?)
+            .upstream_idle_timeout(secs("UPSTREAM_IDLE_TIMEOUT", 300)?);
         let shutdown_grace = match non_empty("SHUTDOWN_GRACE_SECS") {
             Some(s) => Duration::from_secs(
                 s.trim()

@@ -706,6 +706,11 @@ impl StreamEncoder {
 }
 
 impl Encoder for StreamEncoder {
+    fn idle(&mut self, out: &mut BytesMut) {
+        // An SSE comment: ignored by clients, keeps idle watchdogs calm.
+        out.extend_from_slice(b": keep-alive\n\n");
+    }
+
     fn event(&mut self, event: Event<'_>, out: &mut BytesMut) {
         if let Event::Error(message) = event {
             // In-band error; the stream ends without [DONE].
