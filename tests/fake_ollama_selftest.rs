@@ -1,0 +1,727 @@
+//! Tests of the fake Ollama server itself, with a raw hyper client.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::fake_ollama::{FakeOllama, AWKWARD_FRAME_SIZES, CREATED_AT, RUNNER_STOPPED};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+/// A response whose body has not been read yet, plus the task driving its connection.
+struct Pending {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Incoming,
+    conn: JoinHandle<()>,
+}
+
+impl Pending {
+    /// Reads every frame; returns the frames and the error that ended the body, if any.
+    async fn frames(mut self) -> (Vec<Bytes>, Option<hyper::Error>) {
+        let mut frames = Vec::new();
+        while let Some(frame) = self.body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        frames.push(data);
+                    }
+                }
+                Err(e) => return (frames, Some(e)),
+            }
+        }
+        (frames, None)
+    }
+
+    async fn text(self) -> String {
+        let (frames, err) = self.frames().await;
+        assert!(err.is_none(), "body error: {err:?}");
+        String::from_utf8(frames.concat()).unwrap()
+    }
+
+    async fn json(self) -> Value {
+        serde_json::from_str(&self.text().await).unwrap()
+    }
+
+    fn content_type(&self) -> &str {
+        self.headers
+            .get(http::header::CONTENT_TYPE)
+            .map_or("", |v| v.to_str().unwrap())
+    }
+
+    /// Drops the body and closes the connection, like a client that goes away.
+    fn hang_up(self) {
+        drop(self.body);
+        self.conn.abort();
+    }
+}
+
+/// Sends one request on a fresh HTTP/1.1 connection. `Host` defaults to the fake's address.
+async fn send(
+    fake: &FakeOllama,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Pending {
+    let stream = TcpStream::connect(fake.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req = req.header("host", fake.addr.to_string());
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    Pending {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+        conn,
+    }
+}
+
+async fn post(fake: &FakeOllama, path: &str, body: Value) -> Pending {
+    send(fake, "POST", path, &[], &body.to_string()).await
+}
+
+/// Splits an NDJSON body into parsed lines, asserting every line is valid JSON.
+fn ndjson(text: &str) -> Vec<Value> {
+    assert!(
+        text.ends_with('\n'),
+        "NDJSON must end with a newline: {text:?}"
+    );
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect()
+}
+
+fn concat(lines: &[Value], pointer: &str) -> String {
+    lines
+        .iter()
+        .filter_map(|l| l.pointer(pointer).and_then(Value::as_str))
+        .collect()
+}
+
+fn user(text: &str) -> Value {
+    json!([{ "role": "user", "content": text }])
+}
+
+fn weather_tool() -> Value {
+    json!([{"type":"function","function":{"name":"get_weather","description":"Weather",
+        "parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}])
+}
+
+fn is_call_id(id: &str) -> bool {
+    id.len() == 13
+        && id.starts_with("call_")
+        && id[5..]
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+#[tokio::test]
+async fn default_stream_is_awkwardly_split_valid_ndjson_with_thinking() {
+    let fake = FakeOllama::start().await;
+    let resp = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"qwen3","messages":user("hi there")}),
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.content_type(), "application/x-ndjson");
+    let (frames, err) = resp.frames().await;
+    assert!(err.is_none());
+    let text = String::from_utf8(frames.concat()).unwrap();
+
+    // Frames follow the awkward size cycle, so most of them cut lines in the middle.
+    let sizes: Vec<usize> = frames.iter().map(Bytes::len).collect();
+    assert_eq!(sizes[..4], AWKWARD_FRAME_SIZES[..4], "sizes {sizes:?}");
+    assert!(frames.iter().any(|f| !f.ends_with(b"\n")));
+
+    // Exact field order on the wire.
+    let first = text.lines().next().unwrap();
+    assert_eq!(
+        first,
+        format!(
+            r#"{{"model":"qwen3","created_at":"{CREATED_AT}","message":{{"role":"assistant","content":"","thinking":"Let me think"}},"done":false}}"#
+        )
+    );
+
+    let lines = ndjson(&text);
+    assert_eq!(
+        concat(&lines, "/message/thinking"),
+        "Let me think about this."
+    );
+    assert_eq!(
+        concat(&lines, "/message/content"),
+        "Hello! You said: hi there"
+    );
+    // One word per content line.
+    let words: Vec<&str> = lines[3..lines.len() - 1]
+        .iter()
+        .map(|l| l["message"]["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(words, ["Hello!", " You", " said:", " hi", " there"]);
+    let done = lines.last().unwrap();
+    assert_eq!(done["done"], true);
+    assert_eq!(done["done_reason"], "stop");
+    assert_eq!(done["eval_count"], 8);
+    assert_eq!(done["prompt_eval_count"], 2);
+    assert!(lines[..lines.len() - 1].iter().all(|l| l["done"] == false));
+    assert!(done.get("done_reason").is_some() && lines[0].get("done_reason").is_none());
+
+    let recorded = fake.last_request().unwrap();
+    assert_eq!(recorded.method, "POST");
+    assert_eq!(recorded.path, "/api/chat");
+    assert_eq!(recorded.body["model"], "qwen3");
+    assert_eq!(fake.completed(), 1);
+    assert_eq!(fake.cancelled(), 0);
+    assert_eq!(fake.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn chunking_header_lines_whole_and_bytes() {
+    let fake = FakeOllama::start().await;
+    let body = json!({"model":"llama3.2","messages":user("a b")}).to_string();
+
+    let resp = send(
+        &fake,
+        "POST",
+        "/api/chat",
+        &[("x-fake-chunking", "lines")],
+        &body,
+    )
+    .await;
+    let (frames, _) = resp.frames().await;
+    assert!(frames
+        .iter()
+        .all(|f| f.ends_with(b"\n") && f.iter().filter(|b| **b == b'\n').count() == 1));
+    let by_lines = frames.concat();
+    // llama3.2 does not think: "Hello!", " You", " said:", " a", " b" + done.
+    assert_eq!(frames.len(), 6);
+
+    let resp = send(
+        &fake,
+        "POST",
+        "/api/chat",
+        &[("x-fake-chunking", "whole")],
+        &body,
+    )
+    .await;
+    let (frames, _) = resp.frames().await;
+    assert_eq!(frames.len(), 1);
+    assert_eq!(frames[0], by_lines);
+
+    let resp = send(
+        &fake,
+        "POST",
+        "/api/chat",
+        &[("x-fake-chunking", "bytes")],
+        &body,
+    )
+    .await;
+    let (frames, _) = resp.frames().await;
+    assert!(frames.iter().all(|f| f.len() == 1));
+    assert_eq!(frames.concat(), by_lines);
+}
+
+#[tokio::test]
+async fn stream_false_aggregates() {
+    let fake = FakeOllama::start().await;
+    let resp = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"qwen3:8b","stream":false,"messages":user("yo")}),
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.content_type(), "application/json; charset=utf-8");
+    let text = resp.text().await;
+    assert!(!text.ends_with('\n'));
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["model"], "qwen3:8b");
+    assert_eq!(v["message"]["content"], "Hello! You said: yo");
+    assert_eq!(v["message"]["thinking"], "Let me think about this.");
+    assert_eq!(v["done"], true);
+    assert_eq!(v["done_reason"], "stop");
+
+    // think:false on qwen3 switches thinking off.
+    let v = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"QWEN3:latest","stream":false,"think":false,"messages":user("yo")}),
+    )
+    .await
+    .json()
+    .await;
+    assert!(v["message"].get("thinking").is_none());
+}
+
+#[tokio::test]
+async fn tool_calls_rendered_and_on_done_line() {
+    let fake = FakeOllama::start().await;
+    let lines = ndjson(
+        &post(
+            &fake,
+            "/api/chat",
+            json!({"model":"llama3.2","tools":weather_tool(),
+                   "messages":user("weather in two cities please [preamble]")}),
+        )
+        .await
+        .text()
+        .await,
+    );
+    assert_eq!(lines[0]["message"]["content"], "Let me check.");
+    let calls = lines[1]["message"]["tool_calls"].as_array().unwrap();
+    assert_eq!(lines[1]["message"]["content"], "");
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0]["function"]["index"], 0);
+    assert_eq!(calls[1]["function"]["index"], 1);
+    assert_eq!(calls[0]["function"]["arguments"], json!({"city":"Tokyo"}));
+    assert_eq!(calls[1]["function"]["arguments"], json!({"city":"Paris"}));
+    assert!(is_call_id(calls[0]["id"].as_str().unwrap()));
+    assert_ne!(calls[0]["id"], calls[1]["id"]);
+    assert_eq!(lines[2]["done"], true);
+    assert_eq!(lines[2]["done_reason"], "stop");
+    assert!(lines[2]["message"].get("tool_calls").is_none());
+
+    // gpt-oss: always thinks (even with think:false), the call comes on the done line.
+    let lines = ndjson(
+        &post(
+            &fake,
+            "/api/chat",
+            json!({"model":"gpt-oss:20b","think":false,"tools":weather_tool(),
+                   "messages":user("what's the weather?")}),
+        )
+        .await
+        .text()
+        .await,
+    );
+    assert_eq!(lines.len(), 4);
+    assert_eq!(
+        concat(&lines, "/message/thinking"),
+        "Let me think about this."
+    );
+    let done = &lines[3];
+    assert_eq!(done["done"], true);
+    let call = &done["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(call["function"]["index"], 0);
+
+    // Non-streaming carries the calls too.
+    let v = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"glm-5:cloud","stream":false,"tools":weather_tool(),
+               "messages":user("weather?")}),
+    )
+    .await
+    .json()
+    .await;
+    assert_eq!(
+        v["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+    // glm-5 does not think unless asked.
+    assert!(v["message"].get("thinking").is_none());
+
+    // A follow-up after the tool result answers from it.
+    let v = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","stream":false,"tools":weather_tool(),"messages":[
+            {"role":"user","content":"weather?"},
+            {"role":"assistant","content":"","tool_calls":[{"function":{"name":"get_weather","arguments":{"city":"Tokyo"}}}]},
+            {"role":"tool","content":"sunny","tool_name":"get_weather"}]}),
+    )
+    .await
+    .json()
+    .await;
+    assert_eq!(v["message"]["content"], "Tool said: sunny");
+}
+
+#[tokio::test]
+async fn errors_have_ollama_statuses_and_bodies() {
+    let fake = FakeOllama::start().await;
+    let cases: Vec<(Value, StatusCode, &str)> = vec![
+        (json!({"model":"nosuch","messages":user("x")}), StatusCode::NOT_FOUND, "model 'nosuch' not found"),
+        (json!({"messages":user("x")}), StatusCode::BAD_REQUEST, "model is required"),
+        (json!({"model":"llama3.2","think":true,"messages":user("x")}), StatusCode::BAD_REQUEST, "\"llama3.2\" does not support thinking"),
+        (json!({"model":"nomic-embed-text","messages":user("x")}), StatusCode::BAD_REQUEST, "\"nomic-embed-text\" does not support chat"),
+        (json!({"model":"qwen3","think":"x","messages":user("x")}), StatusCode::BAD_REQUEST,
+            "invalid think value: \"x\" (must be \"high\", \"medium\", \"low\", \"max\", true, or false)"),
+        (json!({"model":"qwen3","messages":[{"role":"user","content":"x","images":["data:image/png;base64,AAAA"]}]}),
+            StatusCode::BAD_REQUEST, "illegal base64 data at input byte 4"),
+        (json!({"model":"qwen3","options":{"temperature":"hot"},"messages":user("x")}),
+            StatusCode::INTERNAL_SERVER_ERROR, "option \"temperature\" must be of type float32"),
+        (json!({"model":"hf.co/acme/tiny:Q4","tools":weather_tool(),"messages":user("x")}),
+            StatusCode::BAD_REQUEST, "hf.co/acme/tiny:Q4 does not support tools"),
+    ];
+    for (body, status, message) in cases {
+        let resp = post(&fake, "/api/chat", body.clone()).await;
+        assert_eq!(resp.status, status, "{body}");
+        assert_eq!(resp.content_type(), "application/json; charset=utf-8");
+        assert_eq!(resp.json().await, json!({ "error": message }), "{body}");
+    }
+
+    // A string `arguments` is a Go decode error.
+    let v = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"qwen3","messages":[{"role":"assistant","content":"","tool_calls":[
+            {"function":{"name":"f","arguments":"{\"a\":1}"}}]}]}),
+    )
+    .await;
+    assert_eq!(v.status, StatusCode::BAD_REQUEST);
+    let msg = v.json().await["error"].as_str().unwrap().to_string();
+    assert!(
+        msg.starts_with("json: cannot unmarshal string into Go struct field"),
+        "{msg}"
+    );
+
+    // Invalid JSON.
+    let resp = send(&fake, "POST", "/api/chat", &[], "{nope").await;
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+    assert!(resp.json().await["error"].is_string());
+
+    // Non-local Host ⇒ 403 with an empty body (and the request is still recorded).
+    let before = fake.requests().len();
+    let resp = send(
+        &fake,
+        "GET",
+        "/api/tags",
+        &[("host", "api.example.com")],
+        "",
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::FORBIDDEN);
+    assert_eq!(resp.text().await, "");
+    assert_eq!(fake.requests().len(), before + 1);
+    for host in ["localhost:11434", "127.0.0.1", "[::1]:11434"] {
+        let resp = send(&fake, "GET", "/api/version", &[("host", host)], "").await;
+        assert_eq!(resp.status, StatusCode::OK, "{host}");
+    }
+
+    // gin-style plain-text 404 / 405.
+    let resp = send(&fake, "POST", "/v1/messages/count_tokens", &[], "{}").await;
+    assert_eq!(resp.status, StatusCode::NOT_FOUND);
+    assert!(resp.content_type().starts_with("text/plain"));
+    assert_eq!(resp.text().await, "404 page not found");
+    let resp = send(&fake, "GET", "/api/chat", &[], "").await;
+    assert_eq!(resp.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.text().await, "405 method not allowed");
+}
+
+#[tokio::test]
+async fn midstream_error_drop_and_garbage() {
+    let fake = FakeOllama::start().await;
+
+    let text = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","messages":user("go [error]")}),
+    )
+    .await
+    .text()
+    .await;
+    let lines = ndjson(&text);
+    assert_eq!(concat(&lines, "/message/content"), "Partial answer");
+    assert_eq!(lines.last().unwrap(), &json!({ "error": RUNNER_STOPPED }));
+    assert!(lines.iter().all(|l| l.get("done") != Some(&json!(true))));
+
+    let resp = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","stream":false,"messages":user("go [error]")}),
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(resp.json().await["error"], RUNNER_STOPPED);
+
+    // [drop]: complete lines, half a line, then the connection breaks.
+    let (frames, err) = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","messages":user("go [drop]")}),
+    )
+    .await
+    .frames()
+    .await;
+    assert!(err.is_some(), "the body must end with an error");
+    let text = String::from_utf8(frames.concat()).unwrap();
+    let (complete, partial) = text.rsplit_once('\n').unwrap();
+    assert_eq!(
+        concat(&ndjson(&format!("{complete}\n")), "/message/content"),
+        "Partial answer"
+    );
+    assert!(!partial.is_empty() && serde_json::from_str::<Value>(partial).is_err());
+
+    let (_, err) = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","stream":false,"messages":user("go [drop]")}),
+    )
+    .await
+    .frames()
+    .await;
+    assert!(err.is_some());
+
+    let text = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","messages":user("[garbage]")}),
+    )
+    .await
+    .text()
+    .await;
+    let raw: Vec<&str> = text.lines().collect();
+    assert_eq!(raw.len(), 3);
+    assert_eq!(raw[1], "this is not json");
+    assert_eq!(serde_json::from_str::<Value>(raw[2]).unwrap()["done"], true);
+}
+
+#[tokio::test]
+async fn length_num_predict_num_ctx_and_json() {
+    let fake = FakeOllama::start().await;
+    let lines = ndjson(
+        &post(
+            &fake,
+            "/api/chat",
+            json!({"model":"qwen3","options":{"num_predict":4,"num_ctx":3},
+                   "messages":user("a fairly long message to exceed the tiny context")}),
+        )
+        .await
+        .text()
+        .await,
+    );
+    assert_eq!(lines.len(), 5);
+    let done = lines.last().unwrap();
+    assert_eq!(done["done_reason"], "length");
+    assert_eq!(done["eval_count"], 4);
+    assert_eq!(done["prompt_eval_count"], 3);
+    assert_eq!(concat(&lines, "/message/content"), "Hello!");
+
+    let v = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","stream":false,"messages":user("[length]")}),
+    )
+    .await
+    .json()
+    .await;
+    assert_eq!(v["done_reason"], "length");
+
+    let v = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","stream":false,"format":{"type":"object"},"messages":user("x")}),
+    )
+    .await
+    .json()
+    .await;
+    assert_eq!(v["message"]["content"], r#"{"ok":true}"#);
+}
+
+#[tokio::test]
+async fn slow_stream_cancellation_is_counted() {
+    let fake = FakeOllama::start().await;
+    let mut resp = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","messages":user("[slow]")}),
+    )
+    .await;
+    // Read a few lines, then go away.
+    let mut got = Vec::new();
+    while got.iter().filter(|b| **b == b'\n').count() < 3 {
+        let frame = resp.body.frame().await.unwrap().unwrap();
+        got.extend_from_slice(&frame.into_data().unwrap());
+    }
+    assert!(String::from_utf8(got).unwrap().contains("tok0 "));
+    assert_eq!(fake.in_flight(), 1);
+    resp.hang_up();
+    assert!(fake.wait_idle(Duration::from_secs(2)).await);
+    assert_eq!(fake.cancelled(), 1);
+    assert_eq!(fake.completed(), 0);
+}
+
+#[tokio::test]
+async fn stall_cancellation_is_noticed_quickly() {
+    let fake = FakeOllama::start().await;
+    let mut resp = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","messages":user("[stall]")}),
+    )
+    .await;
+    let frame = resp.body.frame().await.unwrap().unwrap();
+    let line: Value = serde_json::from_slice(frame.data_ref().unwrap()).unwrap();
+    assert_eq!(line["message"]["content"], "Waiting");
+    // Nothing else comes.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), resp.body.frame())
+            .await
+            .is_err()
+    );
+    let started = std::time::Instant::now();
+    resp.hang_up();
+    assert!(fake.wait_idle(Duration::from_secs(2)).await);
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(fake.cancelled(), 1);
+
+    // Non-streaming stall: the response never comes; hanging up is counted as well.
+    let fake = FakeOllama::start().await;
+    let stream = TcpStream::connect(fake.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = Request::post("/api/chat")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::from(
+            json!({"model":"llama3.2","stream":false,"messages":user("[stall]")}).to_string(),
+        )))
+        .unwrap();
+    let pending = tokio::spawn(async move { sender.send_request(req).await });
+    assert!(
+        fake.wait_until(Duration::from_secs(2), |f| f.in_flight() == 1)
+            .await
+    );
+    pending.abort();
+    conn.abort();
+    assert!(fake.wait_idle(Duration::from_secs(2)).await);
+    assert_eq!(fake.cancelled(), 1);
+}
+
+#[tokio::test]
+async fn other_endpoints() {
+    let fake = FakeOllama::start().await;
+
+    let resp = send(&fake, "GET", "/", &[], "").await;
+    assert_eq!(resp.content_type(), "text/plain; charset=utf-8");
+    assert_eq!(resp.text().await, "Ollama is running");
+    let resp = send(&fake, "HEAD", "/", &[], "").await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.text().await, "");
+    let v = send(&fake, "GET", "/api/version", &[], "")
+        .await
+        .json()
+        .await;
+    assert_eq!(v, json!({"version":"0.33.0"}));
+
+    let v = send(&fake, "GET", "/api/tags", &[], "").await.json().await;
+    let names: Vec<&str> = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"qwen3:latest") && names.contains(&"hf.co/acme/tiny:Q4"));
+
+    let v = post(&fake, "/api/show", json!({"model":"qwen3"}))
+        .await
+        .json()
+        .await;
+    assert_eq!(v["model_info"]["qwen3.context_length"], 40960);
+    assert_eq!(
+        v["capabilities"],
+        json!(["completion", "tools", "thinking"])
+    );
+    let resp = post(&fake, "/api/show", json!({"model":"x"})).await;
+    assert_eq!(resp.status, StatusCode::NOT_FOUND);
+    let resp = post(&fake, "/api/show", json!({})).await;
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+
+    // Embeddings: deterministic, normalised, sized by `dimensions`.
+    let v = post(
+        &fake,
+        "/api/embed",
+        json!({"model":"nomic-embed-text","input":["hello","world!"],"dimensions":4}),
+    )
+    .await
+    .json()
+    .await;
+    let vectors = v["embeddings"].as_array().unwrap();
+    assert_eq!(vectors.len(), 2);
+    let first: Vec<f64> = vectors[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(first.len(), 4);
+    assert!((first.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-5);
+    assert_eq!(v["prompt_eval_count"], 3);
+    let again = post(
+        &fake,
+        "/api/embed",
+        json!({"model":"nomic-embed-text","input":"hello","dimensions":4}),
+    )
+    .await
+    .json()
+    .await;
+    assert_eq!(again["embeddings"][0], vectors[0]);
+    let resp = post(
+        &fake,
+        "/api/embed",
+        json!({"model":"nomic-embed-text","input":[]}),
+    )
+    .await;
+    assert_eq!(resp.json().await["error"], "invalid input");
+    let resp = post(
+        &fake,
+        "/api/embed",
+        json!({"model":"nomic-embed-text","input":[1]}),
+    )
+    .await;
+    assert_eq!(resp.json().await["error"], "invalid input type");
+    let resp = post(&fake, "/api/embed", json!({"model":"qwen3","input":"x"})).await;
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+
+    // /api/generate.
+    let lines = ndjson(
+        &post(
+            &fake,
+            "/api/generate",
+            json!({"model":"llama3.2","prompt":"Why is the sky blue?"}),
+        )
+        .await
+        .text()
+        .await,
+    );
+    assert_eq!(
+        concat(&lines, "/response"),
+        "Completion of: Why is the sky blue?"
+    );
+    assert_eq!(lines.last().unwrap()["context"], json!([1, 2, 3]));
+    let v = post(
+        &fake,
+        "/api/generate",
+        json!({"model":"llama3.2","prompt":"def f(","suffix":"return 1","stream":false}),
+    )
+    .await
+    .json()
+    .await;
+    assert_eq!(v["response"], "<FILL>");
+}
