@@ -11,6 +11,7 @@
 pub(crate) mod chat;
 pub(crate) mod messages;
 pub(crate) mod openai;
+pub(crate) mod responses;
 
 use crate::config::Config;
 use crate::error::{ApiError, BoxError};
@@ -72,6 +73,7 @@ pub(crate) fn route(method: &Method, path: &str) -> Option<&'static dyn Dialect>
         (&Method::POST, "/v1/chat/completions") => Some(&chat::ChatCompletions),
         (&Method::POST, "/v1/messages") => Some(&messages::Messages),
         (&Method::POST, "/v1/messages/count_tokens") => Some(&messages::CountTokens),
+        (&Method::POST, "/v1/responses") => Some(&responses::Responses),
         _ => None,
     }
 }

@@ -1,0 +1,1439 @@
+//! OpenAI Responses: `POST /v1/responses`.
+//!
+//! Stateless (`store: false` semantics): every request must carry the whole
+//! conversation in `input`; `previous_response_id` and `conversation` are
+//! refused with a 400 that says so. Requests become native `/api/chat`
+//! requests; Ollama's NDJSON becomes Responses server-sent events
+//! (`response.created` … `response.completed`), or one `response` object when
+//! the client did not ask to stream.
+//!
+//! Decisions worth knowing:
+//!
+//! * **Reasoning round trip.** When the client asks for
+//!   `include: ["reasoning.encrypted_content"]`, reasoning items carry
+//!   `encrypted_content = "v1.<base64 of the thinking text>.<hex HMAC>"`, the
+//!   HMAC made with the layer's `thinking_key` for the purpose
+//!   `responses-reasoning`. It is signed, not encrypted: the summary already
+//!   shows the same text. A reasoning item sent back becomes the `thinking`
+//!   of the next assistant message only when that signature verifies; a
+//!   foreign or tampered `encrypted_content`, and summary text on its own,
+//!   are dropped (debug log), so a client cannot put words in the model's
+//!   mouth as its own earlier reasoning.
+//! * **Namespaces.** Members of a `namespace` tool group are offered to the
+//!   model as `<namespace>__<name>` (Codex's own flat spelling: trailing `_`
+//!   of the namespace and leading `_` of the name trimmed). A call of such a
+//!   name comes back as a `function_call` item with `name` and `namespace`
+//!   split again, and `function_call` items sent back with a `namespace` are
+//!   flattened the same way.
+//! * **Dropped, never a 400:** tool kinds Ollama cannot run (`web_search`,
+//!   `file_search`, `local_shell`, `custom`, `mcp`, …), input items other than
+//!   messages, function calls, their outputs and reasoning (`item_reference`,
+//!   `web_search_call`, `custom_tool_call`, …), unknown content parts, and
+//!   every request field the dialect does not use.
+
+use super::{openai, Dialect, Transcode, Upstream, JSON, SSE};
+use crate::config::{Config, ReasoningMode};
+use crate::error::ApiError;
+use crate::json::{write_str, write_u64};
+use crate::native::{self, ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
+use crate::ollama::{Decoder, Done, Encoder, Event};
+use crate::signing::{self, Key};
+use crate::util::{random_id, unix_now};
+use bytes::{Bytes, BytesMut};
+use http::Method;
+use serde_json::{json, Map, Value};
+use std::collections::{HashMap, HashSet};
+
+/// The Responses dialect.
+pub(crate) struct Responses;
+
+impl Dialect for Responses {
+    fn name(&self) -> &'static str {
+        "responses"
+    }
+
+    fn prepare(
+        &self,
+        config: &Config,
+        _parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<Upstream, ApiError> {
+        let parsed = parse_request(config, body)?;
+        let model = parsed.native.model.clone();
+        let stream = parsed.native.stream;
+        let finished = parsed.native.finish(config)?;
+        let forward = config.reasoning_for(&model) == ReasoningMode::Forward;
+        tracing::debug!(model = %model, stream, bytes = finished.body.len(), "responses → /api/chat");
+        let signer = parsed.include_encrypted.then_some(config.thinking_key);
+        let encoder = ResponseEncoder::new(
+            &parsed.client_model,
+            &parsed.echo,
+            stream,
+            signer,
+            parsed.namespaced,
+        );
+        Ok(Upstream {
+            method: Method::POST,
+            path: "/api/chat",
+            body: finished.body,
+            transcoder: Box::new(
+                Decoder::new(encoder, forward).watch_context(&model, finished.num_ctx),
+            ) as Box<dyn Transcode>,
+            content_type: if stream { SSE } else { JSON },
+        })
+    }
+
+    fn error_body(&self, error: &ApiError) -> Bytes {
+        openai::error_body(error)
+    }
+}
+
+/// The purpose string reasoning signatures are bound to.
+const REASONING_PURPOSE: &str = "responses-reasoning";
+
+/// A parsed client request.
+pub(crate) struct Parsed {
+    pub(crate) native: ChatRequest,
+    /// The model name the client asked for (responses report it).
+    pub(crate) client_model: String,
+    /// Request fields every `response` object echoes, rendered as
+    /// `,"key":value` pairs.
+    pub(crate) echo: Vec<u8>,
+    /// `include` asked for `reasoning.encrypted_content`.
+    pub(crate) include_encrypted: bool,
+    /// Flat tool name offered to the model → (namespace, member name).
+    pub(crate) namespaced: HashMap<String, (String, String)>,
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn get<'a>(root: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    root.get(key).filter(|v| !v.is_null())
+}
+
+fn expect_number(root: &Map<String, Value>, key: &str) -> Result<Option<Value>, ApiError> {
+    match get(root, key) {
+        None => Ok(None),
+        Some(v @ Value::Number(_)) => Ok(Some(v.clone())),
+        Some(v) => Err(ApiError::invalid(
+            key,
+            format!("{key} must be a number, got {}", type_name(v)),
+        )),
+    }
+}
+
+fn expect_integer(root: &Map<String, Value>, key: &str) -> Result<Option<i64>, ApiError> {
+    let Some(v) = get(root, key) else {
+        return Ok(None);
+    };
+    let int = v.as_i64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64)
+    });
+    int.map(Some).ok_or_else(|| {
+        ApiError::invalid(
+            key,
+            format!("{key} must be an integer, got {}", type_name(v)),
+        )
+    })
+}
+
+/// Parses a Responses request body into a native request.
+pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiError> {
+    let root: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid("body", format!("request body is not valid JSON: {e}")))?;
+    let Value::Object(root) = root else {
+        return Err(ApiError::invalid(
+            "body",
+            "request body must be a JSON object",
+        ));
+    };
+
+    let client_model = match root.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+        Some(v) if !v.is_null() && !v.is_string() => {
+            return Err(ApiError::invalid(
+                "model",
+                format!("model must be a string, got {}", type_name(v)),
+            ))
+        }
+        _ => return Err(ApiError::invalid("model", "model is required")),
+    };
+    let model = config.resolve_model(&client_model).to_string();
+
+    refuse_stateful(&root)?;
+
+    let stream = match get(&root, "stream") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "stream",
+                format!("stream must be a boolean, got {}", type_name(v)),
+            ))
+        }
+    };
+
+    let mut native = ChatRequest::new(model, stream);
+
+    // Native extras first (`options`), the standard spellings on top.
+    match get(&root, "options") {
+        None => {}
+        Some(Value::Object(o)) => {
+            for (k, v) in o {
+                native.options.insert(k.clone(), v.clone());
+            }
+        }
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "options",
+                format!("options must be an object, got {}", type_name(v)),
+            ))
+        }
+    }
+    if let Some(n) = expect_integer(&root, "max_output_tokens")? {
+        if n < 1 {
+            return Err(ApiError::invalid(
+                "max_output_tokens",
+                "max_output_tokens must be at least 1",
+            ));
+        }
+        native.options.insert("num_predict".into(), Value::from(n));
+    }
+    for key in ["temperature", "top_p"] {
+        if let Some(v) = expect_number(&root, key)? {
+            native.options.insert(key.into(), v);
+        }
+    }
+    for key in ["top_k", "num_ctx", "seed"] {
+        if let Some(v) = expect_integer(&root, key)? {
+            native.options.insert(key.into(), Value::from(v));
+        }
+    }
+    match get(&root, "keep_alive") {
+        None => {}
+        Some(v @ (Value::String(_) | Value::Number(_))) => native.keep_alive = Some(v.clone()),
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "keep_alive",
+                format!(
+                    "keep_alive must be a duration string or a number of seconds, got {}",
+                    type_name(v)
+                ),
+            ))
+        }
+    }
+    native.think = parse_think(&root)?;
+    native.format = parse_text_format(&root)?;
+
+    let (tools, namespaced) = parse_tools(get(&root, "tools"))?;
+    let tool_choice_none =
+        matches!(get(&root, "tool_choice"), Some(Value::String(s)) if s == "none");
+    if !tools.is_empty() && !tool_choice_none {
+        native.tools = Some(tools);
+    }
+
+    let include_encrypted = get(&root, "include")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.iter().any(|v| v == "reasoning.encrypted_content"));
+
+    let instructions = match get(&root, "instructions") {
+        None => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "instructions",
+                format!("instructions must be a string, got {}", type_name(v)),
+            ))
+        }
+    };
+    native.messages = parse_input(&config.thinking_key, instructions, root.get("input"))?;
+
+    Ok(Parsed {
+        echo: render_echo(&root),
+        native,
+        client_model,
+        include_encrypted,
+        namespaced,
+    })
+}
+
+/// The proxy keeps no state: refuse what would need it.
+fn refuse_stateful(root: &Map<String, Value>) -> Result<(), ApiError> {
+    if get(root, "previous_response_id").is_some_and(|v| v.as_str() != Some("")) {
+        return Err(ApiError::invalid(
+            "previous_response_id",
+            "previous_response_id is not supported: this proxy is stateless and stores no responses; send the whole conversation in `input` (as with store: false), including earlier output items",
+        ));
+    }
+    if get(root, "conversation").is_some_and(|v| v.as_str() != Some("")) {
+        return Err(ApiError::invalid(
+            "conversation",
+            "conversation is not supported: this proxy is stateless and stores no conversations; send the whole conversation in `input` (as with store: false)",
+        ));
+    }
+    if get(root, "background") == Some(&Value::Bool(true)) {
+        return Err(ApiError::invalid(
+            "background",
+            "background responses are not supported: this proxy is stateless and cannot be polled; send the request without background",
+        ));
+    }
+    Ok(())
+}
+
+fn parse_think(root: &Map<String, Value>) -> Result<Option<Value>, ApiError> {
+    if let Some(v) = get(root, "think") {
+        return native::think_from_value(v).map(Some).ok_or_else(|| {
+            ApiError::invalid(
+                "think",
+                "think must be true, false, or one of \"low\", \"medium\", \"high\", \"max\"",
+            )
+        });
+    }
+    let effort = match get(root, "reasoning") {
+        None => return Ok(None),
+        Some(Value::Object(r)) => r.get("effort"),
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "reasoning",
+                format!("reasoning must be an object, got {}", type_name(v)),
+            ))
+        }
+    };
+    match effort {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => native::think_from_effort(s).map(Some).ok_or_else(|| {
+            ApiError::invalid(
+                "reasoning.effort",
+                format!("unknown reasoning effort {s:?} (expected none, minimal, low, medium, high, xhigh or max)"),
+            )
+        }),
+        Some(v) => Err(ApiError::invalid(
+            "reasoning.effort",
+            format!("reasoning.effort must be a string, got {}", type_name(v)),
+        )),
+    }
+}
+
+/// `text.format` → native `format`.
+fn parse_text_format(root: &Map<String, Value>) -> Result<Option<Value>, ApiError> {
+    let Some(format) = get(root, "text")
+        .and_then(|t| t.get("format"))
+        .filter(|f| !f.is_null())
+    else {
+        return Ok(None);
+    };
+    match format.get("type").and_then(Value::as_str).unwrap_or("") {
+        "text" => Ok(None),
+        "json_object" => Ok(Some(Value::from("json"))),
+        "json_schema" => match format.get("schema") {
+            Some(schema @ Value::Object(_)) => Ok(Some(schema.clone())),
+            _ => Err(ApiError::invalid(
+                "text.format.schema",
+                "a json_schema text format needs a schema object",
+            )),
+        },
+        other => Err(ApiError::invalid(
+            "text.format.type",
+            format!(
+                "unsupported text format {other:?} (expected text, json_object or json_schema)"
+            ),
+        )),
+    }
+}
+
+/// The name a namespace member is offered to the model under.
+pub(crate) fn flat_name(namespace: &str, name: &str) -> String {
+    format!(
+        "{}__{}",
+        namespace.trim_end_matches('_'),
+        name.trim_start_matches('_')
+    )
+}
+
+/// One function tool (Responses' flat shape, or Chat's nested one) as a
+/// native tool named `name`.
+fn native_function(tool: &Value, name: &str, param: &str) -> Result<Value, ApiError> {
+    let src = match tool.get("function") {
+        Some(f @ Value::Object(_)) => f,
+        _ => tool,
+    };
+    let mut f = Map::new();
+    f.insert("name".into(), Value::from(name));
+    if let Some(d) = src.get("description").filter(|d| d.is_string()) {
+        f.insert("description".into(), d.clone());
+    }
+    let parameters = match src.get("parameters") {
+        None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+        Some(p @ Value::Object(_)) => p.clone(),
+        Some(v) => {
+            return Err(ApiError::invalid(
+                format!("{param}.parameters"),
+                format!(
+                    "function parameters must be a JSON Schema object, got {}",
+                    type_name(v)
+                ),
+            ))
+        }
+    };
+    f.insert("parameters".into(), parameters);
+    Ok(json!({"type": "function", "function": f}))
+}
+
+fn function_name<'a>(tool: &'a Value, param: &str) -> Result<&'a str, ApiError> {
+    tool.get("name")
+        .or_else(|| tool.get("function").and_then(|f| f.get("name")))
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::invalid(format!("{param}.name"), "a function tool needs a name"))
+}
+
+/// `tools`: function tools and the functions inside `namespace` groups are
+/// mapped; every other kind is dropped.
+#[allow(clippy::type_complexity)]
+fn parse_tools(
+    v: Option<&Value>,
+) -> Result<(Vec<Value>, HashMap<String, (String, String)>), ApiError> {
+    let mut out = Vec::new();
+    let mut namespaced = HashMap::new();
+    let tools = match v {
+        None => return Ok((out, namespaced)),
+        Some(Value::Array(a)) => a,
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "tools",
+                format!("tools must be an array, got {}", type_name(v)),
+            ))
+        }
+    };
+    for (i, tool) in tools.iter().enumerate() {
+        let param = format!("tools[{i}]");
+        match tool
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("function")
+        {
+            "function" => {
+                let name = function_name(tool, &param)?;
+                out.push(native_function(tool, name, &param)?);
+            }
+            "namespace" => {
+                let Some(ns) = tool
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .filter(|n| !n.is_empty())
+                else {
+                    return Err(ApiError::invalid(
+                        format!("{param}.name"),
+                        "a namespace tool needs a name",
+                    ));
+                };
+                let members = tool.get("tools").and_then(Value::as_array);
+                for (j, member) in members.into_iter().flatten().enumerate() {
+                    let mparam = format!("{param}.tools[{j}]");
+                    let kind = member
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("function");
+                    if kind != "function" {
+                        tracing::debug!(
+                            namespace = ns,
+                            kind,
+                            "dropping a namespace member Ollama cannot run"
+                        );
+                        continue;
+                    }
+                    let name = function_name(member, &mparam)?;
+                    let flat = flat_name(ns, name);
+                    out.push(native_function(member, &flat, &mparam)?);
+                    namespaced.insert(flat, (ns.to_string(), name.to_string()));
+                }
+            }
+            kind => tracing::debug!(kind, "dropping a tool kind Ollama cannot run"),
+        }
+    }
+    Ok((out, namespaced))
+}
+
+/// Request fields echoed in every `response` object.
+fn render_echo(root: &Map<String, Value>) -> Vec<u8> {
+    let pick = |key: &str, ok: fn(&Value) -> bool, default: Value| -> Value {
+        get(root, key).filter(|v| ok(v)).cloned().unwrap_or(default)
+    };
+    let fields: [(&str, Value); 13] = [
+        (
+            "instructions",
+            pick("instructions", Value::is_string, Value::Null),
+        ),
+        (
+            "max_output_tokens",
+            pick("max_output_tokens", Value::is_number, Value::Null),
+        ),
+        (
+            "temperature",
+            pick("temperature", Value::is_number, Value::Null),
+        ),
+        ("top_p", pick("top_p", Value::is_number, Value::Null)),
+        ("tools", pick("tools", Value::is_array, json!([]))),
+        (
+            "tool_choice",
+            pick(
+                "tool_choice",
+                |v| v.is_string() || v.is_object(),
+                Value::from("auto"),
+            ),
+        ),
+        (
+            "parallel_tool_calls",
+            pick("parallel_tool_calls", Value::is_boolean, Value::Bool(true)),
+        ),
+        (
+            "reasoning",
+            pick(
+                "reasoning",
+                Value::is_object,
+                json!({"effort": null, "summary": null}),
+            ),
+        ),
+        (
+            "text",
+            pick(
+                "text",
+                Value::is_object,
+                json!({"format": {"type": "text"}}),
+            ),
+        ),
+        (
+            "truncation",
+            pick("truncation", Value::is_string, Value::from("disabled")),
+        ),
+        ("metadata", pick("metadata", Value::is_object, json!({}))),
+        ("previous_response_id", Value::Null),
+        ("store", Value::Bool(false)),
+    ];
+    let mut out = Vec::with_capacity(256);
+    for (k, v) in fields {
+        out.push(b',');
+        out.push(b'"');
+        out.extend_from_slice(k.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(v.to_string().as_bytes());
+    }
+    out
+}
+
+/// Turns `instructions` + `input` into native messages.
+struct InputBuilder<'k> {
+    key: &'k Key,
+    messages: Vec<Message>,
+    /// call_id → native function name, from earlier `function_call` items.
+    call_names: HashMap<String, String>,
+    /// Verified thinking waiting for the next assistant message.
+    pending_thinking: Option<String>,
+}
+
+fn parse_input(
+    key: &Key,
+    instructions: Option<&str>,
+    input: Option<&Value>,
+) -> Result<Vec<Message>, ApiError> {
+    let mut b = InputBuilder {
+        key,
+        messages: Vec::new(),
+        call_names: HashMap::new(),
+        pending_thinking: None,
+    };
+    if let Some(s) = instructions.filter(|s| !s.is_empty()) {
+        b.messages.push(Message::new("system", s));
+    }
+    match input {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => b.messages.push(Message::new("user", s.as_str())),
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                b.item(i, item)?;
+            }
+        }
+        Some(v) => {
+            return Err(ApiError::invalid(
+                "input",
+                format!(
+                    "input must be a string or an array of items, got {}",
+                    type_name(v)
+                ),
+            ))
+        }
+    }
+    if b.pending_thinking.is_some() {
+        tracing::debug!("dropping reasoning that no assistant output follows");
+    }
+    if !b.messages.iter().any(|m| m.role != "system") {
+        return Err(ApiError::invalid(
+            "input",
+            "input is required: send a string or at least one message item",
+        ));
+    }
+    Ok(b.messages)
+}
+
+impl InputBuilder<'_> {
+    fn item(&mut self, i: usize, item: &Value) -> Result<(), ApiError> {
+        let p = format!("input[{i}]");
+        let Value::Object(item) = item else {
+            return Err(ApiError::invalid(p, "each input item must be an object"));
+        };
+        let kind = match item.get("type").and_then(Value::as_str) {
+            Some(k) => k,
+            None if item.contains_key("role") => "message",
+            None => {
+                return Err(ApiError::invalid(
+                    format!("{p}.type"),
+                    "an input item needs a type (or a role, for a message)",
+                ))
+            }
+        };
+        match kind {
+            "message" => self.message(&p, item),
+            "function_call" => self.function_call(&p, item),
+            "function_call_output" => self.function_call_output(&p, item),
+            "reasoning" => {
+                self.reasoning(item);
+                Ok(())
+            }
+            other => {
+                tracing::debug!(
+                    kind = other,
+                    index = i,
+                    "dropping an input item Ollama cannot use"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn message(&mut self, p: &str, item: &Map<String, Value>) -> Result<(), ApiError> {
+        let role = match item.get("role").and_then(Value::as_str) {
+            Some("user") => "user",
+            Some("assistant") => "assistant",
+            Some("system" | "developer") => "system",
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    format!("{p}.role"),
+                    format!("unsupported message role {other:?} (expected user, assistant, system or developer)"),
+                ))
+            }
+            None => return Err(ApiError::invalid(format!("{p}.role"), "a message item needs a role")),
+        };
+        let mut images = Vec::new();
+        let content = parse_content(item.get("content"), &format!("{p}.content"), &mut images)?;
+        let mut msg = Message::new(role, content);
+        msg.images = images;
+        match role {
+            "assistant" => msg.thinking = self.pending_thinking.take(),
+            "user" if self.pending_thinking.take().is_some() => {
+                tracing::debug!("dropping reasoning that no assistant output follows");
+            }
+            _ => {}
+        }
+        self.messages.push(msg);
+        Ok(())
+    }
+
+    fn function_call(&mut self, p: &str, item: &Map<String, Value>) -> Result<(), ApiError> {
+        let name = item
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                ApiError::invalid(format!("{p}.name"), "a function_call item needs a name")
+            })?;
+        let name = match item
+            .get("namespace")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            Some(ns) => flat_name(ns, name),
+            None => name.to_string(),
+        };
+        let arguments = parse_arguments(item.get("arguments"), &format!("{p}.arguments"))?;
+        let call_id = item
+            .get("call_id")
+            .or_else(|| item.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if let Some(id) = &call_id {
+            self.call_names.insert(id.clone(), name.clone());
+        }
+        // Consecutive calls, and the assistant text just before them, are
+        // one assistant turn.
+        if !matches!(self.messages.last(), Some(m) if m.role == "assistant") {
+            self.messages.push(Message::new("assistant", ""));
+        }
+        let thinking = self.pending_thinking.take();
+        if let Some(last) = self.messages.last_mut() {
+            if let Some(t) = thinking {
+                match &mut last.thinking {
+                    Some(existing) => {
+                        existing.push('\n');
+                        existing.push_str(&t);
+                    }
+                    None => last.thinking = Some(t),
+                }
+            }
+            last.tool_calls.push(NativeToolCall {
+                id: call_id,
+                function: ToolFunction { name, arguments },
+            });
+        }
+        Ok(())
+    }
+
+    fn function_call_output(&mut self, p: &str, item: &Map<String, Value>) -> Result<(), ApiError> {
+        let call_id = item.get("call_id").and_then(Value::as_str);
+        let mut images = Vec::new();
+        let content = match item.get("output") {
+            Some(Value::String(s)) => s.clone(),
+            v @ (None | Some(Value::Null | Value::Array(_))) => {
+                parse_content(v, &format!("{p}.output"), &mut images)?
+            }
+            Some(v) => v.to_string(),
+        };
+        let mut msg = Message::new("tool", content);
+        msg.images = images;
+        msg.tool_name = call_id.and_then(|id| self.call_names.get(id).cloned());
+        if msg.tool_name.is_none() {
+            tracing::debug!(
+                call_id,
+                "function_call_output answers no earlier function_call"
+            );
+        }
+        msg.tool_call_id = call_id.map(str::to_string);
+        self.messages.push(msg);
+        Ok(())
+    }
+
+    fn reasoning(&mut self, item: &Map<String, Value>) {
+        let Some(sealed) = item.get("encrypted_content").and_then(Value::as_str) else {
+            tracing::debug!(
+                "dropping a reasoning item without encrypted_content (summaries are not trusted)"
+            );
+            return;
+        };
+        match open_reasoning(self.key, sealed) {
+            Some(text) => match &mut self.pending_thinking {
+                Some(existing) => {
+                    existing.push('\n');
+                    existing.push_str(&text);
+                }
+                None => self.pending_thinking = Some(text),
+            },
+            None => {
+                tracing::debug!("dropping a reasoning item whose encrypted_content is not ours")
+            }
+        }
+    }
+}
+
+/// Text of a `content` that is a string, null, or an array of parts. Images
+/// go to `images`.
+fn parse_content(
+    content: Option<&Value>,
+    param: &str,
+    images: &mut Vec<String>,
+) -> Result<String, ApiError> {
+    let parts = match content {
+        None | Some(Value::Null) => return Ok(String::new()),
+        Some(Value::String(s)) => return Ok(s.clone()),
+        Some(Value::Array(parts)) => parts,
+        Some(v) => {
+            return Err(ApiError::invalid(
+                param,
+                format!(
+                    "content must be a string or an array of parts, got {}",
+                    type_name(v)
+                ),
+            ))
+        }
+    };
+    let mut texts: Vec<&str> = Vec::new();
+    for (j, part) in parts.iter().enumerate() {
+        let pp = format!("{param}[{j}]");
+        if let Value::String(s) = part {
+            texts.push(s);
+            continue;
+        }
+        match part.get("type").and_then(Value::as_str).unwrap_or("") {
+            "input_text" | "output_text" | "text" => match part.get("text") {
+                Some(Value::String(t)) => texts.push(t),
+                _ => {
+                    return Err(ApiError::invalid(
+                        format!("{pp}.text"),
+                        "a text part needs a text string",
+                    ))
+                }
+            },
+            "refusal" => {
+                if let Some(t) = part.get("refusal").and_then(Value::as_str) {
+                    texts.push(t);
+                }
+            }
+            "input_image" => {
+                let url = match part.get("image_url") {
+                    Some(Value::String(u)) => Some(u.as_str()),
+                    Some(Value::Object(o)) => o.get("url").and_then(Value::as_str),
+                    _ => None,
+                };
+                match url {
+                    Some(url) => images.push(native::image_from_url(url, &format!("{pp}.image_url"))?),
+                    None if part.get("file_id").is_some_and(|f| !f.is_null()) => {
+                        return Err(ApiError::invalid(
+                            format!("{pp}.file_id"),
+                            "file ids are not supported: this proxy stores no files; send the image inline as a base64 data URL",
+                        ))
+                    }
+                    None => {
+                        return Err(ApiError::invalid(
+                            format!("{pp}.image_url"),
+                            "an input_image part needs an image_url (a base64 data URL)",
+                        ))
+                    }
+                }
+            }
+            "input_file" => return Err(ApiError::invalid(
+                pp,
+                "input_file parts are not supported by Ollama: send the file's text as input_text",
+            )),
+            other => tracing::debug!(kind = other, "dropping a content part Ollama cannot use"),
+        }
+    }
+    Ok(texts.join("\n"))
+}
+
+/// `arguments` of a `function_call` item: a JSON string encoding an object
+/// (`""` is `{}`), or already an object.
+fn parse_arguments(args: Option<&Value>, param: &str) -> Result<Value, ApiError> {
+    match args {
+        None | Some(Value::Null) => Ok(json!({})),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(json!({})),
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(v @ Value::Object(_)) => Ok(v),
+            Ok(v) => Err(ApiError::invalid(
+                param,
+                format!(
+                    "function call arguments must encode a JSON object, got {}",
+                    type_name(&v)
+                ),
+            )),
+            Err(e) => Err(ApiError::invalid(
+                param,
+                format!("function call arguments are not valid JSON: {e}"),
+            )),
+        },
+        Some(v @ Value::Object(_)) => Ok(v.clone()),
+        Some(v) => Err(ApiError::invalid(
+            param,
+            format!(
+                "function call arguments must be a JSON string, got {}",
+                type_name(v)
+            ),
+        )),
+    }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn base64_encode(data: &[u8]) -> String {
+    let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for k in 0..4 {
+            if k <= chunk.len() {
+                s.push(B64[((n >> (18 - 6 * k)) & 63) as usize] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.as_bytes();
+    if s.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    for chunk in s.chunks(4) {
+        let mut n = 0u32;
+        let mut pad = 0;
+        for (k, &c) in chunk.iter().enumerate() {
+            let v = match c {
+                b'A'..=b'Z' => c - b'A',
+                b'a'..=b'z' => c - b'a' + 26,
+                b'0'..=b'9' => c - b'0' + 52,
+                b'+' => 62,
+                b'/' => 63,
+                b'=' if k >= 2 => {
+                    pad += 1;
+                    0
+                }
+                _ => return None,
+            };
+            if pad > 0 && c != b'=' {
+                return None;
+            }
+            n = (n << 6) | u32::from(v);
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
+}
+
+/// `encrypted_content` for our own thinking text.
+pub(crate) fn seal_reasoning(key: &Key, text: &str) -> String {
+    format!(
+        "v1.{}.{}",
+        base64_encode(text.as_bytes()),
+        signing::sign(key, REASONING_PURPOSE, text)
+    )
+}
+
+/// The thinking text inside an `encrypted_content`, if we made it.
+pub(crate) fn open_reasoning(key: &Key, sealed: &str) -> Option<String> {
+    let rest = sealed.strip_prefix("v1.")?;
+    let (b64, sig) = rest.rsplit_once('.')?;
+    let text = String::from_utf8(base64_decode(b64)?).ok()?;
+    signing::verify(key, REASONING_PURPOSE, &text, sig).then_some(text)
+}
+
+/// An output item being streamed.
+enum Open {
+    None,
+    Reasoning {
+        id: String,
+        index: u64,
+        text: String,
+    },
+    Message {
+        id: String,
+        index: u64,
+        text: String,
+    },
+}
+
+/// Turns decoded events into Responses events (or, when not streaming, one
+/// `response` object at the end).
+struct ResponseEncoder {
+    stream: bool,
+    /// `{"id":…,"object":"response","created_at":…,"model":…` plus the echoed
+    /// request fields: every response object starts with it.
+    prefix: Vec<u8>,
+    seq: u64,
+    started: bool,
+    finished: bool,
+    next_index: u64,
+    open: Open,
+    /// Finished output items, rendered, comma-separated.
+    output: Vec<u8>,
+    /// Signs reasoning when the client asked for `encrypted_content`.
+    signer: Option<Key>,
+    namespaced: HashMap<String, (String, String)>,
+    call_ids: HashSet<String>,
+}
+
+/// Writes `event: <ty>\ndata: {"type":"<ty>","sequence_number":N` — the
+/// caller adds the other fields and [`end_event`].
+fn begin_event(seq: &mut u64, out: &mut BytesMut, ty: &str) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(ty.as_bytes());
+    out.extend_from_slice(b"\ndata: {\"type\":\"");
+    out.extend_from_slice(ty.as_bytes());
+    out.extend_from_slice(b"\",\"sequence_number\":");
+    write_u64(out, *seq);
+    *seq += 1;
+}
+
+fn end_event(out: &mut BytesMut) {
+    out.extend_from_slice(b"}\n\n");
+}
+
+/// `,"item_id":…,"output_index":N`
+fn write_item_ref(out: &mut BytesMut, id: &str, index: u64) {
+    out.extend_from_slice(b",\"item_id\":");
+    write_str(out, id);
+    out.extend_from_slice(b",\"output_index\":");
+    write_u64(out, index);
+}
+
+fn write_output_text(out: &mut BytesMut, text: &str) {
+    out.extend_from_slice(
+        b"{\"type\":\"output_text\",\"annotations\":[],\"logprobs\":[],\"text\":",
+    );
+    write_str(out, text);
+    out.extend_from_slice(b"}");
+}
+
+fn write_summary_text(out: &mut BytesMut, text: &str) {
+    out.extend_from_slice(b"{\"type\":\"summary_text\",\"text\":");
+    write_str(out, text);
+    out.extend_from_slice(b"}");
+}
+
+/// A message item; `text` `None` renders the empty item of `output_item.added`.
+fn write_message_item(out: &mut BytesMut, id: &str, status: &str, text: Option<&str>) {
+    out.extend_from_slice(b"{\"id\":");
+    write_str(out, id);
+    out.extend_from_slice(b",\"type\":\"message\",\"status\":\"");
+    out.extend_from_slice(status.as_bytes());
+    out.extend_from_slice(b"\",\"role\":\"assistant\",\"content\":[");
+    if let Some(t) = text {
+        write_output_text(out, t);
+    }
+    out.extend_from_slice(b"]}");
+}
+
+fn write_reasoning_item(out: &mut BytesMut, id: &str, text: Option<&str>, sealed: Option<&str>) {
+    out.extend_from_slice(b"{\"id\":");
+    write_str(out, id);
+    out.extend_from_slice(b",\"type\":\"reasoning\",\"summary\":[");
+    if let Some(t) = text {
+        write_summary_text(out, t);
+    }
+    out.extend_from_slice(b"]");
+    if let Some(s) = sealed {
+        out.extend_from_slice(b",\"encrypted_content\":");
+        write_str(out, s);
+    }
+    out.extend_from_slice(b"}");
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_function_item(
+    out: &mut BytesMut,
+    id: &str,
+    status: &str,
+    call_id: &str,
+    name: &str,
+    namespace: Option<&str>,
+    arguments: &str,
+) {
+    out.extend_from_slice(b"{\"id\":");
+    write_str(out, id);
+    out.extend_from_slice(b",\"type\":\"function_call\",\"status\":\"");
+    out.extend_from_slice(status.as_bytes());
+    out.extend_from_slice(b"\",\"call_id\":");
+    write_str(out, call_id);
+    out.extend_from_slice(b",\"name\":");
+    write_str(out, name);
+    if let Some(ns) = namespace {
+        out.extend_from_slice(b",\"namespace\":");
+        write_str(out, ns);
+    }
+    out.extend_from_slice(b",\"arguments\":");
+    write_str(out, arguments);
+    out.extend_from_slice(b"}");
+}
+
+fn write_usage(out: &mut BytesMut, done: &Done<'_>) {
+    out.extend_from_slice(b"{\"input_tokens\":");
+    write_u64(out, done.prompt_tokens);
+    out.extend_from_slice(b",\"input_tokens_details\":{\"cached_tokens\":0},\"output_tokens\":");
+    write_u64(out, done.completion_tokens);
+    out.extend_from_slice(b",\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":");
+    write_u64(out, done.prompt_tokens + done.completion_tokens);
+    out.extend_from_slice(b"}");
+}
+
+/// How a response ended.
+enum End<'a, 'd> {
+    InProgress,
+    Completed(&'a Done<'d>),
+    Incomplete(&'a Done<'d>),
+    Failed(&'a str),
+}
+
+impl ResponseEncoder {
+    fn new(
+        client_model: &str,
+        echo: &[u8],
+        stream: bool,
+        signer: Option<Key>,
+        namespaced: HashMap<String, (String, String)>,
+    ) -> Self {
+        let mut prefix = BytesMut::with_capacity(128 + echo.len());
+        prefix.extend_from_slice(b"{\"id\":");
+        write_str(&mut prefix, &random_id("resp_", 32, false));
+        prefix.extend_from_slice(b",\"object\":\"response\",\"created_at\":");
+        write_u64(&mut prefix, unix_now());
+        prefix.extend_from_slice(b",\"model\":");
+        write_str(&mut prefix, client_model);
+        prefix.extend_from_slice(echo);
+        ResponseEncoder {
+            stream,
+            prefix: prefix.to_vec(),
+            seq: 0,
+            started: false,
+            finished: false,
+            next_index: 0,
+            open: Open::None,
+            output: Vec::new(),
+            signer,
+            namespaced,
+            call_ids: HashSet::new(),
+        }
+    }
+
+    /// The whole `response` object; `extra` is an unfinished item to list
+    /// after the finished ones.
+    fn write_response(&self, out: &mut BytesMut, end: &End<'_, '_>, extra: Option<&[u8]>) {
+        out.extend_from_slice(&self.prefix);
+        let status = match end {
+            End::InProgress => "in_progress",
+            End::Completed(_) => "completed",
+            End::Incomplete(_) => "incomplete",
+            End::Failed(_) => "failed",
+        };
+        out.extend_from_slice(b",\"status\":\"");
+        out.extend_from_slice(status.as_bytes());
+        out.extend_from_slice(b"\"");
+        if let End::Completed(_) = end {
+            out.extend_from_slice(b",\"completed_at\":");
+            write_u64(out, unix_now());
+        }
+        out.extend_from_slice(b",\"error\":");
+        match end {
+            End::Failed(message) => {
+                out.extend_from_slice(b"{\"code\":\"server_error\",\"message\":");
+                write_str(out, message);
+                out.extend_from_slice(b"}");
+            }
+            _ => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"incomplete_details\":");
+        match end {
+            End::Incomplete(_) => out.extend_from_slice(b"{\"reason\":\"max_output_tokens\"}"),
+            _ => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"output\":[");
+        if !matches!(end, End::InProgress) {
+            out.extend_from_slice(&self.output);
+            if let Some(item) = extra {
+                if !self.output.is_empty() {
+                    out.extend_from_slice(b",");
+                }
+                out.extend_from_slice(item);
+            }
+        }
+        out.extend_from_slice(b"],\"usage\":");
+        match end {
+            End::Completed(done) | End::Incomplete(done) => write_usage(out, done),
+            _ => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}");
+    }
+
+    /// `response.<kind>` with the whole response object.
+    fn lifecycle(&mut self, out: &mut BytesMut, ty: &str, end: &End<'_, '_>, extra: Option<&[u8]>) {
+        begin_event(&mut self.seq, out, ty);
+        out.extend_from_slice(b",\"response\":");
+        self.write_response(out, end, extra);
+        end_event(out);
+    }
+
+    fn start(&mut self, out: &mut BytesMut) {
+        if self.stream && !self.started {
+            self.started = true;
+            self.lifecycle(out, "response.created", &End::InProgress, None);
+            self.lifecycle(out, "response.in_progress", &End::InProgress, None);
+        }
+    }
+
+    fn push_output(&mut self, item: &[u8]) {
+        if !self.output.is_empty() {
+            self.output.push(b',');
+        }
+        self.output.extend_from_slice(item);
+    }
+
+    fn output_item_event(&mut self, out: &mut BytesMut, ty: &str, index: u64, item: &[u8]) {
+        begin_event(&mut self.seq, out, ty);
+        out.extend_from_slice(b",\"output_index\":");
+        write_u64(out, index);
+        out.extend_from_slice(b",\"item\":");
+        out.extend_from_slice(item);
+        end_event(out);
+    }
+
+    fn take_index(&mut self) -> u64 {
+        let i = self.next_index;
+        self.next_index += 1;
+        i
+    }
+
+    fn open_reasoning(&mut self, out: &mut BytesMut) {
+        let id = random_id("rs_", 32, false);
+        let index = self.take_index();
+        if self.stream {
+            let mut item = BytesMut::new();
+            write_reasoning_item(&mut item, &id, None, None);
+            self.output_item_event(out, "response.output_item.added", index, &item);
+            begin_event(&mut self.seq, out, "response.reasoning_summary_part.added");
+            write_item_ref(out, &id, index);
+            out.extend_from_slice(b",\"summary_index\":0,\"part\":");
+            write_summary_text(out, "");
+            end_event(out);
+        }
+        self.open = Open::Reasoning {
+            id,
+            index,
+            text: String::new(),
+        };
+    }
+
+    fn open_message(&mut self, out: &mut BytesMut) {
+        let id = random_id("msg_", 32, false);
+        let index = self.take_index();
+        if self.stream {
+            let mut item = BytesMut::new();
+            write_message_item(&mut item, &id, "in_progress", None);
+            self.output_item_event(out, "response.output_item.added", index, &item);
+            begin_event(&mut self.seq, out, "response.content_part.added");
+            write_item_ref(out, &id, index);
+            out.extend_from_slice(b",\"content_index\":0,\"part\":");
+            write_output_text(out, "");
+            end_event(out);
+        }
+        self.open = Open::Message {
+            id,
+            index,
+            text: String::new(),
+        };
+    }
+
+    /// Finishes the open item (its `.done` events) and files it in `output`.
+    fn close_open(&mut self, out: &mut BytesMut, status: &str) {
+        match std::mem::replace(&mut self.open, Open::None) {
+            Open::None => {}
+            Open::Reasoning { id, index, text } => {
+                let sealed = self.signer.as_ref().map(|k| seal_reasoning(k, &text));
+                if self.stream {
+                    begin_event(&mut self.seq, out, "response.reasoning_summary_text.done");
+                    write_item_ref(out, &id, index);
+                    out.extend_from_slice(b",\"summary_index\":0,\"text\":");
+                    write_str(out, &text);
+                    end_event(out);
+                    begin_event(&mut self.seq, out, "response.reasoning_summary_part.done");
+                    write_item_ref(out, &id, index);
+                    out.extend_from_slice(b",\"summary_index\":0,\"part\":");
+                    write_summary_text(out, &text);
+                    end_event(out);
+                }
+                let mut item = BytesMut::new();
+                write_reasoning_item(&mut item, &id, Some(&text), sealed.as_deref());
+                if self.stream {
+                    self.output_item_event(out, "response.output_item.done", index, &item);
+                }
+                self.push_output(&item);
+            }
+            Open::Message { id, index, text } => {
+                if self.stream {
+                    begin_event(&mut self.seq, out, "response.output_text.done");
+                    write_item_ref(out, &id, index);
+                    out.extend_from_slice(b",\"content_index\":0,\"logprobs\":[],\"text\":");
+                    write_str(out, &text);
+                    end_event(out);
+                    begin_event(&mut self.seq, out, "response.content_part.done");
+                    write_item_ref(out, &id, index);
+                    out.extend_from_slice(b",\"content_index\":0,\"part\":");
+                    write_output_text(out, &text);
+                    end_event(out);
+                }
+                let mut item = BytesMut::new();
+                write_message_item(&mut item, &id, status, Some(&text));
+                if self.stream {
+                    self.output_item_event(out, "response.output_item.done", index, &item);
+                }
+                self.push_output(&item);
+            }
+        }
+    }
+
+    /// The open item as it stands, marked incomplete, without `.done` events
+    /// (for `response.failed`).
+    fn abandon_open(&mut self) -> Option<Vec<u8>> {
+        let mut item = BytesMut::new();
+        match std::mem::replace(&mut self.open, Open::None) {
+            Open::None => return None,
+            Open::Reasoning { id, text, .. } => {
+                write_reasoning_item(&mut item, &id, Some(&text), None);
+            }
+            Open::Message { id, text, .. } => {
+                write_message_item(&mut item, &id, "incomplete", Some(&text));
+            }
+        }
+        Some(item.to_vec())
+    }
+
+    fn thinking(&mut self, t: &str, out: &mut BytesMut) {
+        if !matches!(self.open, Open::Reasoning { .. }) {
+            self.close_open(out, "completed");
+            self.open_reasoning(out);
+        }
+        if let Open::Reasoning { id, index, text } = &mut self.open {
+            text.push_str(t);
+            if self.stream {
+                begin_event(&mut self.seq, out, "response.reasoning_summary_text.delta");
+                write_item_ref(out, id, *index);
+                out.extend_from_slice(b",\"summary_index\":0,\"delta\":");
+                write_str(out, t);
+                end_event(out);
+            }
+        }
+    }
+
+    fn text(&mut self, t: &str, out: &mut BytesMut) {
+        if !matches!(self.open, Open::Message { .. }) {
+            self.close_open(out, "completed");
+            self.open_message(out);
+        }
+        if let Open::Message { id, index, text } = &mut self.open {
+            text.push_str(t);
+            if self.stream {
+                begin_event(&mut self.seq, out, "response.output_text.delta");
+                write_item_ref(out, id, *index);
+                out.extend_from_slice(b",\"content_index\":0,\"delta\":");
+                write_str(out, t);
+                out.extend_from_slice(b",\"logprobs\":[]");
+                end_event(out);
+            }
+        }
+    }
+
+    fn tool_call(&mut self, id: Option<&str>, name: &str, arguments: &str, out: &mut BytesMut) {
+        self.close_open(out, "completed");
+        let index = self.take_index();
+        let item_id = random_id("fc_", 32, false);
+        // The SDK tells calls apart by call_id: keep Ollama's unless it repeats.
+        let call_id = match id {
+            Some(id) if self.call_ids.insert(id.to_string()) => id.to_string(),
+            _ => {
+                let fresh = random_id("call_", 24, false);
+                self.call_ids.insert(fresh.clone());
+                fresh
+            }
+        };
+        let (namespace, name) = match self.namespaced.get(name) {
+            Some((ns, member)) => (Some(ns.as_str()), member.as_str()),
+            None => (None, name),
+        };
+        let mut done_item = BytesMut::new();
+        write_function_item(
+            &mut done_item,
+            &item_id,
+            "completed",
+            &call_id,
+            name,
+            namespace,
+            arguments,
+        );
+        if self.stream {
+            let mut added = BytesMut::new();
+            write_function_item(
+                &mut added,
+                &item_id,
+                "in_progress",
+                &call_id,
+                name,
+                namespace,
+                "",
+            );
+            self.output_item_event(out, "response.output_item.added", index, &added);
+            begin_event(&mut self.seq, out, "response.function_call_arguments.delta");
+            write_item_ref(out, &item_id, index);
+            out.extend_from_slice(b",\"delta\":");
+            write_str(out, arguments);
+            end_event(out);
+            begin_event(&mut self.seq, out, "response.function_call_arguments.done");
+            write_item_ref(out, &item_id, index);
+            out.extend_from_slice(b",\"arguments\":");
+            write_str(out, arguments);
+            end_event(out);
+            self.output_item_event(out, "response.output_item.done", index, &done_item);
+        }
+        self.push_output(&done_item);
+    }
+
+    fn done(&mut self, done: &Done<'_>, out: &mut BytesMut) {
+        let length = done.reason == Some("length");
+        self.close_open(out, if length { "incomplete" } else { "completed" });
+        let (ty, end) = if length {
+            ("response.incomplete", End::Incomplete(done))
+        } else {
+            ("response.completed", End::Completed(done))
+        };
+        if self.stream {
+            self.lifecycle(out, ty, &end, None);
+        } else {
+            self.write_response(out, &end, None);
+        }
+    }
+
+    fn fail(&mut self, message: &str, out: &mut BytesMut) {
+        let extra = self.abandon_open();
+        let end = End::Failed(message);
+        if self.stream {
+            self.lifecycle(out, "response.failed", &end, extra.as_deref());
+        } else {
+            self.write_response(out, &end, extra.as_deref());
+        }
+    }
+}
+
+impl Encoder for ResponseEncoder {
+    fn event(&mut self, event: Event<'_>, out: &mut BytesMut) {
+        if self.finished {
+            return;
+        }
+        self.start(out);
+        match event {
+            Event::Heartbeat => {}
+            Event::Thinking(t) => self.thinking(t, out),
+            Event::Text(t) => self.text(t, out),
+            Event::ToolCall(call) => self.tool_call(call.id, call.name, call.arguments, out),
+            Event::Done(done) => {
+                self.finished = true;
+                self.done(&done, out);
+            }
+            Event::Error(message) => {
+                self.finished = true;
+                self.fail(message, out);
+            }
+        }
+    }
+
+    fn idle(&mut self, out: &mut BytesMut) {
+        if self.stream {
+            self.start(out);
+            out.extend_from_slice(b": keep-alive\n\n");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

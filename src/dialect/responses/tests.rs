@@ -1,0 +1,758 @@
+use super::*;
+use crate::dialect::Transcode;
+use serde_json::json;
+
+fn config() -> Config {
+    Config::default()
+}
+
+fn parse(config: &Config, body: Value) -> Result<Parsed, ApiError> {
+    parse_request(config, body.to_string().as_bytes())
+}
+
+fn native_json(config: &Config, body: Value) -> Value {
+    let parsed = parse(config, body).unwrap();
+    serde_json::from_slice(&parsed.native.finish(config).unwrap().body).unwrap()
+}
+
+// ---------------------------------------------------------------- requests
+
+#[test]
+fn instructions_and_string_input() {
+    let c = config();
+    let v = native_json(
+        &c,
+        json!({"model":"qwen3","instructions":"Be brief.","input":"Hi","max_output_tokens":50,"temperature":0.2}),
+    );
+    assert_eq!(
+        v["messages"],
+        json!([{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}])
+    );
+    assert_eq!(v["options"], json!({"num_predict":50,"temperature":0.2}));
+    assert_eq!(v["stream"], false);
+    assert!(v.get("think").is_none(), "no effort, no think-model: unset");
+    assert!(v.get("tools").is_none());
+}
+
+#[test]
+fn message_items_and_parts() {
+    let c = config();
+    let v = native_json(
+        &c,
+        json!({"model":"m","stream":true,"input":[
+            {"type":"message","role":"developer","content":"Rules."},
+            {"role":"system","content":[{"type":"input_text","text":"More rules."}]},
+            {"type":"message","role":"user","content":[
+                {"type":"input_text","text":"Look:"},
+                {"type":"input_image","image_url":"data:image/png;base64,iVBORw0KGgo="},
+                {"type":"some_future_part","x":1}
+            ]},
+            {"type":"message","role":"assistant","content":[
+                {"type":"output_text","text":"A cat.","annotations":[]},
+                {"type":"refusal","refusal":"No more."}
+            ]}
+        ]}),
+    );
+    assert_eq!(
+        v["messages"],
+        json!([
+            {"role":"system","content":"Rules."},
+            {"role":"system","content":"More rules."},
+            {"role":"user","content":"Look:","images":["iVBORw0KGgo="]},
+            {"role":"assistant","content":"A cat.\nNo more."}
+        ])
+    );
+    assert_eq!(v["stream"], true);
+}
+
+#[test]
+fn bad_parts_and_items_name_the_param() {
+    let c = config();
+    let e = parse(
+        &c,
+        json!({"model":"m","input":[{"role":"user","content":[{"type":"input_image","image_url":"https://x.test/a.png"}]}]}),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.param.as_deref(), Some("input[0].content[0].image_url"));
+    let e = parse(
+        &c,
+        json!({"model":"m","input":[{"role":"user","content":"a"},{"role":"user","content":[{"type":"input_file","file_id":"f"}]}]}),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.param.as_deref(), Some("input[1].content[0]"));
+    let e = parse(
+        &c,
+        json!({"model":"m","input":[{"role":"robot","content":"a"}]}),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.param.as_deref(), Some("input[0].role"));
+    let e = parse(&c, json!({"model":"m","input":[]})).err().unwrap();
+    assert_eq!(e.param.as_deref(), Some("input"));
+    let e = parse(&c, json!({"input":"x"})).err().unwrap();
+    assert_eq!(e.param.as_deref(), Some("model"));
+}
+
+#[test]
+fn function_calls_merge_and_outputs_find_their_tool() {
+    let c = config();
+    let v = native_json(
+        &c,
+        json!({"model":"m","input":[
+            {"role":"user","content":"Weather in Tokyo and Paris?"},
+            {"type":"message","role":"assistant","content":[{"type":"output_text","text":"Checking."}]},
+            {"type":"function_call","call_id":"call_a","name":"get_weather","arguments":"{\"city\":\"Tokyo\"}"},
+            {"type":"function_call","call_id":"call_b","name":"get_weather","arguments":""},
+            {"type":"function_call_output","call_id":"call_a","output":"sunny"},
+            {"type":"function_call_output","call_id":"call_b","output":[{"type":"input_text","text":"rainy"}]},
+            {"type":"function_call_output","call_id":"call_zzz","output":{"ok":true}}
+        ]}),
+    );
+    assert_eq!(
+        v["messages"],
+        json!([
+            {"role":"user","content":"Weather in Tokyo and Paris?"},
+            {"role":"assistant","content":"Checking.","tool_calls":[
+                {"id":"call_a","function":{"name":"get_weather","arguments":{"city":"Tokyo"}}},
+                {"id":"call_b","function":{"name":"get_weather","arguments":{}}}
+            ]},
+            {"role":"tool","content":"sunny","tool_name":"get_weather","tool_call_id":"call_a"},
+            {"role":"tool","content":"rainy","tool_name":"get_weather","tool_call_id":"call_b"},
+            {"role":"tool","content":"{\"ok\":true}","tool_call_id":"call_zzz"}
+        ])
+    );
+}
+
+#[test]
+fn function_call_after_a_tool_output_starts_a_new_turn() {
+    let c = config();
+    let v = native_json(
+        &c,
+        json!({"model":"m","input":[
+            {"role":"user","content":"go"},
+            {"type":"function_call","call_id":"c1","name":"f","arguments":"{}"},
+            {"type":"function_call_output","call_id":"c1","output":"1"},
+            {"type":"function_call","call_id":"c2","name":"g","arguments":"{}","namespace":"mcp__tools__"}
+        ]}),
+    );
+    let m = v["messages"].as_array().unwrap();
+    assert_eq!(m.len(), 4);
+    assert_eq!(m[1]["content"], "");
+    assert_eq!(m[3]["role"], "assistant");
+    assert_eq!(m[3]["tool_calls"][0]["function"]["name"], "mcp__tools__g");
+}
+
+#[test]
+fn invalid_arguments_name_the_item() {
+    let c = config();
+    let e = parse(
+        &c,
+        json!({"model":"m","input":[{"role":"user","content":"x"},{"type":"function_call","call_id":"c","name":"f","arguments":"{oops"}]}),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.status, 400);
+    assert_eq!(e.param.as_deref(), Some("input[1].arguments"));
+    assert!(e.message.contains("not valid JSON"));
+}
+
+#[test]
+fn other_item_types_are_dropped() {
+    let c = config();
+    let v = native_json(
+        &c,
+        json!({"model":"m","input":[
+            {"type":"item_reference","id":"msg_1"},
+            {"type":"web_search_call","id":"ws_1","status":"completed","action":{"type":"search","query":"x"}},
+            {"type":"custom_tool_call","call_id":"c","name":"apply_patch","input":"..."},
+            {"role":"user","content":"hello"}
+        ]}),
+    );
+    assert_eq!(v["messages"], json!([{"role":"user","content":"hello"}]));
+}
+
+#[test]
+fn tools_flatten_namespaces_and_drop_other_kinds() {
+    let c = config();
+    let parsed = parse(
+        &c,
+        json!({"model":"m","input":"x","tool_choice":"auto","parallel_tool_calls":true,"tools":[
+            {"type":"function","name":"exec_command","description":"Run","strict":false,
+             "parameters":{"type":"object","properties":{"cmd":{"type":"string"}},"required":["cmd"]}},
+            {"type":"namespace","name":"mcp__calendar__","description":"Calendar","tools":[
+                {"type":"function","name":"create_event","parameters":{"type":"object","properties":{}}},
+                {"type":"custom","name":"freeform"}
+            ]},
+            {"type":"web_search","external_web_access":false},
+            {"type":"custom","name":"apply_patch","format":{"type":"grammar"}},
+            {"type":"local_shell"}
+        ]}),
+    )
+    .unwrap();
+    assert_eq!(
+        parsed.native.tools.clone().unwrap(),
+        vec![
+            json!({"type":"function","function":{"name":"exec_command","description":"Run",
+                "parameters":{"type":"object","properties":{"cmd":{"type":"string"}},"required":["cmd"]}}}),
+            json!({"type":"function","function":{"name":"mcp__calendar__create_event",
+                "parameters":{"type":"object","properties":{}}}}),
+        ]
+    );
+    assert_eq!(
+        parsed.namespaced.get("mcp__calendar__create_event"),
+        Some(&("mcp__calendar__".to_string(), "create_event".to_string()))
+    );
+    assert_eq!(flat_name("crm", "lookup"), "crm__lookup");
+
+    let none = parse(
+        &c,
+        json!({"model":"m","input":"x","tool_choice":"none","tools":[{"type":"function","name":"f"}]}),
+    )
+    .unwrap();
+    assert!(none.native.tools.is_none());
+}
+
+#[test]
+fn stateful_requests_are_refused_clearly() {
+    let c = config();
+    let e = parse(
+        &c,
+        json!({"model":"m","input":"x","previous_response_id":"resp_1"}),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.status, 400);
+    assert_eq!(e.param.as_deref(), Some("previous_response_id"));
+    assert!(e.message.contains("stateless"));
+    let e = parse(&c, json!({"model":"m","input":"x","conversation":"conv_1"}))
+        .err()
+        .unwrap();
+    assert_eq!(e.param.as_deref(), Some("conversation"));
+    assert!(parse(
+        &c,
+        json!({"model":"m","input":"x","previous_response_id":null})
+    )
+    .is_ok());
+}
+
+#[test]
+fn effort_format_extras_and_ignored_fields() {
+    let c = config();
+    let v = native_json(
+        &c,
+        json!({"model":"m","input":"x","reasoning":{"effort":"minimal","summary":"auto"},
+            "text":{"format":{"type":"json_schema","name":"r","schema":{"type":"object"},"strict":true}},
+            "top_k":20,"num_ctx":8192,"keep_alive":"1h","options":{"seed":3},
+            "store":false,"prompt_cache_key":"k","client_metadata":{"a":"b"},"metadata":{"x":"y"},
+            "user":"u","service_tier":"auto","truncation":"auto","stream_options":{"include_obfuscation":false},
+            "include":["reasoning.encrypted_content"],"parallel_tool_calls":false}),
+    );
+    assert_eq!(v["think"], "low");
+    assert_eq!(v["format"], json!({"type":"object"}));
+    assert_eq!(v["options"], json!({"seed":3,"top_k":20,"num_ctx":8192}));
+    assert_eq!(v["keep_alive"], "1h");
+
+    let v = native_json(
+        &c,
+        json!({"model":"m","input":"x","text":{"format":{"type":"json_object"}},"think":false,"reasoning":{"effort":"high"}}),
+    );
+    assert_eq!(v["format"], "json");
+    assert_eq!(v["think"], false, "native think wins");
+
+    let e = parse(
+        &c,
+        json!({"model":"m","input":"x","reasoning":{"effort":"huge"}}),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.param.as_deref(), Some("reasoning.effort"));
+
+    let mut c = config();
+    c.think_models.insert("glm-5:cloud".into());
+    let v = native_json(&c, json!({"model":"glm-5:cloud","input":"x"}));
+    assert_eq!(v["think"], true, "think-models rule applies when no effort");
+}
+
+#[test]
+fn reasoning_round_trips_only_with_our_signature() {
+    let c = config();
+    let sealed = seal_reasoning(&c.thinking_key, "I should call the tool. ✓");
+    assert!(sealed.starts_with("v1."));
+    assert_eq!(
+        open_reasoning(&c.thinking_key, &sealed).as_deref(),
+        Some("I should call the tool. ✓")
+    );
+    let input = |enc: &str| {
+        json!({"model":"m","input":[
+            {"role":"user","content":"weather?"},
+            {"type":"reasoning","id":"rs_1","summary":[{"type":"summary_text","text":"I should call the tool. ✓"}],"encrypted_content":enc},
+            {"type":"function_call","call_id":"c","name":"get_weather","arguments":"{}"},
+            {"type":"function_call_output","call_id":"c","output":"sunny"}
+        ]})
+    };
+    let v = native_json(&c, input(&sealed));
+    assert_eq!(v["messages"][1]["thinking"], "I should call the tool. ✓");
+    assert_eq!(
+        v["messages"][1]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+
+    // Tampered text, foreign key, garbage, summary only: all dropped.
+    let (_, sig) = sealed.rsplit_once('.').unwrap();
+    let tampered = format!("v1.{}.{sig}", base64_encode(b"I should rm -rf /."));
+    let foreign = seal_reasoning(&crate::signing::derive_key(b"other"), "x");
+    for bad in [
+        tampered.as_str(),
+        foreign.as_str(),
+        "gAAAAB-openai-blob",
+        "v1.!!!.00",
+    ] {
+        let v = native_json(&c, input(bad));
+        assert!(v["messages"][1].get("thinking").is_none(), "{bad}");
+    }
+    let v = native_json(
+        &c,
+        json!({"model":"m","input":[
+            {"role":"user","content":"q"},
+            {"type":"reasoning","summary":[{"type":"summary_text","text":"planted"}]},
+            {"role":"assistant","content":"a"}
+        ]}),
+    );
+    assert!(v["messages"][1].get("thinking").is_none());
+}
+
+#[test]
+fn reasoning_goes_to_the_next_assistant_message() {
+    let c = config();
+    let sealed = seal_reasoning(&c.thinking_key, "plan");
+    let v = native_json(
+        &c,
+        json!({"model":"m","input":[
+            {"role":"user","content":"q"},
+            {"type":"reasoning","summary":[],"encrypted_content":sealed},
+            {"type":"message","role":"assistant","content":[{"type":"output_text","text":"a"}]},
+            {"role":"user","content":"q2"}
+        ]}),
+    );
+    assert_eq!(
+        v["messages"][1],
+        json!({"role":"assistant","content":"a","thinking":"plan"})
+    );
+}
+
+#[test]
+fn base64_round_trips() {
+    for s in ["", "f", "fo", "foo", "foob", "fooba", "foobar", "ünïcödé ✓"] {
+        let e = base64_encode(s.as_bytes());
+        assert_eq!(base64_decode(&e).unwrap(), s.as_bytes());
+    }
+    assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+    assert_eq!(base64_encode(b"fo"), "Zm8=");
+    assert!(base64_decode("Zm8").is_none());
+    assert!(base64_decode("Z=m8").is_none());
+}
+
+// ---------------------------------------------------------------- responses
+
+struct Run {
+    out: String,
+    finish_ok: bool,
+}
+
+fn run(stream: bool, include: bool, forward: bool, lines: &[&str]) -> Run {
+    let c = config();
+    let mut body = json!({"model":"client-model","input":"hi","tools":[{"type":"namespace","name":"crm","tools":[{"type":"function","name":"lookup"}]}]});
+    if include {
+        body["include"] = json!(["reasoning.encrypted_content"]);
+    }
+    let parsed = parse(&c, body).unwrap();
+    let enc = ResponseEncoder::new(
+        &parsed.client_model,
+        &parsed.echo,
+        stream,
+        include.then_some(c.thinking_key),
+        parsed.namespaced,
+    );
+    let mut d = Decoder::new(enc, forward);
+    let mut out = BytesMut::new();
+    for l in lines {
+        d.line(l.as_bytes(), &mut out);
+    }
+    let finish_ok = d.finish(&mut out).is_ok();
+    Run {
+        out: String::from_utf8(out.to_vec()).unwrap(),
+        finish_ok,
+    }
+}
+
+/// Parses SSE, checking framing, `type` and consecutive sequence numbers.
+fn events(out: &str) -> Vec<Value> {
+    assert!(out.ends_with("\n\n"), "{out}");
+    let mut v = Vec::new();
+    for block in out.split("\n\n").filter(|b| !b.is_empty()) {
+        let (ev, data) = block.split_once('\n').unwrap();
+        let ev = ev.strip_prefix("event: ").unwrap();
+        let data: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+        assert_eq!(data["type"], ev);
+        assert_eq!(data["sequence_number"], v.len() as u64, "{block}");
+        v.push(data);
+    }
+    v
+}
+
+fn types(ev: &[Value]) -> Vec<&str> {
+    ev.iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+const THINK1: &str =
+    r#"{"message":{"role":"assistant","content":"","thinking":"Let me think"},"done":false}"#;
+const THINK2: &str =
+    r#"{"message":{"role":"assistant","content":"","thinking":" hard."},"done":false}"#;
+const TEXT1: &str = r#"{"message":{"role":"assistant","content":"Hello"},"done":false}"#;
+const TEXT2: &str = r#"{"message":{"role":"assistant","content":" \"world\""},"done":false}"#;
+const DONE: &str = r#"{"message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","prompt_eval_count":10,"eval_count":5}"#;
+
+#[test]
+fn streams_text() {
+    let r = run(true, false, false, &[THINK1, TEXT1, TEXT2, DONE]);
+    assert!(r.finish_ok);
+    let ev = events(&r.out);
+    assert_eq!(
+        types(&ev),
+        vec![
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    let created = &ev[0]["response"];
+    assert_eq!(created["status"], "in_progress");
+    assert_eq!(created["output"], json!([]));
+    assert_eq!(created["object"], "response");
+    assert_eq!(created["model"], "client-model");
+    assert_eq!(created["store"], false);
+    assert_eq!(created["tool_choice"], "auto");
+    assert!(created["id"].as_str().unwrap().starts_with("resp_"));
+    assert_eq!(ev[1]["response"]["id"], created["id"]);
+    let item_id = ev[2]["item"]["id"].as_str().unwrap();
+    assert!(item_id.starts_with("msg_"));
+    assert_eq!(ev[2]["item"]["content"], json!([]));
+    assert_eq!(ev[2]["item"]["status"], "in_progress");
+    assert_eq!(ev[4]["item_id"], item_id);
+    assert_eq!(ev[4]["delta"], "Hello");
+    assert_eq!(ev[4]["logprobs"], json!([]));
+    assert_eq!(ev[6]["text"], "Hello \"world\"");
+    assert_eq!(ev[7]["part"]["text"], "Hello \"world\"");
+    let done = &ev[9]["response"];
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["id"], created["id"]);
+    assert_eq!(
+        done["output"],
+        json!([{"id":item_id,"type":"message","status":"completed","role":"assistant",
+            "content":[{"type":"output_text","annotations":[],"logprobs":[],"text":"Hello \"world\""}]}])
+    );
+    assert_eq!(
+        done["usage"],
+        json!({"input_tokens":10,"input_tokens_details":{"cached_tokens":0},"output_tokens":5,
+            "output_tokens_details":{"reasoning_tokens":0},"total_tokens":15})
+    );
+    assert_eq!(done["output"][0], ev[8]["item"]);
+}
+
+#[test]
+fn streams_reasoning_then_text() {
+    let r = run(true, true, true, &[THINK1, THINK2, TEXT1, DONE]);
+    let ev = events(&r.out);
+    assert_eq!(
+        types(&ev),
+        vec![
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.reasoning_summary_part.added",
+            "response.reasoning_summary_text.delta",
+            "response.reasoning_summary_text.delta",
+            "response.reasoning_summary_text.done",
+            "response.reasoning_summary_part.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    assert_eq!(ev[2]["item"]["type"], "reasoning");
+    assert!(ev[2]["item"].get("encrypted_content").is_none());
+    assert_eq!(ev[2]["output_index"], 0);
+    assert_eq!(ev[6]["text"], "Let me think hard.");
+    let rs = &ev[8]["item"];
+    assert_eq!(
+        rs["summary"],
+        json!([{"type":"summary_text","text":"Let me think hard."}])
+    );
+    let sealed = rs["encrypted_content"].as_str().unwrap();
+    assert_eq!(
+        open_reasoning(&config().thinking_key, sealed),
+        None,
+        "a different process key does not verify"
+    );
+    assert_eq!(ev[9]["output_index"], 1);
+    let out = &ev[15]["response"]["output"];
+    assert_eq!(out.as_array().unwrap().len(), 2);
+    assert_eq!(out[0], *rs);
+
+    // Without include: no encrypted_content anywhere.
+    let r = run(true, false, true, &[THINK1, TEXT1, DONE]);
+    assert!(!r.out.contains("encrypted_content"));
+    // Reasoning not forwarded: no reasoning item at all.
+    let r = run(true, true, false, &[THINK1, TEXT1, DONE]);
+    assert!(!r.out.contains("\"reasoning\",\"summary\""));
+}
+
+#[test]
+fn streams_tool_calls_from_the_done_line_and_text_after_them() {
+    let r = run(
+        true,
+        false,
+        false,
+        &[
+            TEXT1,
+            r#"{"message":{"role":"assistant","content":"","tool_calls":[{"id":"call_x","function":{"index":0,"name":"crm__lookup","arguments":{"id":7}}}]},"done":false}"#,
+            r#"{"message":{"role":"assistant","content":"after"},"done":false}"#,
+            r#"{"message":{"role":"assistant","content":"","tool_calls":[{"id":"call_x","function":{"index":0,"name":"get_weather","arguments":{"city":"Tokyo"}}}]},"done":true,"done_reason":"stop","prompt_eval_count":3,"eval_count":4}"#,
+        ],
+    );
+    let ev = events(&r.out);
+    assert_eq!(
+        types(&ev),
+        vec![
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.function_call_arguments.delta",
+            "response.function_call_arguments.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    let added = &ev[8]["item"];
+    assert_eq!(added["type"], "function_call");
+    assert_eq!(added["arguments"], "");
+    assert_eq!(added["call_id"], "call_x");
+    assert_eq!(added["name"], "lookup");
+    assert_eq!(added["namespace"], "crm");
+    assert!(added["id"].as_str().unwrap().starts_with("fc_"));
+    assert_eq!(ev[9]["delta"], "{\"id\":7}");
+    assert_eq!(ev[10]["arguments"], "{\"id\":7}");
+    assert_eq!(ev[11]["item"]["status"], "completed");
+    assert_eq!(ev[12]["output_index"], 2);
+    assert_eq!(ev[14]["delta"], "after");
+    let second = &ev[21]["item"];
+    assert_eq!(second["name"], "get_weather");
+    assert!(second.get("namespace").is_none());
+    assert_ne!(
+        second["call_id"], "call_x",
+        "a repeated call id is replaced"
+    );
+    assert_eq!(ev[22]["response"]["output"].as_array().unwrap().len(), 4);
+    assert_eq!(ev[22]["response"]["status"], "completed");
+}
+
+#[test]
+fn length_cut_is_incomplete() {
+    let r = run(
+        true,
+        false,
+        false,
+        &[
+            TEXT1,
+            r#"{"message":{"role":"assistant","content":""},"done":true,"done_reason":"length","prompt_eval_count":1,"eval_count":1}"#,
+        ],
+    );
+    let ev = events(&r.out);
+    let last = ev.last().unwrap();
+    assert_eq!(last["type"], "response.incomplete");
+    assert_eq!(last["response"]["status"], "incomplete");
+    assert_eq!(
+        last["response"]["incomplete_details"],
+        json!({"reason":"max_output_tokens"})
+    );
+    assert_eq!(last["response"]["output"][0]["status"], "incomplete");
+    assert_eq!(last["response"]["usage"]["total_tokens"], 2);
+}
+
+#[test]
+fn mid_stream_error_fails_and_ends() {
+    let r = run(
+        true,
+        false,
+        false,
+        &[TEXT1, r#"{"error":"runner died"}"#, TEXT2, DONE],
+    );
+    assert!(r.finish_ok);
+    let ev = events(&r.out);
+    assert_eq!(
+        types(&ev),
+        vec![
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.failed",
+        ]
+    );
+    let resp = &ev[5]["response"];
+    assert_eq!(resp["status"], "failed");
+    assert_eq!(
+        resp["error"],
+        json!({"code":"server_error","message":"runner died"})
+    );
+    assert_eq!(resp["output"][0]["status"], "incomplete");
+    assert_eq!(resp["output"][0]["content"][0]["text"], "Hello");
+
+    // A stream that just stops fails too, and the body reports an error.
+    let r = run(true, false, false, &[TEXT1]);
+    assert!(!r.finish_ok);
+    let ev = events(&r.out);
+    assert_eq!(ev.last().unwrap()["type"], "response.failed");
+
+    // An error before anything else still opens the response first.
+    let r = run(true, false, false, &["not json"]);
+    assert_eq!(
+        types(&events(&r.out)),
+        vec![
+            "response.created",
+            "response.in_progress",
+            "response.failed"
+        ]
+    );
+}
+
+#[test]
+fn non_streaming_builds_one_response_object() {
+    let r = run(
+        false,
+        true,
+        true,
+        &[
+            r#"{"model":"q","message":{"role":"assistant","content":"Hi","thinking":"hm","tool_calls":[{"id":"call_1","function":{"name":"crm__lookup","arguments":{"id":1}}}]},"done":true,"done_reason":"stop","prompt_eval_count":4,"eval_count":6}"#,
+        ],
+    );
+    let v: Value = serde_json::from_str(&r.out).unwrap();
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["model"], "client-model");
+    assert_eq!(v["error"], Value::Null);
+    assert_eq!(v["metadata"], json!({}));
+    assert_eq!(v["parallel_tool_calls"], true);
+    assert_eq!(v["tools"][0]["type"], "namespace");
+    let out = v["output"].as_array().unwrap();
+    assert_eq!(out.len(), 3);
+    assert_eq!(out[0]["type"], "reasoning");
+    assert!(out[0]["encrypted_content"]
+        .as_str()
+        .unwrap()
+        .starts_with("v1."));
+    assert_eq!(out[1]["content"][0]["text"], "Hi");
+    assert_eq!(
+        out[2],
+        json!({"id":out[2]["id"],"type":"function_call","status":"completed","call_id":"call_1",
+            "name":"lookup","namespace":"crm","arguments":"{\"id\":1}"})
+    );
+    assert_eq!(v["usage"]["output_tokens"], 6);
+
+    let r = run(false, false, false, &["garbage"]);
+    let v: Value = serde_json::from_str(&r.out).unwrap();
+    assert_eq!(v["status"], "failed");
+    assert_eq!(v["error"]["code"], "server_error");
+}
+
+#[test]
+fn echo_reflects_the_request() {
+    let c = config();
+    let p = parse(
+        &c,
+        json!({"model":"m","input":"x","instructions":"sys","max_output_tokens":9,"temperature":0.5,
+            "tool_choice":"required","parallel_tool_calls":false,"reasoning":{"effort":"low","summary":"auto"},
+            "metadata":{"k":"v"}}),
+    )
+    .unwrap();
+    let mut body = b"{\"a\":1".to_vec();
+    body.extend_from_slice(&p.echo);
+    body.push(b'}');
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["instructions"], "sys");
+    assert_eq!(v["max_output_tokens"], 9);
+    assert_eq!(v["temperature"], 0.5);
+    assert_eq!(v["top_p"], Value::Null);
+    assert_eq!(v["tool_choice"], "required");
+    assert_eq!(v["parallel_tool_calls"], false);
+    assert_eq!(v["reasoning"], json!({"effort":"low","summary":"auto"}));
+    assert_eq!(v["text"], json!({"format":{"type":"text"}}));
+    assert_eq!(v["metadata"], json!({"k":"v"}));
+    assert_eq!(v["store"], false);
+}
+
+#[test]
+fn prepare_routes_and_picks_content_type() {
+    use crate::dialect::route;
+    let d = route(&Method::POST, "/v1/responses").unwrap();
+    assert_eq!(d.name(), "responses");
+    let (parts, ()) = http::Request::post("/v1/responses")
+        .body(())
+        .unwrap()
+        .into_parts();
+    let up = d
+        .prepare(
+            &config(),
+            &parts,
+            br#"{"model":"m","input":"x","stream":true}"#,
+        )
+        .unwrap();
+    assert_eq!(up.content_type, SSE);
+    assert_eq!(up.path, "/api/chat");
+    let up = d
+        .prepare(&config(), &parts, br#"{"model":"m","input":"x"}"#)
+        .unwrap();
+    assert_eq!(up.content_type, JSON);
+    let e = d
+        .prepare(
+            &config(),
+            &parts,
+            br#"{"model":"m","input":"x","previous_response_id":"resp_1"}"#,
+        )
+        .err()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&d.error_body(&e)).unwrap();
+    assert_eq!(v["error"]["param"], "previous_response_id");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+}
