@@ -1,0 +1,256 @@
+//! The proxy (the same code as `examples/proxy`) on an ephemeral loopback
+//! port in front of the fake Ollama, over real sockets.
+
+mod common;
+#[path = "../examples/proxy/app.rs"]
+mod app;
+
+use bytes::Bytes;
+use common::fake_ollama::FakeOllama;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Proxy {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.abort();
+    }
+}
+
+async fn proxy(ollama: &str, env: &[(&str, &str)]) -> Proxy {
+    let mut vars: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    vars.insert("OLLAMA_BASE_URL".into(), ollama.to_string());
+    let settings = app::Settings::from_env(|k| vars.get(k).cloned()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        app::serve(listener, settings, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    Proxy {
+        url,
+        stop: Some(tx),
+        task,
+    }
+}
+
+async fn post(url: &str, body: Value) -> (StatusCode, http::HeaderMap, Bytes) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let req = Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    let (parts, body) = res.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_else(|e| Bytes::from(format!("BODY ERROR: {e}")));
+    (parts.status, parts.headers, bytes)
+}
+
+fn sse(body: &[u8]) -> Vec<String> {
+    std::str::from_utf8(body)
+        .unwrap()
+        .split("\n\n")
+        .filter(|e| !e.is_empty() && !e.starts_with(':'))
+        .map(|e| e.strip_prefix("data: ").unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn streams_through_awkward_upstream_framing() {
+    let fake = FakeOllama::start().await;
+    let p = proxy(&fake.base_url(), &[]).await;
+    let (status, headers, body) = post(
+        &format!("{}/v1/chat/completions", p.url),
+        json!({"model": "qwen3", "stream": true, "stream_options": {"include_usage": true},
+               "messages": [{"role": "user", "content": "split me at odd bytes ✓"}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/event-stream");
+    let events = sse(&body);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello! You said: split me at odd bytes ✓");
+    let sent = fake.last_request().unwrap();
+    assert_eq!(sent.path, "/api/chat");
+    assert_eq!(sent.body["stream"], true);
+    assert_eq!(sent.header("host"), Some(fake.addr.to_string().as_str()));
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_the_generation() {
+    let fake = FakeOllama::start().await;
+    let p = proxy(&fake.base_url(), &[]).await;
+    let body = json!({"model": "llama3.2", "stream": true,
+        "messages": [{"role": "user", "content": "[slow] go"}]})
+    .to_string();
+    let addr = p.url.trim_start_matches("http://").to_string();
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("tok2 ") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(fake.in_flight() == 1);
+    drop(s);
+    let cancelled = fake
+        .wait_until(Duration::from_secs(1), |f| f.cancelled() == 1 && f.in_flight() == 0)
+        .await;
+    assert!(cancelled, "Ollama must see the cancellation within a second");
+}
+
+#[tokio::test]
+async fn errors_arrive_in_openai_shape_and_the_proxy_keeps_serving() {
+    let fake = FakeOllama::start().await;
+    let p = proxy(&fake.base_url(), &[]).await;
+    let url = format!("{}/v1/chat/completions", p.url);
+    let (status, _, body) = post(&url, json!({"model": "nosuch", "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_eq!(status, 404);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["message"], "model 'nosuch' not found");
+    assert_eq!(v["error"]["type"], "not_found_error");
+
+    let (status, _, body) = post(&url, json!({"model": "llama3.2", "stream": true,
+        "messages": [{"role": "user", "content": "[error]"}]})).await;
+    assert_eq!(status, 200);
+    let events = sse(&body);
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert!(last["error"]["message"].as_str().unwrap().contains("unexpectedly stopped"));
+    assert!(!events.contains(&"[DONE]".to_string()));
+
+    let (_, _, body) = post(&url, json!({"model": "llama3.2", "stream": true,
+        "messages": [{"role": "user", "content": "[drop]"}]})).await;
+    let text = String::from_utf8_lossy(&body);
+    assert!(!text.contains("[DONE]"), "a dropped upstream never looks finished: {text}");
+
+    let (_, _, body) = post(&url, json!({"model": "llama3.2", "stream": true,
+        "messages": [{"role": "user", "content": "[garbage]"}]})).await;
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("invalid stream line") && !text.contains("[DONE]"), "{text}");
+
+    let (status, _, body) = post(&url, json!({"model": "llama3.2", "messages": [{"role": "user", "content": "still here"}]})).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(fake.wait_idle(Duration::from_secs(2)).await, "nothing left in flight");
+}
+
+#[tokio::test]
+async fn unreachable_ollama_is_a_502() {
+    // A port nothing listens on: bind, note it, close.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = format!("http://{}", l.local_addr().unwrap());
+    drop(l);
+    let p = proxy(&dead, &[]).await;
+    let (status, _, body) = post(
+        &format!("{}/v1/chat/completions", p.url),
+        json!({"model": "qwen3", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 502);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["error"]["message"].as_str().unwrap().contains("could not reach Ollama"));
+}
+
+#[tokio::test]
+async fn native_stream_passes_through_byte_for_byte() {
+    let fake = FakeOllama::start().await;
+    let p = proxy(&fake.base_url(), &[]).await;
+    let body = json!({"model": "qwen3", "messages": [{"role": "user", "content": "native"}]});
+    let (s1, h1, direct) = post(&format!("{}/api/chat", fake.base_url()), body.clone()).await;
+    let (s2, h2, proxied) = post(&format!("{}/api/chat", p.url), body).await;
+    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(h1["content-type"], h2["content-type"]);
+    assert_eq!(direct, proxied);
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let res = client
+        .request(Request::get(format!("{}/", p.url)).body(Full::default()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "Ollama is running");
+}
+
+#[tokio::test]
+async fn options_spec_and_think_models_reach_ollama() {
+    let fake = FakeOllama::start().await;
+    let p = proxy(
+        &fake.base_url(),
+        &[
+            ("THINK_MODELS", "glm-5:cloud"),
+            ("OLLAMA_OPTIONS", "num_ctx=32768,keep_alive=30m;[glm-5:cloud]num_ctx=8"),
+            ("MODEL_ALIASES", "gpt-4o=glm-5:cloud"),
+            ("REASONING", "forward"),
+        ],
+    )
+    .await;
+    let (status, _, body) = post(
+        &format!("{}/v1/chat/completions", p.url),
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "a prompt longer than eight tokens surely, yes"}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["model"], "gpt-4o");
+    assert_eq!(v["choices"][0]["message"]["reasoning_content"], "Let me think about this.");
+    let sent = fake.last_request().unwrap().body;
+    assert_eq!(sent["model"], "glm-5:cloud");
+    assert_eq!(sent["think"], true);
+    assert_eq!(sent["options"]["num_ctx"], 8);
+    assert_eq!(sent["keep_alive"], "30m");
+    // The fake reports prompt_eval_count == num_ctx: the context was full.
+    assert_eq!(v["usage"]["prompt_tokens"], 8);
+}
+
+#[tokio::test]
+async fn reasoning_effort_on_a_non_thinking_model_still_answers() {
+    let fake = FakeOllama::start().await;
+    let p = proxy(&fake.base_url(), &[]).await;
+    let (status, _, body) = post(
+        &format!("{}/v1/chat/completions", p.url),
+        json!({"model": "llama3.2", "reasoning_effort": "high", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let reqs = fake.requests_to("/api/chat");
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0].body["think"], "high");
+    assert!(reqs[1].body.get("think").is_none());
+}
