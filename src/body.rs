@@ -48,6 +48,9 @@ struct Translator {
     upstream_done: bool,
     /// An error to return once `out` has been sent.
     error: Option<BoxError>,
+    /// Yielded once before returning `error`, so the server flushes the
+    /// in-band error already sent (hyper drops unflushed data on a body error).
+    yielded_before_error: bool,
     ended: bool,
 }
 
@@ -73,6 +76,7 @@ impl<B> TranslateBody<B> {
                     out: BytesMut::new(),
                     upstream_done: false,
                     error: None,
+                    yielded_before_error: false,
                     ended: false,
                 }),
             },
@@ -181,6 +185,11 @@ where
                 if state.upstream_done {
                     if state.ended {
                         return Poll::Ready(None);
+                    }
+                    if state.error.is_some() && !state.yielded_before_error {
+                        state.yielded_before_error = true;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
                     }
                     state.ended = true;
                     return Poll::Ready(state.error.take().map(Err));
