@@ -23,7 +23,10 @@ struct Frames(VecDeque<Bytes>);
 impl Body for Frames {
     type Data = Bytes;
     type Error = BoxError;
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
     }
 }
@@ -52,7 +55,9 @@ fn cut(data: &[u8], how: &str) -> VecDeque<Bytes> {
 }
 
 fn body(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let lines = 500;
     let data = stream(lines);
     let request = Bytes::from_static(
@@ -65,7 +70,11 @@ fn body(c: &mut Criterion) {
         } else {
             Throughput::Bytes(data.len() as u64)
         });
-        for how in ["one_line_per_frame", "many_lines_per_frame", "7_byte_frames"] {
+        for how in [
+            "one_line_per_frame",
+            "many_lines_per_frame",
+            "7_byte_frames",
+        ] {
             group.bench_with_input(BenchmarkId::new(unit, how), &how, |b, how| {
                 b.to_async(&rt).iter_batched(
                     || {

@@ -23,7 +23,10 @@ fn to_ollama(base: &Uri, mut req: Request<RequestBody<Body>>) -> Request<Request
     if let Ok(uri) = format!("{}{}", base.to_string().trim_end_matches('/'), pq).parse() {
         *req.uri_mut() = uri;
     }
-    if let Some(a) = base.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+    if let Some(a) = base
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
         req.headers_mut().insert(header::HOST, a);
     }
     req
@@ -38,7 +41,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ollama = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(
             |e: hyper_util::client::legacy::Error| async move {
-                (StatusCode::BAD_GATEWAY, format!("could not reach Ollama: {e}"))
+                (
+                    StatusCode::BAD_GATEWAY,
+                    format!("could not reach Ollama: {e}"),
+                )
             },
         ))
         .layer(OllamaTranslateLayer::new().think_models(["glm-5:cloud"]))
@@ -50,7 +56,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .fallback_service(ollama);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:4001").await?;
-    println!("axum example listening on http://{}", listener.local_addr()?);
+    println!(
+        "axum example listening on http://{}",
+        listener.local_addr()?
+    );
     axum::serve(listener, app).await?;
     Ok(())
 }

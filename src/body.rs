@@ -259,7 +259,9 @@ impl<B> std::fmt::Debug for TranslateBody<B> {
             Inner::Translate { .. } => "Translate",
             Inner::Full { .. } => "Full",
         };
-        f.debug_struct("TranslateBody").field("kind", &kind).finish()
+        f.debug_struct("TranslateBody")
+            .field("kind", &kind)
+            .finish()
     }
 }
 

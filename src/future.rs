@@ -215,7 +215,10 @@ where
                         Some(e) => e,
                         None => (
                             &crate::dialect::chat::ChatCompletions as &dyn Dialect,
-                            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "future polled after completion"),
+                            ApiError::new(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "future polled after completion",
+                            ),
                         ),
                     };
                     return Poll::Ready(Ok(error_response(dialect, &err)));
@@ -234,7 +237,10 @@ where
                             } else {
                                 ApiError::new(
                                     StatusCode::BAD_REQUEST,
-                                    format!("could not read the request body: {}", error_chain(&*e)),
+                                    format!(
+                                        "could not read the request body: {}",
+                                        error_chain(&*e)
+                                    ),
                                 )
                             };
                             return Poll::Ready(Ok(error_response(p.dialect, &err)));
@@ -314,7 +320,9 @@ where
                     };
                     if let Ok(r) = &res {
                         if r.status() == StatusCode::BAD_REQUEST && retry.is_some() {
-                            tracing::debug!("Ollama refused a request with think; retrying without it");
+                            tracing::debug!(
+                                "Ollama refused a request with think; retrying without it"
+                            );
                             let retry = retry.take();
                             this.state.set(State::Retrying {
                                 retry,
@@ -370,7 +378,11 @@ fn translate_response<B>(res: Response<B>, ctx: CallCtx) -> Response<TranslateBo
         }
         TranslateBody::translate(body, ctx.transcoder, ctx.timer.as_ref())
     } else {
-        tracing::debug!(dialect = ctx.dialect.name(), status = parts.status.as_u16(), "Ollama answered with an error");
+        tracing::debug!(
+            dialect = ctx.dialect.name(),
+            status = parts.status.as_u16(),
+            "Ollama answered with an error"
+        );
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
         TranslateBody::translate(
             body,

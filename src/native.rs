@@ -233,7 +233,9 @@ mod tests {
     #[test]
     fn defaults_go_under_client_values_and_think_models_get_think() {
         let mut config = Config {
-            defaults: "num_ctx=8192,keep_alive=30m,temperature=0.2".parse().unwrap(),
+            defaults: "num_ctx=8192,keep_alive=30m,temperature=0.2"
+                .parse()
+                .unwrap(),
             ..Config::default()
         };
         config.think_models.insert("glm-5:cloud".into());
@@ -274,7 +276,10 @@ mod tests {
         let v: Value = serde_json::from_slice(&req.finish(&config).unwrap().body).unwrap();
         assert!(v.get("think").is_none());
         let v: Value = serde_json::from_slice(
-            &ChatRequest::new("llama3.2", true).finish(&config).unwrap().body,
+            &ChatRequest::new("llama3.2", true)
+                .finish(&config)
+                .unwrap()
+                .body,
         )
         .unwrap();
         assert!(v.get("think").is_none(), "no injection either");
@@ -282,7 +287,8 @@ mod tests {
 
     #[test]
     fn strips_think_for_a_retry() {
-        let (model, body) = without_think(br#"{"model":"m","think":"high","stream":true}"#).unwrap();
+        let (model, body) =
+            without_think(br#"{"model":"m","think":"high","stream":true}"#).unwrap();
         assert_eq!(model, "m");
         assert_eq!(&body[..], br#"{"model":"m","stream":true}"#);
         assert!(without_think(br#"{"model":"m","think":false}"#).is_none());
@@ -306,7 +312,8 @@ mod tests {
         );
         assert_eq!(image_from_url("data:;base64,YWJj", "p").unwrap(), "YWJj");
         assert_eq!(image_from_base64("YWJjZA", "p").unwrap(), "YWJjZA==");
-        let e = image_from_url("https://example.com/cat.png", "messages[0].content[1]").unwrap_err();
+        let e =
+            image_from_url("https://example.com/cat.png", "messages[0].content[1]").unwrap_err();
         assert_eq!(e.status, 400);
         assert_eq!(e.param.as_deref(), Some("messages[0].content[1]"));
         assert!(e.message.contains("never fetches"));

@@ -241,7 +241,12 @@ mod tests {
         assert!(verify(&key, "thinking", "I should call the tool.", &sig));
         assert!(!verify(&key, "thinking", "I should call the tool!", &sig));
         assert!(!verify(&key, "reasoning", "I should call the tool.", &sig));
-        assert!(!verify(&derive_key(b"other"), "thinking", "I should call the tool.", &sig));
+        assert!(!verify(
+            &derive_key(b"other"),
+            "thinking",
+            "I should call the tool.",
+            &sig
+        ));
         assert!(!verify(&key, "thinking", "I should call the tool.", "00"));
         assert_ne!(random_key(), random_key());
     }

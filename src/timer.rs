@@ -38,7 +38,9 @@ impl Timer {
     pub(crate) fn recompute_tick(&mut self) {
         let periods = [self.keepalive, self.idle_timeout];
         let min = periods.iter().flatten().min().copied();
-        self.tick = min.unwrap_or(Duration::from_secs(3600)).max(Duration::from_millis(10));
+        self.tick = min
+            .unwrap_or(Duration::from_secs(3600))
+            .max(Duration::from_millis(10));
     }
 }
 
@@ -78,9 +80,7 @@ impl Clock {
     pub(crate) fn poll(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Tick> {
         use std::task::Poll;
         let tick = self.timer.tick;
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| (self.timer.sleep)(tick));
+        let sleep = self.sleep.get_or_insert_with(|| (self.timer.sleep)(tick));
         if sleep.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }

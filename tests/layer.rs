@@ -63,11 +63,16 @@ impl Body for Script {
 }
 
 const STREAM: &str = concat!(
-    r#"{"model":"qwen3","created_at":"2026-08-21T10:00:00.101Z","message":{"role":"assistant","content":"","thinking":"The user wants 17×23."},"done":false}"#, "\n",
-    r#"{"model":"qwen3","created_at":"2026-08-21T10:00:00.102Z","message":{"role":"assistant","content":"17 × 23 = "},"done":false}"#, "\n",
-    r#"{"model":"qwen3","created_at":"2026-08-21T10:00:00.103Z","message":{"role":"assistant","content":"391 ✓ \"quoted\"\n"},"done":false}"#, "\n",
-    r#"{"model":"qwen3","created_at":"2026-08-21T10:00:00.104Z","message":{"role":"assistant","content":"","tool_calls":[{"id":"call_k3x9q2ab","function":{"index":0,"name":"get_weather","arguments":{"city":"Tokyo"}}}]},"done":false}"#, "\n",
-    r#"{"model":"qwen3","created_at":"2026-08-21T10:00:00.105Z","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","total_duration":5,"prompt_eval_count":18,"eval_count":64}"#, "\n",
+    r#"{"model":"qwen3","created_at":"2026-08-21T10:00:00.101Z","message":{"role":"assistant","content":"","thinking":"The user wants 17×23."},"done":false}"#,
+    "\n",
+    r#"{"model":"qwen3","created_at":"2026-08-21T10:00:00.102Z","message":{"role":"assistant","content":"17 × 23 = "},"done":false}"#,
+    "\n",
+    r#"{"model":"qwen3","created_at":"2026-08-21T10:00:00.103Z","message":{"role":"assistant","content":"391 ✓ \"quoted\"\n"},"done":false}"#,
+    "\n",
+    r#"{"model":"qwen3","created_at":"2026-08-21T10:00:00.104Z","message":{"role":"assistant","content":"","tool_calls":[{"id":"call_k3x9q2ab","function":{"index":0,"name":"get_weather","arguments":{"city":"Tokyo"}}}]},"done":false}"#,
+    "\n",
+    r#"{"model":"qwen3","created_at":"2026-08-21T10:00:00.105Z","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","total_duration":5,"prompt_eval_count":18,"eval_count":64}"#,
+    "\n",
 );
 
 fn chat_request(body: Value) -> Request<Full<Bytes>> {
@@ -107,9 +112,11 @@ async fn translate_with(
     });
     let res = layer.layer(inner).oneshot(req).await.unwrap();
     let (parts, body) = res.into_parts();
-    let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_else(|e| {
-        Bytes::from(format!("BODY ERROR: {e}"))
-    });
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_else(|e| Bytes::from(format!("BODY ERROR: {e}")));
     let seen = seen.lock().unwrap().take();
     (Response::from_parts(parts, bytes), seen)
 }
@@ -153,8 +160,14 @@ async fn rewrites_the_request_for_ollama() {
     let (req, body) = seen.unwrap();
     assert_eq!(req.method(), "POST");
     assert_eq!(req.uri(), "http://localhost:11434/api/chat");
-    assert!(req.headers().get("host").is_none(), "the client's Host stays behind");
-    assert!(req.headers().get("authorization").is_none(), "credentials stay behind");
+    assert!(
+        req.headers().get("host").is_none(),
+        "the client's Host stays behind"
+    );
+    assert!(
+        req.headers().get("authorization").is_none(),
+        "credentials stay behind"
+    );
     assert_eq!(req.headers()["content-type"], "application/json");
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["model"], "qwen3");
@@ -191,7 +204,10 @@ async fn the_same_stream_whatever_the_framing() {
         assert_eq!(normalized(res.body()), expected, "split at byte {cut}");
     }
     // One byte per frame.
-    let frames = bytes.iter().map(|b| Bytes::copy_from_slice(&[*b])).collect();
+    let frames = bytes
+        .iter()
+        .map(|b| Bytes::copy_from_slice(&[*b]))
+        .collect();
     let res = translate_with(
         OllamaTranslateLayer::new(),
         chat_request(streaming_body()),
@@ -268,9 +284,21 @@ async fn non_streaming_requests_get_one_completion() {
 #[tokio::test]
 async fn ollama_errors_keep_their_status_in_openai_shape() {
     for (status, body, kind) in [
-        (404, r#"{"error":"model 'nosuch' not found"}"#, "not_found_error"),
-        (400, r#"{"error":"\"gemma3\" does not support thinking"}"#, "invalid_request_error"),
-        (503, r#"{"error":"server busy, please try again.  maximum pending requests exceeded"}"#, "api_error"),
+        (
+            404,
+            r#"{"error":"model 'nosuch' not found"}"#,
+            "not_found_error",
+        ),
+        (
+            400,
+            r#"{"error":"\"gemma3\" does not support thinking"}"#,
+            "invalid_request_error",
+        ),
+        (
+            503,
+            r#"{"error":"server busy, please try again.  maximum pending requests exceeded"}"#,
+            "api_error",
+        ),
         (403, "", "permission_error"),
         (500, "plain text failure", "api_error"),
     ] {
@@ -308,7 +336,10 @@ async fn a_dropped_upstream_ends_the_stream_abnormally() {
     )
     .await;
     let text = std::str::from_utf8(res.body()).unwrap();
-    assert!(text.starts_with("BODY ERROR"), "the body must fail, got {text}");
+    assert!(
+        text.starts_with("BODY ERROR"),
+        "the body must fail, got {text}"
+    );
 
     // Frame by frame: the in-band error comes before the failure.
     let mut script = Script::new(vec![Bytes::from(&STREAM[..300])]);
@@ -336,7 +367,10 @@ async fn a_dropped_upstream_ends_the_stream_abnormally() {
         }
     }
     assert!(failed);
-    assert!(seen.contains("connection to Ollama lost: connection reset"), "{seen}");
+    assert!(
+        seen.contains("connection to Ollama lost: connection reset"),
+        "{seen}"
+    );
     assert!(!seen.contains("[DONE]"));
 }
 
@@ -357,7 +391,8 @@ async fn bad_requests_never_reach_ollama() {
 
 #[tokio::test]
 async fn oversize_bodies_get_413() {
-    let big = json!({"model": "qwen3", "messages": [{"role": "user", "content": "x".repeat(5000)}]});
+    let big =
+        json!({"model": "qwen3", "messages": [{"role": "user", "content": "x".repeat(5000)}]});
     let (res, seen) = translate_with(
         OllamaTranslateLayer::new().max_request_bytes(1024),
         chat_request(big.clone()),
@@ -384,7 +419,10 @@ async fn unreachable_upstream_is_a_502_in_openai_shape() {
     assert_eq!(res.status(), 502);
     let body = res.into_body().collect().await.unwrap().to_bytes();
     let v: Value = serde_json::from_slice(&body).unwrap();
-    assert!(v["error"]["message"].as_str().unwrap().contains("Connection refused"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Connection refused"));
 }
 
 #[tokio::test]
@@ -401,7 +439,8 @@ async fn other_paths_pass_through_untouched() {
             let body = b.collect().await.unwrap().to_bytes();
             *seen.lock().unwrap() = Some((parts.uri.clone(), parts.headers.clone(), body));
             let mut res = Response::new(Full::new(native));
-            res.headers_mut().insert("content-type", "application/x-ndjson".parse().unwrap());
+            res.headers_mut()
+                .insert("content-type", "application/x-ndjson".parse().unwrap());
             Ok::<_, BoxError>(res)
         }
     });
@@ -409,7 +448,11 @@ async fn other_paths_pass_through_untouched() {
         .header("authorization", "Bearer keep")
         .body(Full::new(Bytes::from_static(b"{\"model\":\"qwen3\"}")))
         .unwrap();
-    let res = OllamaTranslateLayer::new().layer(inner).oneshot(req).await.unwrap();
+    let res = OllamaTranslateLayer::new()
+        .layer(inner)
+        .oneshot(req)
+        .await
+        .unwrap();
     assert!(!res.body().is_translated());
     assert_eq!(res.headers()["content-type"], "application/x-ndjson");
     let body = res.into_body().collect().await.unwrap().to_bytes();
@@ -440,7 +483,10 @@ async fn dropping_the_response_drops_the_upstream_body() {
     assert!(first.is_data());
     assert!(!dropped.load(Ordering::SeqCst));
     drop(body);
-    assert!(dropped.load(Ordering::SeqCst), "the client went away: so does the upstream request");
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the client went away: so does the upstream request"
+    );
 }
 
 #[tokio::test]
@@ -500,8 +546,14 @@ async fn silence_gets_keepalives_then_an_idle_timeout() {
     }
     assert!(failed, "a stalled upstream must not look like a finish");
     let keepalives = text.matches(": keep-alive\n\n").count();
-    assert!((4..=6).contains(&keepalives), "{keepalives} keep-alives in {text}");
-    assert!(text.contains("upstream idle timeout"), "in-band error first: {text}");
+    assert!(
+        (4..=6).contains(&keepalives),
+        "{keepalives} keep-alives in {text}"
+    );
+    assert!(
+        text.contains("upstream idle timeout"),
+        "in-band error first: {text}"
+    );
     assert!(!text.contains("[DONE]"));
     drop(body);
     assert!(dropped.load(Ordering::SeqCst));
@@ -519,16 +571,25 @@ async fn think_on_a_model_that_cannot_think_is_retried_without_it_and_learned() 
             let thinks = v.get("think").is_some_and(|t| t != false);
             seen.lock().unwrap().push(v);
             let (status, text) = if thinks {
-                (400, r#"{"error":"\"llama3.2\" does not support thinking"}"#.to_string())
+                (
+                    400,
+                    r#"{"error":"\"llama3.2\" does not support thinking"}"#.to_string(),
+                )
             } else {
-                (200, json!({"message":{"content":"fine"},"done":true,"done_reason":"stop"}).to_string())
+                (
+                    200,
+                    json!({"message":{"content":"fine"},"done":true,"done_reason":"stop"})
+                        .to_string(),
+                )
             };
             let mut res = Response::new(Full::new(Bytes::from(text)));
             *res.status_mut() = StatusCode::from_u16(status).unwrap();
             Ok::<_, BoxError>(res)
         }
     });
-    let svc = OllamaTranslateLayer::new().think_models(["llama3.2"]).layer(inner);
+    let svc = OllamaTranslateLayer::new()
+        .think_models(["llama3.2"])
+        .layer(inner);
     let ask = |effort: Option<&str>| {
         let mut b = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]});
         if let Some(e) = effort {
@@ -537,7 +598,11 @@ async fn think_on_a_model_that_cannot_think_is_retried_without_it_and_learned() 
         chat_request(b)
     };
     let res = svc.clone().oneshot(ask(Some("high"))).await.unwrap();
-    assert_eq!(res.status(), 200, "the client never sees Ollama's think 400");
+    assert_eq!(
+        res.status(),
+        200,
+        "the client never sees Ollama's think 400"
+    );
     let body = res.into_body().collect().await.unwrap().to_bytes();
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["choices"][0]["message"]["content"], "fine");

@@ -20,7 +20,9 @@ fn target_dir() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -39,18 +41,24 @@ fn venv() -> PathBuf {
     if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         return python;
     }
-    let (ok, out) = run(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv));
+    let (ok, out) = run(Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv));
     assert!(ok, "python3 -m venv failed:\n{out}");
-    let (ok, out) = run(Command::new(&python).args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "-r",
-    ])
-    .arg(&reqs));
-    assert!(ok, "pip install -r tests/python/requirements.txt failed:\n{out}");
+    let (ok, out) = run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(&reqs));
+    assert!(
+        ok,
+        "pip install -r tests/python/requirements.txt failed:\n{out}"
+    );
     std::fs::write(&stamp, wanted).expect("write stamp");
     python
 }
@@ -70,12 +78,21 @@ fn python_client_suites() {
     // `cargo test` builds the examples into target/debug/examples; make sure.
     let profile_dir = target_dir().join("debug");
     if !binaries_exist(&profile_dir) {
-        let (ok, out) = run(Command::new(env!("CARGO")).args(["build", "--examples"]).current_dir(root()));
+        let (ok, out) = run(Command::new(env!("CARGO"))
+            .args(["build", "--examples"])
+            .current_dir(root()));
         assert!(ok, "cargo build --examples failed:\n{out}");
     }
     let python = venv();
     let (ok, out) = run(Command::new(&python)
-        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/python"])
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/python",
+        ])
         .current_dir(root())
         .env("CARGO_TARGET_DIR", target_dir()));
     println!("{out}");

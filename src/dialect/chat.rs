@@ -206,7 +206,9 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
         }
         Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
             if !a.is_empty() {
-                native.options.insert("stop".into(), Value::Array(a.clone()));
+                native
+                    .options
+                    .insert("stop".into(), Value::Array(a.clone()));
             }
         }
         Some(_) => {
@@ -356,7 +358,10 @@ pub(crate) fn parse_tools(v: Option<&Value>, param: &str) -> Result<Vec<Value>, 
     };
     let mut out = Vec::with_capacity(tools.len());
     for (i, tool) in tools.iter().enumerate() {
-        let kind = tool.get("type").and_then(Value::as_str).unwrap_or("function");
+        let kind = tool
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("function");
         if kind != "function" {
             tracing::debug!(kind, "dropping a tool kind Ollama cannot run");
             continue;
@@ -441,7 +446,10 @@ fn parse_content(
                     Some(Value::Object(o)) => o.get("url").and_then(Value::as_str).unwrap_or(""),
                     _ => "",
                 };
-                images.push(native::image_from_url(url, &format!("{part_param}.image_url"))?);
+                images.push(native::image_from_url(
+                    url,
+                    &format!("{part_param}.image_url"),
+                )?);
             }
             "input_audio" => {
                 let data = part
@@ -503,7 +511,9 @@ fn parse_messages(v: Option<&Value>) -> Result<Vec<Message>, ApiError> {
                 "messages must contain at least one message",
             ))
         }
-        None | Some(Value::Null) => return Err(ApiError::invalid("messages", "messages is required")),
+        None | Some(Value::Null) => {
+            return Err(ApiError::invalid("messages", "messages is required"))
+        }
         Some(v) => {
             return Err(ApiError::invalid(
                 "messages",
@@ -563,8 +573,10 @@ fn parse_messages(v: Option<&Value>) -> Result<Vec<Message>, ApiError> {
                 }
                 if let Some(Value::Object(fc)) = m.get("function_call") {
                     let name = fc.get("name").and_then(Value::as_str).unwrap_or("");
-                    let arguments =
-                        parse_arguments(fc.get("arguments"), &format!("{p}.function_call.arguments"))?;
+                    let arguments = parse_arguments(
+                        fc.get("arguments"),
+                        &format!("{p}.function_call.arguments"),
+                    )?;
                     msg.tool_calls.push(NativeToolCall {
                         id: None,
                         function: ToolFunction {
@@ -587,7 +599,12 @@ fn parse_messages(v: Option<&Value>) -> Result<Vec<Message>, ApiError> {
                 msg.tool_call_id = id.map(str::to_string);
                 msg
             }
-            "" => return Err(ApiError::invalid(format!("{p}.role"), "message role is required")),
+            "" => {
+                return Err(ApiError::invalid(
+                    format!("{p}.role"),
+                    "message role is required",
+                ))
+            }
             other => {
                 return Err(ApiError::invalid(
                     format!("{p}.role"),
@@ -751,9 +768,7 @@ impl Encoder for StreamEncoder {
             Event::Done(done) => {
                 out.extend_from_slice(&self.chunk_prefix);
                 out.extend_from_slice(b"{},\"logprobs\":null,\"finish_reason\":\"");
-                out.extend_from_slice(
-                    finish_reason(&done, self.next_tool_index > 0).as_bytes(),
-                );
+                out.extend_from_slice(finish_reason(&done, self.next_tool_index > 0).as_bytes());
                 out.extend_from_slice(b"\"}]}\n\n");
                 if self.include_usage {
                     out.extend_from_slice(&self.usage_prefix);
@@ -816,7 +831,8 @@ impl Encoder for Collector {
                     },
                 });
                 if !self.reasoning.is_empty() {
-                    message["reasoning_content"] = Value::String(std::mem::take(&mut self.reasoning));
+                    message["reasoning_content"] =
+                        Value::String(std::mem::take(&mut self.reasoning));
                 }
                 if !self.tool_calls.is_empty() {
                     message["tool_calls"] = Value::Array(std::mem::take(&mut self.tool_calls));

@@ -1,6 +1,6 @@
 use super::*;
-use crate::ollama::tests::Recorder;
 use crate::dialect::Transcode;
+use crate::ollama::tests::Recorder;
 use serde_json::json;
 
 fn parse(body: Value) -> Result<Parsed, ApiError> {
@@ -87,12 +87,19 @@ fn maps_reasoning_effort_and_json_schema() {
     }));
     assert_eq!(v["think"], false);
     assert_eq!(v["format"], json!({"type": "object"}));
-    let v = native(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
-        "reasoning_effort": {"effort": "minimal", "summary": "auto"}}));
+    let v = native(
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "reasoning_effort": {"effort": "minimal", "summary": "auto"}}),
+    );
     assert_eq!(v["think"], "low");
-    let v = native(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
-        "reasoning_effort": "low", "reasoning": {"effort": "high"}}));
-    assert_eq!(v["think"], "high", "reasoning.effort wins, as in Ollama's layer");
+    let v = native(
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "reasoning_effort": "low", "reasoning": {"effort": "high"}}),
+    );
+    assert_eq!(
+        v["think"], "high",
+        "reasoning.effort wins, as in Ollama's layer"
+    );
 }
 
 #[test]
@@ -102,38 +109,81 @@ fn tools_pass_through_and_tool_choice_none_drops_them() {
          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": false}}},
         {"type": "custom", "custom": {"name": "x"}}
     ]);
-    let v = native(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": tools}));
-    assert_eq!(v["tools"].as_array().unwrap().len(), 1, "non-function tools dropped");
-    assert_eq!(v["tools"][0]["function"]["parameters"]["additionalProperties"], false);
+    let v = native(
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": tools}),
+    );
+    assert_eq!(
+        v["tools"].as_array().unwrap().len(),
+        1,
+        "non-function tools dropped"
+    );
+    assert_eq!(
+        v["tools"][0]["function"]["parameters"]["additionalProperties"],
+        false
+    );
     assert!(v["tools"][0]["function"].get("strict").is_none());
-    let v = native(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": tools, "tool_choice": "none"}));
+    let v = native(
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": tools, "tool_choice": "none"}),
+    );
     assert!(v.get("tools").is_none());
-    let v = native(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
-        "functions": [{"name": "f", "parameters": {"type": "object"}}]}));
+    let v = native(
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+        "functions": [{"name": "f", "parameters": {"type": "object"}}]}),
+    );
     assert_eq!(v["tools"][0]["function"]["name"], "f");
 }
 
 #[test]
 fn rejects_bad_input_naming_the_parameter() {
     let cases = [
-        (json!({"messages": [{"role": "user", "content": "hi"}]}), "model"),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}]}),
+            "model",
+        ),
         (json!({"model": "m"}), "messages"),
         (json!({"model": "m", "messages": []}), "messages"),
-        (json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 2}), "n"),
-        (json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}), "temperature"),
-        (json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}), "max_tokens"),
-        (json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": [1]}), "stop"),
-        (json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "lots"}), "reasoning_effort"),
-        (json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "logit_bias": {"1": 2}}), "logit_bias"),
-        (json!({"model": "m", "messages": [{"role": "wizard", "content": "hi"}]}), "messages[0].role"),
-        (json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/cat.png"}}]}]}),
-         "messages[0].content[0].image_url"),
-        (json!({"model": "m", "messages": [{"role": "user", "content": "hi"},
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "n": 2}),
+            "n",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}),
+            "temperature",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}),
+            "max_tokens",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": [1]}),
+            "stop",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "lots"}),
+            "reasoning_effort",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "logit_bias": {"1": 2}}),
+            "logit_bias",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "wizard", "content": "hi"}]}),
+            "messages[0].role",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/cat.png"}}]}]}),
+            "messages[0].content[0].image_url",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"},
             {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{oops"}}]}]}),
-         "messages[1].tool_calls[0].function.arguments"),
+            "messages[1].tool_calls[0].function.arguments",
+        ),
     ];
     for (body, param) in cases {
-        let err = parse(body.clone()).err().unwrap_or_else(|| panic!("accepted {body}"));
+        let err = parse(body.clone())
+            .err()
+            .unwrap_or_else(|| panic!("accepted {body}"));
         assert_eq!(err.status, 400, "{body}");
         assert_eq!(err.param.as_deref(), Some(param), "{body}: {}", err.message);
     }
@@ -142,7 +192,9 @@ fn rejects_bad_input_naming_the_parameter() {
     .err()
     .unwrap();
     assert!(err.message.contains("message 1"), "{}", err.message);
-    let err = parse_request(&Config::default(), b"{not json").err().unwrap();
+    let err = parse_request(&Config::default(), b"{not json")
+        .err()
+        .unwrap();
     assert_eq!(err.status, 400);
 }
 
@@ -162,10 +214,14 @@ fn aliases_resolve_but_responses_keep_the_client_name() {
 }
 
 const TEXT_STREAM: &str = concat!(
-    r#"{"model":"qwen3","message":{"role":"assistant","content":"","thinking":"Hmm."},"done":false}"#, "\n",
-    r#"{"model":"qwen3","message":{"role":"assistant","content":"Hello"},"done":false}"#, "\n",
-    r#"{"model":"qwen3","message":{"role":"assistant","content":" world"},"done":false}"#, "\n",
-    r#"{"model":"qwen3","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","prompt_eval_count":26,"eval_count":5}"#, "\n",
+    r#"{"model":"qwen3","message":{"role":"assistant","content":"","thinking":"Hmm."},"done":false}"#,
+    "\n",
+    r#"{"model":"qwen3","message":{"role":"assistant","content":"Hello"},"done":false}"#,
+    "\n",
+    r#"{"model":"qwen3","message":{"role":"assistant","content":" world"},"done":false}"#,
+    "\n",
+    r#"{"model":"qwen3","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","prompt_eval_count":26,"eval_count":5}"#,
+    "\n",
 );
 
 /// Runs NDJSON through a transcoder line by line; returns the SSE data payloads.
@@ -176,7 +232,10 @@ fn run_stream(t: &mut dyn Transcode, ndjson: &str) -> (Vec<String>, bool) {
     }
     let ok = t.finish(&mut out).is_ok();
     let text = String::from_utf8(out.to_vec()).unwrap();
-    assert!(text.ends_with("\n\n") || text.is_empty(), "events end with a blank line");
+    assert!(
+        text.ends_with("\n\n") || text.is_empty(),
+        "events end with a blank line"
+    );
     let events = text
         .split("\n\n")
         .filter(|e| !e.is_empty())
@@ -186,7 +245,10 @@ fn run_stream(t: &mut dyn Transcode, ndjson: &str) -> (Vec<String>, bool) {
 }
 
 fn stream_encoder(include_usage: bool, forward: bool) -> Decoder<StreamEncoder> {
-    Decoder::new(StreamEncoder::new(ResponseHead::new("gpt-4o"), include_usage), forward)
+    Decoder::new(
+        StreamEncoder::new(ResponseHead::new("gpt-4o"), include_usage),
+        forward,
+    )
 }
 
 #[test]
@@ -206,9 +268,18 @@ fn streams_text_with_role_first_usage_and_done() {
         assert_eq!(c["model"], "gpt-4o", "the client's model name");
         assert_eq!(c["created"], chunks[0]["created"]);
     }
-    assert_eq!(chunks[0]["choices"][0]["delta"], json!({"role": "assistant", "content": ""}));
-    assert_eq!(chunks[1]["choices"][0]["delta"], json!({"content": "Hello"}));
-    assert_eq!(chunks[2]["choices"][0]["delta"], json!({"content": " world"}));
+    assert_eq!(
+        chunks[0]["choices"][0]["delta"],
+        json!({"role": "assistant", "content": ""})
+    );
+    assert_eq!(
+        chunks[1]["choices"][0]["delta"],
+        json!({"content": "Hello"})
+    );
+    assert_eq!(
+        chunks[2]["choices"][0]["delta"],
+        json!({"content": " world"})
+    );
     assert_eq!(chunks[3]["choices"][0]["delta"], json!({}));
     assert_eq!(chunks[3]["choices"][0]["finish_reason"], "stop");
     assert_eq!(chunks[4]["choices"], json!([]));
@@ -223,16 +294,25 @@ fn streams_text_with_role_first_usage_and_done() {
 fn forwards_reasoning_as_reasoning_content() {
     let (events, _) = run_stream(&mut stream_encoder(false, true), TEXT_STREAM);
     let c: Value = serde_json::from_str(&events[1]).unwrap();
-    assert_eq!(c["choices"][0]["delta"], json!({"reasoning_content": "Hmm."}));
-    assert!(!events.iter().any(|e| e.contains("\"usage\"")), "no usage chunk unless asked");
+    assert_eq!(
+        c["choices"][0]["delta"],
+        json!({"reasoning_content": "Hmm."})
+    );
+    assert!(
+        !events.iter().any(|e| e.contains("\"usage\"")),
+        "no usage chunk unless asked"
+    );
 }
 
 #[test]
 fn streams_each_tool_call_in_two_chunks_with_our_own_indices() {
     let ndjson = concat!(
-        r#"{"message":{"role":"assistant","content":"Let me check."},"done":false}"#, "\n",
-        r#"{"message":{"role":"assistant","content":"","tool_calls":[{"id":"call_aaaa1111","function":{"index":0,"name":"get_weather","arguments":{"city":"Tokyo"}}},{"function":{"index":0,"name":"get_weather","arguments":{"city":"Paris"}}}]},"done":false}"#, "\n",
-        r#"{"message":{"role":"assistant","content":"","tool_calls":[{"id":"call_bbbb2222","function":{"index":0,"name":"get_time","arguments":{}}}]},"done":true,"done_reason":"stop","prompt_eval_count":1,"eval_count":2}"#, "\n",
+        r#"{"message":{"role":"assistant","content":"Let me check."},"done":false}"#,
+        "\n",
+        r#"{"message":{"role":"assistant","content":"","tool_calls":[{"id":"call_aaaa1111","function":{"index":0,"name":"get_weather","arguments":{"city":"Tokyo"}}},{"function":{"index":0,"name":"get_weather","arguments":{"city":"Paris"}}}]},"done":false}"#,
+        "\n",
+        r#"{"message":{"role":"assistant","content":"","tool_calls":[{"id":"call_bbbb2222","function":{"index":0,"name":"get_time","arguments":{}}}]},"done":true,"done_reason":"stop","prompt_eval_count":1,"eval_count":2}"#,
+        "\n",
     );
     let (events, ok) = run_stream(&mut stream_encoder(false, false), ndjson);
     assert!(ok);
@@ -254,35 +334,46 @@ fn streams_each_tool_call_in_two_chunks_with_our_own_indices() {
         assert_eq!(a["function"]["arguments"], "");
         assert!(a["id"].as_str().unwrap().starts_with("call_"));
         assert!(b.get("id").is_none() && b["function"].get("name").is_none());
-        let args: Value = serde_json::from_str(b["function"]["arguments"].as_str().unwrap()).unwrap();
+        let args: Value =
+            serde_json::from_str(b["function"]["arguments"].as_str().unwrap()).unwrap();
         assert!(args.is_object());
     }
     assert_eq!(calls[0][0]["id"], "call_aaaa1111", "Ollama's id kept");
     assert_ne!(calls[2][0]["id"], calls[0][0]["id"], "missing id generated");
     assert_eq!(calls[4][0]["function"]["name"], "get_time");
     assert_eq!(calls[3][0]["function"]["arguments"], r#"{"city":"Paris"}"#);
-    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
 }
 
 #[test]
 fn length_and_errors() {
     let ndjson = concat!(
-        r#"{"message":{"role":"assistant","content":"Ray"},"done":false}"#, "\n",
-        r#"{"message":{"role":"assistant","content":""},"done":true,"done_reason":"length","eval_count":1}"#, "\n",
+        r#"{"message":{"role":"assistant","content":"Ray"},"done":false}"#,
+        "\n",
+        r#"{"message":{"role":"assistant","content":""},"done":true,"done_reason":"length","eval_count":1}"#,
+        "\n",
     );
     let (events, _) = run_stream(&mut stream_encoder(false, false), ndjson);
     let finish: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(finish["choices"][0]["finish_reason"], "length");
 
     let ndjson = concat!(
-        r#"{"message":{"role":"assistant","content":"Partial"},"done":false}"#, "\n",
-        r#"{"error":"model runner has unexpectedly stopped"}"#, "\n",
+        r#"{"message":{"role":"assistant","content":"Partial"},"done":false}"#,
+        "\n",
+        r#"{"error":"model runner has unexpectedly stopped"}"#,
+        "\n",
     );
     let (events, ok) = run_stream(&mut stream_encoder(true, false), ndjson);
     assert!(ok, "an upstream error line is reported in-band");
     assert_ne!(events.last().unwrap(), "[DONE]", "no [DONE] after an error");
     let err: Value = serde_json::from_str(events.last().unwrap()).unwrap();
-    assert_eq!(err["error"]["message"], "model runner has unexpectedly stopped");
+    assert_eq!(
+        err["error"]["message"],
+        "model runner has unexpectedly stopped"
+    );
     assert_eq!(err["error"]["type"], "api_error");
 
     let (events, ok) = run_stream(
@@ -290,7 +381,10 @@ fn length_and_errors() {
         r#"{"message":{"role":"assistant","content":"cut"},"done":false}"#,
     );
     assert!(!ok, "a stream without its final line is an abnormal end");
-    assert!(events.last().unwrap().contains("closed the stream before it finished"));
+    assert!(events
+        .last()
+        .unwrap()
+        .contains("closed the stream before it finished"));
 }
 
 #[test]
@@ -306,7 +400,10 @@ fn collects_a_completion() {
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["choices"][0]["message"]["content"], "Hi");
     assert_eq!(v["choices"][0]["message"]["reasoning_content"], "t");
-    assert_eq!(v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], r#"{"x":1}"#);
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+        r#"{"x":1}"#
+    );
     assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(v["usage"]["total_tokens"], 7);
 }
