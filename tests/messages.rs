@@ -533,3 +533,28 @@ async fn errors_are_anthropic_shaped() {
     let evs = a.events();
     assert_eq!(evs[evs.len() - 2].1["delta"]["stop_reason"], "max_tokens");
 }
+
+#[tokio::test]
+async fn silent_model_gets_pings_then_an_idle_timeout_error() {
+    let fake = FakeOllama::start().await;
+    let p = proxy(
+        &fake,
+        &[("KEEPALIVE_SECS", "1"), ("UPSTREAM_IDLE_TIMEOUT", "3")],
+    )
+    .await;
+    let a = post(
+        &p,
+        "/v1/messages?beta=true",
+        json!({"model": "llama3.2", "max_tokens": 100, "stream": true,
+               "messages": [{"role": "user", "content": "think hard [stall]"}]}),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let evs = a.events();
+    let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[0], "message_start");
+    let pings = names.iter().filter(|&&n| n == "ping").count();
+    assert!(pings >= 1, "{names:?}");
+    assert_eq!(*names.last().unwrap(), "error", "{names:?}");
+    assert!(!names.contains(&"message_stop"));
+}
