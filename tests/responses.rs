@@ -521,3 +521,22 @@ async fn codex_shaped_request() {
         "mcp__weather__get_forecast"
     );
 }
+
+#[tokio::test]
+async fn reasoning_effort_on_a_model_that_cannot_think_still_completes() {
+    let fake = FakeOllama::start().await;
+    let p = proxy(&fake, &[]).await;
+    let a = post(
+        &p,
+        json!({"model":"llama3.2","input":"hi","stream":true,"reasoning":{"effort":"medium","summary":"auto"}}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let ev = a.events();
+    assert_eq!(ev.last().unwrap()["type"], "response.completed");
+    assert_eq!(
+        output_text(&ev.last().unwrap()["response"]),
+        "Hello! You said: hi"
+    );
+    assert!(last_chat(&fake).get("think").is_none());
+}

@@ -955,7 +955,14 @@ struct ResponseEncoder {
     signer: Option<Key>,
     namespaced: HashMap<String, (String, String)>,
     call_ids: HashSet<String>,
+    /// Lines that carried nothing to forward (dropped thinking), counted to
+    /// send an occasional keep-alive comment.
+    heartbeats: u32,
 }
+
+/// Every this many silent lines, a streaming client gets an SSE comment, so
+/// long thinking that is not forwarded does not look like a stalled stream.
+const HEARTBEATS_PER_COMMENT: u32 = 64;
 
 /// Writes `event: <ty>\ndata: {"type":"<ty>","sequence_number":N` — the
 /// caller adds the other fields and [`end_event`].
@@ -1096,6 +1103,7 @@ impl ResponseEncoder {
             signer,
             namespaced,
             call_ids: HashSet::new(),
+            heartbeats: 0,
         }
     }
 
@@ -1412,7 +1420,12 @@ impl Encoder for ResponseEncoder {
         }
         self.start(out);
         match event {
-            Event::Heartbeat => {}
+            Event::Heartbeat => {
+                self.heartbeats += 1;
+                if self.stream && self.heartbeats % HEARTBEATS_PER_COMMENT == 0 {
+                    out.extend_from_slice(b": keep-alive\n\n");
+                }
+            }
             Event::Thinking(t) => self.thinking(t, out),
             Event::Text(t) => self.text(t, out),
             Event::ToolCall(call) => self.tool_call(call.id, call.name, call.arguments, out),

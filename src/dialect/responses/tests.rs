@@ -756,3 +756,18 @@ fn prepare_routes_and_picks_content_type() {
     assert_eq!(v["error"]["param"], "previous_response_id");
     assert_eq!(v["error"]["type"], "invalid_request_error");
 }
+
+#[test]
+fn long_silent_thinking_sends_comments() {
+    let mut lines = vec![THINK1; 130];
+    lines.push(TEXT1);
+    lines.push(DONE);
+    let r = run(true, false, false, &lines);
+    assert_eq!(r.out.matches(": keep-alive\n\n").count(), 2);
+    let sse: String = r
+        .out
+        .split_inclusive("\n\n")
+        .filter(|b| !b.starts_with(':'))
+        .collect();
+    assert_eq!(events(&sse).last().unwrap()["type"], "response.completed");
+}
