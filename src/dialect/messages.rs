@@ -24,7 +24,13 @@
 //!   them all: Ollama cannot force a call.
 //! * **`tool_result` with `is_error`.** The text reaches the model prefixed
 //!   with `Error: ` so the failure stays visible.
-//! * **`system` and user text blocks** are joined with a blank line.
+//! * **`system` and user text blocks** are joined with a blank line. Plain
+//!   text `document` blocks become text; other document sources and image
+//!   URLs are a 400. Blocks Ollama has no place for (`redacted_thinking`,
+//!   Anthropic server-tool blocks such as `server_tool_use` and
+//!   `web_search_tool_result`, unknown types) are dropped with a debug log;
+//!   unknown fields (`metadata`, `cache_control`, `context_management`,
+//!   `output_config`, `service_tier`, …) are ignored.
 //! * **Stop reasons.** Any tool call ⇒ `tool_use`; `length` ⇒ `max_tokens`;
 //!   else `end_turn`. Ollama does not say which stop sequence matched, so
 //!   `stop_sequence` is never reported.
@@ -564,7 +570,7 @@ fn assistant_message(
         let bp = format!("{p}.content.{j}");
         match block_type(&block) {
             "text" => msg.content.push_str(&block_text(block, &bp)?),
-            "tool_use" | "server_tool_use" => {
+            "tool_use" => {
                 let Value::Object(mut b) = block else {
                     continue;
                 };

@@ -52,12 +52,14 @@ fn maps_every_block_type() {
             {"role": "assistant", "content": [
                 {"type": "thinking", "thinking": "I need the weather.", "signature": sig("I need the weather.")},
                 {"type": "redacted_thinking", "data": "opaque"},
+                {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "x"}},
                 {"type": "text", "text": "Let me check."},
                 {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Tokyo"}},
                 {"type": "tool_use", "id": "toolu_2", "name": "get_time", "input": {}}
             ]},
             {"role": "user", "content": [
                 {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
+                {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
                 {"type": "tool_result", "tool_use_id": "toolu_2", "is_error": true,
                  "content": [{"type": "text", "text": "clock broken"},
                              {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "YWJj"}}]},
