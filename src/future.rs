@@ -41,7 +41,12 @@ pin_project! {
         ReqBody: Body,
         ReqBody::Error: Into<BoxError>,
     {
-        Passthrough { #[pin] fut: S::Future },
+        Passthrough {
+            #[pin] fut: S::Future,
+            // For unknown `/v1/*` paths: Ollama's plain-text 404/405 becomes
+            // an OpenAI error naming the request.
+            openai_not_found: Option<String>,
+        },
         Collect {
             #[pin] collect: Collect<Limited<ReqBody>>,
             pending: Option<Pending<S>>,
@@ -104,9 +109,12 @@ where
     ReqBody: Body,
     ReqBody::Error: Into<BoxError>,
 {
-    pub(crate) fn passthrough(fut: S::Future) -> Self {
+    pub(crate) fn passthrough(fut: S::Future, openai_not_found: Option<String>) -> Self {
         ResponseFuture {
-            state: State::Passthrough { fut },
+            state: State::Passthrough {
+                fut,
+                openai_not_found,
+            },
         }
     }
 
@@ -206,8 +214,32 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Passthrough { fut } => {
+                StateProj::Passthrough {
+                    fut,
+                    openai_not_found,
+                } => {
                     let res = ready!(fut.poll(cx))?;
+                    let missing = matches!(res.status().as_u16(), 404 | 405);
+                    let json = res
+                        .headers()
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.contains("json"));
+                    if let (true, false, Some(what)) = (missing, json, openai_not_found.take()) {
+                        let (mut parts, body) = res.into_parts();
+                        parts.headers.remove(header::CONTENT_LENGTH);
+                        parts
+                            .headers
+                            .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+                        let transcoder = UpstreamError::new(
+                            &crate::dialect::chat::ChatCompletions,
+                            StatusCode::NOT_FOUND,
+                        )
+                        .with_message(format!("Invalid URL ({what}): this proxy serves /v1/chat/completions, /v1/responses, /v1/messages, /v1/completions, /v1/embeddings and /v1/models"));
+                        parts.status = StatusCode::NOT_FOUND;
+                        let body = TranslateBody::translate(body, Box::new(transcoder), None);
+                        return Poll::Ready(Ok(Response::from_parts(parts, body)));
+                    }
                     return Poll::Ready(Ok(res.map(TranslateBody::passthrough)));
                 }
                 StateProj::Reject { error } => {

@@ -118,6 +118,53 @@ impl ChatRequest {
     }
 }
 
+/// A native `/api/generate` request.
+#[derive(Serialize, Debug, Default)]
+pub(crate) struct GenerateRequest {
+    pub(crate) model: String,
+    pub(crate) prompt: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) suffix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) format: Option<Value>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub(crate) options: Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) think: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) keep_alive: Option<Value>,
+    pub(crate) stream: bool,
+}
+
+impl GenerateRequest {
+    /// Applies per-model defaults under the client's values and serializes.
+    /// Thinking is not part of the legacy completions API: a model that
+    /// thinks by default is asked not to unless the client said otherwise.
+    pub(crate) fn finish(mut self, config: &Config) -> Result<Finished, ApiError> {
+        let defaults = config.defaults_for(&self.model);
+        for (k, v) in defaults.options {
+            self.options.entry(k).or_insert(v);
+        }
+        if self.keep_alive.is_none() {
+            self.keep_alive = defaults.keep_alive;
+        }
+        if config.cannot_think(&self.model) {
+            self.think = None;
+        }
+        let num_ctx = self.options.get("num_ctx").and_then(Value::as_u64);
+        let body = serde_json::to_vec(&self).map_err(|e| {
+            ApiError::new(
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("could not encode the request for Ollama: {e}"),
+            )
+        })?;
+        Ok(Finished {
+            body: Bytes::from(body),
+            num_ctx,
+        })
+    }
+}
+
 /// Whether a `think` value asks for thinking.
 pub(crate) fn think_is_on(v: &Value) -> bool {
     !matches!(v, Value::Bool(false) | Value::Null)

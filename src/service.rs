@@ -75,7 +75,15 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         match dialect::route(req.method(), req.uri().path()) {
-            None => ResponseFuture::passthrough(self.inner.call(req.map(RequestBody::original))),
+            None => {
+                let path = req.uri().path();
+                let not_found = (path.starts_with("/v1/") || path == "/v1")
+                    .then(|| format!("{} {}", req.method(), path));
+                ResponseFuture::passthrough(
+                    self.inner.call(req.map(RequestBody::original)),
+                    not_found,
+                )
+            }
             Some(d) => {
                 // The clone is not necessarily ready: keep the ready one for
                 // the future, which calls it once the body is collected.

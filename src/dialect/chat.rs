@@ -153,13 +153,44 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
     let mut native = ChatRequest::new(model, stream);
     native.messages = parse_messages(root.get("messages"))?;
 
+    let (options, keep_alive) = sampling_options(&root)?;
+    native.options = options;
+    native.keep_alive = keep_alive;
+
+    native.format = parse_response_format(root.get("response_format"))?;
+    native.think = parse_think(&root)?;
+
+    let tool_choice_none = matches!(root.get("tool_choice"), Some(Value::String(s)) if s == "none");
+    let mut tools = parse_tools(root.get("tools"), "tools")?;
+    if tools.is_empty() {
+        tools = parse_legacy_functions(root.get("functions"))?;
+    }
+    if !tools.is_empty() && !tool_choice_none {
+        native.tools = Some(tools);
+    }
+
+    Ok(Parsed {
+        native,
+        client_model,
+        include_usage,
+    })
+}
+
+/// `options`, the sampling fields and the native extras (`top_k`, `num_ctx`,
+/// `keep_alive`, …) shared by the OpenAI text dialects: the client's
+/// `options` object first, then the standard fields on top.
+pub(crate) fn sampling_options(
+    root: &Map<String, Value>,
+) -> Result<(Map<String, Value>, Option<Value>), ApiError> {
+    let mut options = Map::new();
+    let mut keep_alive = None;
     // Options: the client's `options` object first, then the standard
     // fields on top (they are the more specific spelling).
     if let Some(opts) = root.get("options") {
         match opts {
             Value::Object(o) => {
                 for (k, v) in o {
-                    native.options.insert(k.clone(), v.clone());
+                    options.insert(k.clone(), v.clone());
                 }
             }
             Value::Null => {}
@@ -179,7 +210,7 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
         if n < 1 {
             return Err(ApiError::invalid(key, format!("{key} must be at least 1")));
         }
-        native.options.insert("num_predict".into(), Value::from(n));
+        options.insert("num_predict".into(), Value::from(n));
     }
     for key in [
         "temperature",
@@ -191,24 +222,22 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
         "typical_p",
     ] {
         if let Some(v) = expect_number(&root, key)? {
-            native.options.insert(key.into(), v);
+            options.insert(key.into(), v);
         }
     }
     for key in ["seed", "top_k", "num_ctx", "repeat_last_n", "num_keep"] {
         if let Some(v) = expect_integer(&root, key)? {
-            native.options.insert(key.into(), Value::from(v));
+            options.insert(key.into(), Value::from(v));
         }
     }
     match root.get("stop") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => {
-            native.options.insert("stop".into(), json!([s]));
+            options.insert("stop".into(), json!([s]));
         }
         Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
             if !a.is_empty() {
-                native
-                    .options
-                    .insert("stop".into(), Value::Array(a.clone()));
+                options.insert("stop".into(), Value::Array(a.clone()));
             }
         }
         Some(_) => {
@@ -220,7 +249,7 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
     }
     match root.get("keep_alive") {
         None | Some(Value::Null) => {}
-        Some(v @ (Value::String(_) | Value::Number(_))) => native.keep_alive = Some(v.clone()),
+        Some(v @ (Value::String(_) | Value::Number(_))) => keep_alive = Some(v.clone()),
         Some(v) => {
             return Err(ApiError::invalid(
                 "keep_alive",
@@ -232,23 +261,7 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
         }
     }
 
-    native.format = parse_response_format(root.get("response_format"))?;
-    native.think = parse_think(&root)?;
-
-    let tool_choice_none = matches!(root.get("tool_choice"), Some(Value::String(s)) if s == "none");
-    let mut tools = parse_tools(root.get("tools"), "tools")?;
-    if tools.is_empty() {
-        tools = parse_legacy_functions(root.get("functions"))?;
-    }
-    if !tools.is_empty() && !tool_choice_none {
-        native.tools = Some(tools);
-    }
-
-    Ok(Parsed {
-        native,
-        client_model,
-        include_usage,
-    })
+    Ok((options, keep_alive))
 }
 
 /// Parameters Ollama cannot honour: refuse them rather than ignore them.

@@ -9,7 +9,10 @@
 //! [`route`]; the service, the future and the body do not change.
 
 pub(crate) mod chat;
+pub(crate) mod completions;
+pub(crate) mod embeddings;
 pub(crate) mod messages;
+pub(crate) mod models;
 pub(crate) mod openai;
 pub(crate) mod responses;
 
@@ -74,6 +77,10 @@ pub(crate) fn route(method: &Method, path: &str) -> Option<&'static dyn Dialect>
         (&Method::POST, "/v1/messages") => Some(&messages::Messages),
         (&Method::POST, "/v1/messages/count_tokens") => Some(&messages::CountTokens),
         (&Method::POST, "/v1/responses") => Some(&responses::Responses),
+        (&Method::POST, "/v1/completions") => Some(&completions::Completions),
+        (&Method::POST, "/v1/embeddings") => Some(&embeddings::Embeddings),
+        (&Method::GET, "/v1/models") => Some(&models::ListModels),
+        (&Method::GET, p) if p.starts_with("/v1/models/") => Some(&models::RetrieveModel),
         _ => None,
     }
 }
@@ -88,6 +95,8 @@ pub(crate) const JSON: &str = "application/json";
 pub(crate) struct UpstreamError {
     dialect: &'static dyn Dialect,
     status: StatusCode,
+    /// Replaces Ollama's message (e.g. gin's plain `404 page not found`).
+    message: Option<String>,
     done: bool,
 }
 
@@ -96,8 +105,15 @@ impl UpstreamError {
         UpstreamError {
             dialect,
             status,
+            message: None,
             done: false,
         }
+    }
+
+    /// Reports `message` instead of what Ollama said.
+    pub(crate) fn with_message(mut self, message: String) -> Self {
+        self.message = Some(message);
+        self
     }
 
     fn render(&mut self, body: &[u8], out: &mut BytesMut) {
@@ -105,7 +121,10 @@ impl UpstreamError {
             return;
         }
         self.done = true;
-        let message = upstream_error_message(self.status, body);
+        let message = match self.message.take() {
+            Some(m) => m,
+            None => upstream_error_message(self.status, body),
+        };
         let err = ApiError::new(self.status, message);
         out.extend_from_slice(&self.dialect.error_body(&err));
     }

@@ -1,0 +1,319 @@
+//! Legacy OpenAI completions: `POST /v1/completions` → `/api/generate`.
+//! Still used by editor plugins, fill-in-the-middle included (`suffix`).
+
+use super::chat::sampling_options;
+use super::{openai, Dialect, Transcode, Upstream, JSON, SSE};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::json::{write_str, write_u64};
+use crate::native::GenerateRequest;
+use crate::ollama::{Decoder, Done, Encoder, Event};
+use crate::util::{random_id, unix_now};
+use bytes::{Bytes, BytesMut};
+use http::{Method, StatusCode};
+use serde_json::{json, Map, Value};
+
+/// The legacy completions dialect.
+pub(crate) struct Completions;
+
+fn finish_reason(done: &Done<'_>) -> &'static str {
+    match done.reason {
+        Some("length") => "length",
+        _ => "stop",
+    }
+}
+
+fn prompt_of(root: &Map<String, Value>) -> Result<String, ApiError> {
+    match root.get("prompt") {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
+            Ok(a[0].as_str().unwrap_or_default().to_string())
+        }
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => Err(ApiError::invalid(
+            "prompt",
+            "only one prompt per request is supported",
+        )),
+        Some(Value::Array(_)) => Err(ApiError::invalid(
+            "prompt",
+            "prompt must be a string; token arrays are not supported by Ollama",
+        )),
+        None | Some(Value::Null) => Err(ApiError::invalid("prompt", "prompt is required")),
+        Some(_) => Err(ApiError::invalid("prompt", "prompt must be a string")),
+    }
+}
+
+impl Dialect for Completions {
+    fn name(&self) -> &'static str {
+        "completions"
+    }
+
+    fn prepare(
+        &self,
+        config: &Config,
+        _parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<Upstream, ApiError> {
+        let root: Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
+            ApiError::invalid("body", format!("request body is not a JSON object: {e}"))
+        })?;
+        let client_model = match root.get("model") {
+            Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+            _ => return Err(ApiError::invalid("model", "model is required")),
+        };
+        let prompt = prompt_of(&root)?;
+        if root.get("echo").and_then(Value::as_bool) == Some(true) {
+            return Err(ApiError::invalid("echo", "echo is not supported by Ollama"));
+        }
+        for key in ["n", "best_of"] {
+            if let Some(n) = root.get(key).filter(|v| !v.is_null()) {
+                if n.as_u64() != Some(1) {
+                    return Err(ApiError::invalid(
+                        key,
+                        format!("{key} must be 1: Ollama generates one completion per request"),
+                    ));
+                }
+            }
+        }
+        if root.get("logprobs").is_some_and(|v| !v.is_null()) {
+            return Err(ApiError::invalid(
+                "logprobs",
+                "logprobs is not supported by this proxy",
+            ));
+        }
+        let stream = match root.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(ApiError::invalid("stream", "stream must be a boolean")),
+        };
+        let include_usage = stream
+            && root
+                .get("stream_options")
+                .and_then(|o| o.get("include_usage"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+        let (options, keep_alive) = sampling_options(&root)?;
+        let model = config.resolve_model(&client_model).to_string();
+        let suffix = match root.get("suffix") {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            None | Some(Value::Null) | Some(Value::String(_)) => None,
+            Some(_) => return Err(ApiError::invalid("suffix", "suffix must be a string")),
+        };
+        let think = match root.get("think") {
+            Some(v) if !v.is_null() => Some(crate::native::think_from_value(v).ok_or_else(|| {
+                ApiError::invalid("think", "think must be true, false, or a level")
+            })?),
+            _ => None,
+        };
+        let req = GenerateRequest {
+            model: model.clone(),
+            prompt,
+            suffix,
+            format: None,
+            options,
+            think,
+            keep_alive,
+            stream,
+        };
+        let finished = req.finish(config)?;
+        let head = Head {
+            id: random_id("cmpl-", 24, true),
+            created: unix_now(),
+            model: client_model,
+        };
+        let transcoder: Box<dyn Transcode> = if stream {
+            Box::new(
+                Decoder::new(StreamEncoder::new(&head, include_usage), false)
+                    .watch_context(&model, finished.num_ctx),
+            )
+        } else {
+            Box::new(Decoder::new(Collector { head, text: String::new() }, false))
+        };
+        Ok(Upstream {
+            method: Method::POST,
+            path: "/api/generate",
+            body: finished.body,
+            transcoder,
+            content_type: if stream { SSE } else { JSON },
+        })
+    }
+
+    fn error_body(&self, error: &ApiError) -> Bytes {
+        openai::error_body(error)
+    }
+}
+
+struct Head {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+/// Streams `text_completion` chunks.
+struct StreamEncoder {
+    prefix: Vec<u8>,
+    include_usage: bool,
+}
+
+impl StreamEncoder {
+    fn new(head: &Head, include_usage: bool) -> Self {
+        let mut p = BytesMut::new();
+        p.extend_from_slice(b"data: {\"id\":");
+        write_str(&mut p, &head.id);
+        p.extend_from_slice(b",\"object\":\"text_completion\",\"created\":");
+        write_u64(&mut p, head.created);
+        p.extend_from_slice(b",\"model\":");
+        write_str(&mut p, &head.model);
+        p.extend_from_slice(b",\"choices\":");
+        StreamEncoder {
+            prefix: p.to_vec(),
+            include_usage,
+        }
+    }
+
+    fn choice(&self, text: &str, finish: Option<&str>, out: &mut BytesMut) {
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(b"[{\"text\":");
+        write_str(out, text);
+        out.extend_from_slice(b",\"index\":0,\"logprobs\":null,\"finish_reason\":");
+        match finish {
+            Some(f) => write_str(out, f),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b"}]}\n\n");
+    }
+}
+
+impl Encoder for StreamEncoder {
+    fn idle(&mut self, out: &mut BytesMut) {
+        out.extend_from_slice(b": keep-alive\n\n");
+    }
+
+    fn event(&mut self, event: Event<'_>, out: &mut BytesMut) {
+        match event {
+            Event::Heartbeat | Event::Thinking(_) | Event::ToolCall(_) => {}
+            Event::Text(t) => self.choice(t, None, out),
+            Event::Done(done) => {
+                self.choice("", Some(finish_reason(&done)), out);
+                if self.include_usage {
+                    out.extend_from_slice(&self.prefix);
+                    out.extend_from_slice(b"[],\"usage\":");
+                    out.extend_from_slice(usage(&done).to_string().as_bytes());
+                    out.extend_from_slice(b"}\n\n");
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+            }
+            Event::Error(message) => {
+                let err = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+                    .with_code("ollama_error");
+                out.extend_from_slice(b"data: ");
+                openai::write_error_object(&err, out);
+                out.extend_from_slice(b"\n\n");
+            }
+        }
+    }
+}
+
+fn usage(done: &Done<'_>) -> Value {
+    json!({
+        "prompt_tokens": done.prompt_tokens,
+        "completion_tokens": done.completion_tokens,
+        "total_tokens": done.prompt_tokens + done.completion_tokens,
+    })
+}
+
+/// Builds one `text_completion` object.
+struct Collector {
+    head: Head,
+    text: String,
+}
+
+impl Encoder for Collector {
+    fn event(&mut self, event: Event<'_>, out: &mut BytesMut) {
+        match event {
+            Event::Text(t) => self.text.push_str(t),
+            Event::Done(done) => {
+                let v = json!({
+                    "id": self.head.id,
+                    "object": "text_completion",
+                    "created": self.head.created,
+                    "model": self.head.model,
+                    "choices": [{
+                        "text": std::mem::take(&mut self.text),
+                        "index": 0,
+                        "logprobs": null,
+                        "finish_reason": finish_reason(&done),
+                    }],
+                    "usage": usage(&done),
+                });
+                out.extend_from_slice(v.to_string().as_bytes());
+            }
+            Event::Error(message) => {
+                let err = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+                    .with_code("ollama_error");
+                openai::write_error_object(&err, out);
+            }
+            Event::Heartbeat | Event::Thinking(_) | Event::ToolCall(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepare(body: Value) -> Result<Upstream, ApiError> {
+        let (parts, _) = http::Request::new(()).into_parts();
+        Completions.prepare(&Config::default(), &parts, body.to_string().as_bytes())
+    }
+
+    #[test]
+    fn maps_fill_in_the_middle() {
+        let up = prepare(json!({"model": "qwen3", "prompt": "def f(", "suffix": "\n    return x",
+            "max_tokens": 16, "temperature": 0.2, "stop": ["\n\n"], "seed": 1})).unwrap();
+        let v: Value = serde_json::from_slice(&up.body).unwrap();
+        assert_eq!(v["prompt"], "def f(");
+        assert_eq!(v["suffix"], "\n    return x");
+        assert_eq!(v["options"], json!({"num_predict": 16, "temperature": 0.2, "stop": ["\n\n"], "seed": 1}));
+        assert_eq!(v["stream"], false);
+        assert_eq!(up.path, "/api/generate");
+    }
+
+    #[test]
+    fn refuses_what_ollama_cannot_do() {
+        for (body, param) in [
+            (json!({"model": "m", "prompt": "a", "echo": true}), "echo"),
+            (json!({"model": "m", "prompt": "a", "n": 3}), "n"),
+            (json!({"model": "m", "prompt": "a", "best_of": 2}), "best_of"),
+            (json!({"model": "m", "prompt": [1, 2]}), "prompt"),
+            (json!({"model": "m", "prompt": ["a", "b"]}), "prompt"),
+            (json!({"model": "m"}), "prompt"),
+            (json!({"model": "m", "prompt": "a", "logprobs": 2}), "logprobs"),
+        ] {
+            let e = prepare(body).err().unwrap();
+            assert_eq!(e.param.as_deref(), Some(param));
+        }
+    }
+
+    #[test]
+    fn streams_text_completion_chunks() {
+        let mut up = prepare(json!({"model": "m", "prompt": "a", "stream": true,
+            "stream_options": {"include_usage": true}})).unwrap();
+        let mut out = BytesMut::new();
+        up.transcoder.line(br#"{"model":"m","response":"Hel","done":false}"#, &mut out);
+        up.transcoder.line(br#"{"model":"m","response":"lo","done":false}"#, &mut out);
+        up.transcoder.line(br#"{"model":"m","response":"","done":true,"done_reason":"length","prompt_eval_count":2,"eval_count":2}"#, &mut out);
+        up.transcoder.finish(&mut out).unwrap();
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+        assert_eq!(events.last(), Some(&"data: [DONE]"));
+        let chunks: Vec<Value> = events[..events.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap())
+            .collect();
+        assert_eq!(chunks[0]["object"], "text_completion");
+        assert_eq!(chunks[0]["choices"][0]["text"], "Hel");
+        assert_eq!(chunks[2]["choices"][0]["finish_reason"], "length");
+        assert_eq!(chunks[3]["usage"]["total_tokens"], 4);
+        assert_eq!(chunks[3]["choices"], json!([]));
+    }
+}

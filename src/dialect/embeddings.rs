@@ -1,0 +1,242 @@
+//! OpenAI embeddings: `POST /v1/embeddings` → `/api/embed`.
+
+use super::{openai, Dialect, Transcode, Upstream, JSON};
+use crate::config::Config;
+use crate::error::{ApiError, BoxError};
+use bytes::{Bytes, BytesMut};
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// The embeddings dialect.
+pub(crate) struct Embeddings;
+
+impl Dialect for Embeddings {
+    fn name(&self) -> &'static str {
+        "embeddings"
+    }
+
+    fn prepare(
+        &self,
+        config: &Config,
+        _parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<Upstream, ApiError> {
+        let root: Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
+            ApiError::invalid("body", format!("request body is not a JSON object: {e}"))
+        })?;
+        let client_model = match root.get("model") {
+            Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
+            _ => return Err(ApiError::invalid("model", "model is required")),
+        };
+        let model = config.resolve_model(&client_model).to_string();
+        let input = match root.get("input") {
+            Some(Value::String(s)) => Value::String(s.clone()),
+            Some(Value::Array(a)) if a.is_empty() => {
+                return Err(ApiError::invalid("input", "input must not be empty"))
+            }
+            Some(Value::Array(a)) if a.iter().all(Value::is_string) => Value::Array(a.clone()),
+            Some(Value::Array(_)) => {
+                return Err(ApiError::invalid(
+                    "input",
+                    "input must be a string or an array of strings; token arrays are not supported by Ollama",
+                ))
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "input",
+                    "input is required (a string or an array of strings)",
+                ))
+            }
+        };
+        let base64 = match root.get("encoding_format").and_then(Value::as_str) {
+            None | Some("float") => false,
+            Some("base64") => true,
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "encoding_format",
+                    format!("encoding_format must be \"float\" or \"base64\", got {other:?}"),
+                ))
+            }
+        };
+        let mut native = json!({"model": model, "input": input});
+        match root.get("dimensions") {
+            None | Some(Value::Null) => {}
+            Some(d) => match d.as_u64().filter(|d| *d > 0) {
+                Some(d) => native["dimensions"] = Value::from(d),
+                None => {
+                    return Err(ApiError::invalid(
+                        "dimensions",
+                        "dimensions must be a positive integer",
+                    ))
+                }
+            },
+        }
+        let defaults = config.defaults_for(&model);
+        let mut options: Map<String, Value> = match root.get("options") {
+            Some(Value::Object(o)) => o.clone(),
+            _ => Map::new(),
+        };
+        for (k, v) in defaults.options {
+            options.entry(k).or_insert(v);
+        }
+        if !options.is_empty() {
+            native["options"] = Value::Object(options);
+        }
+        if let Some(k) = root.get("keep_alive").cloned().or(defaults.keep_alive) {
+            native["keep_alive"] = k;
+        }
+        if let Some(t) = root.get("truncate").and_then(Value::as_bool) {
+            native["truncate"] = Value::Bool(t);
+        }
+        Ok(Upstream {
+            method: Method::POST,
+            path: "/api/embed",
+            body: Bytes::from(native.to_string()),
+            transcoder: Box::new(EmbedTranscoder {
+                model: client_model,
+                base64,
+                done: false,
+            }),
+            content_type: JSON,
+        })
+    }
+
+    fn error_body(&self, error: &ApiError) -> Bytes {
+        openai::error_body(error)
+    }
+}
+
+#[derive(Deserialize)]
+struct Embed {
+    #[serde(default)]
+    embeddings: Vec<Vec<f64>>,
+    #[serde(default)]
+    prompt_eval_count: u64,
+}
+
+struct EmbedTranscoder {
+    model: String,
+    base64: bool,
+    done: bool,
+}
+
+/// Standard base64 with padding.
+pub(crate) fn base64_encode(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+impl Transcode for EmbedTranscoder {
+    fn line(&mut self, line: &[u8], out: &mut BytesMut) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let embed: Embed = match serde_json::from_slice(line) {
+            Ok(e) => e,
+            Err(e) => {
+                let err = ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!("Ollama sent an unexpected embedding response: {e}"),
+                );
+                openai::write_error_object(&err, out);
+                return;
+            }
+        };
+        let data: Vec<Value> = embed
+            .embeddings
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let embedding = if self.base64 {
+                    // Little-endian f32, as OpenAI encodes it.
+                    let bytes: Vec<u8> = v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect();
+                    Value::String(base64_encode(&bytes))
+                } else {
+                    json!(v)
+                };
+                json!({"object": "embedding", "embedding": embedding, "index": i})
+            })
+            .collect();
+        let v = json!({
+            "object": "list",
+            "data": data,
+            "model": self.model,
+            "usage": {"prompt_tokens": embed.prompt_eval_count, "total_tokens": embed.prompt_eval_count},
+        });
+        out.extend_from_slice(v.to_string().as_bytes());
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) -> Result<(), BoxError> {
+        self.line(b"{}", out);
+        Ok(())
+    }
+
+    fn abort(&mut self, _error: &str, _out: &mut BytesMut) {
+        self.done = true;
+    }
+
+    fn whole_body(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepare(body: Value) -> Result<Upstream, ApiError> {
+        let (parts, _) = http::Request::new(()).into_parts();
+        Embeddings.prepare(&Config::default(), &parts, body.to_string().as_bytes())
+    }
+
+    #[test]
+    fn base64_matches_the_standard() {
+        assert_eq!(base64_encode(b""), "");
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foo"), "Zm9v");
+        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn maps_the_request() {
+        let up = prepare(json!({"model": "nomic-embed-text", "input": ["a", "b"], "dimensions": 4})).unwrap();
+        let v: Value = serde_json::from_slice(&up.body).unwrap();
+        assert_eq!(v, json!({"model": "nomic-embed-text", "input": ["a", "b"], "dimensions": 4}));
+        for (body, param) in [
+            (json!({"input": "a"}), "model"),
+            (json!({"model": "m", "input": [1, 2]}), "input"),
+            (json!({"model": "m", "input": []}), "input"),
+            (json!({"model": "m", "input": "a", "encoding_format": "hex"}), "encoding_format"),
+            (json!({"model": "m", "input": "a", "dimensions": 0}), "dimensions"),
+        ] {
+            let e = prepare(body).err().unwrap();
+            assert_eq!(e.param.as_deref(), Some(param));
+        }
+    }
+
+    #[test]
+    fn encodes_vectors() {
+        let mut t = EmbedTranscoder { model: "e".into(), base64: true, done: false };
+        let mut out = BytesMut::new();
+        t.line(br#"{"embeddings":[[1.0,-2.5]],"prompt_eval_count":3}"#, &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let expected: Vec<u8> = [1.0f32, -2.5].iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(v["data"][0]["embedding"], base64_encode(&expected));
+        assert_eq!(v["usage"]["prompt_tokens"], 3);
+        assert_eq!(v["model"], "e");
+    }
+}

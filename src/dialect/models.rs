@@ -1,0 +1,314 @@
+//! OpenAI model discovery: `GET /v1/models` from `/api/tags`, and
+//! `GET /v1/models/{id}` from `/api/show` (ids may contain `:` and `/`).
+
+use super::{openai, Dialect, Transcode, Upstream, JSON};
+use crate::config::Config;
+use crate::error::{ApiError, BoxError};
+use bytes::{Bytes, BytesMut};
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// `GET /v1/models`.
+pub(crate) struct ListModels;
+
+/// `GET /v1/models/{id}`.
+pub(crate) struct RetrieveModel;
+
+#[derive(Deserialize)]
+struct Tags {
+    #[serde(default)]
+    models: Vec<Tag>,
+}
+
+#[derive(Deserialize)]
+struct Tag {
+    name: String,
+    #[serde(default)]
+    modified_at: Option<String>,
+}
+
+/// `library` for plain names, else the namespace (`hf.co/acme/x` → `acme`).
+fn owner(name: &str) -> String {
+    let base = name.split(':').next().unwrap_or(name);
+    let parts: Vec<&str> = base.split('/').collect();
+    match parts.len() {
+        0 | 1 => "library".to_string(),
+        n => parts[n - 2].to_string(),
+    }
+}
+
+fn model_object(id: &str, owner: &str, modified_at: Option<&str>) -> Value {
+    json!({
+        "id": id,
+        "object": "model",
+        "created": modified_at.and_then(parse_rfc3339).unwrap_or(0),
+        "owned_by": owner,
+    })
+}
+
+/// Seconds since the epoch of an RFC 3339 timestamp (`2026-08-01T12:00:00.5+02:00`).
+pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, rest) = s.split_once(['T', 't', ' '])?;
+    let mut d = date.split('-');
+    let year: i64 = d.next()?.parse().ok()?;
+    let month: i64 = d.next()?.parse().ok()?;
+    let day: i64 = d.next()?.parse().ok()?;
+    let time_end = rest
+        .find(|c: char| c == 'Z' || c == 'z' || c == '+' || c == '-')
+        .unwrap_or(rest.len());
+    let (time, zone) = rest.split_at(time_end);
+    let mut t = time.split(':');
+    let hour: i64 = t.next()?.parse().ok()?;
+    let minute: i64 = t.next()?.parse().ok()?;
+    let second: i64 = t.next()?.split('.').next()?.parse().ok()?;
+    let offset = match zone.chars().next() {
+        Some('+') | Some('-') => {
+            let sign = if zone.starts_with('-') { -1 } else { 1 };
+            let (h, m) = zone[1..].split_once(':')?;
+            sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60)
+        }
+        _ => 0,
+    };
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    Some(days * 86400 + hour * 3600 + minute * 60 + second - offset)
+}
+
+impl Dialect for ListModels {
+    fn name(&self) -> &'static str {
+        "models.list"
+    }
+
+    fn prepare(
+        &self,
+        config: &Config,
+        _parts: &http::request::Parts,
+        _body: &[u8],
+    ) -> Result<Upstream, ApiError> {
+        let mut aliases: Vec<(String, String)> = config
+            .aliases
+            .iter()
+            .map(|(a, t)| (a.clone(), t.clone()))
+            .collect();
+        aliases.sort();
+        Ok(Upstream {
+            method: Method::GET,
+            path: "/api/tags",
+            body: Bytes::new(),
+            transcoder: Box::new(ListTranscoder {
+                aliases,
+                done: false,
+            }),
+            content_type: JSON,
+        })
+    }
+
+    fn error_body(&self, error: &ApiError) -> Bytes {
+        openai::error_body(error)
+    }
+}
+
+struct ListTranscoder {
+    aliases: Vec<(String, String)>,
+    done: bool,
+}
+
+impl ListTranscoder {
+    fn render(&mut self, body: &[u8], out: &mut BytesMut) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let tags: Tags = match serde_json::from_slice(body) {
+            Ok(t) => t,
+            Err(e) => {
+                let err = ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    format!("Ollama sent an unexpected model list: {e}"),
+                );
+                openai::write_error_object(&err, out);
+                return;
+            }
+        };
+        let mut data: Vec<Value> = tags
+            .models
+            .iter()
+            .map(|m| model_object(&m.name, &owner(&m.name), m.modified_at.as_deref()))
+            .collect();
+        // Aliases are models too, for clients that check the list first.
+        for (alias, target) in &self.aliases {
+            let key = crate::config::model_key(target);
+            if let Some(m) = tags
+                .models
+                .iter()
+                .find(|m| crate::config::model_key(&m.name) == key)
+            {
+                data.push(model_object(alias, &owner(&m.name), m.modified_at.as_deref()));
+            }
+        }
+        let v = json!({"object": "list", "data": data});
+        out.extend_from_slice(v.to_string().as_bytes());
+    }
+}
+
+impl Transcode for ListTranscoder {
+    fn line(&mut self, line: &[u8], out: &mut BytesMut) {
+        self.render(line, out);
+    }
+    fn finish(&mut self, out: &mut BytesMut) -> Result<(), BoxError> {
+        self.render(b"{}", out);
+        Ok(())
+    }
+    fn abort(&mut self, _error: &str, _out: &mut BytesMut) {
+        self.done = true;
+    }
+    fn whole_body(&self) -> bool {
+        true
+    }
+}
+
+/// Decodes `%XX` escapes in a path segment.
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl Dialect for RetrieveModel {
+    fn name(&self) -> &'static str {
+        "models.retrieve"
+    }
+
+    fn prepare(
+        &self,
+        config: &Config,
+        parts: &http::request::Parts,
+        _body: &[u8],
+    ) -> Result<Upstream, ApiError> {
+        let raw = parts
+            .uri
+            .path()
+            .strip_prefix("/v1/models/")
+            .unwrap_or("")
+            .trim_end_matches('/');
+        let id = percent_decode(raw)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::invalid("model", "a model id is required"))?;
+        let target = config.resolve_model(&id).to_string();
+        let body = json!({"model": target}).to_string();
+        Ok(Upstream {
+            method: Method::POST,
+            path: "/api/show",
+            body: Bytes::from(body),
+            transcoder: Box::new(ShowTranscoder {
+                id,
+                target,
+                done: false,
+            }),
+            content_type: JSON,
+        })
+    }
+
+    fn error_body(&self, error: &ApiError) -> Bytes {
+        openai::error_body(error)
+    }
+}
+
+struct ShowTranscoder {
+    id: String,
+    target: String,
+    done: bool,
+}
+
+impl Transcode for ShowTranscoder {
+    fn line(&mut self, line: &[u8], out: &mut BytesMut) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let modified = serde_json::from_slice::<Value>(line)
+            .ok()
+            .and_then(|v| v.get("modified_at").and_then(Value::as_str).map(str::to_string));
+        let v = model_object(&self.id, &owner(&self.target), modified.as_deref());
+        out.extend_from_slice(v.to_string().as_bytes());
+    }
+    fn finish(&mut self, out: &mut BytesMut) -> Result<(), BoxError> {
+        self.line(b"{}", out);
+        Ok(())
+    }
+    fn abort(&mut self, _error: &str, _out: &mut BytesMut) {
+        self.done = true;
+    }
+    fn whole_body(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_timestamps() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_rfc3339("2026-08-01T12:00:00.000000000Z"), Some(1_785_585_600));
+        assert_eq!(
+            parse_rfc3339("2026-08-01T14:00:00.5+02:00"),
+            Some(1_785_585_600)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
+
+    #[test]
+    fn owners_come_from_namespaces() {
+        assert_eq!(owner("qwen3:latest"), "library");
+        assert_eq!(owner("hf.co/acme/tiny:Q4"), "acme");
+        assert_eq!(owner("jmorgan/llava"), "jmorgan");
+    }
+
+    #[test]
+    fn lists_models_and_aliases() {
+        let mut t = ListTranscoder {
+            aliases: vec![("gpt-4o".into(), "qwen3".into()), ("ghost".into(), "nope".into())],
+            done: false,
+        };
+        let mut out = BytesMut::new();
+        t.line(
+            br#"{"models":[{"name":"qwen3:latest","modified_at":"1970-01-01T00:01:00Z"},{"name":"hf.co/acme/tiny:Q4"}]}"#,
+            &mut out,
+        );
+        t.finish(&mut out).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["object"], "list");
+        let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["qwen3:latest", "hf.co/acme/tiny:Q4", "gpt-4o"]);
+        assert_eq!(v["data"][0]["created"], 60);
+        assert_eq!(v["data"][0]["owned_by"], "library");
+    }
+
+    #[test]
+    fn decodes_ids() {
+        assert_eq!(percent_decode("hf.co%2Facme%2Ftiny%3AQ4").unwrap(), "hf.co/acme/tiny:Q4");
+        assert!(percent_decode("bad%zz").is_none());
+    }
+}
