@@ -200,6 +200,8 @@ pub(crate) struct Config {
     pub(crate) cannot_think: Arc<RwLock<HashSet<String>>>,
     /// Keep-alives and the upstream idle timeout, when a timer was given.
     pub(crate) timer: Option<crate::timer::Timer>,
+    /// When set, every request must carry this key.
+    pub(crate) api_key: Option<Arc<str>>,
 }
 
 /// Default cap on a translated request body: 32 MiB, room for several images.
@@ -219,6 +221,7 @@ impl Default for Config {
             thinking_key: crate::signing::random_key(),
             cannot_think: Arc::default(),
             timer: None,
+            api_key: None,
         }
     }
 }

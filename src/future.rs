@@ -118,6 +118,14 @@ where
         }
     }
 
+    pub(crate) fn reject(dialect: &'static dyn Dialect, error: ApiError) -> Self {
+        ResponseFuture {
+            state: State::Reject {
+                error: Some((dialect, error)),
+            },
+        }
+    }
+
     pub(crate) fn translate(
         req: Request<ReqBody>,
         dialect: &'static dyn Dialect,

@@ -213,6 +213,16 @@ impl OllamaTranslateLayer {
         self
     }
 
+    /// Requires every request (translated or passed through) to carry
+    /// `Authorization: Bearer KEY` or `x-api-key: KEY` (default: no key).
+    /// Others get a 401 in their dialect's error shape. The comparison takes
+    /// the same time whatever the key. An empty key disables the check.
+    pub fn require_api_key(mut self, key: impl AsRef<str>) -> Self {
+        let key = key.as_ref().trim();
+        self.config_mut().api_key = (!key.is_empty()).then(|| Arc::from(key));
+        self
+    }
+
     /// Largest translated request body accepted (default: 32 MiB); larger
     /// ones get a 413 in the client's dialect.
     pub fn max_request_bytes(mut self, limit: usize) -> Self {

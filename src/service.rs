@@ -3,10 +3,11 @@
 use crate::body::{RequestBody, TranslateBody};
 use crate::config::Config;
 use crate::dialect;
+use crate::error::ApiError;
 use crate::error::BoxError;
 use crate::future::ResponseFuture;
 use crate::layer::OllamaTranslateLayer;
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -74,6 +75,21 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        if let Some(key) = &self.config.api_key {
+            if !authorized(req.headers(), key) {
+                tracing::debug!(
+                    path = req.uri().path(),
+                    "rejected: missing or wrong API key"
+                );
+                let err = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing or invalid API key: send Authorization: Bearer <key> or x-api-key: <key>",
+                );
+                let dialect = dialect::route(req.method(), req.uri().path())
+                    .unwrap_or_else(|| dialect::error_dialect(req.uri().path()));
+                return ResponseFuture::reject(dialect, err);
+            }
+        }
         match dialect::route(req.method(), req.uri().path()) {
             None => {
                 let path = req.uri().path();
@@ -92,5 +108,50 @@ where
                 ResponseFuture::translate(req, d, ready, self.config.clone())
             }
         }
+    }
+}
+
+/// Whether the request carries `key`, compared in constant time.
+fn authorized(headers: &HeaderMap, key: &str) -> bool {
+    let bearer = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    let mut ok = false;
+    for given in [bearer, x_api_key].into_iter().flatten() {
+        ok |= constant_time_eq(given.trim().as_bytes(), key.as_bytes());
+    }
+    ok
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // Compare digests so the time does not depend on where they differ or
+    // on the length of the key.
+    let (a, b) = (crate::signing::sha256(a), crate::signing::sha256(b));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_bearer_or_x_api_key() {
+        let mut h = HeaderMap::new();
+        assert!(!authorized(&h, "k1"));
+        h.insert("authorization", "Bearer k1".parse().unwrap());
+        assert!(authorized(&h, "k1"));
+        assert!(!authorized(&h, "k2"));
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", "k1".parse().unwrap());
+        assert!(authorized(&h, "k1"));
+        assert!(!authorized(&h, "k10"));
     }
 }

@@ -1,9 +1,9 @@
 //! The proxy (the same code as `examples/proxy`) on an ephemeral loopback
 //! port in front of the fake Ollama, over real sockets.
 
-mod common;
 #[path = "../examples/proxy/app.rs"]
 mod app;
+mod common;
 
 use bytes::Bytes;
 use common::fake_ollama::FakeOllama;
@@ -134,9 +134,14 @@ async fn client_disconnect_cancels_the_generation() {
     assert!(fake.in_flight() == 1);
     drop(s);
     let cancelled = fake
-        .wait_until(Duration::from_secs(1), |f| f.cancelled() == 1 && f.in_flight() == 0)
+        .wait_until(Duration::from_secs(1), |f| {
+            f.cancelled() == 1 && f.in_flight() == 0
+        })
         .await;
-    assert!(cancelled, "Ollama must see the cancellation within a second");
+    assert!(
+        cancelled,
+        "Ollama must see the cancellation within a second"
+    );
 }
 
 #[tokio::test]
@@ -144,33 +149,65 @@ async fn errors_arrive_in_openai_shape_and_the_proxy_keeps_serving() {
     let fake = FakeOllama::start().await;
     let p = proxy(&fake.base_url(), &[]).await;
     let url = format!("{}/v1/chat/completions", p.url);
-    let (status, _, body) = post(&url, json!({"model": "nosuch", "messages": [{"role": "user", "content": "hi"}]})).await;
+    let (status, _, body) = post(
+        &url,
+        json!({"model": "nosuch", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_eq!(status, 404);
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["error"]["message"], "model 'nosuch' not found");
     assert_eq!(v["error"]["type"], "not_found_error");
 
-    let (status, _, body) = post(&url, json!({"model": "llama3.2", "stream": true,
-        "messages": [{"role": "user", "content": "[error]"}]})).await;
+    let (status, _, body) = post(
+        &url,
+        json!({"model": "llama3.2", "stream": true,
+        "messages": [{"role": "user", "content": "[error]"}]}),
+    )
+    .await;
     assert_eq!(status, 200);
     let events = sse(&body);
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
-    assert!(last["error"]["message"].as_str().unwrap().contains("unexpectedly stopped"));
+    assert!(last["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("unexpectedly stopped"));
     assert!(!events.contains(&"[DONE]".to_string()));
 
-    let (_, _, body) = post(&url, json!({"model": "llama3.2", "stream": true,
-        "messages": [{"role": "user", "content": "[drop]"}]})).await;
+    let (_, _, body) = post(
+        &url,
+        json!({"model": "llama3.2", "stream": true,
+        "messages": [{"role": "user", "content": "[drop]"}]}),
+    )
+    .await;
     let text = String::from_utf8_lossy(&body);
-    assert!(!text.contains("[DONE]"), "a dropped upstream never looks finished: {text}");
+    assert!(
+        !text.contains("[DONE]"),
+        "a dropped upstream never looks finished: {text}"
+    );
 
-    let (_, _, body) = post(&url, json!({"model": "llama3.2", "stream": true,
-        "messages": [{"role": "user", "content": "[garbage]"}]})).await;
+    let (_, _, body) = post(
+        &url,
+        json!({"model": "llama3.2", "stream": true,
+        "messages": [{"role": "user", "content": "[garbage]"}]}),
+    )
+    .await;
     let text = String::from_utf8_lossy(&body);
-    assert!(text.contains("invalid stream line") && !text.contains("[DONE]"), "{text}");
+    assert!(
+        text.contains("invalid stream line") && !text.contains("[DONE]"),
+        "{text}"
+    );
 
-    let (status, _, body) = post(&url, json!({"model": "llama3.2", "messages": [{"role": "user", "content": "still here"}]})).await;
+    let (status, _, body) = post(
+        &url,
+        json!({"model": "llama3.2", "messages": [{"role": "user", "content": "still here"}]}),
+    )
+    .await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    assert!(fake.wait_idle(Duration::from_secs(2)).await, "nothing left in flight");
+    assert!(
+        fake.wait_idle(Duration::from_secs(2)).await,
+        "nothing left in flight"
+    );
 }
 
 #[tokio::test]
@@ -187,7 +224,10 @@ async fn unreachable_ollama_is_a_502() {
     .await;
     assert_eq!(status, 502);
     let v: Value = serde_json::from_slice(&body).unwrap();
-    assert!(v["error"]["message"].as_str().unwrap().contains("could not reach Ollama"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("could not reach Ollama"));
 }
 
 #[tokio::test]
@@ -202,10 +242,17 @@ async fn native_stream_passes_through_byte_for_byte() {
     assert_eq!(direct, proxied);
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let res = client
-        .request(Request::get(format!("{}/", p.url)).body(Full::default()).unwrap())
+        .request(
+            Request::get(format!("{}/", p.url))
+                .body(Full::default())
+                .unwrap(),
+        )
         .await
         .unwrap();
-    assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "Ollama is running");
+    assert_eq!(
+        res.into_body().collect().await.unwrap().to_bytes(),
+        "Ollama is running"
+    );
 }
 
 #[tokio::test]
@@ -215,7 +262,10 @@ async fn options_spec_and_think_models_reach_ollama() {
         &fake.base_url(),
         &[
             ("THINK_MODELS", "glm-5:cloud"),
-            ("OLLAMA_OPTIONS", "num_ctx=32768,keep_alive=30m;[glm-5:cloud]num_ctx=8"),
+            (
+                "OLLAMA_OPTIONS",
+                "num_ctx=32768,keep_alive=30m;[glm-5:cloud]num_ctx=8",
+            ),
             ("MODEL_ALIASES", "gpt-4o=glm-5:cloud"),
             ("REASONING", "forward"),
         ],
@@ -229,7 +279,10 @@ async fn options_spec_and_think_models_reach_ollama() {
     assert_eq!(status, 200);
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["model"], "gpt-4o");
-    assert_eq!(v["choices"][0]["message"]["reasoning_content"], "Let me think about this.");
+    assert_eq!(
+        v["choices"][0]["message"]["reasoning_content"],
+        "Let me think about this."
+    );
     let sent = fake.last_request().unwrap().body;
     assert_eq!(sent["model"], "glm-5:cloud");
     assert_eq!(sent["think"], true);

@@ -27,6 +27,9 @@ use tower_http::trace::TraceLayer;
 pub struct Settings {
     pub listen: String,
     pub ollama: Uri,
+    /// Sent to Ollama as `Authorization: Bearer …` (an Ollama behind an
+    /// authenticating reverse proxy).
+    pub ollama_api_key: Option<HeaderValue>,
     pub layer: OllamaTranslateLayer,
     pub shutdown_grace: Duration,
 }
@@ -92,6 +95,16 @@ impl Settings {
             .timer(|d| Box::pin(tokio::time::sleep(d)))
             .keepalive(secs("KEEPALIVE_SECS", 10)?)
             .upstream_idle_timeout(secs("UPSTREAM_IDLE_TIMEOUT", 300)?);
+        if let Some(key) = non_empty("PROXY_API_KEY") {
+            layer = layer.require_api_key(key.trim());
+        }
+        let ollama_api_key = match non_empty("OLLAMA_API_KEY") {
+            Some(k) => Some(
+                HeaderValue::from_str(&format!("Bearer {}", k.trim()))
+                    .map_err(|e| format!("OLLAMA_API_KEY: {e}"))?,
+            ),
+            None => None,
+        };
         let shutdown_grace = match non_empty("SHUTDOWN_GRACE_SECS") {
             Some(s) => Duration::from_secs(
                 s.trim()
@@ -103,6 +116,7 @@ impl Settings {
         Ok(Settings {
             listen,
             ollama,
+            ollama_api_key,
             layer,
             shutdown_grace,
         })
@@ -141,7 +155,7 @@ fn strip_hop_by_hop(h: &mut http::HeaderMap) {
 
 /// Points a request at Ollama: absolute URI, Ollama's own `Host` (Ollama
 /// refuses non-local hosts), no hop-by-hop headers, no client credentials.
-fn rebase<B>(base: &Uri, mut req: Request<B>) -> Request<B> {
+fn rebase<B>(base: &Uri, api_key: Option<&HeaderValue>, mut req: Request<B>) -> Request<B> {
     let base_path = base.path().trim_end_matches('/');
     let pq = req
         .uri()
@@ -159,6 +173,9 @@ fn rebase<B>(base: &Uri, mut req: Request<B>) -> Request<B> {
     strip_hop_by_hop(h);
     h.remove(header::AUTHORIZATION);
     h.remove("x-api-key");
+    if let Some(key) = api_key {
+        h.insert(header::AUTHORIZATION, key.clone());
+    }
     if let Some(authority) = base.authority() {
         if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
             h.insert(header::HOST, v);
@@ -179,10 +196,16 @@ fn bad_gateway(e: &hyper_util::client::legacy::Error) -> Response<ProxyBody> {
     }
     tracing::warn!(error = %msg, "Ollama is unreachable");
     let body = serde_json::json!({"error": format!("could not reach Ollama: {msg}")}).to_string();
-    let mut res = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed_unsync());
+    let mut res = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
     *res.status_mut() = StatusCode::BAD_GATEWAY;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     res
 }
 
@@ -218,12 +241,16 @@ pub async fn serve(
     let client: Client<_, RequestBody<Incoming>> =
         Client::builder(TokioExecutor::new()).build_http();
     let base = settings.ollama.clone();
+    let ollama_key = settings.ollama_api_key.clone();
     let svc = ServiceBuilder::new()
         .layer(TraceLayer::new_for_http())
         .map_result(finish_response)
         .layer(settings.layer.clone())
-        .map_request(move |req: Request<RequestBody<Incoming>>| rebase(&base, req))
+        .map_request(move |req: Request<RequestBody<Incoming>>| {
+            rebase(&base, ollama_key.as_ref(), req)
+        })
         .service(client);
+    let svc = Healthz(svc);
 
     let graceful = GracefulShutdown::new();
     let builder = auto::Builder::new(TokioExecutor::new());
@@ -262,6 +289,50 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Answers `GET /healthz` itself (no key needed), everything else goes on.
+#[derive(Clone)]
+pub struct Healthz<S>(S);
+
+impl<S, B> tower::Service<Request<Incoming>> for Healthz<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = BoxError>,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        if req.uri().path() == "/healthz" {
+            let mut res = Response::new(
+                Full::new(Bytes::from_static(b"{\"status\":\"ok\"}"))
+                    .map_err(|e| match e {})
+                    .boxed_unsync(),
+            );
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            return Box::pin(async move { Ok(res) });
+        }
+        let fut = self.0.call(req);
+        Box::pin(async move {
+            let res = fut.await?;
+            Ok(res.map(|b| b.map_err(Into::into).boxed_unsync()))
+        })
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -28,7 +28,10 @@ async fn main() {
     let listener = match tokio::net::TcpListener::bind(&settings.listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("ollama-translate: cannot listen on {}: {e}", settings.listen);
+            eprintln!(
+                "ollama-translate: cannot listen on {}: {e}",
+                settings.listen
+            );
             std::process::exit(1);
         }
     };

@@ -99,9 +99,11 @@ impl Dialect for Completions {
             Some(_) => return Err(ApiError::invalid("suffix", "suffix must be a string")),
         };
         let think = match root.get("think") {
-            Some(v) if !v.is_null() => Some(crate::native::think_from_value(v).ok_or_else(|| {
-                ApiError::invalid("think", "think must be true, false, or a level")
-            })?),
+            Some(v) if !v.is_null() => {
+                Some(crate::native::think_from_value(v).ok_or_else(|| {
+                    ApiError::invalid("think", "think must be true, false, or a level")
+                })?)
+            }
             _ => None,
         };
         let req = GenerateRequest {
@@ -126,7 +128,13 @@ impl Dialect for Completions {
                     .watch_context(&model, finished.num_ctx),
             )
         } else {
-            Box::new(Decoder::new(Collector { head, text: String::new() }, false))
+            Box::new(Decoder::new(
+                Collector {
+                    head,
+                    text: String::new(),
+                },
+                false,
+            ))
         };
         Ok(Upstream {
             method: Method::POST,
@@ -268,12 +276,18 @@ mod tests {
 
     #[test]
     fn maps_fill_in_the_middle() {
-        let up = prepare(json!({"model": "qwen3", "prompt": "def f(", "suffix": "\n    return x",
-            "max_tokens": 16, "temperature": 0.2, "stop": ["\n\n"], "seed": 1})).unwrap();
+        let up = prepare(
+            json!({"model": "qwen3", "prompt": "def f(", "suffix": "\n    return x",
+            "max_tokens": 16, "temperature": 0.2, "stop": ["\n\n"], "seed": 1}),
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&up.body).unwrap();
         assert_eq!(v["prompt"], "def f(");
         assert_eq!(v["suffix"], "\n    return x");
-        assert_eq!(v["options"], json!({"num_predict": 16, "temperature": 0.2, "stop": ["\n\n"], "seed": 1}));
+        assert_eq!(
+            v["options"],
+            json!({"num_predict": 16, "temperature": 0.2, "stop": ["\n\n"], "seed": 1})
+        );
         assert_eq!(v["stream"], false);
         assert_eq!(up.path, "/api/generate");
     }
@@ -283,11 +297,17 @@ mod tests {
         for (body, param) in [
             (json!({"model": "m", "prompt": "a", "echo": true}), "echo"),
             (json!({"model": "m", "prompt": "a", "n": 3}), "n"),
-            (json!({"model": "m", "prompt": "a", "best_of": 2}), "best_of"),
+            (
+                json!({"model": "m", "prompt": "a", "best_of": 2}),
+                "best_of",
+            ),
             (json!({"model": "m", "prompt": [1, 2]}), "prompt"),
             (json!({"model": "m", "prompt": ["a", "b"]}), "prompt"),
             (json!({"model": "m"}), "prompt"),
-            (json!({"model": "m", "prompt": "a", "logprobs": 2}), "logprobs"),
+            (
+                json!({"model": "m", "prompt": "a", "logprobs": 2}),
+                "logprobs",
+            ),
         ] {
             let e = prepare(body).err().unwrap();
             assert_eq!(e.param.as_deref(), Some(param));
@@ -297,10 +317,13 @@ mod tests {
     #[test]
     fn streams_text_completion_chunks() {
         let mut up = prepare(json!({"model": "m", "prompt": "a", "stream": true,
-            "stream_options": {"include_usage": true}})).unwrap();
+            "stream_options": {"include_usage": true}}))
+        .unwrap();
         let mut out = BytesMut::new();
-        up.transcoder.line(br#"{"model":"m","response":"Hel","done":false}"#, &mut out);
-        up.transcoder.line(br#"{"model":"m","response":"lo","done":false}"#, &mut out);
+        up.transcoder
+            .line(br#"{"model":"m","response":"Hel","done":false}"#, &mut out);
+        up.transcoder
+            .line(br#"{"model":"m","response":"lo","done":false}"#, &mut out);
         up.transcoder.line(br#"{"model":"m","response":"","done":true,"done_reason":"length","prompt_eval_count":2,"eval_count":2}"#, &mut out);
         up.transcoder.finish(&mut out).unwrap();
         let text = String::from_utf8(out.to_vec()).unwrap();

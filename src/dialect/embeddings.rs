@@ -126,7 +126,11 @@ pub(crate) fn base64_encode(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
             if i <= chunk.len() {
@@ -213,15 +217,26 @@ mod tests {
 
     #[test]
     fn maps_the_request() {
-        let up = prepare(json!({"model": "nomic-embed-text", "input": ["a", "b"], "dimensions": 4})).unwrap();
+        let up =
+            prepare(json!({"model": "nomic-embed-text", "input": ["a", "b"], "dimensions": 4}))
+                .unwrap();
         let v: Value = serde_json::from_slice(&up.body).unwrap();
-        assert_eq!(v, json!({"model": "nomic-embed-text", "input": ["a", "b"], "dimensions": 4}));
+        assert_eq!(
+            v,
+            json!({"model": "nomic-embed-text", "input": ["a", "b"], "dimensions": 4})
+        );
         for (body, param) in [
             (json!({"input": "a"}), "model"),
             (json!({"model": "m", "input": [1, 2]}), "input"),
             (json!({"model": "m", "input": []}), "input"),
-            (json!({"model": "m", "input": "a", "encoding_format": "hex"}), "encoding_format"),
-            (json!({"model": "m", "input": "a", "dimensions": 0}), "dimensions"),
+            (
+                json!({"model": "m", "input": "a", "encoding_format": "hex"}),
+                "encoding_format",
+            ),
+            (
+                json!({"model": "m", "input": "a", "dimensions": 0}),
+                "dimensions",
+            ),
         ] {
             let e = prepare(body).err().unwrap();
             assert_eq!(e.param.as_deref(), Some(param));
@@ -230,11 +245,21 @@ mod tests {
 
     #[test]
     fn encodes_vectors() {
-        let mut t = EmbedTranscoder { model: "e".into(), base64: true, done: false };
+        let mut t = EmbedTranscoder {
+            model: "e".into(),
+            base64: true,
+            done: false,
+        };
         let mut out = BytesMut::new();
-        t.line(br#"{"embeddings":[[1.0,-2.5]],"prompt_eval_count":3}"#, &mut out);
+        t.line(
+            br#"{"embeddings":[[1.0,-2.5]],"prompt_eval_count":3}"#,
+            &mut out,
+        );
         let v: Value = serde_json::from_slice(&out).unwrap();
-        let expected: Vec<u8> = [1.0f32, -2.5].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let expected: Vec<u8> = [1.0f32, -2.5]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         assert_eq!(v["data"][0]["embedding"], base64_encode(&expected));
         assert_eq!(v["usage"]["prompt_tokens"], 3);
         assert_eq!(v["model"], "e");

@@ -85,6 +85,42 @@ pub(crate) fn route(method: &Method, path: &str) -> Option<&'static dyn Dialect>
     }
 }
 
+/// The dialect whose error shape fits `path` when no dialect serves it:
+/// OpenAI's for `/v1/*`, Anthropic's for `/v1/messages*`, Ollama's own
+/// `{"error":"…"}` elsewhere.
+pub(crate) fn error_dialect(path: &str) -> &'static dyn Dialect {
+    if path.starts_with("/v1/messages") {
+        &messages::Messages
+    } else if path.starts_with("/v1/") || path == "/v1" {
+        &chat::ChatCompletions
+    } else {
+        &NativeErrors
+    }
+}
+
+/// Renders errors as Ollama does, for native paths.
+pub(crate) struct NativeErrors;
+
+impl Dialect for NativeErrors {
+    fn name(&self) -> &'static str {
+        "native"
+    }
+    fn prepare(
+        &self,
+        _config: &Config,
+        _parts: &http::request::Parts,
+        _body: &[u8],
+    ) -> Result<Upstream, ApiError> {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not a translated endpoint",
+        ))
+    }
+    fn error_body(&self, error: &ApiError) -> Bytes {
+        Bytes::from(serde_json::json!({"error": error.message}).to_string())
+    }
+}
+
 /// Content type of a server-sent event stream.
 pub(crate) const SSE: &str = "text/event-stream";
 /// Content type of a JSON document.

@@ -153,7 +153,11 @@ impl ListTranscoder {
                 .iter()
                 .find(|m| crate::config::model_key(&m.name) == key)
             {
-                data.push(model_object(alias, &owner(&m.name), m.modified_at.as_deref()));
+                data.push(model_object(
+                    alias,
+                    &owner(&m.name),
+                    m.modified_at.as_deref(),
+                ));
             }
         }
         let v = json!({"object": "list", "data": data});
@@ -246,9 +250,11 @@ impl Transcode for ShowTranscoder {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let modified = serde_json::from_slice::<Value>(line)
-            .ok()
-            .and_then(|v| v.get("modified_at").and_then(Value::as_str).map(str::to_string));
+        let modified = serde_json::from_slice::<Value>(line).ok().and_then(|v| {
+            v.get("modified_at")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        });
         let v = model_object(&self.id, &owner(&self.target), modified.as_deref());
         out.extend_from_slice(v.to_string().as_bytes());
     }
@@ -271,7 +277,10 @@ mod tests {
     #[test]
     fn parses_timestamps() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2026-08-01T12:00:00.000000000Z"), Some(1_785_585_600));
+        assert_eq!(
+            parse_rfc3339("2026-08-01T12:00:00.000000000Z"),
+            Some(1_785_585_600)
+        );
         assert_eq!(
             parse_rfc3339("2026-08-01T14:00:00.5+02:00"),
             Some(1_785_585_600)
@@ -289,7 +298,10 @@ mod tests {
     #[test]
     fn lists_models_and_aliases() {
         let mut t = ListTranscoder {
-            aliases: vec![("gpt-4o".into(), "qwen3".into()), ("ghost".into(), "nope".into())],
+            aliases: vec![
+                ("gpt-4o".into(), "qwen3".into()),
+                ("ghost".into(), "nope".into()),
+            ],
             done: false,
         };
         let mut out = BytesMut::new();
@@ -300,7 +312,12 @@ mod tests {
         t.finish(&mut out).unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["object"], "list");
-        let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
         assert_eq!(ids, ["qwen3:latest", "hf.co/acme/tiny:Q4", "gpt-4o"]);
         assert_eq!(v["data"][0]["created"], 60);
         assert_eq!(v["data"][0]["owned_by"], "library");
@@ -308,7 +325,10 @@ mod tests {
 
     #[test]
     fn decodes_ids() {
-        assert_eq!(percent_decode("hf.co%2Facme%2Ftiny%3AQ4").unwrap(), "hf.co/acme/tiny:Q4");
+        assert_eq!(
+            percent_decode("hf.co%2Facme%2Ftiny%3AQ4").unwrap(),
+            "hf.co/acme/tiny:Q4"
+        );
         assert!(percent_decode("bad%zz").is_none());
     }
 }

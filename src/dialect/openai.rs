@@ -43,7 +43,8 @@ mod tests {
             v,
             serde_json::json!({"error":{"message":"messages is required","type":"invalid_request_error","param":"messages","code":null}})
         );
-        let e = ApiError::new(StatusCode::NOT_FOUND, "model 'x' not found").with_code("model_not_found");
+        let e = ApiError::new(StatusCode::NOT_FOUND, "model 'x' not found")
+            .with_code("model_not_found");
         let v: serde_json::Value = serde_json::from_slice(&error_body(&e)).unwrap();
         assert_eq!(v["error"]["type"], "not_found_error");
         assert_eq!(v["error"]["code"], "model_not_found");
