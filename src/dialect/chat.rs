@@ -202,9 +202,9 @@ pub(crate) fn sampling_options(
             }
         }
     }
-    let max = match expect_integer(&root, "max_completion_tokens")? {
+    let max = match expect_integer(root, "max_completion_tokens")? {
         Some(n) => Some((n, "max_completion_tokens")),
-        None => expect_integer(&root, "max_tokens")?.map(|n| (n, "max_tokens")),
+        None => expect_integer(root, "max_tokens")?.map(|n| (n, "max_tokens")),
     };
     if let Some((n, key)) = max {
         if n < 1 {
@@ -221,12 +221,12 @@ pub(crate) fn sampling_options(
         "repeat_penalty",
         "typical_p",
     ] {
-        if let Some(v) = expect_number(&root, key)? {
+        if let Some(v) = expect_number(root, key)? {
             options.insert(key.into(), v);
         }
     }
     for key in ["seed", "top_k", "num_ctx", "repeat_last_n", "num_keep"] {
-        if let Some(v) = expect_integer(&root, key)? {
+        if let Some(v) = expect_integer(root, key)? {
             options.insert(key.into(), Value::from(v));
         }
     }

@@ -55,9 +55,7 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
     let year: i64 = d.next()?.parse().ok()?;
     let month: i64 = d.next()?.parse().ok()?;
     let day: i64 = d.next()?.parse().ok()?;
-    let time_end = rest
-        .find(|c: char| c == 'Z' || c == 'z' || c == '+' || c == '-')
-        .unwrap_or(rest.len());
+    let time_end = rest.find(['Z', 'z', '+', '-']).unwrap_or(rest.len());
     let (time, zone) = rest.split_at(time_end);
     let mut t = time.split(':');
     let hour: i64 = t.next()?.parse().ok()?;
