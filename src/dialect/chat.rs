@@ -4,6 +4,7 @@
 //! `chat.completion.chunk` server-sent events (or one `chat.completion`
 //! object when the client did not ask to stream).
 
+use super::params::{expect_integer, expect_number, parse_arguments, type_name};
 use super::{openai, Dialect, Transcode, Upstream, JSON, SSE};
 use crate::config::{Config, ReasoningMode};
 use crate::error::ApiError;
@@ -67,45 +68,6 @@ pub(crate) struct Parsed {
     /// The model name the client asked for (responses report it).
     pub(crate) client_model: String,
     pub(crate) include_usage: bool,
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn expect_number(root: &Map<String, Value>, key: &str) -> Result<Option<Value>, ApiError> {
-    match root.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v @ Value::Number(_)) => Ok(Some(v.clone())),
-        Some(v) => Err(ApiError::invalid(
-            key,
-            format!("{key} must be a number, got {}", type_name(v)),
-        )),
-    }
-}
-
-fn expect_integer(root: &Map<String, Value>, key: &str) -> Result<Option<i64>, ApiError> {
-    match root.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_i64().or_else(|| {
-            v.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                .map(|f| f as i64)
-        }) {
-            Some(i) => Ok(Some(i)),
-            None => Err(ApiError::invalid(
-                key,
-                format!("{key} must be an integer, got {}", type_name(v)),
-            )),
-        },
-    }
 }
 
 /// Parses a Chat Completions request body into a native request.
@@ -484,35 +446,6 @@ fn parse_content(
         }
     }
     Ok(texts.join("\n"))
-}
-
-fn parse_arguments(args: Option<&Value>, param: &str) -> Result<Value, ApiError> {
-    match args {
-        None | Some(Value::Null) => Ok(json!({})),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(json!({})),
-        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
-            Ok(v @ Value::Object(_)) => Ok(v),
-            Ok(v) => Err(ApiError::invalid(
-                param,
-                format!(
-                    "tool call arguments must encode a JSON object, got {}",
-                    type_name(&v)
-                ),
-            )),
-            Err(e) => Err(ApiError::invalid(
-                param,
-                format!("tool call arguments are not valid JSON: {e}"),
-            )),
-        },
-        Some(v @ Value::Object(_)) => Ok(v.clone()),
-        Some(v) => Err(ApiError::invalid(
-            param,
-            format!(
-                "tool call arguments must be a JSON string, got {}",
-                type_name(v)
-            ),
-        )),
-    }
 }
 
 fn parse_messages(v: Option<&Value>) -> Result<Vec<Message>, ApiError> {

@@ -45,6 +45,7 @@
 //! * **Model names.** Aliases first; a `claude*` name without one goes to
 //!   the layer's default model when set. Responses name the client's model.
 
+use super::params::{expect_integer, type_name};
 use super::{Dialect, Transcode, Upstream, JSON, SSE};
 use crate::config::{Config, ReasoningMode};
 use crate::error::{ApiError, BoxError, StreamError};
@@ -174,34 +175,6 @@ pub(crate) struct Parsed {
     pub(crate) native: ChatRequest,
     /// The model name the client asked for (responses report it).
     pub(crate) client_model: String,
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn expect_integer(root: &Map<String, Value>, key: &str) -> Result<Option<i64>, ApiError> {
-    match root.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_i64().or_else(|| {
-            v.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                .map(|f| f as i64)
-        }) {
-            Some(i) => Ok(Some(i)),
-            None => Err(ApiError::invalid(
-                key,
-                format!("must be an integer, got {}", type_name(v)),
-            )),
-        },
-    }
 }
 
 /// The Ollama model for a client's model name: an alias, else the default

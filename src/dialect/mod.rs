@@ -14,6 +14,7 @@ pub(crate) mod embeddings;
 pub(crate) mod messages;
 pub(crate) mod models;
 pub(crate) mod openai;
+pub(crate) mod params;
 pub(crate) mod responses;
 
 use crate::config::Config;

@@ -31,6 +31,7 @@
 //!   `web_search_call`, `custom_tool_call`, …), unknown content parts, and
 //!   every request field the dialect does not use.
 
+use super::params::{expect_integer, expect_number, get, parse_arguments, type_name};
 use super::{openai, Dialect, Transcode, Upstream, JSON, SSE};
 use crate::config::{Config, ReasoningMode};
 use crate::error::ApiError;
@@ -103,49 +104,6 @@ pub(crate) struct Parsed {
     pub(crate) include_encrypted: bool,
     /// Flat tool name offered to the model → (namespace, member name).
     pub(crate) namespaced: HashMap<String, (String, String)>,
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn get<'a>(root: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    root.get(key).filter(|v| !v.is_null())
-}
-
-fn expect_number(root: &Map<String, Value>, key: &str) -> Result<Option<Value>, ApiError> {
-    match get(root, key) {
-        None => Ok(None),
-        Some(v @ Value::Number(_)) => Ok(Some(v.clone())),
-        Some(v) => Err(ApiError::invalid(
-            key,
-            format!("{key} must be a number, got {}", type_name(v)),
-        )),
-    }
-}
-
-fn expect_integer(root: &Map<String, Value>, key: &str) -> Result<Option<i64>, ApiError> {
-    let Some(v) = get(root, key) else {
-        return Ok(None);
-    };
-    let int = v.as_i64().or_else(|| {
-        v.as_f64()
-            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-            .map(|f| f as i64)
-    });
-    int.map(Some).ok_or_else(|| {
-        ApiError::invalid(
-            key,
-            format!("{key} must be an integer, got {}", type_name(v)),
-        )
-    })
 }
 
 /// Parses a Responses request body into a native request.
@@ -817,37 +775,6 @@ fn parse_content(
         }
     }
     Ok(texts.join("\n"))
-}
-
-/// `arguments` of a `function_call` item: a JSON string encoding an object
-/// (`""` is `{}`), or already an object.
-fn parse_arguments(args: Option<&Value>, param: &str) -> Result<Value, ApiError> {
-    match args {
-        None | Some(Value::Null) => Ok(json!({})),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(json!({})),
-        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
-            Ok(v @ Value::Object(_)) => Ok(v),
-            Ok(v) => Err(ApiError::invalid(
-                param,
-                format!(
-                    "function call arguments must encode a JSON object, got {}",
-                    type_name(&v)
-                ),
-            )),
-            Err(e) => Err(ApiError::invalid(
-                param,
-                format!("function call arguments are not valid JSON: {e}"),
-            )),
-        },
-        Some(v @ Value::Object(_)) => Ok(v.clone()),
-        Some(v) => Err(ApiError::invalid(
-            param,
-            format!(
-                "function call arguments must be a JSON string, got {}",
-                type_name(v)
-            ),
-        )),
-    }
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
