@@ -3,6 +3,7 @@
 use super::{openai, Dialect, Transcode, Upstream, JSON};
 use crate::config::Config;
 use crate::error::{ApiError, BoxError};
+use crate::util::base64_encode;
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode};
 use serde::Deserialize;
@@ -121,28 +122,6 @@ struct EmbedTranscoder {
     done: bool,
 }
 
-/// Standard base64 with padding.
-pub(crate) fn base64_encode(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> shift) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 impl Transcode for EmbedTranscoder {
     fn line(&mut self, line: &[u8], out: &mut BytesMut) {
         if std::mem::replace(&mut self.done, true) {
@@ -204,15 +183,6 @@ mod tests {
     fn prepare(body: Value) -> Result<Upstream, ApiError> {
         let (parts, _) = http::Request::new(()).into_parts();
         Embeddings.prepare(&Config::default(), &parts, body.to_string().as_bytes())
-    }
-
-    #[test]
-    fn base64_matches_the_standard() {
-        assert_eq!(base64_encode(b""), "");
-        assert_eq!(base64_encode(b"f"), "Zg==");
-        assert_eq!(base64_encode(b"fo"), "Zm8=");
-        assert_eq!(base64_encode(b"foo"), "Zm9v");
-        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
     }
 
     #[test]
