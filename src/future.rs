@@ -4,6 +4,7 @@ use crate::body::{RequestBody, TranslateBody};
 use crate::config::Config;
 use crate::dialect::{Dialect, Transcode, UpstreamError, JSON, SSE};
 use crate::error::{error_chain, ApiError, BoxError};
+use crate::timer::Sleep;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
@@ -58,6 +59,9 @@ pin_project! {
             retry: Option<Retry<S>>,
             // Set on the retry: the model to remember as unable to think.
             learn: Option<(Arc<Config>, String)>,
+            // The upstream idle timeout also bounds the wait for Ollama's
+            // headers (a non-streaming answer sends no byte until it is done).
+            deadline: Option<Sleep>,
         },
         Retrying { retry: Option<Retry<S>>, ctx: Option<CallCtx> },
         Reject { error: Option<(&'static dyn Dialect, ApiError)> },
@@ -311,8 +315,10 @@ where
                         }
                     });
                     let fut = p.service.call(req);
+                    let deadline = header_deadline(p.config.timer.as_ref());
                     this.state.set(State::Call {
                         fut,
+                        deadline,
                         ctx: Some(CallCtx {
                             dialect: p.dialect,
                             timer: p.config.timer.clone(),
@@ -340,8 +346,10 @@ where
                         continue;
                     };
                     let fut = r.service.call(r.request());
+                    let deadline = header_deadline(c.timer.as_ref());
                     this.state.set(State::Call {
                         fut,
+                        deadline,
                         ctx: Some(c),
                         retry: None,
                         learn: Some((r.config, r.model)),
@@ -352,8 +360,42 @@ where
                     ctx,
                     retry,
                     learn,
+                    deadline,
                 } => {
-                    let res = ready!(fut.poll(cx));
+                    let res = match fut.poll(cx) {
+                        Poll::Ready(res) => res,
+                        Poll::Pending => {
+                            let timed_out = deadline
+                                .as_mut()
+                                .is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                            if !timed_out {
+                                return Poll::Pending;
+                            }
+                            let Some(ctx) = ctx.take() else {
+                                this.state.set(State::Reject { error: None });
+                                continue;
+                            };
+                            let secs = ctx
+                                .timer
+                                .as_ref()
+                                .and_then(|t| t.idle_timeout)
+                                .map_or(0, |d| d.as_secs());
+                            tracing::warn!(
+                                after_secs = secs,
+                                "Ollama sent no answer in time; giving up (upstream idle timeout)"
+                            );
+                            let err = ApiError::new(
+                                StatusCode::GATEWAY_TIMEOUT,
+                                format!(
+                                    "no answer from Ollama for {secs} s (upstream idle timeout)"
+                                ),
+                            )
+                            .with_code("upstream_timeout");
+                            // Dropping the call cancels the upstream request.
+                            this.state.set(State::Reject { error: None });
+                            return Poll::Ready(Ok(error_response(ctx.dialect, &err)));
+                        }
+                    };
                     let Some(ctx) = ctx.take() else {
                         this.state.set(State::Reject { error: None });
                         continue;
@@ -394,6 +436,12 @@ where
             }
         }
     }
+}
+
+/// A sleep for the wait for Ollama's headers, when an idle timeout is set.
+fn header_deadline(timer: Option<&crate::timer::Timer>) -> Option<Sleep> {
+    let t = timer?;
+    Some((t.sleep)(t.idle_timeout?))
 }
 
 fn translate_response<B>(res: Response<B>, ctx: CallCtx) -> Response<TranslateBody<B>> {
