@@ -375,6 +375,10 @@ async fn errors_have_ollama_statuses_and_bodies() {
             StatusCode::INTERNAL_SERVER_ERROR, "option \"temperature\" must be of type float32"),
         (json!({"model":"hf.co/acme/tiny:Q4","tools":weather_tool(),"messages":user("x")}),
             StatusCode::BAD_REQUEST, "hf.co/acme/tiny:Q4 does not support tools"),
+        (json!({"model":"busy","messages":user("x")}), StatusCode::SERVICE_UNAVAILABLE,
+            common::fake_ollama::SERVER_BUSY),
+        (json!({"model":"broken","stream":false,"messages":user("x")}), StatusCode::INTERNAL_SERVER_ERROR,
+            common::fake_ollama::RUNNER_FAILED),
     ];
     for (body, status, message) in cases {
         let resp = post(&fake, "/api/chat", body.clone()).await;

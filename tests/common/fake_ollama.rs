@@ -21,6 +21,10 @@
 //! | `weather` (and non-empty `tools`) | a `get_weather` call `{"city":"Tokyo"}`; with `two cities` also `{"city":"Paris"}` in the same chunk. `[preamble]` adds a text chunk `Let me check.` first |
 //! | anything else | `Hello! You said: <user text>`, one word per line |
 //!
+//! Two model names fail before anything is generated, as Ollama does under pressure: `busy` ⇒
+//! HTTP 503 [`SERVER_BUSY`] (the scheduler's queue is full), `broken` ⇒ HTTP 500 [`RUNNER_FAILED`]
+//! (the runner could not load the model).
+//!
 //! Thinking models emit three `message.thinking` lines (`Let me think`, ` about this`, `.`) first.
 //! `options.num_predict = N > 0` caps the number of thinking + content (+ tool-call) lines at N and
 //! turns `done_reason` into `length` when it cuts.
@@ -63,6 +67,10 @@ pub const CREATED_AT: &str = "2026-08-21T10:00:00.101Z";
 pub const MODIFIED_AT: &str = "2026-08-01T12:00:00.000000000Z";
 /// The mid-stream error sent by the `[error]` scenario.
 pub const RUNNER_STOPPED: &str = "model runner has unexpectedly stopped, this may be due to resource limitations or an internal error, check ollama server logs for details";
+/// The 503 for the model `busy` (Ollama's `ErrMaxQueue`).
+pub const SERVER_BUSY: &str = "server busy, please try again.  maximum pending requests exceeded";
+/// The 500 for the model `broken` (a runner that failed to load).
+pub const RUNNER_FAILED: &str = "llama runner process has terminated: exit status 2";
 /// Frame sizes (in bytes) cycled through by the default "awkward" chunking.
 pub const AWKWARD_FRAME_SIZES: [usize; 8] = [1, 7, 3, 64, 2, 13, 200, 5];
 /// Request header selecting the framing of streamed bodies (`lines`, `whole`, `bytes`).
@@ -1001,6 +1009,16 @@ fn validate_common(
         return Err(ApiError::bad_request("model is required"));
     }
     check_top_logprobs(req)?;
+    match normalise_model_name(&requested).as_str() {
+        "busy:latest" => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, SERVER_BUSY)),
+        "broken:latest" => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                RUNNER_FAILED,
+            ))
+        }
+        _ => {}
+    }
     let model = find_model(&requested).ok_or_else(|| not_found(&requested))?;
     if !model.has("completion") {
         return Err(ApiError::bad_request(format!(
