@@ -9,8 +9,12 @@
 //! proxy and the fake: an upper bound for the proxy alone).
 //!
 //! * `cargo test --test load` — 200 streams (part of `cargo test`);
-//! * `ulimit -n 65536; cargo test --release --test load -- --ignored --nocapture`
-//!   — 2000 streams (each stream needs four descriptors in this process).
+//! * `cargo test --release --test load -- --ignored --nocapture` — 2000
+//!   streams (each needs four descriptors in this process: check `ulimit -n`
+//!   is at least 10000, raise it with `ulimit -n 20000` if needed).
+//!
+//! The proxy-alone figure needs the `examples/proxy` binary of the same
+//! profile (`cargo test` builds it; else `cargo build [--release] --example proxy`).
 
 #[path = "../examples/proxy/app.rs"]
 mod app;
@@ -383,9 +387,9 @@ async fn proxy_child_rss(
 }
 
 /// Awaits all futures concurrently, in order.
-async fn futures_join<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output>
+async fn futures_join<F>(futs: Vec<F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let mut handles = Vec::new();
