@@ -113,7 +113,7 @@ impl Translator {
             let chunk = data.chunk();
             let n = chunk.len();
             let mut rest = chunk;
-            while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+            while let Some(pos) = find_newline(rest) {
                 let (line, tail) = rest.split_at(pos);
                 if self.partial.is_empty() {
                     // The common case: a whole line inside one frame, no copy.
@@ -151,6 +151,33 @@ impl Translator {
         self.transcoder.abort(&error_chain(&*err), &mut self.out);
         self.error = Some(err);
     }
+}
+
+/// Index of the first `\n` in `s`, eight bytes at a time (a byte-by-byte
+/// scan was a fifth of the streaming cost per line).
+fn find_newline(s: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const NL: u64 = LO * b'\n' as u64;
+    let mut chunks = s.chunks_exact(8);
+    let mut at = 0;
+    for c in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        // Bytes equal to `\n` become zero; the lowest flagged byte is the
+        // first zero (a borrow only ever flags bytes above a real zero).
+        let w = u64::from_le_bytes(word) ^ NL;
+        let zero = w.wrapping_sub(LO) & !w & HI;
+        if zero != 0 {
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|p| at + p)
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {
@@ -352,5 +379,28 @@ impl<B> std::fmt::Debug for RequestBody<B> {
             ReqInner::Rewritten { .. } => "Rewritten",
         };
         f.debug_struct("RequestBody").field("kind", &kind).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_newline;
+    use proptest::prelude::*;
+
+    #[test]
+    fn finds_the_first_newline() {
+        assert_eq!(find_newline(b""), None);
+        assert_eq!(find_newline(b"abc"), None);
+        assert_eq!(find_newline(b"\n"), Some(0));
+        assert_eq!(find_newline(b"0123456\n89\n"), Some(7));
+        assert_eq!(find_newline(b"01234567\n"), Some(8));
+        assert_eq!(find_newline("é\u{10a}\x0b\x09\n".as_bytes()), Some(6));
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_a_byte_scan(s in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(0x0b), Just(0x8a), any::<u8>()], 0..64)) {
+            prop_assert_eq!(find_newline(&s), s.iter().position(|&b| b == b'\n'));
+        }
     }
 }
