@@ -149,7 +149,14 @@ impl<E: Encoder> Decoder<E> {
     }
 
     fn decode(&mut self, line: &[u8], out: &mut BytesMut) {
-        let parsed: Line<'_> = match serde_json::from_slice(line) {
+        // Checking UTF-8 once per line is cheaper than serde_json checking
+        // every string it borrows; a line that is not UTF-8 takes the byte
+        // path, which reports it exactly as before.
+        let parsed: Result<Line<'_>, _> = match std::str::from_utf8(line) {
+            Ok(text) => serde_json::from_str(text),
+            Err(_) => serde_json::from_slice(line),
+        };
+        let parsed = match parsed {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, bytes = line.len(), "Ollama sent a line that is not a chat chunk");
