@@ -795,19 +795,28 @@ pub(crate) fn open_reasoning(key: &Key, sealed: &str) -> Option<String> {
     signing::verify(key, REASONING_PURPOSE, &text, sig).then_some(text)
 }
 
-/// An output item being streamed.
+/// An output item being streamed. `item_ref` is its
+/// `,"item_id":…,"output_index":N`, rendered once for all its deltas.
 enum Open {
     None,
     Reasoning {
         id: String,
         index: u64,
+        item_ref: Vec<u8>,
         text: String,
     },
     Message {
         id: String,
         index: u64,
+        item_ref: Vec<u8>,
         text: String,
     },
+}
+
+fn item_ref(id: &str, index: u64) -> Vec<u8> {
+    let mut r = BytesMut::with_capacity(id.len() + 40);
+    write_item_ref(&mut r, id, index);
+    r.to_vec()
 }
 
 /// Turns decoded events into Responses events (or, when not streaming, one
@@ -1081,6 +1090,7 @@ impl ResponseEncoder {
             end_event(out);
         }
         self.open = Open::Reasoning {
+            item_ref: item_ref(&id, index),
             id,
             index,
             text: String::new(),
@@ -1101,6 +1111,7 @@ impl ResponseEncoder {
             end_event(out);
         }
         self.open = Open::Message {
+            item_ref: item_ref(&id, index),
             id,
             index,
             text: String::new(),
@@ -1111,7 +1122,9 @@ impl ResponseEncoder {
     fn close_open(&mut self, out: &mut BytesMut, status: &str) {
         match std::mem::replace(&mut self.open, Open::None) {
             Open::None => {}
-            Open::Reasoning { id, index, text } => {
+            Open::Reasoning {
+                id, index, text, ..
+            } => {
                 let sealed = self.signer.as_ref().map(|k| seal_reasoning(k, &text));
                 if self.stream {
                     begin_event(&mut self.seq, out, "response.reasoning_summary_text.done");
@@ -1132,7 +1145,9 @@ impl ResponseEncoder {
                 }
                 self.push_output(&item);
             }
-            Open::Message { id, index, text } => {
+            Open::Message {
+                id, index, text, ..
+            } => {
                 if self.stream {
                     begin_event(&mut self.seq, out, "response.output_text.done");
                     write_item_ref(out, &id, index);
@@ -1176,11 +1191,11 @@ impl ResponseEncoder {
             self.close_open(out, "completed");
             self.open_reasoning(out);
         }
-        if let Open::Reasoning { id, index, text } = &mut self.open {
+        if let Open::Reasoning { item_ref, text, .. } = &mut self.open {
             text.push_str(t);
             if self.stream {
                 begin_event(&mut self.seq, out, "response.reasoning_summary_text.delta");
-                write_item_ref(out, id, *index);
+                out.extend_from_slice(item_ref);
                 out.extend_from_slice(b",\"summary_index\":0,\"delta\":");
                 write_str(out, t);
                 end_event(out);
@@ -1193,11 +1208,11 @@ impl ResponseEncoder {
             self.close_open(out, "completed");
             self.open_message(out);
         }
-        if let Open::Message { id, index, text } = &mut self.open {
+        if let Open::Message { item_ref, text, .. } = &mut self.open {
             text.push_str(t);
             if self.stream {
                 begin_event(&mut self.seq, out, "response.output_text.delta");
-                write_item_ref(out, id, *index);
+                out.extend_from_slice(item_ref);
                 out.extend_from_slice(b",\"content_index\":0,\"delta\":");
                 write_str(out, t);
                 out.extend_from_slice(b",\"logprobs\":[]");
