@@ -535,6 +535,17 @@ fn classify(d: Dialect, a: &Answer) -> Seen {
         let v: Value = serde_json::from_str(&a.body)
             .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {:?}", a.body));
         let msg = d.error_message(&v);
+        if d == Messages {
+            // Anthropic SDKs pick their exception class from `error.type`.
+            let want = match a.status.as_u16() {
+                400 => "invalid_request_error",
+                404 => "not_found_error",
+                413 => "request_too_large",
+                503 => "overloaded_error",
+                _ => "api_error",
+            };
+            assert_eq!(v["error"]["type"], want, "{v}");
+        }
         return Error(a.status.as_u16(), leak(msg));
     }
     if a.content_type == "application/json" {
