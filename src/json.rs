@@ -53,7 +53,7 @@ pub(crate) fn write_str(out: &mut BytesMut, s: &str) {
 }
 
 /// Whether any of the eight bytes in `w` is `"`, `\\` or below 0x20.
-fn needs_escape(w: u64) -> bool {
+pub(crate) fn needs_escape(w: u64) -> bool {
     const LO: u64 = 0x0101_0101_0101_0101;
     const HI: u64 = 0x8080_8080_8080_8080;
     // Non-zero exactly when some byte of `x` is below `n` (n <= 0x80).

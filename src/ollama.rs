@@ -13,6 +13,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
+mod fast;
+
 /// One thing Ollama said.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Event<'a> {
@@ -116,6 +118,9 @@ pub(crate) struct Decoder<E> {
     num_ctx: Option<u64>,
     model: String,
     finished: bool,
+    /// Decoded text of escaped token strings (the fast path), reused.
+    content_buf: String,
+    thinking_buf: String,
 }
 
 impl<E: Encoder> Decoder<E> {
@@ -126,6 +131,8 @@ impl<E: Encoder> Decoder<E> {
             num_ctx: None,
             model: String::new(),
             finished: false,
+            content_buf: String::new(),
+            thinking_buf: String::new(),
         }
     }
 
@@ -153,7 +160,29 @@ impl<E: Encoder> Decoder<E> {
         // every string it borrows; a line that is not UTF-8 takes the byte
         // path, which reports it exactly as before.
         let parsed: Result<Line<'_>, _> = match std::str::from_utf8(line) {
-            Ok(text) => serde_json::from_str(text),
+            Ok(text) => {
+                if let Some((content, thinking)) =
+                    fast::token_line(text, &mut self.content_buf, &mut self.thinking_buf)
+                {
+                    // The same events, in the same order, as below.
+                    let mut emitted = false;
+                    if let Some(t) = thinking.filter(|t| !t.is_empty()) {
+                        if self.forward_thinking {
+                            self.encoder.event(Event::Thinking(t), out);
+                            emitted = true;
+                        }
+                    }
+                    if !content.is_empty() {
+                        self.encoder.event(Event::Text(content), out);
+                        emitted = true;
+                    }
+                    if !emitted {
+                        self.encoder.event(Event::Heartbeat, out);
+                    }
+                    return;
+                }
+                serde_json::from_str(text)
+            }
             Err(_) => serde_json::from_slice(line),
         };
         let parsed = match parsed {
