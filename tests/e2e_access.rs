@@ -1,33 +1,14 @@
 //! Who may use the proxy: PROXY_API_KEY, /healthz, credentials to Ollama.
 
-#[path = "../examples/proxy/app.rs"]
-mod app;
 mod common;
 
-use bytes::Bytes;
 use common::fake_ollama::FakeOllama;
-use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use tokio::net::TcpListener;
 
-async fn proxy(vars: &[(&str, &str)]) -> (String, tokio::task::JoinHandle<()>) {
-    let vars: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let settings = app::Settings::from_env(|k| vars.get(k).cloned()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        app::serve(listener, settings, std::future::pending())
-            .await
-            .unwrap();
-    });
-    (url, task)
+use common::proxy::{app, Proxy};
+
+async fn proxy(vars: &[(&str, &str)]) -> Proxy {
+    common::proxy::start("", vars).await
 }
 
 async fn send(
@@ -36,22 +17,10 @@ async fn send(
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> (u16, Value) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req
-        .body(Full::new(Bytes::from(
-            body.map(|b| b.to_string()).unwrap_or_default(),
-        )))
-        .unwrap();
-    let res = client.request(req).await.unwrap();
-    let status = res.status().as_u16();
-    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let a = common::proxy::send(method, url, headers, body.as_ref()).await;
     (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        a.status.as_u16(),
+        serde_json::from_str(&a.body).unwrap_or(Value::Null),
     )
 }
 
@@ -59,12 +28,13 @@ async fn send(
 async fn api_key_guards_every_dialect_and_stays_home() {
     let fake = FakeOllama::start().await;
     let base = fake.base_url();
-    let (url, task) = proxy(&[
+    let p = proxy(&[
         ("OLLAMA_BASE_URL", &base),
         ("PROXY_API_KEY", "s3cret"),
         ("OLLAMA_API_KEY", "upstream-key"),
     ])
     .await;
+    let url = p.url.clone();
     let chat = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]});
     let msgs = json!({"model": "llama3.2", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]});
 
@@ -122,7 +92,6 @@ async fn api_key_guards_every_dialect_and_stays_home() {
         );
         assert!(r.header("x-api-key").is_none());
     }
-    task.abort();
 }
 
 #[tokio::test]

@@ -12,64 +12,19 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-struct Proxy {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        self.task.abort();
-    }
-}
+use common::proxy::Proxy;
 
 async fn proxy(ollama: &str, env: &[(&str, &str)]) -> Proxy {
-    let mut vars: HashMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    vars.insert("OLLAMA_BASE_URL".into(), ollama.to_string());
-    let settings = app::Settings::from_env(|k| vars.get(k).cloned()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        app::serve(listener, settings, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    Proxy {
-        url,
-        stop: Some(tx),
-        task,
-    }
+    common::proxy::start(ollama, env).await
 }
 
 async fn post(url: &str, body: Value) -> (StatusCode, http::HeaderMap, Bytes) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let req = Request::post(url)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let res = client.request(req).await.unwrap();
-    let (parts, body) = res.into_parts();
-    let bytes = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_else(|e| Bytes::from(format!("BODY ERROR: {e}")));
-    (parts.status, parts.headers, bytes)
+    let a = common::proxy::send("POST", url, &[], Some(&body)).await;
+    (a.status, a.headers, Bytes::from(a.body))
 }
 
 fn sse(body: &[u8]) -> Vec<String> {

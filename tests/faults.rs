@@ -8,14 +8,12 @@
 //! the same dialect completes afterwards) and that nothing leaks (the fake has
 //! no generation in flight). `docs/fault-matrix.md` is this table in prose.
 
-#[path = "../examples/proxy/app.rs"]
-mod app;
 mod common;
 
 use bytes::Bytes;
 use common::fake_ollama::{FakeOllama, RUNNER_FAILED, RUNNER_STOPPED, SERVER_BUSY};
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
@@ -23,7 +21,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 
 /// Idle timeout given to the proxy: a stalled upstream fails after 1–2 s.
 const IDLE_TIMEOUT_SECS: &str = "1";
@@ -396,55 +393,18 @@ impl Fault {
     }
 }
 
-/// A running proxy; stops when dropped.
-struct Proxy {
-    addr: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        self.task.abort();
-    }
-}
+use common::proxy::{Answer, Proxy};
 
 async fn proxy(ollama: &str) -> Proxy {
     let max = MAX_BODY.to_string();
-    let vars: HashMap<&str, &str> = [
-        ("OLLAMA_BASE_URL", ollama),
-        ("UPSTREAM_IDLE_TIMEOUT", IDLE_TIMEOUT_SECS),
-        ("MAX_BODY_BYTES", max.as_str()),
-    ]
-    .into_iter()
-    .collect();
-    let settings = app::Settings::from_env(|k| vars.get(k).map(|v| v.to_string())).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        app::serve(listener, settings, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    Proxy {
-        addr,
-        stop: Some(stop),
-        task,
-    }
-}
-
-struct Answer {
-    status: StatusCode,
-    content_type: String,
-    body: String,
-    /// The body ended with an error (a cut connection).
-    failed: Option<String>,
+    common::proxy::start(
+        ollama,
+        &[
+            ("UPSTREAM_IDLE_TIMEOUT", IDLE_TIMEOUT_SECS),
+            ("MAX_BODY_BYTES", max.as_str()),
+        ],
+    )
+    .await
 }
 
 #[derive(Debug)]
@@ -453,78 +413,39 @@ struct Event {
     data: String,
 }
 
-impl Answer {
-    /// The events of an SSE body; every `data` is JSON (or `[DONE]`).
+/// The events of an SSE body; every `data` is JSON (or `[DONE]`), and a
+/// named event's data names the same type.
+trait Events {
+    fn events(&self) -> Vec<Event>;
+}
+
+impl Events for Answer {
     fn events(&self) -> Vec<Event> {
-        let mut events = Vec::new();
-        for block in self.body.split_terminator("\n\n") {
-            if block.starts_with(':') {
-                continue; // keep-alive comment
-            }
-            let mut name = None;
-            let mut data = None;
-            for line in block.lines() {
-                if let Some(n) = line.strip_prefix("event: ") {
-                    name = Some(n.to_string());
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    data = Some(d.to_string());
-                } else {
-                    panic!("not an SSE line {line:?} in {:?}", self.body);
+        self.sse()
+            .into_iter()
+            .map(|(name, data)| {
+                if data != "[DONE]" {
+                    let v: Value = serde_json::from_str(&data)
+                        .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {data:?}"));
+                    if let Some(n) = &name {
+                        assert_eq!(v["type"], n.as_str(), "event name matches its type");
+                    }
                 }
-            }
-            let data = data.unwrap_or_else(|| panic!("event without data: {block:?}"));
-            if data != "[DONE]" {
-                let v: Value = serde_json::from_str(&data)
-                    .unwrap_or_else(|e| panic!("event data is not JSON ({e}): {data:?}"));
-                if let Some(n) = &name {
-                    assert_eq!(v["type"], n.as_str(), "event name matches its type");
-                }
-            }
-            events.push(Event { name, data });
-        }
-        events
+                Event { name, data }
+            })
+            .collect()
     }
 }
 
 async fn send(addr: &str, d: Dialect, body: Value) -> Answer {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let req = Request::post(format!("http://{addr}{}", d.path()))
-        .header("content-type", "application/json")
-        .header("anthropic-version", "2023-06-01")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let res = tokio::time::timeout(Duration::from_secs(20), client.request(req))
-        .await
-        .expect("an answer within 20 s")
-        .expect("an HTTP answer");
-    let status = res.status();
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let mut body = res.into_body();
-    let mut bytes = Vec::new();
-    let mut failed = None;
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(20), body.frame())
-            .await
-            .expect("the body moves within 20 s");
-        match frame {
-            None => break,
-            Some(Ok(f)) => bytes.extend_from_slice(f.data_ref().map_or(&[][..], |d| &d[..])),
-            Some(Err(e)) => {
-                failed = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    Answer {
-        status,
-        content_type,
-        body: String::from_utf8(bytes).expect("UTF-8 body"),
-        failed,
-    }
+    let url = format!("http://{addr}{}", d.path());
+    common::proxy::send(
+        "POST",
+        &url,
+        &[("anthropic-version", "2023-06-01")],
+        Some(&body),
+    )
+    .await
 }
 
 /// What an answer shows, checked against the dialect's rules on the way.
@@ -757,6 +678,7 @@ async fn send_chunked(addr: &str, d: Dialect, body: &Value) -> Answer {
     };
     Answer {
         status: StatusCode::from_u16(status).unwrap(),
+        headers: http::HeaderMap::new(),
         content_type: headers.get("content-type").cloned().unwrap_or_default(),
         body,
         failed: None,

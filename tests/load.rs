@@ -16,8 +16,6 @@
 //! The proxy-alone figure needs the `examples/proxy` binary of the same
 //! profile (`cargo test` builds it; else `cargo build [--release] --example proxy`).
 
-#[path = "../examples/proxy/app.rs"]
-mod app;
 mod common;
 
 use bytes::Bytes;
@@ -29,44 +27,13 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
-struct Proxy {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        self.task.abort();
-    }
-}
+use common::proxy::Proxy;
 
 async fn proxy(fake: &FakeOllama) -> Proxy {
-    let base = fake.base_url();
-    let settings = app::Settings::from_env(|k| (k == "OLLAMA_BASE_URL").then(|| base.clone()))
-        .expect("settings");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = app::serve(listener, settings, async {
-            let _ = stopped.await;
-        })
-        .await;
-    });
-    Proxy {
-        url,
-        stop: Some(stop),
-        task,
-    }
+    common::proxy::start(&fake.base_url(), &[]).await
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -2,70 +2,30 @@
 //! (`examples/proxy/app.rs`) on a real socket, in front of the fake Ollama,
 //! driven the way Claude Code drives it.
 
-#[path = "../examples/proxy/app.rs"]
-mod app;
 mod common;
 
-use bytes::Bytes;
 use common::fake_ollama::FakeOllama;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
-/// A running proxy; stops when dropped.
-struct Proxy {
-    url: String,
-    _stop: oneshot::Sender<()>,
-}
+use common::proxy::{last_chat, send, Answer, Proxy};
 
 async fn proxy(fake: &FakeOllama, env: &[(&str, &str)]) -> Proxy {
-    let mut vars: HashMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    vars.insert("OLLAMA_BASE_URL".into(), fake.base_url());
-    let settings = app::Settings::from_env(|k| vars.get(k).cloned()).expect("settings");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = app::serve(listener, settings, async {
-            let _ = stopped.await;
-        })
-        .await;
-    });
-    Proxy { url, _stop: stop }
+    common::proxy::start(&fake.base_url(), env).await
 }
 
-struct Answer {
-    status: StatusCode,
-    content_type: String,
-    body: String,
-    /// The body ended with an error (a broken connection).
-    failed: Option<String>,
+/// Anthropic's SSE: named events whose data names the same type.
+trait Events {
+    fn events(&self) -> Vec<(String, Value)>;
 }
 
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
-    /// `(event, data)` pairs of an SSE body.
+impl Events for Answer {
     fn events(&self) -> Vec<(String, Value)> {
         assert!(self.body.ends_with("\n\n"), "{}", self.body);
-        self.body
-            .split_terminator("\n\n")
-            .map(|e| {
-                let (name, data) = e.split_once('\n').unwrap();
-                let name = name.strip_prefix("event: ").unwrap().to_string();
-                let data: Value =
-                    serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+        self.sse()
+            .into_iter()
+            .map(|(name, data)| {
+                let name = name.expect("an event name");
+                let data: Value = serde_json::from_str(&data).unwrap();
                 assert_eq!(data["type"], name.as_str());
                 (name, data)
             })
@@ -75,57 +35,22 @@ impl Answer {
 
 /// Posts like Claude Code: query string, Anthropic headers, a key.
 async fn post(proxy: &Proxy, path: &str, body: Value) -> Answer {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let req = Request::post(format!("{}{path}", proxy.url))
-        .header("content-type", "application/json")
-        .header("anthropic-version", "2023-06-01")
-        .header(
+    let headers = [
+        ("anthropic-version", "2023-06-01"),
+        (
             "anthropic-beta",
             "claude-code-20250219,interleaved-thinking-2025-05-14",
-        )
-        .header("x-api-key", "sk-ant-anything")
-        .header("accept-encoding", "gzip, br, zstd")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let res = tokio::time::timeout(Duration::from_secs(30), client.request(req))
-        .await
-        .expect("timely answer")
-        .expect("answer");
-    let status = res.status();
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    // Keep what arrived before a failure: a broken stream still says why.
-    let mut body = res.into_body();
-    let mut bytes = Vec::new();
-    let mut failed = None;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(f) => bytes.extend_from_slice(f.data_ref().map_or(&[][..], |d| &d[..])),
-            Err(e) => {
-                failed = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    let body = String::from_utf8(bytes).unwrap();
-    Answer {
-        status,
-        content_type,
-        body,
-        failed,
-    }
-}
-
-/// The last `/api/chat` request the fake saw.
-fn last_chat(fake: &FakeOllama) -> Value {
-    fake.requests_to("/api/chat")
-        .last()
-        .expect("a request reached Ollama")
-        .body
-        .clone()
+        ),
+        ("x-api-key", "sk-ant-anything"),
+        ("accept-encoding", "gzip, br, zstd"),
+    ];
+    send(
+        "POST",
+        &format!("{}{path}", proxy.url),
+        &headers,
+        Some(&body),
+    )
+    .await
 }
 
 fn weather_tool() -> Value {

@@ -2,74 +2,31 @@
 //! (`examples/proxy/app.rs`) on a real socket, in front of the fake Ollama,
 //! driven the way LiteLLM and Codex CLI drive it.
 
-#[path = "../examples/proxy/app.rs"]
-mod app;
 mod common;
 
-use bytes::Bytes;
 use common::fake_ollama::{FakeOllama, RUNNER_STOPPED};
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use std::collections::HashMap;
-use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
-/// A running proxy; stops when dropped.
-struct Proxy {
-    url: String,
-    _stop: oneshot::Sender<()>,
-}
+use common::proxy::{last_chat, send, Answer, Proxy};
 
 async fn proxy(fake: &FakeOllama, env: &[(&str, &str)]) -> Proxy {
-    let mut vars: HashMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    vars.insert("OLLAMA_BASE_URL".into(), fake.base_url());
-    let settings = app::Settings::from_env(|k| vars.get(k).cloned()).expect("settings");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = app::serve(listener, settings, async {
-            let _ = stopped.await;
-        })
-        .await;
-    });
-    Proxy { url, _stop: stop }
+    common::proxy::start(&fake.base_url(), env).await
 }
 
-struct Answer {
-    status: StatusCode,
-    content_type: String,
-    body: String,
-    /// The body ended with an error (a broken connection).
-    failed: Option<String>,
+/// Responses SSE: every event names its type twice, sequence numbers count
+/// up from 0.
+trait Events {
+    fn events(&self) -> Vec<Value>;
 }
 
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
-    /// The data of every SSE event (comments skipped), checking that each
-    /// names its type twice and that sequence numbers count up from 0.
+impl Events for Answer {
     fn events(&self) -> Vec<Value> {
         assert!(self.body.ends_with("\n\n"), "{}", self.body);
         let mut out: Vec<Value> = Vec::new();
-        for block in self.body.split_terminator("\n\n") {
-            if block.starts_with(':') {
-                continue;
-            }
-            let (name, data) = block.split_once('\n').unwrap();
-            let name = name.strip_prefix("event: ").unwrap();
-            let data: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
-            assert_eq!(data["type"], name);
-            assert_eq!(data["sequence_number"], out.len() as u64, "{block}");
+        for (name, data) in self.sse() {
+            let data: Value = serde_json::from_str(&data).unwrap();
+            assert_eq!(Some(data["type"].as_str().unwrap()), name.as_deref());
+            assert_eq!(data["sequence_number"], out.len() as u64, "{data}");
             out.push(data);
         }
         out
@@ -82,52 +39,19 @@ fn types(events: &[Value]) -> Vec<&str> {
 
 /// Posts like Codex CLI / the OpenAI SDK: a bearer key and a few extra headers.
 async fn post(proxy: &Proxy, body: Value) -> Answer {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let req = Request::post(format!("{}/v1/responses", proxy.url))
-        .header("content-type", "application/json")
-        .header("authorization", "Bearer sk-anything")
-        .header("originator", "codex_cli_rs")
-        .header("x-codex-turn-metadata", "{}")
-        .header("accept", "text/event-stream")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let res = tokio::time::timeout(Duration::from_secs(30), client.request(req))
-        .await
-        .expect("timely answer")
-        .expect("answer");
-    let status = res.status();
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let mut body = res.into_body();
-    let mut bytes = Vec::new();
-    let mut failed = None;
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(f) => bytes.extend_from_slice(f.data_ref().map_or(&[][..], |d| &d[..])),
-            Err(e) => {
-                failed = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    Answer {
-        status,
-        content_type,
-        body: String::from_utf8(bytes).unwrap(),
-        failed,
-    }
-}
-
-/// The last `/api/chat` request the fake saw.
-fn last_chat(fake: &FakeOllama) -> Value {
-    fake.requests_to("/api/chat")
-        .last()
-        .expect("a request reached Ollama")
-        .body
-        .clone()
+    let headers = [
+        ("authorization", "Bearer sk-anything"),
+        ("originator", "codex_cli_rs"),
+        ("x-codex-turn-metadata", "{}"),
+        ("accept", "text/event-stream"),
+    ];
+    send(
+        "POST",
+        &format!("{}/v1/responses", proxy.url),
+        &headers,
+        Some(&body),
+    )
+    .await
 }
 
 fn output_text(response: &Value) -> String {

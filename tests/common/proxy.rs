@@ -1,0 +1,167 @@
+//! The proxy of `examples/proxy` (the very same code), in-process on an
+//! ephemeral loopback port, and an HTTP client that keeps what a broken
+//! stream delivered before it broke.
+
+#[path = "../../examples/proxy/app.rs"]
+pub mod app;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A running proxy; stops (and drops its connections) when dropped.
+pub struct Proxy {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// `127.0.0.1:PORT`
+    pub addr: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.abort();
+    }
+}
+
+/// Starts the proxy in front of `ollama` with `env` as its environment.
+pub async fn start(ollama: &str, env: &[(&str, &str)]) -> Proxy {
+    let mut vars: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    vars.entry("OLLAMA_BASE_URL".into())
+        .or_insert_with(|| ollama.to_string());
+    let settings = app::Settings::from_env(|k| vars.get(k).cloned()).expect("settings");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = app::serve(listener, settings, async {
+            let _ = stopped.await;
+        })
+        .await;
+    });
+    Proxy {
+        url: format!("http://{addr}"),
+        addr,
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// What came back for one request.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub content_type: String,
+    pub body: String,
+    /// The body ended with an error (a cut connection), and why.
+    pub failed: Option<String>,
+}
+
+impl Answer {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+
+    /// `(event name, data)` of every SSE event, keep-alive comments skipped.
+    pub fn sse(&self) -> Vec<(Option<String>, String)> {
+        let mut events = Vec::new();
+        for block in self.body.split_terminator("\n\n") {
+            if block.starts_with(':') {
+                continue;
+            }
+            let mut name = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = Some(n.to_string());
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = Some(d.to_string());
+                } else {
+                    panic!("not an SSE line {line:?} in {:?}", self.body);
+                }
+            }
+            let data = data.unwrap_or_else(|| panic!("event without data: {block:?}"));
+            events.push((name, data));
+        }
+        events
+    }
+}
+
+/// Sends a request and reads the whole answer (each step within 30 s).
+pub async fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Answer {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = Request::builder().method(method).uri(url);
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(
+            body.map(Value::to_string).unwrap_or_default(),
+        )))
+        .unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .expect("an answer within 30 s")
+        .expect("an HTTP answer");
+    let status = res.status();
+    let headers = res.headers().clone();
+    let content_type = headers
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let mut body = res.into_body();
+    let mut bytes = Vec::new();
+    let mut failed = None;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), body.frame())
+            .await
+            .expect("the body moves within 30 s");
+        match frame {
+            None => break,
+            Some(Ok(f)) => bytes.extend_from_slice(f.data_ref().map_or(&[][..], |d| &d[..])),
+            Some(Err(e)) => {
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    Answer {
+        status,
+        headers,
+        content_type,
+        body: String::from_utf8(bytes).expect("UTF-8 body"),
+        failed,
+    }
+}
+
+/// The body of the last `/api/chat` request the fake Ollama saw.
+pub fn last_chat(fake: &super::fake_ollama::FakeOllama) -> Value {
+    fake.requests_to("/api/chat")
+        .last()
+        .expect("a request reached Ollama")
+        .body
+        .clone()
+}
