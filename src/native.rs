@@ -87,13 +87,7 @@ impl ChatRequest {
     /// injects `think: true` for configured think-models when the client
     /// said nothing about thinking, and serializes.
     pub(crate) fn finish(mut self, config: &Config) -> Result<Finished, ApiError> {
-        let defaults = config.defaults_for(&self.model);
-        for (k, v) in defaults.options {
-            self.options.entry(k).or_insert(v);
-        }
-        if self.keep_alive.is_none() {
-            self.keep_alive = defaults.keep_alive;
-        }
+        apply_defaults(config, &self.model, &mut self.options, &mut self.keep_alive);
         if config.cannot_think(&self.model) {
             // Ollama answers 400 to `think` on a model that cannot think;
             // it is known not to, so thinking stays off whatever was asked.
@@ -104,17 +98,7 @@ impl ChatRequest {
         } else if self.think.is_none() && config.is_think_model(&self.model) {
             self.think = Some(Value::Bool(true));
         }
-        let num_ctx = self.options.get("num_ctx").and_then(Value::as_u64);
-        let body = serde_json::to_vec(&self).map_err(|e| {
-            ApiError::new(
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                format!("could not encode the request for Ollama: {e}"),
-            )
-        })?;
-        Ok(Finished {
-            body: Bytes::from(body),
-            num_ctx,
-        })
+        encode(&self, &self.options)
     }
 }
 
@@ -141,28 +125,43 @@ impl GenerateRequest {
     /// Thinking is not part of the legacy completions API: a model that
     /// thinks by default is asked not to unless the client said otherwise.
     pub(crate) fn finish(mut self, config: &Config) -> Result<Finished, ApiError> {
-        let defaults = config.defaults_for(&self.model);
-        for (k, v) in defaults.options {
-            self.options.entry(k).or_insert(v);
-        }
-        if self.keep_alive.is_none() {
-            self.keep_alive = defaults.keep_alive;
-        }
+        apply_defaults(config, &self.model, &mut self.options, &mut self.keep_alive);
         if config.cannot_think(&self.model) {
             self.think = None;
         }
-        let num_ctx = self.options.get("num_ctx").and_then(Value::as_u64);
-        let body = serde_json::to_vec(&self).map_err(|e| {
-            ApiError::new(
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                format!("could not encode the request for Ollama: {e}"),
-            )
-        })?;
-        Ok(Finished {
-            body: Bytes::from(body),
-            num_ctx,
-        })
+        encode(&self, &self.options)
     }
+}
+
+/// The layer's per-model defaults, *under* what the client sent.
+fn apply_defaults(
+    config: &Config,
+    model: &str,
+    options: &mut Map<String, Value>,
+    keep_alive: &mut Option<Value>,
+) {
+    let defaults = config.defaults_for(model);
+    for (k, v) in defaults.options {
+        options.entry(k).or_insert(v);
+    }
+    if keep_alive.is_none() {
+        *keep_alive = defaults.keep_alive;
+    }
+}
+
+/// Serializes a native request, noting the `num_ctx` it carries.
+fn encode<T: Serialize>(req: &T, options: &Map<String, Value>) -> Result<Finished, ApiError> {
+    let num_ctx = options.get("num_ctx").and_then(Value::as_u64);
+    let body = serde_json::to_vec(req).map_err(|e| {
+        ApiError::new(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not encode the request for Ollama: {e}"),
+        )
+    })?;
+    Ok(Finished {
+        body: Bytes::from(body),
+        num_ctx,
+    })
 }
 
 /// Whether a `think` value asks for thinking.

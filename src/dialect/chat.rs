@@ -4,7 +4,9 @@
 //! `chat.completion.chunk` server-sent events (or one `chat.completion`
 //! object when the client did not ask to stream).
 
-use super::params::{expect_integer, expect_number, parse_arguments, type_name};
+use super::params::{
+    expect_integer, expect_number, parse_arguments, parse_content, type_name, UnknownParts,
+};
 use super::{openai, Dialect, Transcode, Upstream, JSON, SSE};
 use crate::config::{Config, ReasoningMode};
 use crate::error::ApiError;
@@ -371,83 +373,6 @@ fn parse_legacy_functions(v: Option<&Value>) -> Result<Vec<Value>, ApiError> {
     parse_tools(Some(&Value::Array(wrapped)), "functions")
 }
 
-/// Text of a `content` that is a string, null, or an array of parts.
-/// Images go to `images`.
-fn parse_content(
-    content: Option<&Value>,
-    param: &str,
-    images: &mut Vec<String>,
-) -> Result<String, ApiError> {
-    let parts = match content {
-        None | Some(Value::Null) => return Ok(String::new()),
-        Some(Value::String(s)) => return Ok(s.clone()),
-        Some(Value::Array(parts)) => parts,
-        Some(v) => {
-            return Err(ApiError::invalid(
-                param,
-                format!(
-                    "content must be a string or an array of parts, got {}",
-                    type_name(v)
-                ),
-            ))
-        }
-    };
-    let mut texts: Vec<&str> = Vec::new();
-    for (j, part) in parts.iter().enumerate() {
-        let part_param = format!("{param}[{j}]");
-        if let Value::String(s) = part {
-            texts.push(s);
-            continue;
-        }
-        let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
-        match kind {
-            "text" | "input_text" | "output_text" => match part.get("text") {
-                Some(Value::String(t)) => texts.push(t),
-                _ => {
-                    return Err(ApiError::invalid(
-                        format!("{part_param}.text"),
-                        "a text part needs a text string",
-                    ))
-                }
-            },
-            "refusal" => {
-                if let Some(t) = part.get("refusal").and_then(Value::as_str) {
-                    texts.push(t);
-                }
-            }
-            "image_url" => {
-                let url = match part.get("image_url") {
-                    Some(Value::String(u)) => u.as_str(),
-                    Some(Value::Object(o)) => o.get("url").and_then(Value::as_str).unwrap_or(""),
-                    _ => "",
-                };
-                images.push(native::image_from_url(
-                    url,
-                    &format!("{part_param}.image_url"),
-                )?);
-            }
-            "input_audio" => {
-                let data = part
-                    .get("input_audio")
-                    .and_then(|a| a.get("data"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                images.push(native::image_from_base64(
-                    data,
-                    &format!("{part_param}.input_audio.data"),
-                )?);
-            }
-            other => {
-                return Err(ApiError::invalid(
-                    format!("{part_param}.type"),
-                    format!("unsupported content part type {other:?}"),
-                ))
-            }
-        }
-    }
-    Ok(texts.join("\n"))
-}
-
 fn parse_messages(v: Option<&Value>) -> Result<Vec<Message>, ApiError> {
     let msgs = match v {
         Some(Value::Array(a)) if !a.is_empty() => a,
@@ -477,7 +402,12 @@ fn parse_messages(v: Option<&Value>) -> Result<Vec<Message>, ApiError> {
         };
         let role = m.get("role").and_then(Value::as_str).unwrap_or("");
         let mut images = Vec::new();
-        let content = parse_content(m.get("content"), &format!("{p}.content"), &mut images)?;
+        let content = parse_content(
+            m.get("content"),
+            &format!("{p}.content"),
+            &mut images,
+            UnknownParts::Reject,
+        )?;
         let mut msg = match role {
             "system" | "developer" => Message::new("system", content),
             "user" => Message::new("user", content),

@@ -1,8 +1,8 @@
 //! OpenAI embeddings: `POST /v1/embeddings` → `/api/embed`.
 
-use super::{openai, Dialect, Transcode, Upstream, JSON};
+use super::{openai, Dialect, Render, Upstream, WholeBody, JSON};
 use crate::config::Config;
-use crate::error::{ApiError, BoxError};
+use crate::error::ApiError;
 use crate::util::base64_encode;
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode};
@@ -94,10 +94,9 @@ impl Dialect for Embeddings {
             method: Method::POST,
             path: "/api/embed",
             body: Bytes::from(native.to_string()),
-            transcoder: Box::new(EmbedTranscoder {
+            transcoder: WholeBody::boxed(EmbedTranscoder {
                 model: client_model,
                 base64,
-                done: false,
             }),
             content_type: JSON,
         })
@@ -119,14 +118,10 @@ struct Embed {
 struct EmbedTranscoder {
     model: String,
     base64: bool,
-    done: bool,
 }
 
-impl Transcode for EmbedTranscoder {
-    fn line(&mut self, line: &[u8], out: &mut BytesMut) {
-        if std::mem::replace(&mut self.done, true) {
-            return;
-        }
+impl Render for EmbedTranscoder {
+    fn render(&mut self, line: &[u8], out: &mut BytesMut) {
         let embed: Embed = match serde_json::from_slice(line) {
             Ok(e) => e,
             Err(e) => {
@@ -161,24 +156,12 @@ impl Transcode for EmbedTranscoder {
         });
         out.extend_from_slice(v.to_string().as_bytes());
     }
-
-    fn finish(&mut self, out: &mut BytesMut) -> Result<(), BoxError> {
-        self.line(b"{}", out);
-        Ok(())
-    }
-
-    fn abort(&mut self, _error: &str, _out: &mut BytesMut) {
-        self.done = true;
-    }
-
-    fn whole_body(&self) -> bool {
-        true
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dialect::Transcode;
 
     fn prepare(body: Value) -> Result<Upstream, ApiError> {
         let (parts, _) = http::Request::new(()).into_parts();
@@ -215,11 +198,10 @@ mod tests {
 
     #[test]
     fn encodes_vectors() {
-        let mut t = EmbedTranscoder {
+        let mut t = WholeBody(Some(EmbedTranscoder {
             model: "e".into(),
             base64: true,
-            done: false,
-        };
+        }));
         let mut out = BytesMut::new();
         t.line(
             br#"{"embeddings":[[1.0,-2.5]],"prompt_eval_count":3}"#,

@@ -42,6 +42,43 @@ pub(crate) trait Transcode: Send {
     }
 }
 
+/// Renders a whole upstream JSON document in a client's shape.
+pub(crate) trait Render: Send {
+    /// `body` is the complete upstream body (`{}` when it was empty).
+    fn render(&mut self, body: &[u8], out: &mut BytesMut);
+}
+
+/// A [`Transcode`] for answers that are one JSON document: renders it once
+/// the body is complete, nothing if the body failed.
+pub(crate) struct WholeBody<R>(pub(crate) Option<R>);
+
+impl<R: Render> WholeBody<R> {
+    pub(crate) fn boxed(render: R) -> Box<dyn Transcode>
+    where
+        R: 'static,
+    {
+        Box::new(WholeBody(Some(render)))
+    }
+}
+
+impl<R: Render> Transcode for WholeBody<R> {
+    fn line(&mut self, line: &[u8], out: &mut BytesMut) {
+        if let Some(mut r) = self.0.take() {
+            r.render(line, out);
+        }
+    }
+    fn finish(&mut self, out: &mut BytesMut) -> Result<(), BoxError> {
+        self.line(b"{}", out);
+        Ok(())
+    }
+    fn abort(&mut self, _error: &str, _out: &mut BytesMut) {
+        self.0 = None;
+    }
+    fn whole_body(&self) -> bool {
+        true
+    }
+}
+
 /// What to send to Ollama for a translated request.
 pub(crate) struct Upstream {
     pub(crate) method: Method,

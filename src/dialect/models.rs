@@ -1,9 +1,9 @@
 //! OpenAI model discovery: `GET /v1/models` from `/api/tags`, and
 //! `GET /v1/models/{id}` from `/api/show` (ids may contain `:` and `/`).
 
-use super::{openai, Dialect, Transcode, Upstream, JSON};
+use super::{openai, Dialect, Render, Upstream, WholeBody, JSON};
 use crate::config::Config;
-use crate::error::{ApiError, BoxError};
+use crate::error::ApiError;
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode};
 use serde::Deserialize;
@@ -104,10 +104,7 @@ impl Dialect for ListModels {
             method: Method::GET,
             path: "/api/tags",
             body: Bytes::new(),
-            transcoder: Box::new(ListTranscoder {
-                aliases,
-                done: false,
-            }),
+            transcoder: WholeBody::boxed(ListTranscoder { aliases }),
             content_type: JSON,
         })
     }
@@ -119,14 +116,10 @@ impl Dialect for ListModels {
 
 struct ListTranscoder {
     aliases: Vec<(String, String)>,
-    done: bool,
 }
 
-impl ListTranscoder {
+impl Render for ListTranscoder {
     fn render(&mut self, body: &[u8], out: &mut BytesMut) {
-        if std::mem::replace(&mut self.done, true) {
-            return;
-        }
         let tags: Tags = match serde_json::from_slice(body) {
             Ok(t) => t,
             Err(e) => {
@@ -160,22 +153,6 @@ impl ListTranscoder {
         }
         let v = json!({"object": "list", "data": data});
         out.extend_from_slice(v.to_string().as_bytes());
-    }
-}
-
-impl Transcode for ListTranscoder {
-    fn line(&mut self, line: &[u8], out: &mut BytesMut) {
-        self.render(line, out);
-    }
-    fn finish(&mut self, out: &mut BytesMut) -> Result<(), BoxError> {
-        self.render(b"{}", out);
-        Ok(())
-    }
-    fn abort(&mut self, _error: &str, _out: &mut BytesMut) {
-        self.done = true;
-    }
-    fn whole_body(&self) -> bool {
-        true
     }
 }
 
@@ -223,11 +200,7 @@ impl Dialect for RetrieveModel {
             method: Method::POST,
             path: "/api/show",
             body: Bytes::from(body),
-            transcoder: Box::new(ShowTranscoder {
-                id,
-                target,
-                done: false,
-            }),
+            transcoder: WholeBody::boxed(ShowTranscoder { id, target }),
             content_type: JSON,
         })
     }
@@ -240,14 +213,10 @@ impl Dialect for RetrieveModel {
 struct ShowTranscoder {
     id: String,
     target: String,
-    done: bool,
 }
 
-impl Transcode for ShowTranscoder {
-    fn line(&mut self, line: &[u8], out: &mut BytesMut) {
-        if std::mem::replace(&mut self.done, true) {
-            return;
-        }
+impl Render for ShowTranscoder {
+    fn render(&mut self, line: &[u8], out: &mut BytesMut) {
         let modified = serde_json::from_slice::<Value>(line).ok().and_then(|v| {
             v.get("modified_at")
                 .and_then(Value::as_str)
@@ -256,21 +225,12 @@ impl Transcode for ShowTranscoder {
         let v = model_object(&self.id, &owner(&self.target), modified.as_deref());
         out.extend_from_slice(v.to_string().as_bytes());
     }
-    fn finish(&mut self, out: &mut BytesMut) -> Result<(), BoxError> {
-        self.line(b"{}", out);
-        Ok(())
-    }
-    fn abort(&mut self, _error: &str, _out: &mut BytesMut) {
-        self.done = true;
-    }
-    fn whole_body(&self) -> bool {
-        true
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dialect::Transcode;
 
     #[test]
     fn parses_timestamps() {
@@ -295,13 +255,12 @@ mod tests {
 
     #[test]
     fn lists_models_and_aliases() {
-        let mut t = ListTranscoder {
+        let mut t = WholeBody(Some(ListTranscoder {
             aliases: vec![
                 ("gpt-4o".into(), "qwen3".into()),
                 ("ghost".into(), "nope".into()),
             ],
-            done: false,
-        };
+        }));
         let mut out = BytesMut::new();
         t.line(
             br#"{"models":[{"name":"qwen3:latest","modified_at":"1970-01-01T00:01:00Z"},{"name":"hf.co/acme/tiny:Q4"}]}"#,

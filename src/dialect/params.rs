@@ -2,6 +2,7 @@
 //! dialect's request translator.
 
 use crate::error::ApiError;
+use crate::native;
 use serde_json::{json, Map, Value};
 
 /// "a string", "an array", … for error messages.
@@ -87,6 +88,112 @@ pub(crate) fn parse_arguments(args: Option<&Value>, param: &str) -> Result<Value
             ),
         )),
     }
+}
+
+/// What to do with a content part of a type we do not know.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UnknownParts {
+    /// A 400 naming it (Chat Completions: clients send few kinds).
+    Reject,
+    /// Drop it with a debug log (Responses: new kinds keep appearing).
+    Drop,
+}
+
+/// Text of a `content` that is a string, null, or an array of parts (joined
+/// with `\n`), for the OpenAI dialects. Images (`image_url`, `input_image`,
+/// audio data) go to `images` as Ollama's raw base64; remote URLs and file
+/// ids are refused with a 400 naming the part.
+pub(crate) fn parse_content(
+    content: Option<&Value>,
+    param: &str,
+    images: &mut Vec<String>,
+    unknown: UnknownParts,
+) -> Result<String, ApiError> {
+    let parts = match content {
+        None | Some(Value::Null) => return Ok(String::new()),
+        Some(Value::String(s)) => return Ok(s.clone()),
+        Some(Value::Array(parts)) => parts,
+        Some(v) => {
+            return Err(ApiError::invalid(
+                param,
+                format!(
+                    "content must be a string or an array of parts, got {}",
+                    type_name(v)
+                ),
+            ))
+        }
+    };
+    let mut texts: Vec<&str> = Vec::new();
+    for (j, part) in parts.iter().enumerate() {
+        let pp = format!("{param}[{j}]");
+        if let Value::String(s) = part {
+            texts.push(s);
+            continue;
+        }
+        match part.get("type").and_then(Value::as_str).unwrap_or("") {
+            "text" | "input_text" | "output_text" => match part.get("text") {
+                Some(Value::String(t)) => texts.push(t),
+                _ => {
+                    return Err(ApiError::invalid(
+                        format!("{pp}.text"),
+                        "a text part needs a text string",
+                    ))
+                }
+            },
+            "refusal" => {
+                if let Some(t) = part.get("refusal").and_then(Value::as_str) {
+                    texts.push(t);
+                }
+            }
+            "image_url" | "input_image" => {
+                let url = match part.get("image_url") {
+                    Some(Value::String(u)) => Some(u.as_str()),
+                    Some(Value::Object(o)) => o.get("url").and_then(Value::as_str),
+                    _ => None,
+                };
+                match url {
+                    Some(url) => images.push(native::image_from_url(url, &format!("{pp}.image_url"))?),
+                    None if part.get("file_id").is_some_and(|f| !f.is_null()) => {
+                        return Err(ApiError::invalid(
+                            format!("{pp}.file_id"),
+                            "file ids are not supported: this proxy stores no files; send the image inline as a base64 data URL",
+                        ))
+                    }
+                    None => {
+                        return Err(ApiError::invalid(
+                            format!("{pp}.image_url"),
+                            "an image part needs an image_url (a base64 data URL)",
+                        ))
+                    }
+                }
+            }
+            "input_audio" => {
+                let data = part
+                    .get("input_audio")
+                    .and_then(|a| a.get("data"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                images.push(native::image_from_base64(
+                    data,
+                    &format!("{pp}.input_audio.data"),
+                )?);
+            }
+            "input_file" | "file" => {
+                return Err(ApiError::invalid(
+                    pp,
+                    "file parts are not supported by Ollama: send the file's text as a text part",
+                ))
+            }
+            other if unknown == UnknownParts::Reject => {
+                return Err(ApiError::invalid(
+                    format!("{pp}.type"),
+                    format!("unsupported content part type {other:?}"),
+                ))
+            }
+            other => tracing::debug!(kind = other, "dropping a content part Ollama cannot use"),
+        }
+    }
+    Ok(texts.join("\n"))
 }
 
 #[cfg(test)]

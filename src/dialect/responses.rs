@@ -31,7 +31,9 @@
 //!   `web_search_call`, `custom_tool_call`, …), unknown content parts, and
 //!   every request field the dialect does not use.
 
-use super::params::{expect_integer, expect_number, get, parse_arguments, type_name};
+use super::params::{
+    expect_integer, expect_number, get, parse_arguments, parse_content, type_name, UnknownParts,
+};
 use super::{openai, Dialect, Transcode, Upstream, JSON, SSE};
 use crate::config::{Config, ReasoningMode};
 use crate::error::ApiError;
@@ -594,7 +596,12 @@ impl InputBuilder<'_> {
             None => return Err(ApiError::invalid(format!("{p}.role"), "a message item needs a role")),
         };
         let mut images = Vec::new();
-        let content = parse_content(item.get("content"), &format!("{p}.content"), &mut images)?;
+        let content = parse_content(
+            item.get("content"),
+            &format!("{p}.content"),
+            &mut images,
+            UnknownParts::Drop,
+        )?;
         let mut msg = Message::new(role, content);
         msg.images = images;
         match role {
@@ -663,7 +670,7 @@ impl InputBuilder<'_> {
         let content = match item.get("output") {
             Some(Value::String(s)) => s.clone(),
             v @ (None | Some(Value::Null | Value::Array(_))) => {
-                parse_content(v, &format!("{p}.output"), &mut images)?
+                parse_content(v, &format!("{p}.output"), &mut images, UnknownParts::Drop)?
             }
             Some(v) => v.to_string(),
         };
@@ -701,81 +708,6 @@ impl InputBuilder<'_> {
             }
         }
     }
-}
-
-/// Text of a `content` that is a string, null, or an array of parts. Images
-/// go to `images`.
-fn parse_content(
-    content: Option<&Value>,
-    param: &str,
-    images: &mut Vec<String>,
-) -> Result<String, ApiError> {
-    let parts = match content {
-        None | Some(Value::Null) => return Ok(String::new()),
-        Some(Value::String(s)) => return Ok(s.clone()),
-        Some(Value::Array(parts)) => parts,
-        Some(v) => {
-            return Err(ApiError::invalid(
-                param,
-                format!(
-                    "content must be a string or an array of parts, got {}",
-                    type_name(v)
-                ),
-            ))
-        }
-    };
-    let mut texts: Vec<&str> = Vec::new();
-    for (j, part) in parts.iter().enumerate() {
-        let pp = format!("{param}[{j}]");
-        if let Value::String(s) = part {
-            texts.push(s);
-            continue;
-        }
-        match part.get("type").and_then(Value::as_str).unwrap_or("") {
-            "input_text" | "output_text" | "text" => match part.get("text") {
-                Some(Value::String(t)) => texts.push(t),
-                _ => {
-                    return Err(ApiError::invalid(
-                        format!("{pp}.text"),
-                        "a text part needs a text string",
-                    ))
-                }
-            },
-            "refusal" => {
-                if let Some(t) = part.get("refusal").and_then(Value::as_str) {
-                    texts.push(t);
-                }
-            }
-            "input_image" => {
-                let url = match part.get("image_url") {
-                    Some(Value::String(u)) => Some(u.as_str()),
-                    Some(Value::Object(o)) => o.get("url").and_then(Value::as_str),
-                    _ => None,
-                };
-                match url {
-                    Some(url) => images.push(native::image_from_url(url, &format!("{pp}.image_url"))?),
-                    None if part.get("file_id").is_some_and(|f| !f.is_null()) => {
-                        return Err(ApiError::invalid(
-                            format!("{pp}.file_id"),
-                            "file ids are not supported: this proxy stores no files; send the image inline as a base64 data URL",
-                        ))
-                    }
-                    None => {
-                        return Err(ApiError::invalid(
-                            format!("{pp}.image_url"),
-                            "an input_image part needs an image_url (a base64 data URL)",
-                        ))
-                    }
-                }
-            }
-            "input_file" => return Err(ApiError::invalid(
-                pp,
-                "input_file parts are not supported by Ollama: send the file's text as input_text",
-            )),
-            other => tracing::debug!(kind = other, "dropping a content part Ollama cannot use"),
-        }
-    }
-    Ok(texts.join("\n"))
 }
 
 /// `encrypted_content` for our own thinking text.
