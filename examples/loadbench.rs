@@ -1,0 +1,941 @@
+//! End-to-end load benchmark: a fast fake Ollama, the real proxy binary and a
+//! load generator, measured side by side in one run (loopback only).
+//!
+//! ```text
+//! cargo build --release --example proxy --example loadbench
+//! target/release/examples/loadbench
+//! ```
+//!
+//! Three processes: this one (the load generator), a fake Ollama (this same
+//! binary re-run with `--fake`) and the proxy (`proxy` next to this binary,
+//! started with `LISTEN_ADDR=127.0.0.1:0`). The proxy's CPU time and resident
+//! memory are its own, read from `/proc/<pid>/stat` and `/proc/<pid>/status`.
+//!
+//! Every scenario runs twice, back to back: straight to the fake ("direct")
+//! and through the proxy. The fake answers every `/api/chat` with 256 token
+//! lines (~125 bytes each) and a done line, as fast as the socket takes
+//! them (`fast`), or flushing each line on its own (`paced`, model name
+//! `paced`: one line per TCP write, as a real model streams), or one line
+//! every 5 s (`slow`, model name `slow`, to hold streams open for the memory
+//! figures).
+//!
+//! Environment: `LOADBENCH_SECS` (seconds per scenario, default 3),
+//! `LOADBENCH_SLOW` (stream counts for the memory figures, default
+//! `1000,10000`; empty to skip), `LOADBENCH_ONLY` (run only the scenarios
+//! whose name contains it, e.g. `stream c=32`). The whole run takes about
+//! two minutes.
+// A benchmark harness: a failed unwrap is a broken run, not a result.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TOKENS: usize = 256;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--fake") {
+        fake::run();
+        return;
+    }
+    orchestrate();
+}
+
+// ---------------------------------------------------------------- fake Ollama
+
+mod fake {
+    use super::*;
+
+    /// Pre-rendered answers, shared by every response (no per-line work).
+    pub(super) struct Script {
+        pub(super) lines: Vec<Bytes>,
+        pub(super) whole: Bytes,
+    }
+
+    const WORDS: [&str; 16] = [
+        " The",
+        " quick",
+        " brown",
+        " fox",
+        " jumps",
+        " over",
+        " the",
+        " lazy",
+        " dog",
+        ",",
+        " and",
+        " then",
+        " says",
+        " \\\"hi\\\"",
+        ".\\n",
+        "\\n```rust",
+    ];
+
+    impl Script {
+        pub(super) fn new() -> Script {
+            let mut lines = Vec::with_capacity(TOKENS + 1);
+            let mut text = String::new();
+            for i in 0..TOKENS {
+                let w = WORDS[i % WORDS.len()];
+                text.push_str(w);
+                lines.push(Bytes::from(format!(
+                    "{{\"model\":\"qwen3:8b\",\"created_at\":\"2026-08-21T10:00:00.{:09}Z\",\"message\":{{\"role\":\"assistant\",\"content\":\"{w}\"}},\"done\":false}}\n",
+                    i * 1_000_003 % 1_000_000_000
+                )));
+            }
+            let done = |content: &str| {
+                format!(
+                    "{{\"model\":\"qwen3:8b\",\"created_at\":\"2026-08-21T10:00:01.5Z\",\"message\":{{\"role\":\"assistant\",\"content\":\"{content}\"}},\"done\":true,\"done_reason\":\"stop\",\"total_duration\":1510029631,\"load_duration\":20128371,\"prompt_eval_count\":26,\"prompt_eval_duration\":41264000,\"eval_count\":{TOKENS},\"eval_duration\":1447000000}}\n"
+                )
+            };
+            lines.push(Bytes::from(done("")));
+            Script {
+                lines,
+                whole: Bytes::from(done(&text)),
+            }
+        }
+    }
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Pace {
+        Fast,
+        Paced,
+        Slow,
+    }
+
+    /// The NDJSON answer, one frame per line.
+    struct Lines {
+        script: Arc<Script>,
+        next: usize,
+        pace: Pace,
+        yielded: bool,
+        sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+
+    impl Body for Lines {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            let this = &mut *self;
+            if this.next >= this.script.lines.len() {
+                return Poll::Ready(None);
+            }
+            if this.next > 0 {
+                match this.pace {
+                    Pace::Fast => {}
+                    Pace::Paced => {
+                        // Pending once: hyper flushes what it has, so each
+                        // line leaves in its own write.
+                        if !this.yielded {
+                            this.yielded = true;
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                        this.yielded = false;
+                    }
+                    Pace::Slow => {
+                        let s = this.sleep.get_or_insert_with(|| {
+                            Box::pin(tokio::time::sleep(Duration::from_secs(5)))
+                        });
+                        if s.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        this.sleep = None;
+                    }
+                }
+            }
+            let line = this.script.lines[this.next].clone();
+            this.next += 1;
+            Poll::Ready(Some(Ok(Frame::data(line))))
+        }
+    }
+
+    type FakeBody = http_body_util::Either<Lines, Full<Bytes>>;
+
+    async fn handle(
+        req: Request<Incoming>,
+        script: Arc<Script>,
+    ) -> Result<Response<FakeBody>, Infallible> {
+        let path = req.uri().path().to_string();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        if path != "/api/chat" {
+            let mut res = Response::new(FakeBody::Right(Full::new(Bytes::from_static(
+                b"404 page not found",
+            ))));
+            *res.status_mut() = StatusCode::NOT_FOUND;
+            return Ok(res);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let stream = v.get("stream").and_then(serde_json::Value::as_bool) != Some(false);
+        let pace = match v.get("model").and_then(serde_json::Value::as_str) {
+            Some("slow") => Pace::Slow,
+            Some("paced") => Pace::Paced,
+            _ => Pace::Fast,
+        };
+        let res = if stream {
+            let mut res = Response::new(FakeBody::Left(Lines {
+                script,
+                next: 0,
+                pace,
+                yielded: false,
+                sleep: None,
+            }));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/x-ndjson"),
+            );
+            res
+        } else {
+            let mut res = Response::new(FakeBody::Right(Full::new(script.whole.clone())));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            res
+        };
+        Ok(res)
+    }
+
+    pub(super) fn run() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.set_reuseaddr(true).unwrap();
+            sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let listener = sock.listen(4096).unwrap();
+            println!(
+                "fake-ollama listening on {}",
+                listener.local_addr().unwrap()
+            );
+            let script = Arc::new(Script::new());
+            loop {
+                let (stream, _) = match listener.accept().await {
+                    Ok(a) => a,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let script = script.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(req, script.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+    }
+}
+
+// ---------------------------------------------------------------- processes
+
+/// A child process that is killed (by its own pid) when dropped.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Starts `cmd` with its open-file limit raised to the hard limit, and
+/// waits for the line naming its address (`… on [http://]ADDR…`).
+// The child is waited for on every path: on failure here, otherwise by
+// `Proc`'s Drop.
+#[allow(clippy::zombie_processes)]
+fn spawn(program: &std::path::Path, args: &[&str], env: &[(&str, String)], marker: &str) -> Proc {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec \"$0\" \"$@\"")
+        .arg(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{} exited before printing its address", program.display());
+        }
+        if let Some(rest) = line.split(marker).nth(1) {
+            let rest = rest.trim_start_matches("http://");
+            let addr = rest
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches('/');
+            let addr: SocketAddr = addr.parse().unwrap();
+            // Keep draining stdout so the child never blocks on a full pipe.
+            std::thread::spawn(move || {
+                let mut sink = String::new();
+                while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                    sink.clear();
+                }
+            });
+            return Proc { child, addr };
+        }
+    }
+}
+
+/// (utime + stime, stime) of a whole process (all its threads), in seconds.
+fn cpu_seconds(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of proc(5); `rest` starts at field 3.
+    let user: u64 = f[11].parse().unwrap();
+    let sys: u64 = f[12].parse().unwrap();
+    let hz = clock_ticks();
+    ((user + sys) as f64 / hz, sys as f64 / hz)
+}
+
+fn clock_ticks() -> f64 {
+    // USER_HZ; 100 on every Linux this runs on (getconf CLK_TCK).
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// The soft `Max open files` of a process.
+fn fd_limit(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .ok()
+        .and_then(|l| {
+            l.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(1024)
+}
+
+// ---------------------------------------------------------------- load
+
+#[derive(Clone, Copy)]
+struct Sample {
+    ttfb: Duration,
+    total: Duration,
+}
+
+struct Scenario {
+    name: &'static str,
+    via: &'static str,
+    path: &'static str,
+    body: &'static str,
+    /// Must appear in the last bytes of every answer.
+    tail: &'static str,
+    conc: usize,
+    stream: bool,
+}
+
+struct Outcome {
+    samples: Vec<Sample>,
+    elapsed: Duration,
+    proxy_cpu: f64,
+    /// The kernel's share of `proxy_cpu` (socket reads and writes).
+    proxy_sys: f64,
+    bytes: u64,
+}
+
+async fn worker(
+    addr: SocketAddr,
+    path: &'static str,
+    body: Bytes,
+    tail: &'static str,
+    deadline: Instant,
+) -> (Vec<Sample>, u64) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut samples = Vec::new();
+    let mut bytes = 0u64;
+    let mut last = Vec::with_capacity(32 * 1024);
+    while Instant::now() < deadline {
+        sender.ready().await.unwrap();
+        let req = Request::post(path)
+            .header(header::HOST, "127.0.0.1")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body.clone()))
+            .unwrap();
+        let t0 = Instant::now();
+        let res = sender.send_request(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let mut b = res.into_body();
+        let mut ttfb = None;
+        last.clear();
+        while let Some(frame) = b.frame().await {
+            if let Ok(d) = frame.unwrap().into_data() {
+                if ttfb.is_none() {
+                    ttfb = Some(t0.elapsed());
+                }
+                bytes += d.len() as u64;
+                last.extend_from_slice(&d);
+                if last.len() > 16 * 1024 {
+                    last.drain(..last.len() - 8 * 1024);
+                }
+            }
+        }
+        let total = t0.elapsed();
+        assert!(
+            String::from_utf8_lossy(&last).contains(tail),
+            "{path}: the answer does not end as expected ({tail}): {}",
+            String::from_utf8_lossy(&last)
+        );
+        samples.push(Sample {
+            ttfb: ttfb.unwrap_or(total),
+            total,
+        });
+    }
+    (samples, bytes)
+}
+
+async fn run_scenario(s: &Scenario, addr: SocketAddr, proxy_pid: u32, secs: f64) -> Outcome {
+    let body = Bytes::from_static(s.body.as_bytes());
+    let cpu0 = cpu_seconds(proxy_pid);
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs_f64(secs);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..s.conc {
+        set.spawn(worker(addr, s.path, body.clone(), s.tail, deadline));
+    }
+    let mut samples = Vec::new();
+    let mut bytes = 0;
+    while let Some(r) = set.join_next().await {
+        let (v, b) = r.unwrap();
+        samples.extend(v);
+        bytes += b;
+    }
+    let elapsed = t0.elapsed();
+    let cpu1 = cpu_seconds(proxy_pid);
+    Outcome {
+        samples,
+        elapsed,
+        proxy_cpu: cpu1.0 - cpu0.0,
+        proxy_sys: cpu1.1 - cpu0.1,
+        bytes,
+    }
+}
+
+fn pct(v: &mut [Duration], p: usize) -> Duration {
+    v.sort_unstable();
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    v[(v.len() * p / 100).min(v.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1e3)
+}
+
+// ---------------------------------------------------------------- slow streams
+
+async fn open_slow(addr: SocketAddr, request: Arc<Vec<u8>>) -> std::io::Result<TcpStream> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(&request).await?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 2048];
+    loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::other("closed before the first event"));
+        }
+        seen.extend_from_slice(&buf[..n]);
+        if !seen.starts_with(b"HTTP/1.1 200") && seen.len() >= 12 {
+            return Err(std::io::Error::other(
+                String::from_utf8_lossy(&seen).into_owned(),
+            ));
+        }
+        if seen.windows(6).any(|w| w == b"data: ") {
+            return Ok(s);
+        }
+    }
+}
+
+struct SlowResult {
+    wanted: usize,
+    opened: usize,
+    base_kib: u64,
+    held_kib: u64,
+    open_secs: f64,
+    proxy_fds: usize,
+}
+
+async fn slow_streams(proxy: &Proc, n: usize) -> SlowResult {
+    let pid = proxy.pid();
+    let body = r#"{"model":"slow","stream":true,"messages":[{"role":"user","content":"Tell me a long story."}]}"#;
+    let request = Arc::new(
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    );
+    let base_fds = open_fds(pid);
+    let base_kib = rss_kib(pid);
+    let t0 = Instant::now();
+    let gate = Arc::new(tokio::sync::Semaphore::new(128));
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let gate = gate.clone();
+        let request = request.clone();
+        let addr = proxy.addr;
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await.unwrap();
+            tokio::time::timeout(Duration::from_secs(30), open_slow(addr, request)).await
+        });
+    }
+    let mut held = Vec::with_capacity(n);
+    let mut first_error = None;
+    while let Some(r) = set.join_next().await {
+        match r.unwrap() {
+            Ok(Ok(s)) => held.push(s),
+            Ok(Err(e)) => {
+                first_error.get_or_insert_with(|| e.to_string());
+            }
+            Err(_) => {
+                first_error.get_or_insert_with(|| "timed out".into());
+            }
+        }
+    }
+    let open_secs = t0.elapsed().as_secs_f64();
+    if let Some(e) = first_error {
+        eprintln!(
+            "loadbench: {} of {n} slow streams failed to open; first error: {e}",
+            n - held.len()
+        );
+    }
+    // Let allocations settle, then read the proxy's resident memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held_kib = rss_kib(pid);
+    let proxy_fds = open_fds(pid);
+    let opened = held.len();
+    drop(held);
+    // Wait for the proxy to notice and release both sockets of each stream.
+    let until = Instant::now() + Duration::from_secs(20);
+    while open_fds(pid) > base_fds + 8 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    SlowResult {
+        wanted: n,
+        opened,
+        base_kib,
+        held_kib,
+        open_secs,
+        proxy_fds,
+    }
+}
+
+// ---------------------------------------------------------------- orchestration
+
+const USER: &str = r#"[{"role":"user","content":"Write a short story about a fox."}]"#;
+
+fn orchestrate() {
+    let secs: f64 = std::env::var("LOADBENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0);
+    let slow: Vec<usize> = std::env::var("LOADBENCH_SLOW")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let me = std::env::current_exe().unwrap();
+    let proxy_bin = me.with_file_name("proxy");
+    assert!(
+        proxy_bin.exists(),
+        "{} is missing: run `cargo build --release --example proxy --example loadbench` first",
+        proxy_bin.display()
+    );
+
+    let fake = spawn(&me, &["--fake"], &[], " on ");
+    let proxy = spawn(
+        &proxy_bin,
+        &[],
+        &[
+            ("LISTEN_ADDR", "127.0.0.1:0".into()),
+            ("OLLAMA_BASE_URL", format!("http://{}", fake.addr)),
+            ("RUST_LOG", "warn".into()),
+        ],
+        " on ",
+    );
+    eprintln!(
+        "loadbench: fake Ollama on {} (pid {}), proxy on {} (pid {}); {secs} s per scenario",
+        fake.addr,
+        fake.pid(),
+        proxy.addr,
+        proxy.pid()
+    );
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let chat_stream: &str = Box::leak(
+        format!(r#"{{"model":"qwen3:8b","stream":true,"messages":{USER}}}"#).into_boxed_str(),
+    );
+    let chat_paced: &str = Box::leak(
+        format!(r#"{{"model":"paced","stream":true,"messages":{USER}}}"#).into_boxed_str(),
+    );
+    let chat_once: &str = Box::leak(
+        format!(r#"{{"model":"qwen3:8b","stream":false,"messages":{USER}}}"#).into_boxed_str(),
+    );
+    let messages_stream: &str = Box::leak(
+        format!(r#"{{"model":"qwen3:8b","max_tokens":1024,"stream":true,"messages":{USER}}}"#)
+            .into_boxed_str(),
+    );
+    let responses_stream =
+        r#"{"model":"qwen3:8b","stream":true,"input":"Write a short story about a fox."}"#;
+
+    let sc = |name, via, path, body, tail, conc, stream| Scenario {
+        name,
+        via,
+        path,
+        body,
+        tail,
+        conc,
+        stream,
+    };
+    let native_tail = "\"done\":true";
+    let pairs: Vec<(Scenario, Scenario)> = vec![
+        (
+            sc(
+                "stream c=1",
+                "direct",
+                "/api/chat",
+                chat_stream,
+                native_tail,
+                1,
+                true,
+            ),
+            sc(
+                "stream c=1",
+                "proxy chat",
+                "/v1/chat/completions",
+                chat_stream,
+                "[DONE]",
+                1,
+                true,
+            ),
+        ),
+        (
+            sc(
+                "stream c=32",
+                "direct",
+                "/api/chat",
+                chat_stream,
+                native_tail,
+                32,
+                true,
+            ),
+            sc(
+                "stream c=32",
+                "proxy chat",
+                "/v1/chat/completions",
+                chat_stream,
+                "[DONE]",
+                32,
+                true,
+            ),
+        ),
+        (
+            sc(
+                "stream c=32",
+                "direct",
+                "/api/chat",
+                messages_stream,
+                native_tail,
+                32,
+                true,
+            ),
+            sc(
+                "stream c=32",
+                "proxy messages",
+                "/v1/messages",
+                messages_stream,
+                "message_stop",
+                32,
+                true,
+            ),
+        ),
+        (
+            sc(
+                "stream c=32",
+                "direct",
+                "/api/chat",
+                responses_stream,
+                native_tail,
+                32,
+                true,
+            ),
+            sc(
+                "stream c=32",
+                "proxy responses",
+                "/v1/responses",
+                responses_stream,
+                "response.completed",
+                32,
+                true,
+            ),
+        ),
+        (
+            sc(
+                "stream c=32",
+                "direct",
+                "/api/chat",
+                chat_stream,
+                native_tail,
+                32,
+                true,
+            ),
+            sc(
+                "stream c=32",
+                "proxy pass-through",
+                "/api/chat",
+                chat_stream,
+                native_tail,
+                32,
+                true,
+            ),
+        ),
+        (
+            sc(
+                "paced c=32",
+                "direct",
+                "/api/chat",
+                chat_paced,
+                native_tail,
+                32,
+                true,
+            ),
+            sc(
+                "paced c=32",
+                "proxy chat",
+                "/v1/chat/completions",
+                chat_paced,
+                "[DONE]",
+                32,
+                true,
+            ),
+        ),
+        (
+            sc(
+                "non-stream c=1",
+                "direct",
+                "/api/chat",
+                chat_once,
+                "\"done\":true",
+                1,
+                false,
+            ),
+            sc(
+                "non-stream c=1",
+                "proxy chat",
+                "/v1/chat/completions",
+                chat_once,
+                "total_tokens",
+                1,
+                false,
+            ),
+        ),
+        (
+            sc(
+                "non-stream c=32",
+                "direct",
+                "/api/chat",
+                chat_once,
+                "\"done\":true",
+                32,
+                false,
+            ),
+            sc(
+                "non-stream c=32",
+                "proxy chat",
+                "/v1/chat/completions",
+                chat_once,
+                "total_tokens",
+                32,
+                false,
+            ),
+        ),
+    ];
+
+    // `LOADBENCH_ONLY=c=32` keeps the scenarios whose name contains it.
+    let only = std::env::var("LOADBENCH_ONLY").unwrap_or_default();
+    let pairs: Vec<(Scenario, Scenario)> = pairs
+        .into_iter()
+        .filter(|(d, _)| d.name.contains(only.as_str()))
+        .collect();
+    let mut table = String::new();
+    table.push_str("| scenario | via | requests | tokens/s | vs direct | TTFB p50 ms | TTFB p99 ms | added TTFB p50 ms | latency p50 ms | latency p99 ms | proxy CPU µs/token | proxy CPU µs/request | kernel share |\n");
+    table.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    rt.block_on(async {
+        // Warm up: connections, allocator, page cache.
+        if let Some((d, p)) = pairs.first() {
+            let _ = run_scenario(p, proxy.addr, proxy.pid(), 0.5).await;
+            let _ = run_scenario(d, fake.addr, proxy.pid(), 0.5).await;
+        }
+        for (direct, proxied) in &pairs {
+            let d = run_scenario(direct, fake.addr, proxy.pid(), secs).await;
+            let p = run_scenario(proxied, proxy.addr, proxy.pid(), secs).await;
+            let d_tps = (d.samples.len() * TOKENS) as f64 / d.elapsed.as_secs_f64();
+            let mut d_ttfb: Vec<Duration> = d.samples.iter().map(|s| s.ttfb).collect();
+            let d_ttfb50 = pct(&mut d_ttfb, 50);
+            for (s, o) in [(direct, &d), (proxied, &p)] {
+                let n = o.samples.len();
+                let tps = (n * TOKENS) as f64 / o.elapsed.as_secs_f64();
+                let mut ttfb: Vec<Duration> = o.samples.iter().map(|s| s.ttfb).collect();
+                let mut lat: Vec<Duration> = o.samples.iter().map(|s| s.total).collect();
+                let (t50, t99) = (pct(&mut ttfb, 50), pct(&mut ttfb, 99));
+                let is_proxy = s.via != "direct";
+                let dash = || "—".to_string();
+                table.push_str(&format!(
+                    "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    s.name,
+                    s.via,
+                    n,
+                    tps,
+                    if is_proxy {
+                        format!("{:.1} %", 100.0 * tps / d_tps)
+                    } else {
+                        dash()
+                    },
+                    ms(t50),
+                    ms(t99),
+                    if is_proxy {
+                        format!("{:+.3}", (t50.as_secs_f64() - d_ttfb50.as_secs_f64()) * 1e3)
+                    } else {
+                        dash()
+                    },
+                    ms(pct(&mut lat, 50)),
+                    ms(pct(&mut lat, 99)),
+                    if is_proxy {
+                        format!("{:.2}", o.proxy_cpu * 1e6 / (n * TOKENS).max(1) as f64)
+                    } else {
+                        format!("({:.2})", o.proxy_cpu * 1e6 / (n * TOKENS).max(1) as f64)
+                    },
+                    if is_proxy {
+                        format!("{:.0}", o.proxy_cpu * 1e6 / n.max(1) as f64)
+                    } else {
+                        dash()
+                    },
+                    if is_proxy && o.proxy_cpu > 0.0 {
+                        format!("{:.0} %", 100.0 * o.proxy_sys / o.proxy_cpu)
+                    } else {
+                        dash()
+                    },
+                ));
+                let _ = (s.stream, o.bytes);
+            }
+            eprintln!("loadbench: {} done", direct.name);
+        }
+    });
+    println!("{table}");
+    println!("(direct rows: the proxy's CPU in brackets should be ~0 — it is idle then)\n");
+
+    let limit = fd_limit(proxy.pid());
+    let reachable = (limit.saturating_sub(64) / 2) as usize;
+    let mut mem = String::new();
+    mem.push_str("| slow streams wanted | held open | proxy open fds | proxy RSS before MiB | proxy RSS held MiB | KiB per stream | time to open s |\n");
+    mem.push_str("|---:|---:|---:|---:|---:|---:|---:|\n");
+    rt.block_on(async {
+        for &n in &slow {
+            let try_n = n.min(reachable);
+            if try_n < n {
+                eprintln!(
+                    "loadbench: {n} streams need {} sockets in the proxy (2 per stream) but its open-file limit is {limit}; holding {try_n}",
+                    2 * n
+                );
+            }
+            let r = slow_streams(&proxy, try_n).await;
+            mem.push_str(&format!(
+                "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+                r.wanted,
+                r.opened,
+                r.proxy_fds,
+                r.base_kib as f64 / 1024.0,
+                r.held_kib as f64 / 1024.0,
+                (r.held_kib.saturating_sub(r.base_kib)) as f64 / r.opened.max(1) as f64,
+                r.open_secs
+            ));
+            eprintln!("loadbench: {n} slow streams done");
+        }
+    });
+    println!("{mem}");
+    println!(
+        "proxy open-file limit: {limit} (2 sockets per proxied stream ⇒ at most ~{reachable} streams)"
+    );
+    drop(proxy);
+    drop(fake);
+}
