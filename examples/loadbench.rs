@@ -23,7 +23,7 @@
 //! `LOADBENCH_SLOW` (stream counts for the memory figures, default
 //! `1000,10000`; empty to skip), `LOADBENCH_ONLY` (run only the scenarios
 //! whose name contains it, e.g. `stream c=32`). The whole run takes about
-//! two minutes.
+//! three minutes on 2 vCPUs.
 // A benchmark harness: a failed unwrap is a broken run, not a result.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
