@@ -2,7 +2,7 @@
 //! services (no sockets):
 //!
 //! * `body/<dialect>` — `TranslateBody` throughput: 2 000 realistic Ollama
-//!   token lines (~125–200 bytes) delivered one line per frame, 16 KiB frames
+//!   token lines (~125–150 bytes) delivered one line per frame, 16 KiB frames
 //!   (many lines per frame), and 7-byte frames (lines split at odd
 //!   boundaries); reported per token line (`Throughput::Elements`) and per
 //!   upstream byte (`Throughput::Bytes`). The body constructors are private,
@@ -12,7 +12,7 @@
 //!   subtract: per line = (stream − baseline) / 2 000. At 2 000 lines the
 //!   baseline is ~1–2 % of a run.
 //! * `request/<dialect>` — translating a Claude Code-sized request (a
-//!   ~12 KB system prompt, 20 tools with JSON schemas, ~75 KB of them, and
+//!   ~11 KB system prompt, 20 tools with JSON schemas, ~75 KB of them, and
 //!   50 messages with tool calls and results) in each dialect's shape; the
 //!   inner service answers with an empty stream at once, so this is parse +
 //!   translate + render of the native request.
@@ -74,7 +74,7 @@ const WORDS: [&str; 16] = [
     " done",
 ];
 
-/// `n` realistic token lines (~125–200 bytes each) and a done line.
+/// `n` realistic token lines (~125–150 bytes each) and a done line.
 fn stream(n: usize) -> Bytes {
     let mut s = String::new();
     for i in 0..n {
@@ -233,14 +233,14 @@ fn body(c: &mut Criterion) {
 
 // ------------------------------------------------------------ big requests
 
-/// A tool schema of roughly 3.7 KB, like Claude Code's.
+/// A tool schema of roughly 3.8 KB (20 of them: ~75 KB, like Claude Code's).
 fn schema(i: usize) -> (String, String, Value) {
     let name = format!("Tool{i:02}");
     let description = format!(
         "{} Use this tool when the task needs it; prefer it over shell commands. Notes:\n{}",
         "Performs an operation on the user's workspace and returns its output.",
         "- Always pass absolute paths.\n- Results longer than 30000 characters are truncated.\n"
-            .repeat(14)
+            .repeat(18)
     );
     let mut props = serde_json::Map::new();
     for p in 0..8 {
