@@ -1,8 +1,6 @@
 //! The proxy (the same code as `examples/proxy`) on an ephemeral loopback
 //! port in front of the fake Ollama, over real sockets.
 
-#[path = "../examples/proxy/app.rs"]
-mod app;
 mod common;
 
 use bytes::Bytes;
