@@ -104,3 +104,57 @@ async fn listens_on_loopback_by_default() {
     );
     assert!(app::Settings::from_env(|k| (k == "REASONING").then(|| "loud".into())).is_err());
 }
+
+#[tokio::test]
+async fn shutdown_refuses_new_requests_and_lets_streams_finish_within_the_grace() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fake = FakeOllama::start().await;
+    let mut p = common::proxy::start(&fake.base_url(), &[("SHUTDOWN_GRACE_SECS", "1")]).await;
+    let body = json!({"model": "llama3.2", "stream": true,
+        "messages": [{"role": "user", "content": "[slow] keep going"}]})
+    .to_string();
+    let mut s = tokio::net::TcpStream::connect(&p.addr).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("tok1 ") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    let started = std::time::Instant::now();
+    let addr = p.addr.clone();
+    let server = p.shutdown();
+    // New connections are refused once the listener is gone.
+    let mut refused = false;
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(&addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(refused, "no new connections after shutdown");
+    // The in-flight stream keeps flowing during the grace period…
+    let before = got.len();
+    let n = tokio::time::timeout(std::time::Duration::from_millis(500), s.read(&mut buf))
+        .await
+        .expect("tokens still arrive")
+        .unwrap();
+    assert!(n > 0 && before > 0);
+    // …and the server ends once the grace period is over.
+    tokio::time::timeout(std::time::Duration::from_secs(5), server)
+        .await
+        .expect("the server stops after its grace period")
+        .unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    drop(s);
+    assert!(
+        fake.wait_idle(std::time::Duration::from_secs(2)).await,
+        "the cut stream's generation is cancelled"
+    );
+}

@@ -35,6 +35,18 @@ impl Drop for Proxy {
     }
 }
 
+impl Proxy {
+    /// Sends the shutdown signal (what Ctrl-C/SIGTERM do in the binary);
+    /// returns the server task, which ends once in-flight requests finish
+    /// or the grace period runs out.
+    pub fn shutdown(&mut self) -> &mut tokio::task::JoinHandle<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        &mut self.task
+    }
+}
+
 /// Starts the proxy in front of `ollama` with `env` as its environment.
 pub async fn start(ollama: &str, env: &[(&str, &str)]) -> Proxy {
     let mut vars: HashMap<String, String> = env
