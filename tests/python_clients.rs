@@ -63,6 +63,55 @@ fn venv() -> PathBuf {
     python
 }
 
+/// The Claude Code CLI version the end-to-end test drives (pinned).
+const CLAUDE_CODE: &str = "@anthropic-ai/claude-code@2.1.197";
+
+/// Installs the pinned Claude Code CLI into `target/claude-code` (its
+/// platform package carries a native binary; no install script needed) and
+/// returns the binary, or `None` where npm is not available.
+fn claude_code() -> Option<PathBuf> {
+    let dir = target_dir().join("claude-code");
+    let find = |dir: &Path| -> Option<PathBuf> {
+        let scope = dir.join("node_modules").join("@anthropic-ai");
+        std::fs::read_dir(scope)
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("claude"))
+            .find(|p| {
+                p.is_file()
+                    && p.parent()
+                        .and_then(|d| d.file_name())
+                        .is_some_and(|n| n.to_string_lossy().starts_with("claude-code-linux"))
+            })
+    };
+    let stamp = dir.join("version.stamp");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(CLAUDE_CODE) {
+        if let Some(bin) = find(&dir) {
+            return Some(bin);
+        }
+    }
+    if Command::new("npm").arg("--version").output().is_err() {
+        eprintln!("npm not found: the Claude Code end-to-end test will be skipped");
+        return None;
+    }
+    std::fs::create_dir_all(&dir).expect("create target/claude-code");
+    let (ok, out) = run(Command::new("npm")
+        .args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+            "--prefix",
+        ])
+        .arg(&dir)
+        .arg(CLAUDE_CODE));
+    assert!(ok, "npm install {CLAUDE_CODE} failed:\n{out}");
+    let bin =
+        find(&dir).unwrap_or_else(|| panic!("no native claude binary after npm install:\n{out}"));
+    std::fs::write(&stamp, CLAUDE_CODE).expect("write stamp");
+    Some(bin)
+}
+
 fn binaries_exist(dir: &Path) -> bool {
     ["proxy", "fake_ollama"]
         .iter()
@@ -84,7 +133,8 @@ fn python_client_suites() {
         assert!(ok, "cargo build --examples failed:\n{out}");
     }
     let python = venv();
-    let (ok, out) = run(Command::new(&python)
+    let mut pytest = Command::new(&python);
+    pytest
         .args([
             "-m",
             "pytest",
@@ -94,7 +144,11 @@ fn python_client_suites() {
             "tests/python",
         ])
         .current_dir(root())
-        .env("CARGO_TARGET_DIR", target_dir()));
+        .env("CARGO_TARGET_DIR", target_dir());
+    if let Some(claude) = claude_code() {
+        pytest.env("OT_CLAUDE_BIN", claude);
+    }
+    let (ok, out) = run(&mut pytest);
     println!("{out}");
     assert!(ok, "Python client tests failed:\n{out}");
     assert!(out.contains(" passed"), "pytest ran no test:\n{out}");

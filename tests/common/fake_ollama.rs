@@ -18,6 +18,7 @@
 //! | `[length]` | the default echo, with `done_reason:"length"` |
 //! | `[json]` (or a `format` field) | the single content token `{"ok":true}` |
 //! | last message has role `tool` | `Tool said: <that message's content>` |
+//! | `[call:NAME:{json}]` (and non-empty `tools`) | one call of tool `NAME` with those arguments |
 //! | `weather` (and non-empty `tools`) | a `get_weather` call `{"city":"Tokyo"}`; with `two cities` also `{"city":"Paris"}` in the same chunk. `[preamble]` adds a text chunk `Let me check.` first |
 //! | anything else | `Hello! You said: <user text>`, one word per line |
 //!
@@ -1430,6 +1431,20 @@ fn prepare_chat(body: &[u8]) -> Result<Prepared, ApiError> {
     } else if role(last) == "tool" {
         events.extend(content_events(&format!("Tool said: {}", content(last))));
         (Ending::Done, false, "stop")
+    } else if let Some((name, arguments)) = scripted_call(&user_text).filter(|_| !tools.is_empty())
+    {
+        let call = ToolCall {
+            id: random_call_id(),
+            index: 0,
+            name,
+            arguments,
+        };
+        if common.model.calls_on_done {
+            done_calls = vec![call];
+        } else {
+            events.push(Event::Calls(vec![call]));
+        }
+        (Ending::Done, false, "stop")
     } else if !tools.is_empty() && lower.contains("weather") {
         let name = weather_tool_name(tools);
         let cities: &[&str] = if lower.contains("two cities") {
@@ -1550,6 +1565,19 @@ fn keep_alive_zero(req: &Map<String, Value>) -> bool {
         Some(Value::Number(n)) => n.as_f64() == Some(0.0),
         Some(Value::String(s)) => matches!(s.as_str(), "0" | "0s" | "0m" | "0h"),
         _ => false,
+    }
+}
+
+/// `[call:NAME:{json arguments}]` anywhere in the user's text: a call of that
+/// tool with those arguments (for driving real clients such as Claude Code).
+fn scripted_call(text: &str) -> Option<(String, Value)> {
+    let start = text.find("[call:")? + "[call:".len();
+    let rest = &text[start..];
+    let (name, args) = rest.split_once(':')?;
+    let mut stream = serde_json::Deserializer::from_str(args).into_iter::<Value>();
+    match stream.next()? {
+        Ok(v @ Value::Object(_)) => Some((name.to_string(), v)),
+        _ => None,
     }
 }
 
