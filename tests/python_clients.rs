@@ -63,38 +63,38 @@ fn venv() -> PathBuf {
     python
 }
 
-/// The Claude Code CLI version the end-to-end test drives (pinned).
-const CLAUDE_CODE: &str = "@anthropic-ai/claude-code@2.1.197";
+/// The client CLIs the end-to-end tests drive (pinned): npm package, the
+/// folder under `target/` it goes to, and where its platform package keeps
+/// the native binary (relative to `node_modules`).
+const CLAUDE_CODE: (&str, &str, &str) = (
+    "@anthropic-ai/claude-code@2.1.197",
+    "claude-code",
+    "@anthropic-ai/claude-code-linux-x64/claude",
+);
+const CODEX: (&str, &str, &str) = (
+    "@openai/codex@0.169.0",
+    "codex",
+    "@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex",
+);
 
-/// Installs the pinned Claude Code CLI into `target/claude-code` (its
-/// platform package carries a native binary; no install script needed) and
-/// returns the binary, or `None` where npm is not available.
-fn claude_code() -> Option<PathBuf> {
-    let dir = target_dir().join("claude-code");
-    let find = |dir: &Path| -> Option<PathBuf> {
-        let scope = dir.join("node_modules").join("@anthropic-ai");
-        std::fs::read_dir(scope)
-            .ok()?
-            .flatten()
-            .map(|e| e.path().join("claude"))
-            .find(|p| {
-                p.is_file()
-                    && p.parent()
-                        .and_then(|d| d.file_name())
-                        .is_some_and(|n| n.to_string_lossy().starts_with("claude-code-linux"))
-            })
-    };
-    let stamp = dir.join("version.stamp");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(CLAUDE_CODE) {
-        if let Some(bin) = find(&dir) {
-            return Some(bin);
-        }
-    }
-    if Command::new("npm").arg("--version").output().is_err() {
-        eprintln!("npm not found: the Claude Code end-to-end test will be skipped");
+/// Installs a pinned CLI from npm into `target/<dir>` (its platform package
+/// carries a native binary; no install script runs) and returns the binary,
+/// or `None` where npm is not available or the machine is not x86-64 Linux.
+fn npm_cli((spec, dir, bin): (&str, &str, &str)) -> Option<PathBuf> {
+    if !(cfg!(target_os = "linux") && cfg!(target_arch = "x86_64")) {
         return None;
     }
-    std::fs::create_dir_all(&dir).expect("create target/claude-code");
+    let dir = target_dir().join(dir);
+    let binary = dir.join("node_modules").join(bin);
+    let stamp = dir.join("version.stamp");
+    if binary.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(spec) {
+        return Some(binary);
+    }
+    if Command::new("npm").arg("--version").output().is_err() {
+        eprintln!("npm not found: the {spec} end-to-end tests will be skipped");
+        return None;
+    }
+    std::fs::create_dir_all(&dir).expect("create the CLI folder");
     let (ok, out) = run(Command::new("npm")
         .args([
             "install",
@@ -104,12 +104,15 @@ fn claude_code() -> Option<PathBuf> {
             "--prefix",
         ])
         .arg(&dir)
-        .arg(CLAUDE_CODE));
-    assert!(ok, "npm install {CLAUDE_CODE} failed:\n{out}");
-    let bin =
-        find(&dir).unwrap_or_else(|| panic!("no native claude binary after npm install:\n{out}"));
-    std::fs::write(&stamp, CLAUDE_CODE).expect("write stamp");
-    Some(bin)
+        .arg(spec));
+    assert!(ok, "npm install {spec} failed:\n{out}");
+    assert!(
+        binary.is_file(),
+        "no {} after npm install:\n{out}",
+        binary.display()
+    );
+    std::fs::write(&stamp, spec).expect("write stamp");
+    Some(binary)
 }
 
 fn binaries_exist(dir: &Path) -> bool {
@@ -145,8 +148,11 @@ fn python_client_suites() {
         ])
         .current_dir(root())
         .env("CARGO_TARGET_DIR", target_dir());
-    if let Some(claude) = claude_code() {
+    if let Some(claude) = npm_cli(CLAUDE_CODE) {
         pytest.env("OT_CLAUDE_BIN", claude);
+    }
+    if let Some(codex) = npm_cli(CODEX) {
+        pytest.env("OT_CODEX_BIN", codex);
     }
     let (ok, out) = run(&mut pytest);
     println!("{out}");
