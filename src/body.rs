@@ -22,6 +22,29 @@ pin_project! {
     /// its end arrives, and memory stays constant however long the stream is.
     /// For everything else it passes the inner body through untouched.
     ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::{Request, Response};
+    /// use http_body_util::{BodyExt, Full};
+    /// use ollama_translate::{OllamaTranslateLayer, RequestBody};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), ollama_translate::BoxError> {
+    /// let ollama = service_fn(|_req: Request<RequestBody<Full<Bytes>>>| async {
+    ///     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("Ollama is running"))))
+    /// });
+    /// let res = OllamaTranslateLayer::new()
+    ///     .layer(ollama)
+    ///     .oneshot(Request::get("/").body(Full::new(Bytes::new()))?)
+    ///     .await?;
+    /// assert!(!res.body().is_translated(), "`/` is not an API the layer translates");
+    /// let text = res.into_body().collect().await?.to_bytes();
+    /// assert_eq!(text, "Ollama is running");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// See the [crate docs](crate) for more details.
     pub struct TranslateBody<B> {
         #[pin]
@@ -295,6 +318,22 @@ impl<B> std::fmt::Debug for TranslateBody<B> {
 pin_project! {
     /// Request body handed to the inner service: the client's own body for
     /// requests passed through, or the rewritten JSON for translated ones.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use ollama_translate::RequestBody;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), ollama_translate::BoxError> {
+    /// let rewritten: RequestBody<Full<Bytes>> =
+    ///     RequestBody::rewritten(Bytes::from(r#"{"model":"qwen3"}"#));
+    /// assert_eq!(rewritten.collect().await?.to_bytes(), r#"{"model":"qwen3"}"#);
+    /// let original = RequestBody::original(Full::new(Bytes::from("as sent")));
+    /// assert_eq!(original.collect().await?.to_bytes(), "as sent");
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// See the [crate docs](crate) for more details.
     pub struct RequestBody<B> {

@@ -6,6 +6,14 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 
 /// What the layer does with the model's thinking text.
+///
+/// ```
+/// use ollama_translate::ReasoningMode;
+///
+/// assert_eq!("forward".parse::<ReasoningMode>(), Ok(ReasoningMode::Forward));
+/// assert_eq!(ReasoningMode::default(), ReasoningMode::Drop);
+/// assert!("loud".parse::<ReasoningMode>().is_err());
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ReasoningMode {
     /// Drop it: the client sees only the answer. The default, because some
@@ -139,6 +147,13 @@ fn parse_scalar(v: &str) -> Value {
 }
 
 /// A configuration value that could not be parsed.
+///
+/// ```
+/// use ollama_translate::OllamaTranslateLayer;
+///
+/// let err = OllamaTranslateLayer::new().aliases_spec("no-equals-sign").unwrap_err();
+/// assert!(err.to_string().contains("expected from=to"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError(pub(crate) String);
 

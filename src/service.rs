@@ -20,6 +20,33 @@ use tower_service::Service;
 /// [`RequestBody`]s: the client's own body for requests passed through, the
 /// rewritten JSON for translated ones.
 ///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use http_body_util::{BodyExt, Full};
+/// use ollama_translate::{OllamaTranslate, RequestBody};
+/// use tower::{service_fn, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), ollama_translate::BoxError> {
+/// let ollama = service_fn(|_req: Request<RequestBody<Full<Bytes>>>| async {
+///     let err = Response::builder().status(404).body(Full::new(Bytes::from(
+///         r#"{"error":"model 'nosuch' not found"}"#,
+///     )));
+///     Ok::<_, http::Error>(err?)
+/// });
+/// let req = Request::post("/v1/chat/completions").body(Full::new(Bytes::from(
+///     r#"{"model":"nosuch","messages":[{"role":"user","content":"hi"}]}"#,
+/// )))?;
+/// let res = OllamaTranslate::new(ollama).oneshot(req).await?;
+/// assert_eq!(res.status(), 404);
+/// let body = res.into_body().collect().await?.to_bytes();
+/// let err: serde_json::Value = serde_json::from_slice(&body)?;
+/// assert_eq!(err["error"]["type"], "not_found_error"); // OpenAI's shape
+/// # Ok(())
+/// # }
+/// ```
+///
 /// See the [crate docs](crate) for more details.
 #[derive(Clone, Debug)]
 pub struct OllamaTranslate<S> {
