@@ -729,3 +729,42 @@ async fn other_endpoints() {
     .await;
     assert_eq!(v["response"], "<FILL>");
 }
+
+#[tokio::test]
+async fn scripted_calls_name_any_tool() {
+    let fake = FakeOllama::start().await;
+    let tools =
+        json!([{"type":"function","function":{"name":"Bash","parameters":{"type":"object"}}}]);
+    let lines = ndjson(
+        &post(
+            &fake,
+            "/api/chat",
+            json!({"model":"qwen3","think":false,"tools":tools,
+                   "messages":user(r#"please run [call:Bash:{"command":"ls -la","description":"list"}] now"#)}),
+        )
+        .await
+        .text()
+        .await,
+    );
+    let calls = lines[0]["message"]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["function"]["name"], "Bash");
+    assert_eq!(
+        calls[0]["function"]["arguments"],
+        json!({"command":"ls -la","description":"list"})
+    );
+    assert!(is_call_id(calls[0]["id"].as_str().unwrap()));
+    assert_eq!(lines.last().unwrap()["done"], true);
+    // Without tools the text is just echoed.
+    let lines = ndjson(
+        &post(
+            &fake,
+            "/api/chat",
+            json!({"model":"llama3.2","messages":user(r#"[call:Bash:{"command":"ls"}]"#)}),
+        )
+        .await
+        .text()
+        .await,
+    );
+    assert!(concat(&lines, "/message/content").starts_with("Hello! You said:"));
+}
