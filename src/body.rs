@@ -112,6 +112,14 @@ impl<B> TranslateBody<B> {
         }
     }
 
+    /// Why a translated stream failed, once it has (see `Transcode::failure`).
+    pub(crate) fn failure(&self) -> Option<crate::error::ApiError> {
+        match &self.inner {
+            Inner::Translate { state, .. } => state.transcoder.failure(),
+            _ => None,
+        }
+    }
+
     /// True when the layer translates this body (false for pass-through).
     pub fn is_translated(&self) -> bool {
         !matches!(self.inner, Inner::Passthrough { .. })

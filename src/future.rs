@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::dialect::{Dialect, Transcode, UpstreamError, JSON, SSE};
 use crate::error::{error_chain, ApiError, BoxError};
 use crate::timer::Sleep;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
@@ -23,22 +23,22 @@ pin_project! {
     /// Response future of [`OllamaTranslate`](crate::OllamaTranslate).
     ///
     /// See the [crate docs](crate) for more details.
-    pub struct ResponseFuture<S, ReqBody>
+    pub struct ResponseFuture<S, ReqBody, ResBody>
     where
-        S: Service<Request<RequestBody<ReqBody>>>,
+        S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
         ReqBody: Body,
         ReqBody::Error: Into<BoxError>,
     {
         #[pin]
-        state: State<S, ReqBody>,
+        state: State<S, ReqBody, ResBody>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, ReqBody>
+    enum State<S, ReqBody, ResBody>
     where
-        S: Service<Request<RequestBody<ReqBody>>>,
+        S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
         ReqBody: Body,
         ReqBody::Error: Into<BoxError>,
     {
@@ -64,6 +64,15 @@ pin_project! {
             deadline: Option<Sleep>,
         },
         Retrying { retry: Option<Retry<S>>, ctx: Option<CallCtx> },
+        // A non-streaming client's answer, read whole before its status is
+        // chosen: Ollama streams it, so silence is bounded per token and a
+        // failure half-way still gets a proper error status.
+        Buffer {
+            #[pin] body: TranslateBody<ResBody>,
+            parts: Option<http::response::Parts>,
+            collected: BytesMut,
+            dialect: &'static dyn Dialect,
+        },
         Reject { error: Option<(&'static dyn Dialect, ApiError)> },
     }
 }
@@ -105,11 +114,14 @@ struct CallCtx {
     timer: Option<crate::timer::Timer>,
     transcoder: Box<dyn Transcode>,
     content_type: &'static str,
+    /// A non-streaming client: Ollama is asked to stream, the answer is
+    /// collected before it is sent.
+    buffer: bool,
 }
 
-impl<S, ReqBody> ResponseFuture<S, ReqBody>
+impl<S, ReqBody, ResBody> ResponseFuture<S, ReqBody, ResBody>
 where
-    S: Service<Request<RequestBody<ReqBody>>>,
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
     ReqBody: Body,
     ReqBody::Error: Into<BoxError>,
 {
@@ -212,13 +224,14 @@ fn upstream_request<B>(
     Ok(req)
 }
 
-impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody, ResBody>
 where
     S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
     ReqBody: Body,
     ReqBody::Error: Into<BoxError>,
     ResBody: Body,
+    ResBody::Error: Into<BoxError>,
 {
     type Output = Result<Response<TranslateBody<ResBody>>, S::Error>;
 
@@ -290,10 +303,11 @@ where
                             return Poll::Ready(Ok(error_response(p.dialect, &err)));
                         }
                     };
-                    let up = match p.dialect.prepare(&p.config, &p.parts, &bytes) {
+                    let mut up = match p.dialect.prepare(&p.config, &p.parts, &bytes) {
                         Ok(up) => up,
                         Err(err) => return Poll::Ready(Ok(error_response(p.dialect, &err))),
                     };
+                    let buffer = stream_instead(&mut up);
                     let body = up.body.clone();
                     let req = match upstream_request(p.parts, &up, body) {
                         Ok(r) => r,
@@ -324,6 +338,7 @@ where
                             timer: p.config.timer.clone(),
                             transcoder: up.transcoder,
                             content_type: up.content_type,
+                            buffer,
                         }),
                         retry,
                         learn: None,
@@ -354,6 +369,44 @@ where
                         retry: None,
                         learn: Some((r.config, r.model)),
                     });
+                }
+                StateProj::Buffer {
+                    mut body,
+                    parts,
+                    collected,
+                    dialect,
+                } => {
+                    let failed = loop {
+                        match ready!(body.as_mut().poll_frame(cx)) {
+                            Some(Ok(frame)) => {
+                                if let Ok(data) = frame.into_data() {
+                                    collected.extend_from_slice(&data);
+                                }
+                            }
+                            Some(Err(e)) => break Some(e),
+                            None => break None,
+                        }
+                    };
+                    let failure = body.as_ref().get_ref().failure().or_else(|| {
+                        failed.map(|e| ApiError::new(StatusCode::BAD_GATEWAY, error_chain(&*e)))
+                    });
+                    let dialect: &'static dyn Dialect = *dialect;
+                    if let Some(err) = failure {
+                        tracing::warn!(status = err.status.as_u16(), error = %err.message, "Ollama failed while answering");
+                        return Poll::Ready(Ok(error_response(dialect, &err)));
+                    }
+                    let Some(mut parts) = parts.take() else {
+                        this.state.set(State::Reject { error: None });
+                        continue;
+                    };
+                    let whole = collected.split().freeze();
+                    parts
+                        .headers
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
+                    return Poll::Ready(Ok(Response::from_parts(
+                        parts,
+                        TranslateBody::full(whole),
+                    )));
                 }
                 StateProj::Call {
                     fut,
@@ -419,6 +472,19 @@ where
                             }
                         }
                     }
+                    if ctx.buffer && res.as_ref().is_ok_and(|r| r.status().is_success()) {
+                        if let Ok(r) = res {
+                            let dialect = ctx.dialect;
+                            let (parts, body) = translate_response(r, ctx).into_parts();
+                            this.state.set(State::Buffer {
+                                body,
+                                parts: Some(parts),
+                                collected: BytesMut::new(),
+                                dialect,
+                            });
+                        }
+                        continue;
+                    }
                     return Poll::Ready(Ok(match res {
                         Ok(res) => translate_response(res, ctx),
                         Err(e) => {
@@ -436,6 +502,27 @@ where
             }
         }
     }
+}
+
+/// For a non-streaming client of a chat-like dialect, asks Ollama to stream
+/// anyway (the line decoder handles both), so that the idle timeout bounds
+/// the silence between tokens rather than the whole generation. Native
+/// requests end with their `stream` field, so the switch is a suffix edit.
+/// Returns whether the answer must be collected before it is sent.
+fn stream_instead(up: &mut crate::dialect::Upstream) -> bool {
+    const OFF: &[u8] = b"\"stream\":false}";
+    if up.content_type != JSON
+        || up.transcoder.whole_body()
+        || !matches!(up.path, "/api/chat" | "/api/generate")
+        || !up.body.ends_with(OFF)
+    {
+        return false;
+    }
+    let mut body = Vec::with_capacity(up.body.len());
+    body.extend_from_slice(&up.body[..up.body.len() - OFF.len()]);
+    body.extend_from_slice(b"\"stream\":true}");
+    up.body = Bytes::from(body);
+    true
 }
 
 /// A sleep for the wait for Ollama's headers, when an idle timeout is set.

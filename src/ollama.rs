@@ -7,8 +7,9 @@
 //! all become [`Event::Error`]. Dialect encoders only ever see events.
 
 use crate::dialect::Transcode;
-use crate::error::{BoxError, StreamError};
+use crate::error::{ApiError, BoxError, StreamError};
 use bytes::BytesMut;
+use http::StatusCode;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -118,6 +119,8 @@ pub(crate) struct Decoder<E> {
     num_ctx: Option<u64>,
     model: String,
     finished: bool,
+    /// Why the stream failed, for answers that are buffered whole.
+    failure: Option<ApiError>,
     /// Decoded text of escaped token strings (the fast path), reused.
     content_buf: String,
     thinking_buf: String,
@@ -131,6 +134,7 @@ impl<E: Encoder> Decoder<E> {
             num_ctx: None,
             model: String::new(),
             finished: false,
+            failure: None,
             content_buf: String::new(),
             thinking_buf: String::new(),
         }
@@ -148,9 +152,10 @@ impl<E: Encoder> Decoder<E> {
         &self.encoder
     }
 
-    fn fail(&mut self, message: &str, out: &mut BytesMut) {
+    fn fail(&mut self, status: StatusCode, message: &str, out: &mut BytesMut) {
         if !self.finished {
             self.finished = true;
+            self.failure = Some(ApiError::new(status, message));
             self.encoder.event(Event::Error(message), out);
         }
     }
@@ -189,7 +194,11 @@ impl<E: Encoder> Decoder<E> {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, bytes = line.len(), "Ollama sent a line that is not a chat chunk");
-                self.fail(&format!("Ollama sent an invalid stream line: {e}"), out);
+                self.fail(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("Ollama sent an invalid stream line: {e}"),
+                    out,
+                );
                 return;
             }
         };
@@ -199,7 +208,8 @@ impl<E: Encoder> Decoder<E> {
                 Err(_) => Cow::Borrowed(err.get()),
             };
             tracing::warn!(error = %message, "Ollama reported an error mid-stream");
-            self.fail(&message, out);
+            // Ollama answers a failed non-streaming request with a 500.
+            self.fail(StatusCode::INTERNAL_SERVER_ERROR, &message, out);
             return;
         }
         let mut emitted = false;
@@ -267,12 +277,21 @@ impl<E: Encoder> Transcode for Decoder<E> {
             return Ok(());
         }
         let msg = "Ollama closed the stream before it finished";
-        self.fail(msg, out);
+        self.fail(StatusCode::BAD_GATEWAY, msg, out);
         Err(Box::new(StreamError(msg.into())))
     }
 
     fn abort(&mut self, error: &str, out: &mut BytesMut) {
-        self.fail(&format!("connection to Ollama lost: {error}"), out);
+        let status = if error.contains("idle timeout") {
+            StatusCode::GATEWAY_TIMEOUT
+        } else {
+            StatusCode::BAD_GATEWAY
+        };
+        self.fail(status, &format!("connection to Ollama lost: {error}"), out);
+    }
+
+    fn failure(&self) -> Option<ApiError> {
+        self.failure.clone()
     }
 
     fn idle(&mut self, out: &mut BytesMut) {

@@ -278,7 +278,14 @@ async fn non_streaming_requests_get_one_completion() {
     assert_eq!(v["choices"][0]["message"]["content"], "Hello there");
     assert_eq!(v["usage"]["prompt_tokens"], 7);
     let sent: Value = serde_json::from_slice(&seen.unwrap().1).unwrap();
-    assert_eq!(sent["stream"], false);
+    assert_eq!(
+        sent["stream"], true,
+        "Ollama streams; the answer is collected for the client"
+    );
+    assert_eq!(
+        res.headers()["content-length"],
+        res.body().len().to_string()
+    );
 }
 
 #[tokio::test]

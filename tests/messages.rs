@@ -154,7 +154,11 @@ async fn claude_code_text_turn_streams_the_exact_event_sequence() {
     assert_eq!(m["model"], "claude-haiku-4-5-20251001");
     assert_eq!(m["type"], "message");
     assert_eq!(last_chat(&fake)["model"], "qwen3");
-    assert_eq!(last_chat(&fake)["stream"], false);
+    assert_eq!(
+        last_chat(&fake)["stream"],
+        true,
+        "Ollama streams; the message is collected"
+    );
     // qwen3 thinks by default, but thinking is dropped by default.
     assert_eq!(m["content"].as_array().unwrap().len(), 1, "{m}");
     assert_eq!(m["content"][0]["type"], "text");

@@ -92,7 +92,10 @@ async fn litellm_shaped_request_without_streaming() {
     assert_eq!(r["max_output_tokens"], 4096);
 
     let native = last_chat(&fake);
-    assert_eq!(native["stream"], false);
+    assert_eq!(
+        native["stream"], true,
+        "Ollama streams; the response is collected"
+    );
     assert_eq!(native["options"]["num_predict"], 4096);
     assert_eq!(
         native["messages"],

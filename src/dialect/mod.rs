@@ -40,6 +40,12 @@ pub(crate) trait Transcode: Send {
     fn whole_body(&self) -> bool {
         false
     }
+    /// Why the stream failed, if it did: an answer buffered whole for a
+    /// non-streaming client is then replaced by this error (its status and
+    /// message in the client's dialect).
+    fn failure(&self) -> Option<ApiError> {
+        None
+    }
 }
 
 /// Renders a whole upstream JSON document in a client's shape.
