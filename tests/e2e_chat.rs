@@ -260,3 +260,26 @@ async fn reasoning_effort_on_a_non_thinking_model_still_answers() {
     assert_eq!(reqs[0].body["think"], "high");
     assert!(reqs[1].body.get("think").is_none());
 }
+
+#[tokio::test]
+async fn a_non_streaming_answer_may_take_longer_than_the_idle_timeout() {
+    // 100 tokens 20 ms apart: 2 s in all, never 1 s of silence.
+    let fake = FakeOllama::start().await;
+    let p = proxy(&fake.base_url(), &[("UPSTREAM_IDLE_TIMEOUT", "1")]).await;
+    let started = std::time::Instant::now();
+    let (status, _, body) = post(
+        &format!("{}/v1/chat/completions", p.url),
+        json!({"model": "llama3.2", "max_tokens": 100,
+               "messages": [{"role": "user", "content": "[slow] take your time"}]}),
+    )
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 100);
+    assert!(v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .starts_with("tok0 tok1 "));
+}
