@@ -5,7 +5,8 @@
 //! object when the client did not ask to stream).
 
 use super::params::{
-    expect_integer, expect_number, parse_arguments, parse_content, type_name, UnknownParts,
+    expect_integer, expect_number, json_object, model_name, parse_arguments, parse_content,
+    type_name, UnknownParts,
 };
 use super::{openai, Dialect, Transcode, Upstream, JSON, SSE};
 use crate::config::{Config, ReasoningMode};
@@ -74,25 +75,8 @@ pub(crate) struct Parsed {
 
 /// Parses a Chat Completions request body into a native request.
 pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiError> {
-    let root: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid("body", format!("request body is not valid JSON: {e}")))?;
-    let Value::Object(root) = root else {
-        return Err(ApiError::invalid(
-            "body",
-            "request body must be a JSON object",
-        ));
-    };
-
-    let client_model = match root.get("model") {
-        Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
-        Some(v) if !v.is_null() && !v.is_string() => {
-            return Err(ApiError::invalid(
-                "model",
-                format!("model must be a string, got {}", type_name(v)),
-            ))
-        }
-        _ => return Err(ApiError::invalid("model", "model is required")),
-    };
+    let root = json_object(body)?;
+    let client_model = model_name(&root)?;
     let model = config.resolve_model(&client_model).to_string();
 
     let stream = match root.get("stream") {

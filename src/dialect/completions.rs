@@ -2,6 +2,7 @@
 //! Still used by editor plugins, fill-in-the-middle included (`suffix`).
 
 use super::chat::sampling_options;
+use super::params::{json_object, model_name};
 use super::{openai, Dialect, Transcode, Upstream, JSON, SSE};
 use crate::config::Config;
 use crate::error::ApiError;
@@ -53,13 +54,8 @@ impl Dialect for Completions {
         _parts: &http::request::Parts,
         body: &[u8],
     ) -> Result<Upstream, ApiError> {
-        let root: Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
-            ApiError::invalid("body", format!("request body is not a JSON object: {e}"))
-        })?;
-        let client_model = match root.get("model") {
-            Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
-            _ => return Err(ApiError::invalid("model", "model is required")),
-        };
+        let root = json_object(body)?;
+        let client_model = model_name(&root)?;
         let prompt = prompt_of(&root)?;
         if root.get("echo").and_then(Value::as_bool) == Some(true) {
             return Err(ApiError::invalid("echo", "echo is not supported by Ollama"));

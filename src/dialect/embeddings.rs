@@ -1,5 +1,6 @@
 //! OpenAI embeddings: `POST /v1/embeddings` → `/api/embed`.
 
+use super::params::{json_object, model_name};
 use super::{openai, Dialect, Render, Upstream, WholeBody, JSON};
 use crate::config::Config;
 use crate::error::ApiError;
@@ -23,13 +24,8 @@ impl Dialect for Embeddings {
         _parts: &http::request::Parts,
         body: &[u8],
     ) -> Result<Upstream, ApiError> {
-        let root: Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
-            ApiError::invalid("body", format!("request body is not a JSON object: {e}"))
-        })?;
-        let client_model = match root.get("model") {
-            Some(Value::String(m)) if !m.trim().is_empty() => m.clone(),
-            _ => return Err(ApiError::invalid("model", "model is required")),
-        };
+        let root = json_object(body)?;
+        let client_model = model_name(&root)?;
         let model = config.resolve_model(&client_model).to_string();
         let input = match root.get("input") {
             Some(Value::String(s)) => Value::String(s.clone()),

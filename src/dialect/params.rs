@@ -5,6 +5,31 @@ use crate::error::ApiError;
 use crate::native;
 use serde_json::{json, Map, Value};
 
+/// A request body that must be a JSON object.
+pub(crate) fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let root: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid("body", format!("request body is not valid JSON: {e}")))?;
+    match root {
+        Value::Object(root) => Ok(root),
+        _ => Err(ApiError::invalid(
+            "body",
+            "request body must be a JSON object",
+        )),
+    }
+}
+
+/// The required `model` string.
+pub(crate) fn model_name(root: &Map<String, Value>) -> Result<String, ApiError> {
+    match root.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() => Ok(m.clone()),
+        Some(v) if !v.is_null() && !v.is_string() => Err(ApiError::invalid(
+            "model",
+            format!("model must be a string, got {}", type_name(v)),
+        )),
+        _ => Err(ApiError::invalid("model", "model is required")),
+    }
+}
+
 /// "a string", "an array", … for error messages.
 pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
