@@ -8,15 +8,14 @@ use super::params::{
     expect_integer, expect_number, json_object, model_name, parse_arguments, parse_content,
     type_name, UnknownParts,
 };
-use super::{openai, Dialect, Transcode, Upstream, JSON, SSE};
-use crate::config::{Config, ReasoningMode};
+use super::{openai, ChatCall, Dialect, Upstream};
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::json::{write_str, write_u64};
 use crate::native::{self, ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
-use crate::ollama::{Decoder, Done, Encoder, Event, ToolCall};
+use crate::ollama::{Done, Encoder, Event, ToolCall};
 use crate::util::{random_id, unix_now};
 use bytes::{Bytes, BytesMut};
-use http::Method;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
@@ -35,28 +34,12 @@ impl Dialect for ChatCompletions {
         body: &[u8],
     ) -> Result<Upstream, ApiError> {
         let parsed = parse_request(config, body)?;
-        let model = parsed.native.model.clone();
-        let stream = parsed.native.stream;
-        let finished = parsed.native.finish(config)?;
-        let forward = config.reasoning_for(&model) == ReasoningMode::Forward;
-        tracing::debug!(model = %model, stream, bytes = finished.body.len(), "chat.completions → /api/chat");
+        let call = ChatCall::new(config, parsed.native, self.name())?;
         let head = ResponseHead::new(&parsed.client_model);
-        let transcoder: Box<dyn Transcode> = if stream {
-            Box::new(
-                Decoder::new(StreamEncoder::new(head, parsed.include_usage), forward)
-                    .watch_context(&model, finished.num_ctx),
-            )
+        Ok(if call.stream {
+            call.upstream(StreamEncoder::new(head, parsed.include_usage))
         } else {
-            Box::new(
-                Decoder::new(Collector::new(head), forward).watch_context(&model, finished.num_ctx),
-            )
-        };
-        Ok(Upstream {
-            method: Method::POST,
-            path: "/api/chat",
-            body: finished.body,
-            transcoder,
-            content_type: if stream { SSE } else { JSON },
+            call.upstream(Collector::new(head))
         })
     }
 

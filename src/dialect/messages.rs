@@ -46,12 +46,12 @@
 //!   the layer's default model when set. Responses name the client's model.
 
 use super::params::{expect_integer, type_name};
-use super::{Dialect, Transcode, Upstream, JSON, SSE};
-use crate::config::{Config, ReasoningMode};
+use super::{ChatCall, Dialect, Transcode, Upstream, JSON};
+use crate::config::Config;
 use crate::error::{ApiError, BoxError, StreamError};
 use crate::json::{write_str, write_u64};
 use crate::native::{self, ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
-use crate::ollama::{Decoder, Done, Encoder, Event};
+use crate::ollama::{Done, Encoder, Event};
 use crate::signing::{self, Key};
 use crate::util::random_id;
 use bytes::{Bytes, BytesMut};
@@ -83,28 +83,12 @@ impl Dialect for Messages {
         body: &[u8],
     ) -> Result<Upstream, ApiError> {
         let parsed = parse_request(config, body, false)?;
-        let model = parsed.native.model.clone();
-        let stream = parsed.native.stream;
-        let finished = parsed.native.finish(config)?;
-        let forward = config.reasoning_for(&model) == ReasoningMode::Forward;
-        tracing::debug!(model = %model, stream, bytes = finished.body.len(), "messages → /api/chat");
+        let call = ChatCall::new(config, parsed.native, self.name())?;
         let head = Head::new(&parsed.client_model, config.thinking_key);
-        let transcoder: Box<dyn Transcode> = if stream {
-            Box::new(
-                Decoder::new(StreamEncoder::new(head), forward)
-                    .watch_context(&model, finished.num_ctx),
-            )
+        Ok(if call.stream {
+            call.upstream(StreamEncoder::new(head))
         } else {
-            Box::new(
-                Decoder::new(Collector::new(head), forward).watch_context(&model, finished.num_ctx),
-            )
-        };
-        Ok(Upstream {
-            method: Method::POST,
-            path: "/api/chat",
-            body: finished.body,
-            transcoder,
-            content_type: if stream { SSE } else { JSON },
+            call.upstream(Collector::new(head))
         })
     }
 

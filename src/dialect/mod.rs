@@ -19,6 +19,7 @@ pub(crate) mod responses;
 
 use crate::config::Config;
 use crate::error::{ApiError, BoxError};
+use crate::ollama::{Decoder, Encoder};
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode};
 
@@ -96,6 +97,51 @@ pub(crate) struct Upstream {
     pub(crate) transcoder: Box<dyn Transcode>,
     /// `Content-Type` of the translated response.
     pub(crate) content_type: &'static str,
+}
+
+/// A native `/api/chat` request, finished with the layer's rules, and what a
+/// chat-like dialect needs to answer it: the shared glue of their `prepare`.
+pub(crate) struct ChatCall {
+    /// The Ollama model (after aliases).
+    pub(crate) model: String,
+    /// Whether the client asked for a stream.
+    pub(crate) stream: bool,
+    forward_thinking: bool,
+    num_ctx: Option<u64>,
+    body: Bytes,
+}
+
+impl ChatCall {
+    pub(crate) fn new(
+        config: &Config,
+        native: crate::native::ChatRequest,
+        dialect: &'static str,
+    ) -> Result<Self, ApiError> {
+        let model = native.model.clone();
+        let stream = native.stream;
+        let finished = native.finish(config)?;
+        tracing::debug!(model = %model, stream, bytes = finished.body.len(), dialect, "→ /api/chat");
+        Ok(ChatCall {
+            forward_thinking: config.reasoning_for(&model) == crate::config::ReasoningMode::Forward,
+            model,
+            stream,
+            num_ctx: finished.num_ctx,
+            body: finished.body,
+        })
+    }
+
+    /// The upstream call, answered through `encoder`.
+    pub(crate) fn upstream<E: Encoder + 'static>(self, encoder: E) -> Upstream {
+        let transcoder =
+            Decoder::new(encoder, self.forward_thinking).watch_context(&self.model, self.num_ctx);
+        Upstream {
+            method: Method::POST,
+            path: "/api/chat",
+            body: self.body,
+            transcoder: Box::new(transcoder),
+            content_type: if self.stream { SSE } else { JSON },
+        }
+    }
 }
 
 /// One client API.

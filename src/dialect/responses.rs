@@ -35,17 +35,16 @@ use super::params::{
     expect_integer, expect_number, get, json_object, model_name, parse_arguments, parse_content,
     type_name, UnknownParts,
 };
-use super::{openai, Dialect, Transcode, Upstream, JSON, SSE};
-use crate::config::{Config, ReasoningMode};
+use super::{openai, ChatCall, Dialect, Upstream};
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::json::{write_str, write_u64};
 use crate::native::{self, ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
-use crate::ollama::{Decoder, Done, Encoder, Event};
+use crate::ollama::{Done, Encoder, Event};
 use crate::signing::{self, Key};
 use crate::util::{base64_decode, base64_encode};
 use crate::util::{random_id, unix_now};
 use bytes::{Bytes, BytesMut};
-use http::Method;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -64,28 +63,16 @@ impl Dialect for Responses {
         body: &[u8],
     ) -> Result<Upstream, ApiError> {
         let parsed = parse_request(config, body)?;
-        let model = parsed.native.model.clone();
-        let stream = parsed.native.stream;
-        let finished = parsed.native.finish(config)?;
-        let forward = config.reasoning_for(&model) == ReasoningMode::Forward;
-        tracing::debug!(model = %model, stream, bytes = finished.body.len(), "responses → /api/chat");
+        let call = ChatCall::new(config, parsed.native, self.name())?;
         let signer = parsed.include_encrypted.then_some(config.thinking_key);
         let encoder = ResponseEncoder::new(
             &parsed.client_model,
             &parsed.echo,
-            stream,
+            call.stream,
             signer,
             parsed.namespaced,
         );
-        Ok(Upstream {
-            method: Method::POST,
-            path: "/api/chat",
-            body: finished.body,
-            transcoder: Box::new(
-                Decoder::new(encoder, forward).watch_context(&model, finished.num_ctx),
-            ) as Box<dyn Transcode>,
-            content_type: if stream { SSE } else { JSON },
-        })
+        Ok(call.upstream(encoder))
     }
 
     fn error_body(&self, error: &ApiError) -> Bytes {

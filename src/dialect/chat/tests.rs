@@ -1,6 +1,7 @@
 use super::*;
 use crate::dialect::Transcode;
 use crate::ollama::tests::Recorder;
+use crate::ollama::Decoder;
 use serde_json::json;
 
 fn parse(body: Value) -> Result<Parsed, ApiError> {

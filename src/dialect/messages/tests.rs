@@ -1,5 +1,6 @@
 use super::*;
 use crate::dialect::Transcode;
+use crate::ollama::Decoder;
 use serde_json::json;
 
 fn config() -> Config {

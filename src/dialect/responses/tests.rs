@@ -1,5 +1,8 @@
 use super::*;
 use crate::dialect::Transcode;
+use crate::dialect::{JSON, SSE};
+use crate::ollama::Decoder;
+use http::Method;
 use serde_json::json;
 
 fn config() -> Config {
