@@ -1,14 +1,42 @@
 //! The response body that translates Ollama's stream as it flows, and the
 //! request body handed to the inner service.
 
-use crate::dialect::Transcode;
-use crate::error::{error_chain, BoxError, StreamError};
-use crate::timer::{Clock, Tick, Timer};
+use crate::error::{error_chain, ApiError, BoxError, Failure, StreamError};
+use crate::timer::{Deadlines, Due};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+
+/// Turns an upstream response body into the client's, piece by piece: the
+/// body's plug-in point. Dialects implement it (usually through
+/// [`Decoder`](crate::ollama::Decoder) and an encoder of their own).
+pub(crate) trait Transcode: Send {
+    /// One complete line of the upstream body, without its `\n` (or, when
+    /// [`Transcode::whole_body`] is true, the whole body at its end).
+    fn line(&mut self, line: &[u8], out: &mut BytesMut);
+    /// The upstream body ended. An error means the stream ended in a way
+    /// that must not look like a clean finish to the client.
+    fn finish(&mut self, out: &mut BytesMut) -> Result<(), BoxError>;
+    /// The upstream body failed (connection dropped, idle timeout); write an
+    /// in-band error if the dialect has one.
+    fn abort(&mut self, failure: Failure, message: &str, out: &mut BytesMut);
+    /// Nothing has been written to the client for the keep-alive period;
+    /// write the dialect's keep-alive (an SSE comment, an Anthropic `ping`),
+    /// if it has one and the answer is still going. Default: nothing.
+    fn idle(&mut self, _out: &mut BytesMut) {}
+    /// Whether to get the whole body at once instead of line by line.
+    fn whole_body(&self) -> bool {
+        false
+    }
+    /// Why the stream failed, if it did: an answer collected whole for a
+    /// non-streaming client is then replaced by this error (its status and
+    /// message in the client's dialect).
+    fn failure(&self) -> Option<ApiError> {
+        None
+    }
+}
 
 /// Upstream bodies kept whole (errors, JSON documents) are capped at this.
 const MAX_WHOLE_BODY: usize = 16 * 1024 * 1024;
@@ -63,7 +91,7 @@ pin_project! {
 
 struct Translator {
     transcoder: Box<dyn Transcode>,
-    clock: Option<Clock>,
+    deadlines: Option<Deadlines>,
     /// An incomplete line (or the whole body, in whole-body mode).
     partial: BytesMut,
     out: BytesMut,
@@ -87,14 +115,14 @@ impl<B> TranslateBody<B> {
     pub(crate) fn translate(
         body: B,
         transcoder: Box<dyn Transcode>,
-        timer: Option<&Timer>,
+        deadlines: Option<Deadlines>,
     ) -> Self {
         TranslateBody {
             inner: Inner::Translate {
                 body,
                 state: Box::new(Translator {
                     transcoder,
-                    clock: timer.cloned().map(Clock::new),
+                    deadlines,
                     partial: BytesMut::new(),
                     out: BytesMut::new(),
                     upstream_done: false,
@@ -175,12 +203,61 @@ impl Translator {
         }
     }
 
-    fn fail(&mut self, err: BoxError) {
+    fn fail(&mut self, failure: Failure, err: BoxError) {
         self.upstream_done = true;
-        tracing::warn!(error = %error_chain(&*err), "the upstream body failed mid-stream");
+        let message = error_chain(&*err);
+        tracing::warn!(error = %message, "the upstream body failed mid-stream");
         self.partial.clear();
-        self.transcoder.abort(&error_chain(&*err), &mut self.out);
+        self.transcoder.abort(failure, &message, &mut self.out);
         self.error = Some(err);
+    }
+
+    /// Handles one poll of the inner body; `Pending` when it has nothing
+    /// and no deadline fell due.
+    fn poll_upstream<B>(&mut self, body: Pin<&mut B>, cx: &mut Context<'_>) -> Poll<()>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        let polled = match body.poll_frame(cx) {
+            Poll::Ready(p) => p,
+            Poll::Pending => return self.poll_deadlines(cx),
+        };
+        let before = self.out.len();
+        match polled {
+            // Trailers from Ollama carry nothing a client dialect can use.
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    self.feed(data);
+                }
+            }
+            Some(Err(e)) => self.fail(Failure::UpstreamLost, e.into()),
+            None => self.eof(),
+        }
+        if let Some(d) = self.deadlines.as_mut() {
+            d.received(self.out.len() != before);
+        }
+        Poll::Ready(())
+    }
+
+    fn poll_deadlines(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(deadlines) = self.deadlines.as_mut() else {
+            return Poll::Pending;
+        };
+        match ready!(deadlines.poll_due(cx)) {
+            Due::KeepAlive => {
+                self.transcoder.idle(&mut self.out);
+                deadlines.sent();
+            }
+            Due::IdleTimeout(after) => {
+                let msg = format!(
+                    "no data from Ollama for {} s (upstream idle timeout)",
+                    after.as_secs()
+                );
+                self.fail(Failure::UpstreamTimeout, Box::new(StreamError(msg)));
+            }
+        }
+        Poll::Ready(())
     }
 }
 
@@ -252,41 +329,7 @@ where
                     state.ended = true;
                     return Poll::Ready(state.error.take().map(Err));
                 }
-                let polled = body.as_mut().poll_frame(cx);
-                let polled = match (polled, state.clock.as_mut()) {
-                    (Poll::Ready(p), clock) => {
-                        if let Some(c) = clock {
-                            c.activity();
-                        }
-                        p.map(|r| r.map_err(Into::into))
-                    }
-                    (Poll::Pending, None) => return Poll::Pending,
-                    (Poll::Pending, Some(clock)) => match ready!(clock.poll(cx)) {
-                        Tick::Nothing => continue,
-                        Tick::KeepAlive => {
-                            state.transcoder.idle(&mut state.out);
-                            continue;
-                        }
-                        Tick::TimedOut(after) => {
-                            let msg = format!(
-                                "no data from Ollama for {} s (upstream idle timeout)",
-                                after.as_secs()
-                            );
-                            Some(Err(Box::new(StreamError(msg)) as BoxError))
-                        }
-                    },
-                };
-                match polled {
-                    Some(Ok(frame)) => {
-                        // Trailers from Ollama carry nothing a client dialect
-                        // can use; they are dropped.
-                        if let Ok(data) = frame.into_data() {
-                            state.feed(data);
-                        }
-                    }
-                    Some(Err(e)) => state.fail(e),
-                    None => state.eof(),
-                }
+                ready!(state.poll_upstream(body.as_mut(), cx));
             },
         }
     }

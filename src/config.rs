@@ -149,10 +149,10 @@ fn parse_scalar(v: &str) -> Value {
 /// A configuration value that could not be parsed.
 ///
 /// ```
-/// use ollama_translate::OllamaTranslateLayer;
+/// use ollama_translate::ModelDefaults;
 ///
-/// let err = OllamaTranslateLayer::new().aliases_spec("no-equals-sign").unwrap_err();
-/// assert!(err.to_string().contains("expected from=to"));
+/// let err = "num_ctx".parse::<ModelDefaults>().unwrap_err();
+/// assert!(err.to_string().contains("expected key=value"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError(pub(crate) String);
@@ -164,28 +164,6 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-/// Splits a per-model spec such as `drop;[glm-5:cloud]forward` or
-/// `num_ctx=8192;[qwen3:8b]num_ctx=65536,keep_alive=1h` into
-/// `(None, global)` and `(Some(model), value)` parts.
-pub(crate) fn split_model_spec(spec: &str) -> Result<Vec<(Option<String>, String)>, ConfigError> {
-    let mut out = Vec::new();
-    for group in spec.split(';').map(str::trim).filter(|g| !g.is_empty()) {
-        if let Some(rest) = group.strip_prefix('[') {
-            let (model, value) = rest
-                .split_once(']')
-                .ok_or_else(|| ConfigError(format!("missing ']' in {group:?}")))?;
-            let model = model.trim();
-            if model.is_empty() {
-                return Err(ConfigError(format!("empty model name in {group:?}")));
-            }
-            out.push((Some(model.to_string()), value.trim().to_string()));
-        } else {
-            out.push((None, group.to_string()));
-        }
-    }
-    Ok(out)
-}
 
 /// Canonical key for a model name: lower case, `:latest` removed.
 pub(crate) fn model_key(name: &str) -> String {
@@ -213,8 +191,8 @@ pub(crate) struct Config {
     /// Models Ollama has shown cannot think (learned at run time, shared by
     /// every clone of the layer).
     pub(crate) cannot_think: Arc<RwLock<HashSet<String>>>,
-    /// Keep-alives and the upstream idle timeout, when a timer was given.
-    pub(crate) timer: Option<crate::timer::Timer>,
+    /// The timer, keep-alives and the upstream idle timeout.
+    pub(crate) timing: crate::timer::Timing,
     /// When set, every request must carry this key.
     pub(crate) api_key: Option<Arc<str>>,
 }
@@ -235,7 +213,11 @@ impl Default for Config {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             thinking_key: crate::signing::random_key(),
             cannot_think: Arc::default(),
-            timer: None,
+            timing: crate::timer::Timing {
+                timer: None,
+                keepalive: Some(std::time::Duration::from_secs(10)),
+                idle_timeout: None,
+            },
             api_key: None,
         }
     }
@@ -300,21 +282,6 @@ mod tests {
         assert_eq!(d.options["x"], Value::Bool(true));
         assert_eq!(d.keep_alive, Some(Value::from("30m")));
         assert!("num_ctx".parse::<ModelDefaults>().is_err());
-    }
-
-    #[test]
-    fn splits_model_specs() {
-        let parts =
-            split_model_spec("num_ctx=8192; [qwen3:8b]num_ctx=65536,keep_alive=1h").unwrap();
-        assert_eq!(parts[0], (None, "num_ctx=8192".to_string()));
-        assert_eq!(
-            parts[1],
-            (
-                Some("qwen3:8b".to_string()),
-                "num_ctx=65536,keep_alive=1h".to_string()
-            )
-        );
-        assert!(split_model_spec("[qwen3 num_ctx=1").is_err());
     }
 
     #[test]

@@ -103,3 +103,38 @@ pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
     msg
 }
+
+/// How a call to Ollama failed; the status a client is given follows from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// Ollama could not be reached, or the connection dropped: 502.
+    UpstreamLost,
+    /// Ollama sent something that is not its protocol: 502.
+    UpstreamGarbage,
+    /// Ollama was silent past the idle timeout: 504.
+    UpstreamTimeout,
+    /// Ollama reported an error (an `{"error":…}` line): 500, as Ollama
+    /// answers a failed non-streaming request.
+    OllamaError,
+}
+
+impl Failure {
+    /// The HTTP status for a client that has not been sent a status yet.
+    pub(crate) fn status(self) -> StatusCode {
+        match self {
+            Failure::UpstreamLost | Failure::UpstreamGarbage => StatusCode::BAD_GATEWAY,
+            Failure::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Failure::OllamaError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The machine-readable `code` OpenAI-style errors carry.
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            Failure::UpstreamLost => "upstream_unreachable",
+            Failure::UpstreamGarbage => "upstream_invalid",
+            Failure::UpstreamTimeout => "upstream_timeout",
+            Failure::OllamaError => "ollama_error",
+        }
+    }
+}

@@ -1,7 +1,6 @@
 //! [`OllamaTranslateLayer`]: the configuration and the `tower::Layer`.
 
-use crate::config::model_key;
-use crate::config::{split_model_spec, Config, ConfigError, ModelDefaults, ReasoningMode};
+use crate::config::{model_key, Config, ModelDefaults, ReasoningMode};
 use crate::service::OllamaTranslate;
 use crate::timer::{Sleep, Timer};
 use std::sync::Arc;
@@ -73,19 +72,6 @@ impl OllamaTranslateLayer {
         self
     }
 
-    /// Parses a reasoning spec such as `drop;[glm-5:cloud]forward`: a global
-    /// mode and per-model ones in brackets.
-    pub fn reasoning_spec(mut self, spec: &str) -> Result<Self, ConfigError> {
-        for (model, value) in split_model_spec(spec)? {
-            let mode: ReasoningMode = value.parse()?;
-            self = match model {
-                Some(m) => self.model_reasoning(m, mode),
-                None => self.reasoning(mode),
-            };
-        }
-        Ok(self)
-    }
-
     /// Options applied under every request (default: none), e.g. a larger
     /// `num_ctx` than Ollama's small default.
     pub fn default_options(mut self, defaults: ModelDefaults) -> Self {
@@ -101,20 +87,6 @@ impl OllamaTranslateLayer {
         self
     }
 
-    /// Parses an options spec such as
-    /// `num_ctx=32768,keep_alive=30m;[qwen3:8b]num_ctx=65536`: global options
-    /// and per-model ones in brackets.
-    pub fn options_spec(mut self, spec: &str) -> Result<Self, ConfigError> {
-        for (model, value) in split_model_spec(spec)? {
-            let defaults: ModelDefaults = value.parse()?;
-            self = match model {
-                Some(m) => self.model_options(m, defaults),
-                None => self.default_options(defaults),
-            };
-        }
-        Ok(self)
-    }
-
     /// Sends requests for the client model `from` to the Ollama model `to`
     /// (default: none). Responses still name `from`.
     pub fn model_alias(mut self, from: impl AsRef<str>, to: impl Into<String>) -> Self {
@@ -122,17 +94,6 @@ impl OllamaTranslateLayer {
             .aliases
             .insert(model_key(from.as_ref()), to.into());
         self
-    }
-
-    /// Parses `from=to,from=to` aliases.
-    pub fn aliases_spec(mut self, spec: &str) -> Result<Self, ConfigError> {
-        for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (from, to) = pair
-                .split_once('=')
-                .ok_or_else(|| ConfigError(format!("expected from=to, got {pair:?}")))?;
-            self = self.model_alias(from.trim(), to.trim());
-        }
-        Ok(self)
     }
 
     /// The Ollama model for Anthropic Messages requests that name a Claude
@@ -156,11 +117,12 @@ impl OllamaTranslateLayer {
         self
     }
 
-    /// Gives the layer a clock: `sleep(d)` must return a future that
-    /// completes after `d` (with tokio: `|d| Box::pin(tokio::time::sleep(d))`).
-    /// Without one (the default) there are no keep-alives and no idle
-    /// timeout. Defaults once set: a keep-alive after 10 s of silence, no
-    /// idle timeout.
+    /// Gives the layer a sleep function (default: none, and then no
+    /// keep-alives and no idle timeout): with tokio,
+    /// `|d| Box::pin(tokio::time::sleep(d))`. Its clock is
+    /// [`std::time::Instant`]; [`Self::with_timer`] takes a [`Timer`] that
+    /// reads the runtime's clock. [`Self::keepalive`] and
+    /// [`Self::upstream_idle_timeout`] may be set before or after it.
     ///
     /// ```
     /// use ollama_translate::OllamaTranslateLayer;
@@ -172,44 +134,38 @@ impl OllamaTranslateLayer {
     ///     .upstream_idle_timeout(Duration::from_secs(300));
     /// # let _ = layer;
     /// ```
-    pub fn timer<F>(mut self, sleep: F) -> Self
+    pub fn timer<F>(self, sleep: F) -> Self
     where
         F: Fn(Duration) -> Sleep + Send + Sync + 'static,
     {
-        let c = self.config_mut();
-        let (keepalive, idle_timeout) = match &c.timer {
-            Some(t) => (t.keepalive, t.idle_timeout),
-            None => (Some(Duration::from_secs(10)), None),
-        };
-        let mut t = Timer {
-            sleep: Arc::new(sleep),
-            tick: Duration::ZERO,
-            keepalive,
-            idle_timeout,
-        };
-        t.recompute_tick();
-        c.timer = Some(t);
+        self.with_timer(sleep)
+    }
+
+    /// Gives the layer a [`Timer`]: its clock and sleeps (default: none).
+    /// See [`Timer`] for a tokio one that keeps exact deadlines under
+    /// `tokio::time::pause()`.
+    pub fn with_timer(mut self, timer: impl Timer) -> Self {
+        self.config_mut().timing.timer = Some(Arc::new(timer));
         self
     }
 
-    /// Silence (no line from Ollama) after which a translated stream gets a
+    /// Silence towards the client after which a translated stream gets a
     /// keep-alive in its dialect: an SSE comment for OpenAI dialects, a
-    /// `ping` event for Anthropic (default: 10 s). Needs [`Self::timer`].
+    /// `ping` event for Anthropic (default: 10 s; zero disables). Counted
+    /// from the last byte the client was sent, so a model that thinks
+    /// silently (its thinking dropped) still gets keep-alives. Needs
+    /// [`Self::timer`].
     pub fn keepalive(mut self, every: Duration) -> Self {
-        if let Some(t) = self.config_mut().timer.as_mut() {
-            t.keepalive = Some(every).filter(|d| !d.is_zero());
-            t.recompute_tick();
-        }
+        self.config_mut().timing.keepalive = Some(every).filter(|d| !d.is_zero());
         self
     }
 
     /// Silence from Ollama after which a translated stream fails with an
-    /// error in its dialect (default: none). Needs [`Self::timer`].
+    /// error in its dialect, and after which a request still waiting for
+    /// Ollama's headers gets a 504 (default: none; zero disables). Needs
+    /// [`Self::timer`].
     pub fn upstream_idle_timeout(mut self, after: Duration) -> Self {
-        if let Some(t) = self.config_mut().timer.as_mut() {
-            t.idle_timeout = Some(after).filter(|d| !d.is_zero());
-            t.recompute_tick();
-        }
+        self.config_mut().timing.idle_timeout = Some(after).filter(|d| !d.is_zero());
         self
     }
 
@@ -247,15 +203,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn specs_configure_the_layer() {
+    fn builders_configure_the_layer() {
         let l = OllamaTranslateLayer::new()
             .think_models(["GLM-5:cloud", "qwen3:latest", ""])
-            .reasoning_spec("forward;[glm-5:cloud]drop")
-            .unwrap()
-            .options_spec("num_ctx=4096;[qwen3]num_ctx=65536,keep_alive=1h")
-            .unwrap()
-            .aliases_spec("gpt-4o=qwen3:8b, claude-sonnet-4-5=glm-5:cloud")
-            .unwrap();
+            .reasoning(ReasoningMode::Forward)
+            .model_reasoning("glm-5:cloud", ReasoningMode::Drop)
+            .default_options(ModelDefaults::new().num_ctx(4096))
+            .model_options(
+                "qwen3",
+                ModelDefaults::new().num_ctx(65536).keep_alive("1h"),
+            )
+            .model_alias("gpt-4o", "qwen3:8b");
         let c = &l.config;
         assert!(c.is_think_model("glm-5:cloud"));
         assert!(c.is_think_model("qwen3"));
@@ -265,7 +223,31 @@ mod tests {
         assert_eq!(c.defaults_for("other").get_num_ctx(), Some(4096));
         assert_eq!(c.resolve_model("GPT-4o"), "qwen3:8b");
         assert_eq!(c.resolve_model("unknown"), "unknown");
-        assert!(OllamaTranslateLayer::new().reasoning_spec("loud").is_err());
-        assert!(OllamaTranslateLayer::new().aliases_spec("nope").is_err());
+    }
+
+    #[test]
+    fn timing_setters_do_not_depend_on_their_order() {
+        let sleep = |_: Duration| -> crate::Sleep { Box::pin(std::future::ready(())) };
+        let before = OllamaTranslateLayer::new()
+            .keepalive(Duration::from_secs(3))
+            .upstream_idle_timeout(Duration::from_secs(7))
+            .timer(sleep);
+        let after = OllamaTranslateLayer::new()
+            .timer(sleep)
+            .keepalive(Duration::from_secs(3))
+            .upstream_idle_timeout(Duration::from_secs(7));
+        for l in [before, after] {
+            let t = &l.config.timing;
+            assert!(t.timer.is_some());
+            assert_eq!(t.keepalive, Some(Duration::from_secs(3)));
+            assert_eq!(t.idle_timeout, Some(Duration::from_secs(7)));
+        }
+        let off = OllamaTranslateLayer::new().keepalive(Duration::ZERO);
+        assert_eq!(off.config.timing.keepalive, None);
+        assert_eq!(
+            OllamaTranslateLayer::new().config.timing.keepalive,
+            Some(Duration::from_secs(10)),
+            "the documented default"
+        );
     }
 }

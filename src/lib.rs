@@ -72,7 +72,6 @@ mod error;
 mod future;
 mod json;
 mod layer;
-mod native;
 mod ollama;
 mod service;
 mod signing;
@@ -87,5 +86,5 @@ pub use self::{
     future::ResponseFuture,
     layer::OllamaTranslateLayer,
     service::OllamaTranslate,
-    timer::Sleep,
+    timer::{Sleep, Timer},
 };

@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::dialect;
 use crate::error::ApiError;
 use crate::error::BoxError;
-use crate::future::ResponseFuture;
+use crate::future::{ResponseFuture, Translate};
 use crate::layer::OllamaTranslateLayer;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body;
@@ -102,38 +102,33 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let path = req.uri().path();
         if let Some(key) = &self.config.api_key {
             if !authorized(req.headers(), key) {
-                tracing::debug!(
-                    path = req.uri().path(),
-                    "rejected: missing or wrong API key"
-                );
+                tracing::debug!(path, "rejected: missing or wrong API key");
                 let err = ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     "missing or invalid API key: send Authorization: Bearer <key> or x-api-key: <key>",
                 );
-                let dialect = dialect::route(req.method(), req.uri().path())
-                    .unwrap_or_else(|| dialect::error_dialect(req.uri().path()));
-                return ResponseFuture::reject(dialect, err);
+                let dialect = dialect::route(req.method(), path)
+                    .unwrap_or_else(|| dialect::error_dialect(path));
+                return ResponseFuture::reject(dialect, &err);
             }
         }
-        match dialect::route(req.method(), req.uri().path()) {
-            None => {
-                let path = req.uri().path();
-                let not_found = (path.starts_with("/v1/") || path == "/v1")
-                    .then(|| format!("{} {}", req.method(), path));
-                ResponseFuture::passthrough(
-                    self.inner.call(req.map(RequestBody::original)),
-                    not_found,
-                )
-            }
-            Some(d) => {
-                // The clone is not necessarily ready: keep the ready one for
-                // the future, which calls it once the body is collected.
-                let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::translate(req, d, ready, self.config.clone())
-            }
+        let Some(d) = dialect::route(req.method(), path) else {
+            let not_found = dialect::not_found(req.method(), path);
+            return ResponseFuture::passthrough(
+                self.inner.call(req.map(RequestBody::original)),
+                not_found,
+            );
+        };
+        // The clone is not necessarily ready: keep the ready one for the
+        // future, which calls it once the body is collected.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        match Translate::new(req, d, ready, self.config.clone()) {
+            Ok(fut) => ResponseFuture::translate(fut),
+            Err(err) => ResponseFuture::reject(d, &err),
         }
     }
 }

@@ -1,111 +1,210 @@
-//! Time, without tying the library to a runtime: the user hands the layer a
-//! sleep function (e.g. `tokio::time::sleep`), and the body uses it for
-//! keep-alives while the model is silent and for an upstream idle timeout.
+//! Time, without tying the library to a runtime.
+//!
+//! The user hands the layer a [`Timer`] (with tokio, a few lines; a closure
+//! `|d| Box::pin(tokio::time::sleep(d))` also works). Each translated body
+//! keeps two deadlines with it: a keep-alive, due when nothing has been
+//! written to the client for the keep-alive period, and the upstream idle
+//! timeout, due when nothing has arrived from Ollama for that long. One
+//! sleep is armed for the earlier of the two and moved only when it fires,
+//! so a streamed token costs one clock read, not a timer operation.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
 /// A future that completes after a delay.
 pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Makes [`Sleep`] futures; see [`OllamaTranslateLayer::timer`](crate::OllamaTranslateLayer::timer).
-#[derive(Clone)]
-pub(crate) struct Timer {
-    pub(crate) sleep: Arc<dyn Fn(Duration) -> Sleep + Send + Sync>,
-    /// How often to check the stream.
-    pub(crate) tick: Duration,
-    /// Send a keep-alive after this much silence.
+/// A clock and sleeps, as the layer's keep-alives and timeouts need them
+/// (modelled on hyper's `rt::Timer`).
+///
+/// Implement [`Timer::sleep_until`] and [`Timer::now`] over your runtime's
+/// clock. With tokio, reading tokio's clock keeps deadlines exact under
+/// `tokio::time::pause()` too:
+///
+/// ```
+/// use ollama_translate::{OllamaTranslateLayer, Sleep, Timer};
+/// use std::time::{Duration, Instant};
+///
+/// struct TokioTimer;
+///
+/// impl Timer for TokioTimer {
+///     fn sleep_until(&self, deadline: Instant) -> Sleep {
+///         Box::pin(tokio::time::sleep_until(deadline.into()))
+///     }
+///     fn now(&self) -> Instant {
+///         tokio::time::Instant::now().into_std()
+///     }
+/// }
+///
+/// let layer = OllamaTranslateLayer::new()
+///     .with_timer(TokioTimer)
+///     .keepalive(Duration::from_secs(15));
+/// # let _ = layer;
+/// ```
+///
+/// Any `Fn(Duration) -> Sleep` is a `Timer` too; it reads
+/// [`std::time::Instant`] as its clock, so it suits real time, not a paused
+/// test clock.
+///
+/// See the [crate docs](crate) for more details.
+pub trait Timer: Send + Sync + 'static {
+    /// A future that completes at `deadline` (at once if it has passed).
+    fn sleep_until(&self, deadline: Instant) -> Sleep;
+
+    /// The current time on this timer's clock.
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    /// Moves `sleep` to complete at `deadline` instead. The default makes a
+    /// new sleep; a runtime that can re-arm in place may do so.
+    fn reset(&self, sleep: &mut Sleep, deadline: Instant) {
+        *sleep = self.sleep_until(deadline);
+    }
+}
+
+impl<F> Timer for F
+where
+    F: Fn(Duration) -> Sleep + Send + Sync + 'static,
+{
+    fn sleep_until(&self, deadline: Instant) -> Sleep {
+        self(deadline.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// The layer's timer and the periods it keeps.
+#[derive(Clone, Default)]
+pub(crate) struct Timing {
+    pub(crate) timer: Option<Arc<dyn Timer>>,
+    /// Send a keep-alive after this much silence towards the client.
     pub(crate) keepalive: Option<Duration>,
-    /// Fail the stream after this much silence from upstream.
+    /// Fail after this much silence from upstream.
     pub(crate) idle_timeout: Option<Duration>,
 }
 
-impl fmt::Debug for Timer {
+impl fmt::Debug for Timing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Timer")
-            .field("tick", &self.tick)
+        f.debug_struct("Timing")
+            .field("timer", &self.timer.is_some())
             .field("keepalive", &self.keepalive)
             .field("idle_timeout", &self.idle_timeout)
             .finish()
     }
 }
 
-impl Timer {
-    /// The tick: the shorter of the two periods, at least 10 ms.
-    pub(crate) fn recompute_tick(&mut self) {
-        let periods = [self.keepalive, self.idle_timeout];
-        let min = periods.iter().flatten().min().copied();
-        self.tick = min
-            .unwrap_or(Duration::from_secs(3600))
-            .max(Duration::from_millis(10));
+impl Timing {
+    /// A sleep until the idle timeout, from now: the wait for Ollama's
+    /// response headers is bounded by the same silence.
+    pub(crate) fn idle_deadline(&self) -> Option<Sleep> {
+        let timer = self.timer.as_ref()?;
+        let after = self.idle_timeout?;
+        Some(timer.sleep_until(timer.now() + after))
     }
-}
 
-/// Per-body clock: counts silence in ticks.
-pub(crate) struct Clock {
-    timer: Timer,
-    sleep: Option<Sleep>,
-    silent: Duration,
-    since_keepalive: Duration,
-    active: bool,
-}
-
-/// What a tick means for the stream.
-pub(crate) enum Tick {
-    Nothing,
-    KeepAlive,
-    TimedOut(Duration),
-}
-
-impl Clock {
-    pub(crate) fn new(timer: Timer) -> Self {
-        Clock {
+    /// A body's deadlines, when there are any to keep.
+    pub(crate) fn deadlines(&self) -> Option<Deadlines> {
+        let timer = self.timer.clone()?;
+        if self.keepalive.is_none() && self.idle_timeout.is_none() {
+            return None;
+        }
+        let now = timer.now();
+        Some(Deadlines {
             timer,
+            keepalive: self.keepalive,
+            idle_timeout: self.idle_timeout,
+            last_in: now,
+            last_out: now,
             sleep: None,
-            silent: Duration::ZERO,
-            since_keepalive: Duration::ZERO,
-            active: false,
+        })
+    }
+}
+
+/// What fell due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// Nothing was written to the client for the keep-alive period.
+    KeepAlive,
+    /// Nothing arrived from upstream for this long.
+    IdleTimeout(Duration),
+}
+
+/// One body's keep-alive and idle deadlines, kept with one sleep.
+pub(crate) struct Deadlines {
+    timer: Arc<dyn Timer>,
+    keepalive: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    /// When upstream last sent something.
+    last_in: Instant,
+    /// When the client was last sent something.
+    last_out: Instant,
+    /// Armed for `.1`.
+    sleep: Option<(Sleep, Instant)>,
+}
+
+impl Deadlines {
+    /// Upstream sent a frame; `wrote` says whether it produced output.
+    pub(crate) fn received(&mut self, wrote: bool) {
+        let now = self.timer.now();
+        self.last_in = now;
+        if wrote {
+            self.last_out = now;
         }
     }
 
-    /// Upstream sent something.
-    pub(crate) fn activity(&mut self) {
-        self.active = true;
+    /// A keep-alive was written.
+    pub(crate) fn sent(&mut self) {
+        self.last_out = self.timer.now();
     }
 
-    /// Polls the clock; `Ready` at most once per tick.
-    pub(crate) fn poll(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Tick> {
-        use std::task::Poll;
-        let tick = self.timer.tick;
-        let sleep = self.sleep.get_or_insert_with(|| (self.timer.sleep)(tick));
-        if sleep.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
+    fn next(&self) -> Option<Instant> {
+        let idle = self.idle_timeout.map(|d| self.last_in + d);
+        let keepalive = self.keepalive.map(|d| self.last_out + d);
+        match (idle, keepalive) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        // Re-arm and register the waker for the next tick.
-        let mut next = (self.timer.sleep)(tick);
-        let _ = next.as_mut().poll(cx);
-        self.sleep = Some(next);
-        if std::mem::take(&mut self.active) {
-            self.silent = Duration::ZERO;
-            self.since_keepalive = Duration::ZERO;
-            return Poll::Ready(Tick::Nothing);
-        }
-        self.silent += tick;
-        self.since_keepalive += tick;
-        if let Some(limit) = self.timer.idle_timeout {
-            if self.silent >= limit {
-                return Poll::Ready(Tick::TimedOut(self.silent));
+    }
+
+    /// `Ready` when a deadline has passed. The idle timeout wins when both
+    /// fall due together.
+    pub(crate) fn poll_due(&mut self, cx: &mut Context<'_>) -> Poll<Due> {
+        loop {
+            let Some(next) = self.next() else {
+                return Poll::Pending;
+            };
+            let sleep = match &mut self.sleep {
+                // Activity only pushes deadlines later; a sleep armed for an
+                // earlier instant is moved when it fires, not per token.
+                Some((sleep, at)) => {
+                    if next < *at {
+                        self.timer.reset(sleep, next);
+                        *at = next;
+                    }
+                    sleep
+                }
+                None => &mut self.sleep.insert((self.timer.sleep_until(next), next)).0,
+            };
+            ready!(sleep.as_mut().poll(cx));
+            let now = self.timer.now();
+            if let Some(after) = self.idle_timeout {
+                if now >= self.last_in + after {
+                    self.sleep = None;
+                    return Poll::Ready(Due::IdleTimeout(after));
+                }
             }
-        }
-        if let Some(every) = self.timer.keepalive {
-            if self.since_keepalive >= every {
-                self.since_keepalive = Duration::ZERO;
-                return Poll::Ready(Tick::KeepAlive);
+            if let Some(every) = self.keepalive {
+                if now >= self.last_out + every {
+                    self.sleep = None;
+                    return Poll::Ready(Due::KeepAlive);
+                }
             }
+            // Fired for a deadline that activity has since moved: re-arm
+            // for the new one on the next turn.
+            self.sleep = None;
         }
-        Poll::Ready(Tick::Nothing)
     }
 }

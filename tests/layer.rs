@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
-use ollama_translate::{BoxError, OllamaTranslateLayer, RequestBody};
+use ollama_translate::{BoxError, ModelDefaults, OllamaTranslateLayer, RequestBody, Sleep, Timer};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -500,8 +500,8 @@ async fn dropping_the_response_drops_the_upstream_body() {
 async fn think_models_and_default_options_reach_ollama() {
     let layer = OllamaTranslateLayer::new()
         .think_models(["glm-5:cloud"])
-        .options_spec("num_ctx=32768,keep_alive=30m;[glm-5:cloud]num_ctx=131072")
-        .unwrap();
+        .default_options(ModelDefaults::new().num_ctx(32768).keep_alive("30m"))
+        .model_options("glm-5:cloud", ModelDefaults::new().num_ctx(131072));
     let body = json!({"model": "glm-5:cloud", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.1});
     let ollama = json!({"message":{"content":"ok"},"done":true,"done_reason":"stop"});
     let (_, seen) = translate_with(
@@ -519,6 +519,18 @@ async fn think_models_and_default_options_reach_ollama() {
     assert_eq!(sent["keep_alive"], "30m");
 }
 
+/// tokio's clock, so that deadlines hold under paused time.
+struct TokioTimer;
+
+impl Timer for TokioTimer {
+    fn sleep_until(&self, deadline: std::time::Instant) -> Sleep {
+        Box::pin(tokio::time::sleep_until(deadline.into()))
+    }
+    fn now(&self) -> std::time::Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn silence_gets_keepalives_then_an_idle_timeout() {
     let mut script = Script::new(vec![Bytes::from(&STREAM[..STREAM.find('\n').unwrap() + 1])]);
@@ -530,7 +542,7 @@ async fn silence_gets_keepalives_then_an_idle_timeout() {
         async move { Ok::<_, BoxError>(Response::new(s)) }
     });
     let layer = OllamaTranslateLayer::new()
-        .timer(|d| Box::pin(tokio::time::sleep(d)))
+        .with_timer(TokioTimer)
         .keepalive(std::time::Duration::from_secs(5))
         .upstream_idle_timeout(std::time::Duration::from_secs(30));
     let mut body = layer

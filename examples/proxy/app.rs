@@ -22,6 +22,21 @@ use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
+#[path = "spec.rs"]
+pub mod spec;
+
+/// tokio's clock and sleeps, for the layer's keep-alives and timeouts.
+pub struct TokioTimer;
+
+impl ollama_translate::Timer for TokioTimer {
+    fn sleep_until(&self, deadline: std::time::Instant) -> ollama_translate::Sleep {
+        Box::pin(tokio::time::sleep_until(deadline.into()))
+    }
+    fn now(&self) -> std::time::Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
 /// Everything the proxy reads from its environment.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -53,20 +68,14 @@ impl Settings {
         if let Some(models) = non_empty("THINK_MODELS") {
             layer = layer.think_models(models.split(',').map(str::trim));
         }
-        if let Some(spec) = non_empty("REASONING") {
-            layer = layer
-                .reasoning_spec(&spec)
-                .map_err(|e| format!("REASONING: {e}"))?;
+        if let Some(s) = non_empty("REASONING") {
+            layer = spec::reasoning(layer, &s).map_err(|e| format!("REASONING: {e}"))?;
         }
-        if let Some(spec) = non_empty("OLLAMA_OPTIONS") {
-            layer = layer
-                .options_spec(&spec)
-                .map_err(|e| format!("OLLAMA_OPTIONS: {e}"))?;
+        if let Some(s) = non_empty("OLLAMA_OPTIONS") {
+            layer = spec::options(layer, &s).map_err(|e| format!("OLLAMA_OPTIONS: {e}"))?;
         }
-        if let Some(spec) = non_empty("MODEL_ALIASES") {
-            layer = layer
-                .aliases_spec(&spec)
-                .map_err(|e| format!("MODEL_ALIASES: {e}"))?;
+        if let Some(s) = non_empty("MODEL_ALIASES") {
+            layer = spec::aliases(layer, &s).map_err(|e| format!("MODEL_ALIASES: {e}"))?;
         }
         if let Some(model) = non_empty("DEFAULT_MODEL") {
             layer = layer.default_model(model.trim());
@@ -92,7 +101,7 @@ impl Settings {
             }
         };
         layer = layer
-            .timer(|d| Box::pin(tokio::time::sleep(d)))
+            .with_timer(TokioTimer)
             .keepalive(secs("KEEPALIVE_SECS", 10)?)
             .upstream_idle_timeout(secs("UPSTREAM_IDLE_TIMEOUT", 300)?);
         if let Some(key) = non_empty("PROXY_API_KEY") {

@@ -4,6 +4,7 @@
 //! `chat.completion.chunk` server-sent events (or one `chat.completion`
 //! object when the client did not ask to stream).
 
+use super::native::{self, ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
 use super::params::{
     expect_integer, expect_number, json_object, model_name, parse_arguments, parse_content,
     type_name, UnknownParts,
@@ -12,7 +13,6 @@ use super::{openai, ChatCall, Dialect, Upstream};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::json::{write_str, write_u64};
-use crate::native::{self, ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
 use crate::ollama::{Done, Encoder, Event, ToolCall};
 use crate::util::{random_id, unix_now};
 use bytes::{Bytes, BytesMut};

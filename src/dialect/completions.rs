@@ -2,16 +2,16 @@
 //! Still used by editor plugins, fill-in-the-middle included (`suffix`).
 
 use super::chat::sampling_options;
+use super::native::GenerateRequest;
 use super::params::{json_object, model_name};
-use super::{openai, Dialect, Transcode, Upstream, JSON, SSE};
+use super::{openai, ChatCall, Dialect, Upstream};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::json::{write_str, write_u64};
-use crate::native::GenerateRequest;
-use crate::ollama::{Decoder, Done, Encoder, Event};
+use crate::ollama::{Done, Encoder, Event};
 use crate::util::{random_id, unix_now};
 use bytes::{Bytes, BytesMut};
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde_json::{json, Map, Value};
 
 /// The legacy completions dialect.
@@ -96,7 +96,7 @@ impl Dialect for Completions {
         };
         let think = match root.get("think") {
             Some(v) if !v.is_null() => {
-                Some(crate::native::think_from_value(v).ok_or_else(|| {
+                Some(super::native::think_from_value(v).ok_or_else(|| {
                     ApiError::invalid("think", "think must be true, false, or a level")
                 })?)
             }
@@ -112,32 +112,20 @@ impl Dialect for Completions {
             keep_alive,
             stream,
         };
-        let finished = req.finish(config)?;
+        // Legacy completions have no place for thinking.
+        let call = ChatCall::new(config, req, self.name())?.drop_thinking();
         let head = Head {
             id: random_id("cmpl-", 24, true),
             created: unix_now(),
             model: client_model,
         };
-        let transcoder: Box<dyn Transcode> = if stream {
-            Box::new(
-                Decoder::new(StreamEncoder::new(&head, include_usage), false)
-                    .watch_context(&model, finished.num_ctx),
-            )
+        Ok(if call.stream {
+            call.upstream(StreamEncoder::new(&head, include_usage))
         } else {
-            Box::new(Decoder::new(
-                Collector {
-                    head,
-                    text: String::new(),
-                },
-                false,
-            ))
-        };
-        Ok(Upstream {
-            method: Method::POST,
-            path: "/api/generate",
-            body: finished.body,
-            transcoder,
-            content_type: if stream { SSE } else { JSON },
+            call.upstream(Collector {
+                head,
+                text: String::new(),
+            })
         })
     }
 
@@ -284,8 +272,9 @@ mod tests {
             v["options"],
             json!({"num_predict": 16, "temperature": 0.2, "stop": ["\n\n"], "seed": 1})
         );
-        assert_eq!(v["stream"], false);
-        assert_eq!(up.path, "/api/generate");
+        assert_eq!(v["stream"], true, "Ollama streams; the answer is collected");
+        assert_eq!(up.delivery, crate::dialect::Delivery::Collect);
+        assert_eq!(up.endpoint.path(), "/api/generate");
     }
 
     #[test]

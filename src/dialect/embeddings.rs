@@ -1,12 +1,13 @@
 //! OpenAI embeddings: `POST /v1/embeddings` → `/api/embed`.
 
 use super::params::{json_object, model_name};
-use super::{openai, Dialect, Render, Upstream, WholeBody, JSON};
+use super::{openai, Dialect, Render, Upstream, WholeBody};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::ollama::request::Endpoint;
 use crate::util::base64_encode;
 use bytes::{Bytes, BytesMut};
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -86,16 +87,14 @@ impl Dialect for Embeddings {
         if let Some(t) = root.get("truncate").and_then(Value::as_bool) {
             native["truncate"] = Value::Bool(t);
         }
-        Ok(Upstream {
-            method: Method::POST,
-            path: "/api/embed",
-            body: Bytes::from(native.to_string()),
-            transcoder: WholeBody::boxed(EmbedTranscoder {
+        Ok(Upstream::document(
+            Endpoint::Embed,
+            Bytes::from(native.to_string()),
+            WholeBody::boxed(EmbedTranscoder {
                 model: client_model,
                 base64,
             }),
-            content_type: JSON,
-        })
+        ))
     }
 
     fn error_body(&self, error: &ApiError) -> Bytes {

@@ -37,33 +37,34 @@
 //! * **Usage.** `message_start` reports `input_tokens: 0` (Ollama counts the
 //!   prompt only at the end); `message_delta` carries the real
 //!   `input_tokens` and `output_tokens`.
-//! * **Keep-alive.** A `ping` event when Ollama sends lines with nothing to
-//!   forward for 5 s (dropped thinking), and whenever the body reports idle.
+//! * **Keep-alive.** A `ping` event whenever the body's keep-alive falls due
+//!   (nothing sent to the client for the layer's keep-alive period, also
+//!   while Ollama streams thinking that is dropped).
 //! * **`count_tokens`** runs the same native request with `num_predict: 1`
 //!   and `stream: false` and reports Ollama's `prompt_eval_count` (Ollama's
 //!   runner treats `num_predict: 0` as unlimited).
 //! * **Model names.** Aliases first; a `claude*` name without one goes to
 //!   the layer's default model when set. Responses name the client's model.
 
+use super::native::{
+    self, ChatRequest, GenerationRequest, Message, ToolCall as NativeToolCall, ToolFunction,
+};
 use super::params::{expect_integer, type_name};
-use super::{ChatCall, Dialect, Transcode, Upstream, JSON};
+use super::{ChatCall, Dialect, Transcode, Upstream};
 use crate::config::Config;
-use crate::error::{ApiError, BoxError, StreamError};
+use crate::error::{ApiError, BoxError, Failure, StreamError};
 use crate::json::{write_str, write_u64};
-use crate::native::{self, ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
+use crate::ollama::request::Endpoint;
 use crate::ollama::{Done, Encoder, Event};
 use crate::signing::{self, Key};
 use crate::util::random_id;
 use bytes::{Bytes, BytesMut};
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 /// What thinking signatures of this dialect are bound to.
 const THINKING_PURPOSE: &str = "anthropic-thinking";
-/// Longest silence before a `ping` while Ollama sends nothing forwardable.
-const PING_EVERY: Duration = Duration::from_secs(5);
 
 /// `POST /v1/messages`.
 pub(crate) struct Messages;
@@ -116,16 +117,20 @@ impl Dialect for CountTokens {
             .native
             .options
             .insert("num_predict".into(), Value::from(1));
-        let model = parsed.native.model.clone();
-        let finished = parsed.native.finish(config)?;
-        tracing::debug!(model = %model, bytes = finished.body.len(), "messages.count_tokens → /api/chat");
-        Ok(Upstream {
-            method: Method::POST,
-            path: "/api/chat",
-            body: finished.body,
-            transcoder: Box::new(TokenCounter::default()),
-            content_type: JSON,
-        })
+        let mut native = GenerationRequest::Chat(parsed.native);
+        native::apply_rules(config, &mut native);
+        let body = native.to_bytes().map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("could not encode the request for Ollama: {e}"),
+            )
+        })?;
+        tracing::debug!(model = %native.model(), bytes = body.len(), "messages.count_tokens → /api/chat");
+        Ok(Upstream::document(
+            Endpoint::Chat,
+            body,
+            Box::new(TokenCounter::default()),
+        ))
     }
 
     fn error_body(&self, error: &ApiError) -> Bytes {
@@ -823,7 +828,6 @@ struct StreamEncoder {
     /// The open thinking block's text, to sign at its end.
     thinking: String,
     tool_calls: bool,
-    last_write: Instant,
 }
 
 impl StreamEncoder {
@@ -846,7 +850,6 @@ impl StreamEncoder {
             index: 0,
             thinking: String::new(),
             tool_calls: false,
-            last_write: Instant::now(),
         }
     }
 
@@ -917,7 +920,6 @@ impl StreamEncoder {
 
 impl Encoder for StreamEncoder {
     fn event(&mut self, event: Event<'_>, out: &mut BytesMut) {
-        let now = Instant::now();
         if let Event::Error(message) = event {
             // In-band error; no message_stop follows.
             let err = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message);
@@ -926,14 +928,10 @@ impl Encoder for StreamEncoder {
             out.extend_from_slice(b"\n\n");
             return;
         }
-        let before = out.len();
         self.start(out);
         match event {
-            Event::Heartbeat | Event::Error(_) => {
-                if out.len() == before && now.duration_since(self.last_write) >= PING_EVERY {
-                    self.ping(out);
-                }
-            }
+            // Silent thinking is kept alive by the body's keep-alive.
+            Event::Heartbeat | Event::Error(_) => {}
             Event::Thinking(t) => {
                 self.thinking.push_str(t);
                 self.delta(Block::Thinking, t, out);
@@ -977,15 +975,11 @@ impl Encoder for StreamEncoder {
                 out.extend_from_slice(MESSAGE_STOP);
             }
         }
-        if out.len() != before {
-            self.last_write = now;
-        }
     }
 
     fn idle(&mut self, out: &mut BytesMut) {
         self.start(out);
         self.ping(out);
-        self.last_write = Instant::now();
     }
 }
 
@@ -1140,7 +1134,7 @@ impl Transcode for TokenCounter {
         }
     }
 
-    fn abort(&mut self, error: &str, out: &mut BytesMut) {
+    fn abort(&mut self, _failure: Failure, error: &str, out: &mut BytesMut) {
         if !self.done {
             self.done = true;
             self.fail(format!("connection to Ollama lost: {error}"), out);

@@ -5,47 +5,49 @@
 //! and gives back a [`Transcode`] that turns Ollama's response body into the
 //! client's. Chat-like dialects build their transcoder from the shared
 //! [`Decoder`](crate::ollama::Decoder) plus an [`Encoder`](crate::ollama::Encoder)
-//! of their own. Adding a dialect means adding a module and one line in
-//! [`route`]; the service, the future and the body do not change.
+//! of their own. Adding a dialect means adding a module and its lines in
+//! [`SERVED`]; the service, the future and the body do not change.
+//!
+//! Arrows point one way: dialects use `ollama` (the wire), `native` (the
+//! rules for native requests), `params` (field readers) and `openai` (what
+//! the OpenAI dialects share); no dialect imports another, and the core
+//! (layer, service, future, body) knows dialects only through [`SERVED`]
+//! and [`error_dialect`].
 
 pub(crate) mod chat;
 pub(crate) mod completions;
 pub(crate) mod embeddings;
 pub(crate) mod messages;
 pub(crate) mod models;
+pub(crate) mod native;
 pub(crate) mod openai;
 pub(crate) mod params;
 pub(crate) mod responses;
 
-use crate::config::Config;
-use crate::error::{ApiError, BoxError};
+pub(crate) use crate::body::Transcode;
+use crate::config::{Config, ReasoningMode};
+use crate::error::{ApiError, BoxError, Failure};
+use crate::ollama::request::{Endpoint, GenerationRequest};
 use crate::ollama::{Decoder, Encoder};
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode};
 
-/// Turns an upstream response body into the client's, piece by piece.
-pub(crate) trait Transcode: Send {
-    /// One complete line of the upstream body, without its `\n` (or, when
-    /// [`Transcode::whole_body`] is true, the whole body at its end).
-    fn line(&mut self, line: &[u8], out: &mut BytesMut);
-    /// The upstream body ended. An error means the stream ended in a way
-    /// that must not look like a clean finish to the client.
-    fn finish(&mut self, out: &mut BytesMut) -> Result<(), BoxError>;
-    /// The upstream body failed (connection dropped, timeout); write an
-    /// in-band error if the dialect has one.
-    fn abort(&mut self, error: &str, out: &mut BytesMut);
-    /// Nothing has arrived from upstream for a while; a dialect may write a
-    /// keep-alive (an SSE comment, an Anthropic `ping`). Default: nothing.
-    fn idle(&mut self, _out: &mut BytesMut) {}
-    /// Whether to get the whole body at once instead of line by line.
-    fn whole_body(&self) -> bool {
-        false
+/// A [`Decoder`] is the transcoder of every generating dialect.
+impl<E: Encoder> Transcode for Decoder<E> {
+    fn line(&mut self, line: &[u8], out: &mut BytesMut) {
+        Decoder::line(self, line, out);
     }
-    /// Why the stream failed, if it did: an answer buffered whole for a
-    /// non-streaming client is then replaced by this error (its status and
-    /// message in the client's dialect).
+    fn finish(&mut self, out: &mut BytesMut) -> Result<(), BoxError> {
+        Decoder::finish(self, out)
+    }
+    fn abort(&mut self, failure: Failure, message: &str, out: &mut BytesMut) {
+        Decoder::abort(self, failure, message, out);
+    }
+    fn idle(&mut self, out: &mut BytesMut) {
+        Decoder::idle(self, out);
+    }
     fn failure(&self) -> Option<ApiError> {
-        None
+        Decoder::failure(self)
     }
 }
 
@@ -78,7 +80,7 @@ impl<R: Render> Transcode for WholeBody<R> {
         self.line(b"{}", out);
         Ok(())
     }
-    fn abort(&mut self, _error: &str, _out: &mut BytesMut) {
+    fn abort(&mut self, _failure: Failure, _error: &str, _out: &mut BytesMut) {
         self.0 = None;
     }
     fn whole_body(&self) -> bool {
@@ -86,21 +88,66 @@ impl<R: Render> Transcode for WholeBody<R> {
     }
 }
 
-/// What to send to Ollama for a translated request.
-pub(crate) struct Upstream {
-    pub(crate) method: Method,
-    /// Path and query of the native endpoint, e.g. `/api/chat`.
-    pub(crate) path: &'static str,
-    /// The JSON body (empty for `GET`).
-    pub(crate) body: Bytes,
-    /// Translates a successful response.
-    pub(crate) transcoder: Box<dyn Transcode>,
-    /// `Content-Type` of the translated response.
-    pub(crate) content_type: &'static str,
+/// How the translated answer reaches the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Server-sent events, translated as Ollama streams.
+    Stream,
+    /// One JSON document for a client that did not ask to stream: Ollama
+    /// is asked to stream anyway (so the idle timeout bounds the silence
+    /// between tokens, not the whole generation) and the answer is
+    /// collected before its status is chosen.
+    Collect,
+    /// One JSON document rendered from Ollama's one JSON document.
+    Document,
 }
 
-/// A native `/api/chat` request, finished with the layer's rules, and what a
-/// chat-like dialect needs to answer it: the shared glue of their `prepare`.
+impl Delivery {
+    /// `Content-Type` of the translated answer.
+    pub(crate) fn content_type(self) -> &'static str {
+        match self {
+            Delivery::Stream => SSE,
+            Delivery::Collect | Delivery::Document => JSON,
+        }
+    }
+}
+
+/// What a dialect wants from Ollama for one request.
+pub(crate) struct Upstream {
+    /// The native endpoint.
+    pub(crate) endpoint: Endpoint,
+    /// The JSON body (empty for `GET`).
+    pub(crate) body: Bytes,
+    /// How the answer reaches the client.
+    pub(crate) delivery: Delivery,
+    /// Translates a successful response.
+    pub(crate) transcoder: Box<dyn Transcode>,
+    /// The request as sent, kept when it asks the model to think: Ollama
+    /// answers 400 to `think` on a model that cannot think, and the call is
+    /// then made again without it.
+    pub(crate) thinking: Option<GenerationRequest>,
+}
+
+impl Upstream {
+    /// A call answered with one JSON document.
+    pub(crate) fn document(
+        endpoint: Endpoint,
+        body: Bytes,
+        transcoder: Box<dyn Transcode>,
+    ) -> Self {
+        Upstream {
+            endpoint,
+            body,
+            delivery: Delivery::Document,
+            transcoder,
+            thinking: None,
+        }
+    }
+}
+
+/// A generating request (`/api/chat`, `/api/generate`), finished with the
+/// layer's rules, and what a dialect needs to answer it: the shared glue of
+/// their `prepare`.
 pub(crate) struct ChatCall {
     /// The Ollama model (after aliases).
     pub(crate) model: String,
@@ -108,26 +155,46 @@ pub(crate) struct ChatCall {
     pub(crate) stream: bool,
     forward_thinking: bool,
     num_ctx: Option<u64>,
+    endpoint: Endpoint,
     body: Bytes,
+    thinking: Option<GenerationRequest>,
 }
 
 impl ChatCall {
+    /// Applies the layer's rules to `native` and encodes it. Ollama is
+    /// always asked to stream; the client's own wish decides the delivery.
     pub(crate) fn new(
         config: &Config,
-        native: crate::native::ChatRequest,
+        native: impl Into<GenerationRequest>,
         dialect: &'static str,
     ) -> Result<Self, ApiError> {
-        let model = native.model.clone();
-        let stream = native.stream;
-        let finished = native.finish(config)?;
-        tracing::debug!(model = %model, stream, bytes = finished.body.len(), dialect, "→ /api/chat");
+        let mut native = native.into();
+        native::apply_rules(config, &mut native);
+        let model = native.model().to_string();
+        let stream = std::mem::replace(native.settings_mut().stream, true);
+        let body = native.to_bytes().map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("could not encode the request for Ollama: {e}"),
+            )
+        })?;
+        let endpoint = native.endpoint();
+        tracing::debug!(model = %model, stream, bytes = body.len(), dialect, path = endpoint.path(), "→ Ollama");
         Ok(ChatCall {
-            forward_thinking: config.reasoning_for(&model) == crate::config::ReasoningMode::Forward,
+            forward_thinking: config.reasoning_for(&model) == ReasoningMode::Forward,
+            num_ctx: native.num_ctx(),
+            thinking: native.thinks().then_some(native),
             model,
             stream,
-            num_ctx: finished.num_ctx,
-            body: finished.body,
+            endpoint,
+            body,
         })
+    }
+
+    /// Never forwards thinking, whatever the layer's setting.
+    pub(crate) fn drop_thinking(mut self) -> Self {
+        self.forward_thinking = false;
+        self
     }
 
     /// The upstream call, answered through `encoder`.
@@ -135,11 +202,15 @@ impl ChatCall {
         let transcoder =
             Decoder::new(encoder, self.forward_thinking).watch_context(&self.model, self.num_ctx);
         Upstream {
-            method: Method::POST,
-            path: "/api/chat",
+            endpoint: self.endpoint,
             body: self.body,
+            delivery: if self.stream {
+                Delivery::Stream
+            } else {
+                Delivery::Collect
+            },
             transcoder: Box::new(transcoder),
-            content_type: if self.stream { SSE } else { JSON },
+            thinking: self.thinking,
         }
     }
 }
@@ -159,33 +230,121 @@ pub(crate) trait Dialect: Sync {
     fn error_body(&self, error: &ApiError) -> Bytes;
 }
 
+/// One served path.
+pub(crate) struct Served {
+    method: Method,
+    path: &'static str,
+    /// Also serves the paths below `path/` (a model id).
+    below: bool,
+    dialect: &'static dyn Dialect,
+}
+
+/// Every path the layer translates, and who serves it.
+pub(crate) static SERVED: [Served; 8] = [
+    Served {
+        method: Method::POST,
+        path: "/v1/chat/completions",
+        below: false,
+        dialect: &chat::ChatCompletions,
+    },
+    Served {
+        method: Method::POST,
+        path: "/v1/responses",
+        below: false,
+        dialect: &responses::Responses,
+    },
+    Served {
+        method: Method::POST,
+        path: "/v1/messages",
+        below: false,
+        dialect: &messages::Messages,
+    },
+    Served {
+        method: Method::POST,
+        path: "/v1/messages/count_tokens",
+        below: false,
+        dialect: &messages::CountTokens,
+    },
+    Served {
+        method: Method::POST,
+        path: "/v1/completions",
+        below: false,
+        dialect: &completions::Completions,
+    },
+    Served {
+        method: Method::POST,
+        path: "/v1/embeddings",
+        below: false,
+        dialect: &embeddings::Embeddings,
+    },
+    Served {
+        method: Method::GET,
+        path: "/v1/models",
+        below: false,
+        dialect: &models::ListModels,
+    },
+    Served {
+        method: Method::GET,
+        path: "/v1/models",
+        below: true,
+        dialect: &models::RetrieveModel,
+    },
+];
+
+/// Whose error shape a path's clients read, most specific first.
+static CLIENT_APIS: [(&str, &dyn Dialect); 2] = [
+    ("/v1/messages", &messages::Messages),
+    ("/v1", &chat::ChatCompletions),
+];
+
+/// The client API whose prefix `path` is at or below.
+fn client_api(path: &str) -> Option<&'static dyn Dialect> {
+    CLIENT_APIS
+        .iter()
+        .find(|(prefix, _)| {
+            path.strip_prefix(prefix)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+        .map(|(_, d)| *d)
+}
+
 /// The dialect serving `method path`, or `None` to pass the request through.
 pub(crate) fn route(method: &Method, path: &str) -> Option<&'static dyn Dialect> {
     let path = path.strip_suffix('/').unwrap_or(path);
-    match (method, path) {
-        (&Method::POST, "/v1/chat/completions") => Some(&chat::ChatCompletions),
-        (&Method::POST, "/v1/messages") => Some(&messages::Messages),
-        (&Method::POST, "/v1/messages/count_tokens") => Some(&messages::CountTokens),
-        (&Method::POST, "/v1/responses") => Some(&responses::Responses),
-        (&Method::POST, "/v1/completions") => Some(&completions::Completions),
-        (&Method::POST, "/v1/embeddings") => Some(&embeddings::Embeddings),
-        (&Method::GET, "/v1/models") => Some(&models::ListModels),
-        (&Method::GET, p) if p.starts_with("/v1/models/") => Some(&models::RetrieveModel),
-        _ => None,
-    }
+    SERVED.iter().find_map(|s| {
+        let matches = if s.below {
+            path.strip_prefix(s.path)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|id| !id.is_empty())
+        } else {
+            path == s.path
+        };
+        (matches && s.method == method).then_some(s.dialect)
+    })
 }
 
 /// The dialect whose error shape fits `path` when no dialect serves it:
-/// OpenAI's for `/v1/*`, Anthropic's for `/v1/messages*`, Ollama's own
-/// `{"error":"…"}` elsewhere.
+/// Anthropic's for `/v1/messages…`, OpenAI's for other `/v1/…`, Ollama's
+/// own `{"error":"…"}` elsewhere.
 pub(crate) fn error_dialect(path: &str) -> &'static dyn Dialect {
-    if path.starts_with("/v1/messages") {
-        &messages::Messages
-    } else if path.starts_with("/v1/") || path == "/v1" {
-        &chat::ChatCompletions
-    } else {
-        &NativeErrors
+    client_api(path).unwrap_or(&NativeErrors)
+}
+
+/// For a request passed through under a client API's prefix: the dialect
+/// to report Ollama's 404/405 in, and a message naming what is served.
+pub(crate) fn not_found(method: &Method, path: &str) -> Option<(&'static dyn Dialect, String)> {
+    let dialect = client_api(path)?;
+    let mut paths: Vec<&str> = Vec::new();
+    for s in &SERVED {
+        if !paths.contains(&s.path) {
+            paths.push(s.path);
+        }
     }
+    let served = paths.join(", ");
+    Some((
+        dialect,
+        format!("Invalid URL ({method} {path}): this proxy serves {served}"),
+    ))
 }
 
 /// Renders errors as Ollama does, for native paths.
@@ -290,7 +449,7 @@ impl Transcode for UpstreamError {
         self.render(b"", out);
         Ok(())
     }
-    fn abort(&mut self, _error: &str, out: &mut BytesMut) {
+    fn abort(&mut self, _failure: Failure, _error: &str, out: &mut BytesMut) {
         self.render(b"", out);
     }
     fn whole_body(&self) -> bool {

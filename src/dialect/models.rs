@@ -1,11 +1,12 @@
 //! OpenAI model discovery: `GET /v1/models` from `/api/tags`, and
 //! `GET /v1/models/{id}` from `/api/show` (ids may contain `:` and `/`).
 
-use super::{openai, Dialect, Render, Upstream, WholeBody, JSON};
+use super::{openai, Dialect, Render, Upstream, WholeBody};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::ollama::request::Endpoint;
 use bytes::{Bytes, BytesMut};
-use http::{Method, StatusCode};
+use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -100,13 +101,11 @@ impl Dialect for ListModels {
             .map(|(a, t)| (a.clone(), t.clone()))
             .collect();
         aliases.sort();
-        Ok(Upstream {
-            method: Method::GET,
-            path: "/api/tags",
-            body: Bytes::new(),
-            transcoder: WholeBody::boxed(ListTranscoder { aliases }),
-            content_type: JSON,
-        })
+        Ok(Upstream::document(
+            Endpoint::Tags,
+            Bytes::new(),
+            WholeBody::boxed(ListTranscoder { aliases }),
+        ))
     }
 
     fn error_body(&self, error: &ApiError) -> Bytes {
@@ -196,13 +195,11 @@ impl Dialect for RetrieveModel {
             .ok_or_else(|| ApiError::invalid("model", "a model id is required"))?;
         let target = config.resolve_model(&id).to_string();
         let body = json!({"model": target}).to_string();
-        Ok(Upstream {
-            method: Method::POST,
-            path: "/api/show",
-            body: Bytes::from(body),
-            transcoder: WholeBody::boxed(ShowTranscoder { id, target }),
-            content_type: JSON,
-        })
+        Ok(Upstream::document(
+            Endpoint::Show,
+            Bytes::from(body),
+            WholeBody::boxed(ShowTranscoder { id, target }),
+        ))
     }
 
     fn error_body(&self, error: &ApiError) -> Bytes {

@@ -1,8 +1,8 @@
 //! Reading request fields with errors that name the field, shared by every
 //! dialect's request translator.
 
+use super::native;
 use crate::error::ApiError;
-use crate::native;
 use serde_json::{json, Map, Value};
 
 /// A request body that must be a JSON object.

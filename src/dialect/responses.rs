@@ -31,6 +31,7 @@
 //!   `web_search_call`, `custom_tool_call`, …), unknown content parts, and
 //!   every request field the dialect does not use.
 
+use super::native::{self, ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
 use super::params::{
     expect_integer, expect_number, get, json_object, model_name, parse_arguments, parse_content,
     type_name, UnknownParts,
@@ -39,7 +40,6 @@ use super::{openai, ChatCall, Dialect, Upstream};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::json::{write_str, write_u64};
-use crate::native::{self, ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
 use crate::ollama::{Done, Encoder, Event};
 use crate::signing::{self, Key};
 use crate::util::{base64_decode, base64_encode};
@@ -740,14 +740,7 @@ struct ResponseEncoder {
     signer: Option<Key>,
     namespaced: HashMap<String, (String, String)>,
     call_ids: HashSet<String>,
-    /// Lines that carried nothing to forward (dropped thinking), counted to
-    /// send an occasional keep-alive comment.
-    heartbeats: u32,
 }
-
-/// Every this many silent lines, a streaming client gets an SSE comment, so
-/// long thinking that is not forwarded does not look like a stalled stream.
-const HEARTBEATS_PER_COMMENT: u32 = 64;
 
 /// Writes `event: <ty>\ndata: {"type":"<ty>","sequence_number":N` — the
 /// caller adds the other fields and [`end_event`].
@@ -888,7 +881,6 @@ impl ResponseEncoder {
             signer,
             namespaced,
             call_ids: HashSet::new(),
-            heartbeats: 0,
         }
     }
 
@@ -1211,12 +1203,8 @@ impl Encoder for ResponseEncoder {
         }
         self.start(out);
         match event {
-            Event::Heartbeat => {
-                self.heartbeats += 1;
-                if self.stream && self.heartbeats % HEARTBEATS_PER_COMMENT == 0 {
-                    out.extend_from_slice(b": keep-alive\n\n");
-                }
-            }
+            // Silent thinking is kept alive by the body's keep-alive.
+            Event::Heartbeat => {}
             Event::Thinking(t) => self.thinking(t, out),
             Event::Text(t) => self.text(t, out),
             Event::ToolCall(call) => self.tool_call(call.id, call.name, call.arguments, out),
@@ -1231,8 +1219,9 @@ impl Encoder for ResponseEncoder {
         }
     }
 
+    /// An SSE comment: ignored by clients, keeps idle watchdogs calm.
     fn idle(&mut self, out: &mut BytesMut) {
-        if self.stream {
+        if self.stream && !self.finished {
             self.start(out);
             out.extend_from_slice(b": keep-alive\n\n");
         }

@@ -10,7 +10,7 @@ fn parse(body: Value) -> Result<Parsed, ApiError> {
 
 fn native(body: Value) -> Value {
     let p = parse(body).unwrap();
-    serde_json::from_slice(&p.native.finish(&Config::default()).unwrap().body).unwrap()
+    crate::dialect::native::finished(&Config::default(), p.native)
 }
 
 #[test]

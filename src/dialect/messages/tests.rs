@@ -16,7 +16,7 @@ fn parse_with(config: &Config, body: Value) -> Result<Parsed, ApiError> {
 
 fn native_with(config: &Config, body: Value) -> Value {
     let p = parse_with(config, body).unwrap();
-    serde_json::from_slice(&p.native.finish(config).unwrap().body).unwrap()
+    crate::dialect::native::finished(config, p.native)
 }
 
 fn native(body: Value) -> Value {
@@ -429,7 +429,8 @@ fn count_tokens_asks_for_one_token_without_streaming() {
         .prepare(&config(), &parts, body.to_string().as_bytes())
         .unwrap();
     let v: Value = serde_json::from_slice(&up.body).unwrap();
-    assert_eq!(up.path, "/api/chat");
+    assert_eq!(up.endpoint.path(), "/api/chat");
+    assert_eq!(up.delivery, crate::dialect::Delivery::Document);
     assert_eq!(v["stream"], false);
     assert_eq!(v["options"]["num_predict"], 1);
     assert_eq!(v["tools"].as_array().unwrap().len(), 1);
@@ -722,19 +723,15 @@ fn pings_keep_a_silent_stream_alive() {
     let evs = events(std::str::from_utf8(&out).unwrap());
     assert_eq!(evs[0].0, "message_start");
     assert_eq!(evs[1], ev("ping", json!({"type": "ping"})));
-    // Dropped thinking arrives as heartbeats: a ping only after 5 s of silence.
+    // Dropped thinking arrives as heartbeats, which write nothing: the
+    // body's keep-alive (tests/keepalive.rs) pings while the model thinks.
     out.clear();
     let beat = br#"{"message":{"role":"assistant","content":"","thinking":"hm"},"done":false}"#;
     d.line(beat, &mut out);
     assert!(out.is_empty());
-    let mut enc = StreamEncoder::new(Head::new("m", config().thinking_key));
-    enc.started = true;
-    enc.last_write = Instant::now() - Duration::from_secs(6);
-    enc.event(Event::Heartbeat, &mut out);
+    d.idle(&mut out);
     assert_eq!(&out[..], PING);
     out.clear();
-    enc.event(Event::Heartbeat, &mut out);
-    assert!(out.is_empty(), "not again right away");
     // No keep-alives after the end.
     d.line(
         br#"{"message":{"content":""},"done":true,"done_reason":"stop"}"#,
@@ -786,6 +783,7 @@ fn collects_a_message_object() {
 #[test]
 fn routes_with_and_without_query() {
     use crate::dialect::route;
+    use http::Method;
     assert_eq!(
         route(&Method::POST, "/v1/messages").unwrap().name(),
         "messages"

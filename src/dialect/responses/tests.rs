@@ -1,5 +1,5 @@
 use super::*;
-use crate::dialect::Transcode;
+
 use crate::dialect::{JSON, SSE};
 use crate::ollama::Decoder;
 use http::Method;
@@ -15,7 +15,7 @@ fn parse(config: &Config, body: Value) -> Result<Parsed, ApiError> {
 
 fn native_json(config: &Config, body: Value) -> Value {
     let parsed = parse(config, body).unwrap();
-    serde_json::from_slice(&parsed.native.finish(config).unwrap().body).unwrap()
+    crate::dialect::native::finished(config, parsed.native)
 }
 
 // ---------------------------------------------------------------- requests
@@ -741,12 +741,15 @@ fn prepare_routes_and_picks_content_type() {
             br#"{"model":"m","input":"x","stream":true}"#,
         )
         .unwrap();
-    assert_eq!(up.content_type, SSE);
-    assert_eq!(up.path, "/api/chat");
+    assert_eq!(up.delivery.content_type(), SSE);
+    assert_eq!(up.endpoint.path(), "/api/chat");
     let up = d
         .prepare(&config(), &parts, br#"{"model":"m","input":"x"}"#)
         .unwrap();
-    assert_eq!(up.content_type, JSON);
+    assert_eq!(up.delivery.content_type(), JSON);
+    assert_eq!(up.delivery, crate::dialect::Delivery::Collect);
+    let v: Value = serde_json::from_slice(&up.body).unwrap();
+    assert_eq!(v["stream"], true, "Ollama streams; the answer is collected");
     let e = d
         .prepare(
             &config(),
@@ -761,14 +764,28 @@ fn prepare_routes_and_picks_content_type() {
 }
 
 #[test]
-fn long_silent_thinking_sends_comments() {
-    let mut lines = vec![THINK1; 130];
-    lines.push(TEXT1);
-    lines.push(DONE);
-    let r = run(true, false, false, &lines);
-    assert_eq!(r.out.matches(": keep-alive\n\n").count(), 2);
-    let sse: String = r
-        .out
+fn keepalives_are_comments_while_the_response_runs() {
+    let c = config();
+    let parsed = parse(&c, json!({"model": "m", "input": "hi"})).unwrap();
+    let enc = ResponseEncoder::new("m", &parsed.echo, true, None, parsed.namespaced);
+    let mut d = Decoder::new(enc, false);
+    let mut out = BytesMut::new();
+    // Dropped thinking writes nothing but the start; the body's keep-alive
+    // (tests/keepalive.rs) decides when a comment is due.
+    for _ in 0..130 {
+        d.line(THINK1.as_bytes(), &mut out);
+    }
+    let started = out.len();
+    assert!(!String::from_utf8_lossy(&out).contains(": keep-alive"));
+    d.idle(&mut out);
+    assert_eq!(&out[started..], b": keep-alive\n\n");
+    d.line(TEXT1.as_bytes(), &mut out);
+    d.line(DONE.as_bytes(), &mut out);
+    let end = out.len();
+    d.idle(&mut out);
+    assert_eq!(out.len(), end, "no keep-alive after the end");
+    let text = String::from_utf8(out.to_vec()).unwrap();
+    let sse: String = text
         .split_inclusive("\n\n")
         .filter(|b| !b.starts_with(':'))
         .collect();

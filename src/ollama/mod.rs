@@ -6,15 +6,14 @@
 //! JSON, a stream that ends without its final line, or a dropped connection
 //! all become [`Event::Error`]. Dialect encoders only ever see events.
 
-use crate::dialect::Transcode;
-use crate::error::{ApiError, BoxError, StreamError};
+use crate::error::{ApiError, BoxError, Failure, StreamError};
 use bytes::BytesMut;
-use http::StatusCode;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
 mod fast;
+pub(crate) mod request;
 
 /// One thing Ollama said.
 #[derive(Debug, PartialEq)]
@@ -152,10 +151,10 @@ impl<E: Encoder> Decoder<E> {
         &self.encoder
     }
 
-    fn fail(&mut self, status: StatusCode, message: &str, out: &mut BytesMut) {
+    fn fail(&mut self, failure: Failure, message: &str, out: &mut BytesMut) {
         if !self.finished {
             self.finished = true;
-            self.failure = Some(ApiError::new(status, message));
+            self.failure = Some(ApiError::new(failure.status(), message));
             self.encoder.event(Event::Error(message), out);
         }
     }
@@ -195,7 +194,7 @@ impl<E: Encoder> Decoder<E> {
             Err(e) => {
                 tracing::warn!(error = %e, bytes = line.len(), "Ollama sent a line that is not a chat chunk");
                 self.fail(
-                    StatusCode::BAD_GATEWAY,
+                    Failure::UpstreamGarbage,
                     &format!("Ollama sent an invalid stream line: {e}"),
                     out,
                 );
@@ -208,8 +207,7 @@ impl<E: Encoder> Decoder<E> {
                 Err(_) => Cow::Borrowed(err.get()),
             };
             tracing::warn!(error = %message, "Ollama reported an error mid-stream");
-            // Ollama answers a failed non-streaming request with a 500.
-            self.fail(StatusCode::INTERNAL_SERVER_ERROR, &message, out);
+            self.fail(Failure::OllamaError, &message, out);
             return;
         }
         let mut emitted = false;
@@ -264,37 +262,38 @@ impl<E: Encoder> Decoder<E> {
     }
 }
 
-impl<E: Encoder> Transcode for Decoder<E> {
-    fn line(&mut self, line: &[u8], out: &mut BytesMut) {
+/// The body's side of a decoder: what [`Transcode`](crate::body) calls.
+impl<E: Encoder> Decoder<E> {
+    /// One complete NDJSON line.
+    pub(crate) fn line(&mut self, line: &[u8], out: &mut BytesMut) {
         if self.finished || line.iter().all(u8::is_ascii_whitespace) {
             return;
         }
         self.decode(line, out);
     }
 
-    fn finish(&mut self, out: &mut BytesMut) -> Result<(), BoxError> {
+    /// The stream ended: an error unless the final line came.
+    pub(crate) fn finish(&mut self, out: &mut BytesMut) -> Result<(), BoxError> {
         if self.finished {
             return Ok(());
         }
         let msg = "Ollama closed the stream before it finished";
-        self.fail(StatusCode::BAD_GATEWAY, msg, out);
+        self.fail(Failure::UpstreamLost, msg, out);
         Err(Box::new(StreamError(msg.into())))
     }
 
-    fn abort(&mut self, error: &str, out: &mut BytesMut) {
-        let status = if error.contains("idle timeout") {
-            StatusCode::GATEWAY_TIMEOUT
-        } else {
-            StatusCode::BAD_GATEWAY
-        };
-        self.fail(status, &format!("connection to Ollama lost: {error}"), out);
+    /// The connection failed or went silent.
+    pub(crate) fn abort(&mut self, failure: Failure, error: &str, out: &mut BytesMut) {
+        self.fail(failure, &format!("connection to Ollama lost: {error}"), out);
     }
 
-    fn failure(&self) -> Option<ApiError> {
+    /// Why the stream failed, if it did.
+    pub(crate) fn failure(&self) -> Option<ApiError> {
         self.failure.clone()
     }
 
-    fn idle(&mut self, out: &mut BytesMut) {
+    /// A keep-alive is due: the encoder's, while the answer is going.
+    pub(crate) fn idle(&mut self, out: &mut BytesMut) {
         if !self.finished {
             self.encoder.idle(out);
         }

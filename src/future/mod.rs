@@ -1,0 +1,178 @@
+//! [`ResponseFuture`] and the small futures it is made of.
+//!
+//! A translated request goes through three steps, each a future of its own
+//! with one job: [`translate::Translate`] reads the request body and asks
+//! the dialect for the native call; [`call::CallOllama`] calls Ollama with a
+//! deadline for its headers and the think-less retry ([`call::ThinkRetry`]);
+//! [`collect::CollectAnswer`] reads a non-streaming client's answer whole
+//! before its status is chosen. [`respond`] builds the responses.
+
+mod call;
+mod collect;
+mod respond;
+mod translate;
+
+use crate::body::{RequestBody, TranslateBody};
+use crate::dialect::{Dialect, UpstreamError};
+use crate::error::{ApiError, BoxError};
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tower_service::Service;
+
+pub(crate) use translate::Translate;
+
+pin_project! {
+    /// Response future of [`OllamaTranslate`](crate::OllamaTranslate).
+    ///
+    /// See the [crate docs](crate) for more details.
+    pub struct ResponseFuture<S, ReqBody, ResBody>
+    where
+        S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+        ReqBody: Body,
+        ReqBody::Error: Into<BoxError>,
+    {
+        #[pin]
+        kind: Kind<S, ReqBody, ResBody>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, ReqBody, ResBody>
+    where
+        S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+        ReqBody: Body,
+        ReqBody::Error: Into<BoxError>,
+    {
+        // Not translated. Under a client API's prefix, Ollama's plain-text
+        // 404/405 is reported in that API's shape, naming what is served.
+        Passthrough {
+            #[pin] fut: S::Future,
+            not_found: Option<(&'static dyn Dialect, String)>,
+        },
+        Translate { #[pin] fut: Translate<S, ReqBody, ResBody> },
+        // Answered without calling Ollama (a 401, a 413 from the declared
+        // length); `None` once taken.
+        Ready { res: Option<Response<TranslateBody<ResBody>>> },
+    }
+}
+
+impl<S, ReqBody, ResBody> ResponseFuture<S, ReqBody, ResBody>
+where
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
+{
+    pub(crate) fn passthrough(
+        fut: S::Future,
+        not_found: Option<(&'static dyn Dialect, String)>,
+    ) -> Self {
+        ResponseFuture {
+            kind: Kind::Passthrough { fut, not_found },
+        }
+    }
+
+    pub(crate) fn reject(dialect: &'static dyn Dialect, error: &ApiError) -> Self {
+        ResponseFuture {
+            kind: Kind::Ready {
+                res: Some(respond::error(dialect, error)),
+            },
+        }
+    }
+
+    pub(crate) fn translate(fut: Translate<S, ReqBody, ResBody>) -> Self {
+        ResponseFuture {
+            kind: Kind::Translate { fut },
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody, ResBody>
+where
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body,
+    ResBody::Error: Into<BoxError>,
+{
+    type Output = Result<Response<TranslateBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Translate { fut } => fut.poll(cx).map(Ok),
+            KindProj::Passthrough { fut, not_found } => {
+                let res = ready!(fut.poll(cx))?;
+                Poll::Ready(Ok(match not_found.take() {
+                    Some(nf) if is_plain_not_found(&res) => plain_not_found(res, nf),
+                    _ => res.map(TranslateBody::passthrough),
+                }))
+            }
+            KindProj::Ready { res } => match res.take() {
+                Some(res) => Poll::Ready(Ok(res)),
+                // Polled after completion: the contract allows anything
+                // but a panic.
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// A 404/405 that is not JSON: gin's `404 page not found`.
+fn is_plain_not_found<B>(res: &Response<B>) -> bool {
+    let json = res
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    matches!(res.status().as_u16(), 404 | 405) && !json
+}
+
+fn plain_not_found<B>(
+    res: Response<B>,
+    (dialect, message): (&'static dyn Dialect, String),
+) -> Response<TranslateBody<B>> {
+    let (mut parts, body) = res.into_parts();
+    parts.status = StatusCode::NOT_FOUND;
+    let transcoder = UpstreamError::new(dialect, parts.status).with_message(message);
+    respond::error_parts(&mut parts.headers);
+    let body = TranslateBody::translate(body, Box::new(transcoder), None);
+    Response::from_parts(parts, body)
+}
+
+pin_project! {
+    /// Runs `fut`, then hands its output back with `ctx`: how a step gives
+    /// what it owned to the next one without a state for "moved out".
+    pub(crate) struct Carry<F, T> {
+        #[pin]
+        fut: F,
+        ctx: Option<T>,
+    }
+}
+
+impl<F, T> Carry<F, T> {
+    pub(crate) fn new(fut: F, ctx: T) -> Self {
+        Carry {
+            fut,
+            ctx: Some(ctx),
+        }
+    }
+}
+
+impl<F: Future, T> Future for Carry<F, T> {
+    type Output = (F::Output, T);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = ready!(this.fut.poll(cx));
+        match this.ctx.take() {
+            Some(ctx) => Poll::Ready((out, ctx)),
+            // Polled after completion.
+            None => Poll::Pending,
+        }
+    }
+}

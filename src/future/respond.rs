@@ -1,0 +1,128 @@
+//! Building requests for Ollama and responses for clients.
+
+use crate::body::{RequestBody, Transcode, TranslateBody};
+use crate::dialect::{Delivery, Dialect, UpstreamError, JSON, SSE};
+use crate::error::ApiError;
+use crate::ollama::request::Endpoint;
+use crate::timer::Timing;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri};
+
+/// An error in `dialect`'s shape, with its status.
+pub(super) fn error<B>(
+    dialect: &'static dyn Dialect,
+    err: &ApiError,
+) -> Response<TranslateBody<B>> {
+    tracing::debug!(dialect = dialect.name(), status = err.status.as_u16(), message = %err.message, "answering with an error");
+    let mut res = Response::new(TranslateBody::full(dialect.error_body(err)));
+    *res.status_mut() = err.status;
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    res
+}
+
+/// Headers of an upstream error re-rendered as a JSON error.
+pub(super) fn error_parts(h: &mut HeaderMap) {
+    h.remove(header::CONTENT_LENGTH);
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+}
+
+/// What requests for Ollama take from the client's: its URI's scheme and
+/// authority, version, extensions and `User-Agent`. The rest (the client's
+/// credentials, `Host`, hop-by-hop headers) stays behind.
+pub(super) struct Template {
+    uri: Uri,
+    version: http::Version,
+    extensions: http::Extensions,
+    user_agent: Option<HeaderValue>,
+}
+
+impl From<http::request::Parts> for Template {
+    fn from(parts: http::request::Parts) -> Self {
+        Template {
+            uri: parts.uri,
+            version: parts.version,
+            extensions: parts.extensions,
+            user_agent: parts.headers.get(header::USER_AGENT).cloned(),
+        }
+    }
+}
+
+/// The request for Ollama: the native path and method, the JSON body.
+pub(super) fn upstream_request<B>(
+    template: &Template,
+    endpoint: Endpoint,
+    body: Bytes,
+) -> Result<Request<RequestBody<B>>, ApiError> {
+    let mut uri = Uri::builder().path_and_query(PathAndQuery::from_static(endpoint.path()));
+    if let Some(scheme) = template.uri.scheme() {
+        uri = uri.scheme(scheme.clone());
+    }
+    if let Some(authority) = template.uri.authority() {
+        uri = uri.authority(authority.clone());
+    }
+    let uri = uri.build().map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not build the upstream URI: {e}"),
+        )
+    })?;
+    let mut req = Request::new(RequestBody::rewritten(body.clone()));
+    *req.method_mut() = endpoint.method();
+    *req.uri_mut() = uri;
+    *req.version_mut() = template.version;
+    *req.extensions_mut() = template.extensions.clone();
+    let h = req.headers_mut();
+    if !body.is_empty() {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
+    if let Some(ua) = &template.user_agent {
+        h.insert(header::USER_AGENT, ua.clone());
+    }
+    Ok(req)
+}
+
+/// What a translated answer needs once Ollama's headers are in.
+pub(super) struct Answer {
+    pub(super) dialect: &'static dyn Dialect,
+    pub(super) delivery: Delivery,
+    pub(super) transcoder: Box<dyn Transcode>,
+    pub(super) timing: Timing,
+}
+
+/// Ollama's response with its body translated: the dialect's content type
+/// on success, Ollama's error re-rendered in the dialect otherwise.
+pub(super) fn translated<B>(res: Response<B>, answer: Answer) -> Response<TranslateBody<B>> {
+    let (mut parts, body) = res.into_parts();
+    let h = &mut parts.headers;
+    for name in [
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+        header::TRANSFER_ENCODING,
+        header::CONNECTION,
+    ] {
+        h.remove(name);
+    }
+    let body = if parts.status.is_success() {
+        let content_type = answer.delivery.content_type();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if content_type == SSE {
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        }
+        TranslateBody::translate(body, answer.transcoder, answer.timing.deadlines())
+    } else {
+        tracing::debug!(
+            dialect = answer.dialect.name(),
+            status = parts.status.as_u16(),
+            "Ollama answered with an error"
+        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+        let errors = UpstreamError::new(answer.dialect, parts.status);
+        TranslateBody::translate(body, Box::new(errors), None)
+    };
+    Response::from_parts(parts, body)
+}

@@ -1,0 +1,200 @@
+//! [`Translate`]: a translated request from the client's body to the
+//! client's response.
+
+use super::call::{CallOllama, ThinkRetry};
+use super::collect::CollectAnswer;
+use super::respond::{self, Answer, Template};
+use super::Carry;
+use crate::body::{RequestBody, TranslateBody};
+use crate::config::Config;
+use crate::dialect::{Delivery, Dialect};
+use crate::error::{error_chain, ApiError, BoxError};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::combinators::Collect;
+use http_body_util::{BodyExt, Collected, LengthLimitError, Limited};
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use tower_service::Service;
+
+/// What reading the request needs to go on with.
+pub(crate) struct Job<S> {
+    service: S,
+    parts: http::request::Parts,
+    dialect: &'static dyn Dialect,
+    config: Arc<Config>,
+}
+
+pin_project! {
+    /// Reads the client's body, calls Ollama, and answers in the dialect;
+    /// every failure is a response in the dialect's error shape.
+    pub(crate) struct Translate<S, ReqBody, ResBody>
+    where
+        S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+        ReqBody: Body,
+        ReqBody::Error: Into<BoxError>,
+    {
+        #[pin]
+        step: Step<S, ReqBody, ResBody>,
+    }
+}
+
+pin_project! {
+    #[project = StepProj]
+    enum Step<S, ReqBody, ResBody>
+    where
+        S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+        ReqBody: Body,
+        ReqBody::Error: Into<BoxError>,
+    {
+        Read { #[pin] read: Carry<Collect<Limited<ReqBody>>, Job<S>> },
+        Call { #[pin] call: Carry<CallOllama<S, ReqBody>, Answer> },
+        Collect {
+            #[pin] collect: Carry<CollectAnswer<ResBody>, (http::response::Parts, &'static dyn Dialect)>,
+        },
+    }
+}
+
+impl<S, ReqBody, ResBody> Translate<S, ReqBody, ResBody>
+where
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
+{
+    /// Starts reading `req` for `dialect`; a declared length over the limit
+    /// is refused before a byte is read.
+    pub(crate) fn new(
+        req: Request<ReqBody>,
+        dialect: &'static dyn Dialect,
+        service: S,
+        config: Arc<Config>,
+    ) -> Result<Self, ApiError> {
+        let limit = config.max_request_bytes;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large(limit));
+        }
+        let (parts, body) = req.into_parts();
+        let job = Job {
+            service,
+            parts,
+            dialect,
+            config,
+        };
+        let read = Carry::new(Limited::new(body, limit).collect(), job);
+        Ok(Translate {
+            step: Step::Read { read },
+        })
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than the limit of {limit} bytes"),
+    )
+    .with_code("request_too_large")
+}
+
+/// The request is read: the native call, or the error for the client.
+fn start_call<S, ReqBody, ResBody>(
+    read: Result<Collected<ReqBody::Data>, BoxError>,
+    mut job: Job<S>,
+) -> Result<Step<S, ReqBody, ResBody>, ApiError>
+where
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
+{
+    let bytes = match read {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err(too_large(job.config.max_request_bytes))
+        }
+        Err(e) => {
+            let message = format!("could not read the request body: {}", error_chain(&*e));
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, message));
+        }
+    };
+    let up = job.dialect.prepare(&job.config, &job.parts, &bytes)?;
+    let template = Template::from(job.parts);
+    let req = respond::upstream_request(&template, up.endpoint, up.body)?;
+    let retry = up
+        .thinking
+        .map(|r| ThinkRetry::new(job.service.clone(), template, r, job.config.clone()));
+    let fut = job.service.call(req);
+    let answer = Answer {
+        dialect: job.dialect,
+        delivery: up.delivery,
+        transcoder: up.transcoder,
+        timing: job.config.timing.clone(),
+    };
+    let call = CallOllama::new(fut, retry, &job.config.timing);
+    Ok(Step::Call {
+        call: Carry::new(call, answer),
+    })
+}
+
+impl<S, ReqBody, ResBody> Future for Translate<S, ReqBody, ResBody>
+where
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+    S::Error: Into<BoxError>,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body,
+    ResBody::Error: Into<BoxError>,
+{
+    type Output = Response<TranslateBody<ResBody>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.step.as_mut().project() {
+                StepProj::Read { read } => {
+                    let (read, job) = ready!(read.poll(cx));
+                    let dialect = job.dialect;
+                    match start_call(read, job) {
+                        Ok(next) => this.step.set(next),
+                        Err(e) => return Poll::Ready(respond::error(dialect, &e)),
+                    }
+                }
+                StepProj::Call { call } => {
+                    let (res, answer) = ready!(call.poll(cx));
+                    let dialect = answer.dialect;
+                    let res = match res {
+                        Ok(res) => res,
+                        Err(e) => return Poll::Ready(respond::error(dialect, &e)),
+                    };
+                    let collect = answer.delivery == Delivery::Collect && res.status().is_success();
+                    let res = respond::translated(res, answer);
+                    if !collect {
+                        return Poll::Ready(res);
+                    }
+                    let (parts, body) = res.into_parts();
+                    let collect = Carry::new(CollectAnswer::new(body), (parts, dialect));
+                    this.step.set(Step::Collect { collect });
+                }
+                StepProj::Collect { collect } => {
+                    let (answer, (mut parts, dialect)) = ready!(collect.poll(cx));
+                    return Poll::Ready(match answer {
+                        Ok(whole) => {
+                            parts
+                                .headers
+                                .insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
+                            Response::from_parts(parts, TranslateBody::full(whole))
+                        }
+                        Err(e) => respond::error(dialect, &e),
+                    });
+                }
+            }
+        }
+    }
+}
