@@ -638,3 +638,52 @@ async fn think_on_a_model_that_cannot_think_is_retried_without_it_and_learned() 
     assert_eq!(b.len(), 3, "no wasted round trip once learned");
     assert!(b[2].get("think").is_none());
 }
+
+/// gin's plain-text 404 for `path`, through the layer.
+async fn plain_404(path: &str, method: http::Method) -> (StatusCode, Value) {
+    let inner = service_fn(|_req: Request<RequestBody<Full<Bytes>>>| async {
+        let res = Response::builder()
+            .status(404)
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from("404 page not found")))?;
+        Ok::<_, BoxError>(res)
+    });
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = OllamaTranslateLayer::new()
+        .layer(inner)
+        .oneshot(req)
+        .await
+        .unwrap();
+    let status = res.status();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+#[tokio::test]
+async fn unknown_paths_under_a_client_api_get_that_api_s_404() {
+    // Anthropic's shape below /v1/messages (Claude Code's batches, files…).
+    let (status, v) = plain_404("/v1/messages/batches", http::Method::GET).await;
+    assert_eq!(status, 404);
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["error"]["type"], "not_found_error");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("GET /v1/messages/batches"), "{message}");
+    assert!(message.contains("/v1/messages"), "{message}");
+    // OpenAI's elsewhere under /v1.
+    let (status, v) = plain_404("/v1/assistants", http::Method::POST).await;
+    assert_eq!(status, 404);
+    assert_eq!(v["error"]["type"], "not_found_error", "{v}");
+    assert!(v.get("type").is_none(), "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/v1/chat/completions"));
+    // GET on a POST-only path is passed through, then reported the same way.
+    let (_, v) = plain_404("/v1/messages", http::Method::GET).await;
+    assert_eq!(v["error"]["type"], "not_found_error", "{v}");
+    assert_eq!(v["type"], "error");
+}
