@@ -169,18 +169,13 @@ impl<E: Encoder> Decoder<E> {
                     fast::token_line(text, &mut self.content_buf, &mut self.thinking_buf)
                 {
                     // The same events, in the same order, as below.
-                    let mut emitted = false;
-                    if let Some(t) = thinking.filter(|t| !t.is_empty()) {
-                        if self.forward_thinking {
-                            self.encoder.event(Event::Thinking(t), out);
-                            emitted = true;
-                        }
-                    }
-                    if !content.is_empty() {
-                        self.encoder.event(Event::Text(content), out);
-                        emitted = true;
-                    }
-                    if !emitted {
+                    if !emit_deltas(
+                        &mut self.encoder,
+                        self.forward_thinking,
+                        thinking,
+                        Some(content),
+                        out,
+                    ) {
                         self.encoder.event(Event::Heartbeat, out);
                     }
                     return;
@@ -189,18 +184,18 @@ impl<E: Encoder> Decoder<E> {
             }
             Err(_) => serde_json::from_slice(line),
         };
-        let parsed = match parsed {
-            Ok(l) => l,
+        match parsed {
+            Ok(parsed) => self.chunk(parsed, out),
             Err(e) => {
                 tracing::warn!(error = %e, bytes = line.len(), "Ollama sent a line that is not a chat chunk");
-                self.fail(
-                    Failure::UpstreamGarbage,
-                    &format!("Ollama sent an invalid stream line: {e}"),
-                    out,
-                );
-                return;
+                let message = format!("Ollama sent an invalid stream line: {e}");
+                self.fail(Failure::UpstreamGarbage, &message, out);
             }
-        };
+        }
+    }
+
+    /// One parsed line: an error, or deltas, tool calls and the end.
+    fn chunk(&mut self, parsed: Line<'_>, out: &mut BytesMut) {
         if let Some(err) = parsed.error {
             let message: Cow<'_, str> = match serde_json::from_str::<Cow<'_, str>>(err.get()) {
                 Ok(s) => s,
@@ -210,32 +205,26 @@ impl<E: Encoder> Decoder<E> {
             self.fail(Failure::OllamaError, &message, out);
             return;
         }
-        let mut emitted = false;
         let (content, thinking, calls) = match parsed.message {
             Some(m) => (m.content, m.thinking, m.tool_calls),
             None => (parsed.response, parsed.thinking, None),
         };
-        if let Some(t) = thinking.as_deref().filter(|t| !t.is_empty()) {
-            if self.forward_thinking {
-                self.encoder.event(Event::Thinking(t), out);
-                emitted = true;
-            }
-        }
-        if let Some(c) = content.as_deref().filter(|c| !c.is_empty()) {
-            self.encoder.event(Event::Text(c), out);
-            emitted = true;
-        }
+        let mut emitted = emit_deltas(
+            &mut self.encoder,
+            self.forward_thinking,
+            thinking.as_deref(),
+            content.as_deref(),
+            out,
+        );
         for call in calls.iter().flatten() {
             let arguments = call.function.arguments.map_or("{}", RawValue::get);
             let arguments = if arguments == "null" { "{}" } else { arguments };
-            self.encoder.event(
-                Event::ToolCall(ToolCall {
-                    id: call.id.as_deref().filter(|id| !id.is_empty()),
-                    name: &call.function.name,
-                    arguments,
-                }),
-                out,
-            );
+            let call = ToolCall {
+                id: call.id.as_deref().filter(|id| !id.is_empty()),
+                name: &call.function.name,
+                arguments,
+            };
+            self.encoder.event(Event::ToolCall(call), out);
             emitted = true;
         }
         if parsed.done {
@@ -244,22 +233,49 @@ impl<E: Encoder> Decoder<E> {
                 prompt_tokens: parsed.prompt_eval_count.unwrap_or(0),
                 completion_tokens: parsed.eval_count.unwrap_or(0),
             };
-            if let Some(num_ctx) = self.num_ctx {
-                if done.prompt_tokens >= num_ctx {
-                    tracing::warn!(
-                        model = %self.model,
-                        prompt_eval_count = done.prompt_tokens,
-                        num_ctx,
-                        "the prompt filled the context window; Ollama silently dropped the oldest messages (raise num_ctx)"
-                    );
-                }
-            }
+            self.check_context(&done);
             self.finished = true;
             self.encoder.event(Event::Done(done), out);
         } else if !emitted {
             self.encoder.event(Event::Heartbeat, out);
         }
     }
+
+    /// Warns when the prompt filled the context window.
+    fn check_context(&self, done: &Done<'_>) {
+        let Some(num_ctx) = self.num_ctx else {
+            return;
+        };
+        if done.prompt_tokens >= num_ctx {
+            tracing::warn!(
+                model = %self.model,
+                prompt_eval_count = done.prompt_tokens,
+                num_ctx,
+                "the prompt filled the context window; Ollama silently dropped the oldest messages (raise num_ctx)"
+            );
+        }
+    }
+}
+
+/// Thinking (when forwarded), then text; whether anything was emitted.
+#[inline]
+fn emit_deltas<E: Encoder>(
+    encoder: &mut E,
+    forward_thinking: bool,
+    thinking: Option<&str>,
+    content: Option<&str>,
+    out: &mut BytesMut,
+) -> bool {
+    let mut emitted = false;
+    if let Some(t) = thinking.filter(|t| !t.is_empty() && forward_thinking) {
+        encoder.event(Event::Thinking(t), out);
+        emitted = true;
+    }
+    if let Some(c) = content.filter(|c| !c.is_empty()) {
+        encoder.event(Event::Text(c), out);
+        emitted = true;
+    }
+    emitted
 }
 
 /// The body's side of a decoder: what [`Transcode`](crate::body) calls.
