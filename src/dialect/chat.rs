@@ -573,12 +573,7 @@ impl Encoder for StreamEncoder {
 
     fn event(&mut self, event: Event<'_>, out: &mut BytesMut) {
         if let Event::Error(message) = event {
-            // In-band error; the stream ends without [DONE].
-            let err = ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, message)
-                .with_code("ollama_error");
-            out.extend_from_slice(b"data: ");
-            openai::write_error_object(&err, out);
-            out.extend_from_slice(b"\n\n");
+            openai::write_upstream_error_event(message, out);
             return;
         }
         self.start(out);
@@ -701,11 +696,7 @@ impl Encoder for Collector {
                 });
                 out.extend_from_slice(body.to_string().as_bytes());
             }
-            Event::Error(message) => {
-                let err = ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, message)
-                    .with_code("ollama_error");
-                openai::write_error_object(&err, out);
-            }
+            Event::Error(message) => openai::write_upstream_error(message, out),
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::native::GenerateRequest;
 use crate::ollama::{Decoder, Done, Encoder, Event};
 use crate::util::{random_id, unix_now};
 use bytes::{Bytes, BytesMut};
-use http::{Method, StatusCode};
+use http::Method;
 use serde_json::{json, Map, Value};
 
 /// The legacy completions dialect.
@@ -206,13 +206,7 @@ impl Encoder for StreamEncoder {
                 }
                 out.extend_from_slice(b"data: [DONE]\n\n");
             }
-            Event::Error(message) => {
-                let err = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-                    .with_code("ollama_error");
-                out.extend_from_slice(b"data: ");
-                openai::write_error_object(&err, out);
-                out.extend_from_slice(b"\n\n");
-            }
+            Event::Error(message) => openai::write_upstream_error_event(message, out),
         }
     }
 }
@@ -251,11 +245,7 @@ impl Encoder for Collector {
                 });
                 out.extend_from_slice(v.to_string().as_bytes());
             }
-            Event::Error(message) => {
-                let err = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-                    .with_code("ollama_error");
-                openai::write_error_object(&err, out);
-            }
+            Event::Error(message) => openai::write_upstream_error(message, out),
             Event::Heartbeat | Event::Thinking(_) | Event::ToolCall(_) => {}
         }
     }

@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::util::base64_encode;
 use bytes::{Bytes, BytesMut};
-use http::{Method, StatusCode};
+use http::Method;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -121,11 +121,7 @@ impl Render for EmbedTranscoder {
         let embed: Embed = match serde_json::from_slice(line) {
             Ok(e) => e,
             Err(e) => {
-                let err = ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    format!("Ollama sent an unexpected embedding response: {e}"),
-                );
-                openai::write_error_object(&err, out);
+                openai::write_unexpected_answer("embedding response", &e, out);
                 return;
             }
         };

@@ -140,10 +140,24 @@ pub(crate) fn error_body(err: &ApiError) -> Bytes {
     out.freeze()
 }
 
+/// Anthropic's `error.type` for a status.
+pub(crate) fn error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
 /// Writes the error object; a 400's message names the offending field.
 fn write_error_object(err: &ApiError, out: &mut BytesMut) {
     out.extend_from_slice(b"{\"type\":\"error\",\"error\":{\"type\":");
-    write_str(out, err.anthropic_type());
+    write_str(out, error_type(err.status));
     out.extend_from_slice(b",\"message\":");
     match &err.param {
         Some(p) if !err.message.starts_with(p.as_str()) => {

@@ -5,7 +5,7 @@ use super::{openai, Dialect, Render, Upstream, WholeBody, JSON};
 use crate::config::Config;
 use crate::error::ApiError;
 use bytes::{Bytes, BytesMut};
-use http::{Method, StatusCode};
+use http::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -123,11 +123,7 @@ impl Render for ListTranscoder {
         let tags: Tags = match serde_json::from_slice(body) {
             Ok(t) => t,
             Err(e) => {
-                let err = ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    format!("Ollama sent an unexpected model list: {e}"),
-                );
-                openai::write_error_object(&err, out);
+                openai::write_unexpected_answer("model list", &e, out);
                 return;
             }
         };
