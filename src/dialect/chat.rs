@@ -4,15 +4,16 @@
 //! `chat.completion.chunk` server-sent events (or one `chat.completion`
 //! object when the client did not ask to stream).
 
+use super::openai::request::{include_usage, think, FormatField, Sampling, ThinkFields};
 use super::params::{
-    expect_integer, expect_number, json_object, model_name, parse_arguments, parse_content,
-    type_name, UnknownParts,
+    json_object, list_error, model_name, parse_arguments, parse_content, stream, type_name,
+    UnknownParts, Wording,
 };
 use super::{openai, ChatCall, Dialect, Upstream};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::json::{write_str, write_u64};
-use crate::native::{self, ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
+use crate::native::{ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
 use crate::ollama::{Done, Encoder, Event, ToolCall};
 use crate::util::{random_id, unix_now};
 use bytes::{Bytes, BytesMut};
@@ -59,37 +60,23 @@ pub(crate) struct Parsed {
 /// Parses a Chat Completions request body into a native request.
 pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiError> {
     let root = json_object(body)?;
-    let client_model = model_name(&root)?;
+    let client_model = model_name(&root, Wording::Named)?;
     let model = config.resolve_model(&client_model).to_string();
 
-    let stream = match root.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "stream",
-                format!("stream must be a boolean, got {}", type_name(v)),
-            ))
-        }
-    };
-    let include_usage = stream
-        && root
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+    let stream = stream(&root, Wording::Named)?;
+    let include_usage = include_usage(&root, stream);
 
     refuse_unsupported(&root)?;
 
     let mut native = ChatRequest::new(model, stream);
     native.messages = parse_messages(root.get("messages"))?;
 
-    let (options, keep_alive) = sampling_options(&root)?;
+    let (options, keep_alive) = Sampling::CHAT.read(&root)?;
     native.options = options;
     native.keep_alive = keep_alive;
 
-    native.format = parse_response_format(root.get("response_format"))?;
-    native.think = parse_think(&root)?;
+    native.format = FormatField::CHAT.read(root.get("response_format"))?;
+    native.think = think(&root, ThinkFields::Chat)?;
 
     let tool_choice_none = matches!(root.get("tool_choice"), Some(Value::String(s)) if s == "none");
     let mut tools = parse_tools(root.get("tools"), "tools")?;
@@ -105,94 +92,6 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
         client_model,
         include_usage,
     })
-}
-
-/// `options`, the sampling fields and the native extras (`top_k`, `num_ctx`,
-/// `keep_alive`, …) shared by the OpenAI text dialects: the client's
-/// `options` object first, then the standard fields on top.
-pub(crate) fn sampling_options(
-    root: &Map<String, Value>,
-) -> Result<(Map<String, Value>, Option<Value>), ApiError> {
-    let mut options = Map::new();
-    let mut keep_alive = None;
-    // Options: the client's `options` object first, then the standard
-    // fields on top (they are the more specific spelling).
-    if let Some(opts) = root.get("options") {
-        match opts {
-            Value::Object(o) => {
-                for (k, v) in o {
-                    options.insert(k.clone(), v.clone());
-                }
-            }
-            Value::Null => {}
-            v => {
-                return Err(ApiError::invalid(
-                    "options",
-                    format!("options must be an object, got {}", type_name(v)),
-                ))
-            }
-        }
-    }
-    let max = match expect_integer(root, "max_completion_tokens")? {
-        Some(n) => Some((n, "max_completion_tokens")),
-        None => expect_integer(root, "max_tokens")?.map(|n| (n, "max_tokens")),
-    };
-    if let Some((n, key)) = max {
-        if n < 1 {
-            return Err(ApiError::invalid(key, format!("{key} must be at least 1")));
-        }
-        options.insert("num_predict".into(), Value::from(n));
-    }
-    for key in [
-        "temperature",
-        "top_p",
-        "presence_penalty",
-        "frequency_penalty",
-        "min_p",
-        "repeat_penalty",
-        "typical_p",
-    ] {
-        if let Some(v) = expect_number(root, key)? {
-            options.insert(key.into(), v);
-        }
-    }
-    for key in ["seed", "top_k", "num_ctx", "repeat_last_n", "num_keep"] {
-        if let Some(v) = expect_integer(root, key)? {
-            options.insert(key.into(), Value::from(v));
-        }
-    }
-    match root.get("stop") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => {
-            options.insert("stop".into(), json!([s]));
-        }
-        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
-            if !a.is_empty() {
-                options.insert("stop".into(), Value::Array(a.clone()));
-            }
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "stop",
-                "stop must be a string or an array of strings",
-            ))
-        }
-    }
-    match root.get("keep_alive") {
-        None | Some(Value::Null) => {}
-        Some(v @ (Value::String(_) | Value::Number(_))) => keep_alive = Some(v.clone()),
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "keep_alive",
-                format!(
-                    "keep_alive must be a duration string or a number of seconds, got {}",
-                    type_name(v)
-                ),
-            ))
-        }
-    }
-
-    Ok((options, keep_alive))
 }
 
 /// Parameters Ollama cannot honour: refuse them rather than ignore them.
@@ -231,61 +130,6 @@ fn refuse_unsupported(root: &Map<String, Value>) -> Result<(), ApiError> {
         ));
     }
     Ok(())
-}
-
-fn parse_think(root: &Map<String, Value>) -> Result<Option<Value>, ApiError> {
-    if let Some(v) = root.get("think").filter(|v| !v.is_null()) {
-        return native::think_from_value(v).map(Some).ok_or_else(|| {
-            ApiError::invalid(
-                "think",
-                "think must be true, false, or one of \"low\", \"medium\", \"high\", \"max\"",
-            )
-        });
-    }
-    // `reasoning: {"effort"}` (Responses style, sent by some clients) wins
-    // over `reasoning_effort`, as in Ollama's own layer.
-    let (param, effort) = match (root.get("reasoning"), root.get("reasoning_effort")) {
-        (Some(Value::Object(r)), _) if r.get("effort").is_some_and(|e| !e.is_null()) => {
-            ("reasoning.effort", r.get("effort"))
-        }
-        (_, Some(Value::Object(r))) => ("reasoning_effort.effort", r.get("effort")),
-        (_, e) => ("reasoning_effort", e),
-    };
-    match effort {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => native::think_from_effort(s).map(Some).ok_or_else(|| {
-            ApiError::invalid(
-                param,
-                format!("unknown reasoning effort {s:?} (expected none, minimal, low, medium, high, xhigh or max)"),
-            )
-        }),
-        Some(v) => Err(ApiError::invalid(
-            param,
-            format!("reasoning effort must be a string, got {}", type_name(v)),
-        )),
-    }
-}
-
-fn parse_response_format(v: Option<&Value>) -> Result<Option<Value>, ApiError> {
-    let Some(v) = v.filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
-    match kind {
-        "text" => Ok(None),
-        "json_object" => Ok(Some(Value::from("json"))),
-        "json_schema" => match v.get("json_schema").and_then(|s| s.get("schema")) {
-            Some(schema @ Value::Object(_)) => Ok(Some(schema.clone())),
-            _ => Err(ApiError::invalid(
-                "response_format.json_schema.schema",
-                "response_format json_schema needs a schema object",
-            )),
-        },
-        other => Err(ApiError::invalid(
-            "response_format.type",
-            format!("unsupported response_format type {other:?} (expected text, json_object or json_schema)"),
-        )),
-    }
 }
 
 /// `tools`: function tools pass through; other kinds are dropped.
@@ -343,21 +187,7 @@ fn parse_legacy_functions(v: Option<&Value>) -> Result<Vec<Value>, ApiError> {
 fn parse_messages(v: Option<&Value>) -> Result<Vec<Message>, ApiError> {
     let msgs = match v {
         Some(Value::Array(a)) if !a.is_empty() => a,
-        Some(Value::Array(_)) => {
-            return Err(ApiError::invalid(
-                "messages",
-                "messages must contain at least one message",
-            ))
-        }
-        None | Some(Value::Null) => {
-            return Err(ApiError::invalid("messages", "messages is required"))
-        }
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "messages",
-                format!("messages must be an array, got {}", type_name(v)),
-            ))
-        }
+        v => return Err(list_error(v, "messages", "message", Wording::Named)),
     };
     let mut out = Vec::with_capacity(msgs.len());
     // tool_call_id → function name, from earlier assistant turns.

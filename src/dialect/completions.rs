@@ -1,8 +1,8 @@
 //! Legacy OpenAI completions: `POST /v1/completions` → `/api/generate`.
 //! Still used by editor plugins, fill-in-the-middle included (`suffix`).
 
-use super::chat::sampling_options;
-use super::params::{json_object, model_name};
+use super::openai::request::{include_usage, think, Sampling, ThinkFields};
+use super::params::{expect_str, json_object, model_name, stream, Wording};
 use super::{openai, Dialect, Transcode, Upstream, JSON, SSE};
 use crate::config::Config;
 use crate::error::ApiError;
@@ -55,7 +55,7 @@ impl Dialect for Completions {
         body: &[u8],
     ) -> Result<Upstream, ApiError> {
         let root = json_object(body)?;
-        let client_model = model_name(&root)?;
+        let client_model = model_name(&root, Wording::Named)?;
         let prompt = prompt_of(&root)?;
         if root.get("echo").and_then(Value::as_bool) == Some(true) {
             return Err(ApiError::invalid("echo", "echo is not supported by Ollama"));
@@ -76,32 +76,14 @@ impl Dialect for Completions {
                 "logprobs is not supported by this proxy",
             ));
         }
-        let stream = match root.get("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(ApiError::invalid("stream", "stream must be a boolean")),
-        };
-        let include_usage = stream
-            && root
-                .get("stream_options")
-                .and_then(|o| o.get("include_usage"))
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-        let (options, keep_alive) = sampling_options(&root)?;
+        let stream = stream(&root, Wording::Terse)?;
+        let include_usage = include_usage(&root, stream);
+        let (options, keep_alive) = Sampling::CHAT.read(&root)?;
         let model = config.resolve_model(&client_model).to_string();
-        let suffix = match root.get("suffix") {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            None | Some(Value::Null) | Some(Value::String(_)) => None,
-            Some(_) => return Err(ApiError::invalid("suffix", "suffix must be a string")),
-        };
-        let think = match root.get("think") {
-            Some(v) if !v.is_null() => {
-                Some(crate::native::think_from_value(v).ok_or_else(|| {
-                    ApiError::invalid("think", "think must be true, false, or a level")
-                })?)
-            }
-            _ => None,
-        };
+        let suffix = expect_str(&root, "suffix", Wording::Terse)?
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        let think = think(&root, ThinkFields::ThinkOnly)?;
         let req = GenerateRequest {
             model: model.clone(),
             prompt,

@@ -1,6 +1,6 @@
 //! OpenAI embeddings: `POST /v1/embeddings` → `/api/embed`.
 
-use super::params::{json_object, model_name};
+use super::params::{json_object, model_name, Wording};
 use super::{openai, Dialect, Render, Upstream, WholeBody, JSON};
 use crate::config::Config;
 use crate::error::ApiError;
@@ -25,7 +25,7 @@ impl Dialect for Embeddings {
         body: &[u8],
     ) -> Result<Upstream, ApiError> {
         let root = json_object(body)?;
-        let client_model = model_name(&root)?;
+        let client_model = model_name(&root, Wording::Named)?;
         let model = config.resolve_model(&client_model).to_string();
         let input = match root.get("input") {
             Some(Value::String(s)) => Value::String(s.clone()),

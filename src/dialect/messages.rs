@@ -45,7 +45,10 @@
 //! * **Model names.** Aliases first; a `claude*` name without one goes to
 //!   the layer's default model when set. Responses name the client's model.
 
-use super::params::{expect_integer, type_name};
+use super::params::{
+    self, expect_integer, expect_number, expect_object, json_object, list_error, model_name,
+    type_name, Wording,
+};
 use super::{ChatCall, Dialect, Transcode, Upstream, JSON};
 use crate::config::Config;
 use crate::error::{ApiError, BoxError, StreamError};
@@ -195,84 +198,13 @@ pub(crate) fn parse_request(
     body: &[u8],
     counting: bool,
 ) -> Result<Parsed, ApiError> {
-    let root: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid("body", format!("request body is not valid JSON: {e}")))?;
-    let Value::Object(mut root) = root else {
-        return Err(ApiError::invalid(
-            "body",
-            "request body must be a JSON object",
-        ));
-    };
-
-    let client_model = match root.remove("model") {
-        Some(Value::String(m)) if !m.trim().is_empty() => m,
-        Some(v) if !v.is_null() && !v.is_string() => {
-            return Err(ApiError::invalid(
-                "model",
-                format!("must be a string, got {}", type_name(&v)),
-            ))
-        }
-        _ => return Err(ApiError::invalid("model", "Field required")),
-    };
+    let mut root = json_object(body)?;
+    let client_model = model_name(&root, Wording::Bare)?;
     let model = resolve_model(config, &client_model);
-
-    let stream = if counting {
-        false
-    } else {
-        match root.get("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(v) => {
-                return Err(ApiError::invalid(
-                    "stream",
-                    format!("must be a boolean, got {}", type_name(v)),
-                ))
-            }
-        }
-    };
+    let stream = !counting && params::stream(&root, Wording::Bare)?;
 
     let mut native = ChatRequest::new(model, stream);
-
-    if !counting {
-        match expect_integer(&root, "max_tokens")? {
-            Some(n) if n >= 1 => {
-                native.options.insert("num_predict".into(), Value::from(n));
-            }
-            Some(_) => return Err(ApiError::invalid("max_tokens", "must be at least 1")),
-            None => return Err(ApiError::invalid("max_tokens", "Field required")),
-        }
-    }
-    for key in ["temperature", "top_p"] {
-        match root.get(key) {
-            None | Some(Value::Null) => {}
-            Some(v @ Value::Number(_)) => {
-                native.options.insert(key.into(), v.clone());
-            }
-            Some(v) => {
-                return Err(ApiError::invalid(
-                    key,
-                    format!("must be a number, got {}", type_name(v)),
-                ))
-            }
-        }
-    }
-    if let Some(k) = expect_integer(&root, "top_k")? {
-        native.options.insert("top_k".into(), Value::from(k));
-    }
-    match root.remove("stop_sequences") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
-            if !a.is_empty() {
-                native.options.insert("stop".into(), Value::Array(a));
-            }
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "stop_sequences",
-                "must be an array of strings",
-            ))
-        }
-    }
+    native.options = sampling_options(&mut root, counting)?;
 
     if let Some(system) = parse_system(root.remove("system"))? {
         native.messages.push(Message::new("system", system));
@@ -282,13 +214,7 @@ pub(crate) fn parse_request(
     native.think = parse_thinking(config, &root, &native.model)?;
 
     let tools = parse_tools(root.remove("tools"))?;
-    // Ollama cannot force a call: only `none` changes anything.
-    let choice_none = match root.get("tool_choice") {
-        Some(Value::Object(c)) => c.get("type").and_then(Value::as_str) == Some("none"),
-        Some(Value::String(s)) => s == "none",
-        _ => false,
-    };
-    if !tools.is_empty() && !choice_none {
+    if !tools.is_empty() && !tool_choice_none(&root) {
         native.tools = Some(tools);
     }
 
@@ -296,6 +222,57 @@ pub(crate) fn parse_request(
         native,
         client_model,
     })
+}
+
+/// `max_tokens` (required, except when counting tokens), `temperature`,
+/// `top_p`, `top_k` and `stop_sequences` as Ollama's `options`.
+fn sampling_options(
+    root: &mut Map<String, Value>,
+    counting: bool,
+) -> Result<Map<String, Value>, ApiError> {
+    let mut options = Map::new();
+    if !counting {
+        match expect_integer(root, "max_tokens", Wording::Named)? {
+            Some(n) if n >= 1 => {
+                options.insert("num_predict".into(), Value::from(n));
+            }
+            Some(_) => return Err(ApiError::invalid("max_tokens", "must be at least 1")),
+            None => return Err(Wording::Bare.required("max_tokens")),
+        }
+    }
+    for key in ["temperature", "top_p"] {
+        if let Some(v) = expect_number(root, key, Wording::Bare)? {
+            options.insert(key.into(), v);
+        }
+    }
+    if let Some(k) = expect_integer(root, "top_k", Wording::Named)? {
+        options.insert("top_k".into(), Value::from(k));
+    }
+    match root.remove("stop_sequences") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
+            if !a.is_empty() {
+                options.insert("stop".into(), Value::Array(a));
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "stop_sequences",
+                "must be an array of strings",
+            ))
+        }
+    }
+    Ok(options)
+}
+
+/// Whether `tool_choice` is `none`. Ollama cannot force a call: only `none`
+/// changes anything.
+fn tool_choice_none(root: &Map<String, Value>) -> bool {
+    match root.get("tool_choice") {
+        Some(Value::Object(c)) => c.get("type").and_then(Value::as_str) == Some("none"),
+        Some(Value::String(s)) => s == "none",
+        _ => false,
+    }
 }
 
 /// `system`: a string or a list of text blocks (their `cache_control` is
@@ -467,19 +444,7 @@ fn parse_messages(
 ) -> Result<(), ApiError> {
     let msgs = match v {
         Some(Value::Array(a)) if !a.is_empty() => a,
-        Some(Value::Array(_)) => {
-            return Err(ApiError::invalid(
-                "messages",
-                "must contain at least one message",
-            ))
-        }
-        None | Some(Value::Null) => return Err(ApiError::invalid("messages", "Field required")),
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "messages",
-                format!("must be an array, got {}", type_name(&v)),
-            ))
-        }
+        v => return Err(list_error(v.as_ref(), "messages", "message", Wording::Bare)),
     };
     out.reserve(msgs.len());
     // tool_use id → tool name, from earlier assistant turns.
@@ -672,27 +637,22 @@ fn parse_thinking(
     root: &Map<String, Value>,
     model: &str,
 ) -> Result<Option<Value>, ApiError> {
-    let thinking = match root.get("thinking") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(t)) => t,
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "thinking",
-                format!("must be an object, got {}", type_name(v)),
-            ))
-        }
+    let Some(thinking) = expect_object(root, "thinking", Wording::Bare)? else {
+        return Ok(None);
     };
     match thinking.get("type").and_then(Value::as_str) {
-        Some("enabled") => Ok(Some(match expect_integer(thinking, "budget_tokens") {
-            Ok(Some(b)) => think_from_budget(b),
-            Ok(None) => Value::Bool(true),
-            Err(_) => {
-                return Err(ApiError::invalid(
-                    "thinking.budget_tokens",
-                    "must be an integer",
-                ))
-            }
-        })),
+        Some("enabled") => Ok(Some(
+            match expect_integer(thinking, "budget_tokens", Wording::Named) {
+                Ok(Some(b)) => think_from_budget(b),
+                Ok(None) => Value::Bool(true),
+                Err(_) => {
+                    return Err(ApiError::invalid(
+                        "thinking.budget_tokens",
+                        "must be an integer",
+                    ))
+                }
+            },
+        )),
         Some("disabled") => Ok(Some(Value::Bool(false))),
         Some("adaptive") => {
             let effort = root

@@ -1,5 +1,8 @@
 //! Pieces shared by the OpenAI dialects (Chat Completions, Responses, legacy
-//! completions, embeddings, models): the error shape and its taxonomy.
+//! completions, embeddings, models): the error shape and its taxonomy here,
+//! request fields in [`request`].
+
+pub(crate) mod request;
 
 use crate::error::ApiError;
 use crate::json::write_str;
