@@ -4,6 +4,7 @@
 //! `chat.completion.chunk` server-sent events (or one `chat.completion`
 //! object when the client did not ask to stream).
 
+use super::openai::reply::{finish_reason, usage, write_usage};
 use super::openai::request::{include_usage, think, FormatField, Sampling, ThinkFields};
 use super::params::{
     json_object, list_error, model_name, parse_arguments, parse_content, stream, type_name,
@@ -14,7 +15,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::json::{write_str, write_u64};
 use crate::native::{ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
-use crate::ollama::{Done, Encoder, Event, ToolCall};
+use crate::ollama::{Encoder, Event, ToolCall};
 use crate::util::{random_id, unix_now};
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
@@ -324,14 +325,6 @@ impl ResponseHead {
     }
 }
 
-fn finish_reason(done: &Done<'_>, tool_calls: bool) -> &'static str {
-    match done.reason {
-        Some("length") => "length",
-        _ if tool_calls => "tool_calls",
-        _ => "stop",
-    }
-}
-
 fn tool_call_id(call: &ToolCall<'_>) -> String {
     match call.id {
         Some(id) => id.to_string(),
@@ -449,16 +442,6 @@ impl Encoder for StreamEncoder {
     }
 }
 
-fn write_usage(done: &Done<'_>, out: &mut BytesMut) {
-    out.extend_from_slice(b"{\"prompt_tokens\":");
-    write_u64(out, done.prompt_tokens);
-    out.extend_from_slice(b",\"completion_tokens\":");
-    write_u64(out, done.completion_tokens);
-    out.extend_from_slice(b",\"total_tokens\":");
-    write_u64(out, done.prompt_tokens + done.completion_tokens);
-    out.extend_from_slice(b"}");
-}
-
 /// Builds one `chat.completion` object.
 struct Collector {
     head: ResponseHead,
@@ -518,11 +501,7 @@ impl Encoder for Collector {
                         "logprobs": null,
                         "finish_reason": finish_reason(&done, has_calls),
                     }],
-                    "usage": {
-                        "prompt_tokens": done.prompt_tokens,
-                        "completion_tokens": done.completion_tokens,
-                        "total_tokens": done.prompt_tokens + done.completion_tokens,
-                    },
+                    "usage": usage(&done),
                 });
                 out.extend_from_slice(body.to_string().as_bytes());
             }

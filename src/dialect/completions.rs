@@ -1,6 +1,7 @@
 //! Legacy OpenAI completions: `POST /v1/completions` → `/api/generate`.
 //! Still used by editor plugins, fill-in-the-middle included (`suffix`).
 
+use super::openai::reply::{finish_reason, usage};
 use super::openai::request::{include_usage, think, Sampling, ThinkFields};
 use super::params::{expect_str, json_object, model_name, stream, Wording};
 use super::{openai, Dialect, Transcode, Upstream, JSON, SSE};
@@ -8,7 +9,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::json::{write_str, write_u64};
 use crate::native::GenerateRequest;
-use crate::ollama::{Decoder, Done, Encoder, Event};
+use crate::ollama::{Decoder, Encoder, Event};
 use crate::util::{random_id, unix_now};
 use bytes::{Bytes, BytesMut};
 use http::Method;
@@ -16,13 +17,6 @@ use serde_json::{json, Map, Value};
 
 /// The legacy completions dialect.
 pub(crate) struct Completions;
-
-fn finish_reason(done: &Done<'_>) -> &'static str {
-    match done.reason {
-        Some("length") => "length",
-        _ => "stop",
-    }
-}
 
 fn prompt_of(root: &Map<String, Value>) -> Result<String, ApiError> {
     match root.get("prompt") {
@@ -179,7 +173,7 @@ impl Encoder for StreamEncoder {
             Event::Heartbeat | Event::Thinking(_) | Event::ToolCall(_) => {}
             Event::Text(t) => self.choice(t, None, out),
             Event::Done(done) => {
-                self.choice("", Some(finish_reason(&done)), out);
+                self.choice("", Some(finish_reason(&done, false)), out);
                 if self.include_usage {
                     out.extend_from_slice(&self.prefix);
                     out.extend_from_slice(b"[],\"usage\":");
@@ -191,14 +185,6 @@ impl Encoder for StreamEncoder {
             Event::Error(message) => openai::write_upstream_error_event(message, out),
         }
     }
-}
-
-fn usage(done: &Done<'_>) -> Value {
-    json!({
-        "prompt_tokens": done.prompt_tokens,
-        "completion_tokens": done.completion_tokens,
-        "total_tokens": done.prompt_tokens + done.completion_tokens,
-    })
 }
 
 /// Builds one `text_completion` object.
@@ -221,7 +207,7 @@ impl Encoder for Collector {
                         "text": std::mem::take(&mut self.text),
                         "index": 0,
                         "logprobs": null,
-                        "finish_reason": finish_reason(&done),
+                        "finish_reason": finish_reason(&done, false),
                     }],
                     "usage": usage(&done),
                 });

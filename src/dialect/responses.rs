@@ -31,6 +31,7 @@
 //!   `web_search_call`, `custom_tool_call`, …), unknown content parts, and
 //!   every request field the dialect does not use.
 
+use super::openai::reply::total_tokens;
 use super::openai::request::{think, FormatField, Sampling, ThinkFields};
 use super::params::{
     expect_str, get, json_object, model_name, parse_arguments, parse_content, stream, type_name,
@@ -726,7 +727,7 @@ fn write_usage(out: &mut BytesMut, done: &Done<'_>) {
     out.extend_from_slice(b",\"input_tokens_details\":{\"cached_tokens\":0},\"output_tokens\":");
     write_u64(out, done.completion_tokens);
     out.extend_from_slice(b",\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":");
-    write_u64(out, done.prompt_tokens + done.completion_tokens);
+    write_u64(out, total_tokens(done));
     out.extend_from_slice(b"}");
 }
 

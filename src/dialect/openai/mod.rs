@@ -1,7 +1,8 @@
 //! Pieces shared by the OpenAI dialects (Chat Completions, Responses, legacy
 //! completions, embeddings, models): the error shape and its taxonomy here,
-//! request fields in [`request`].
+//! request fields in [`request`], answer pieces in [`reply`].
 
+pub(crate) mod reply;
 pub(crate) mod request;
 
 use crate::error::ApiError;
