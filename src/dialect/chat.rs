@@ -7,8 +7,8 @@
 use super::openai::reply::{finish_reason, usage, write_usage};
 use super::openai::request::{include_usage, think, FormatField, Sampling, ThinkFields};
 use super::params::{
-    json_object, list_error, model_name, parse_arguments, parse_content, stream, type_name,
-    UnknownParts, Wording,
+    as_tool, json_object, list_error, model_name, optional_array, parse_arguments, parse_content,
+    stream, UnknownParts, Wording,
 };
 use super::{openai, ChatCall, Dialect, Upstream};
 use crate::config::Config;
@@ -135,16 +135,7 @@ fn refuse_unsupported(root: &Map<String, Value>) -> Result<(), ApiError> {
 
 /// `tools`: function tools pass through; other kinds are dropped.
 pub(crate) fn parse_tools(v: Option<&Value>, param: &str) -> Result<Vec<Value>, ApiError> {
-    let tools = match v {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(a)) => a,
-        Some(v) => {
-            return Err(ApiError::invalid(
-                param,
-                format!("{param} must be an array, got {}", type_name(v)),
-            ))
-        }
-    };
+    let tools = optional_array(v, param, Wording::Named)?;
     let mut out = Vec::with_capacity(tools.len());
     for (i, tool) in tools.iter().enumerate() {
         let kind = tool
@@ -169,7 +160,7 @@ pub(crate) fn parse_tools(v: Option<&Value>, param: &str) -> Result<Vec<Value>, 
         }
         let mut f = function.clone();
         f.remove("strict");
-        out.push(json!({"type": "function", "function": f}));
+        out.push(as_tool(f));
     }
     Ok(out)
 }
@@ -178,10 +169,7 @@ fn parse_legacy_functions(v: Option<&Value>) -> Result<Vec<Value>, ApiError> {
     let Some(Value::Array(funcs)) = v else {
         return Ok(Vec::new());
     };
-    let wrapped: Vec<Value> = funcs
-        .iter()
-        .map(|f| json!({"type": "function", "function": f}))
-        .collect();
+    let wrapped: Vec<Value> = funcs.iter().map(|f| as_tool(f.clone())).collect();
     parse_tools(Some(&Value::Array(wrapped)), "functions")
 }
 

@@ -46,8 +46,8 @@
 //!   the layer's default model when set. Responses name the client's model.
 
 use super::params::{
-    self, expect_integer, expect_number, expect_object, json_object, list_error, model_name,
-    type_name, Wording,
+    self, expect_integer, expect_number, expect_object, function_tool, json_object, list_error,
+    model_name, type_name, Wording,
 };
 use super::{ChatCall, Dialect, Transcode, Upstream, JSON};
 use crate::config::Config;
@@ -687,12 +687,7 @@ fn parse_tools(v: Option<Value>) -> Result<Vec<Value>, ApiError> {
     let tools = match v {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(a)) => a,
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "tools",
-                format!("must be an array, got {}", type_name(&v)),
-            ))
-        }
+        Some(v) => return Err(Wording::Bare.wrong_type("tools", "an array", &v)),
     };
     let mut out = Vec::with_capacity(tools.len());
     for (i, tool) in tools.into_iter().enumerate() {
@@ -711,30 +706,14 @@ fn parse_tools(v: Option<Value>) -> Result<Vec<Value>, ApiError> {
         }
         let name = match tool.remove("name") {
             Some(Value::String(n)) if !n.is_empty() => n,
-            _ => {
-                return Err(ApiError::invalid(
-                    format!("tools.{i}.name"),
-                    "Field required",
-                ))
-            }
+            _ => return Err(Wording::Bare.required(&format!("tools.{i}.name"))),
         };
-        let parameters = match tool.remove("input_schema") {
-            Some(s @ Value::Object(_)) => s,
-            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
-            Some(v) => {
-                return Err(ApiError::invalid(
-                    format!("tools.{i}.input_schema"),
-                    format!("must be an object, got {}", type_name(&v)),
-                ))
-            }
-        };
-        let mut function = Map::with_capacity(3);
-        function.insert("name".into(), Value::String(name));
-        if let Some(d @ Value::String(_)) = tool.remove("description") {
-            function.insert("description".into(), d);
-        }
-        function.insert("parameters".into(), parameters);
-        out.push(json!({"type": "function", "function": function}));
+        out.push(function_tool(
+            name,
+            tool.remove("description"),
+            tool.remove("input_schema"),
+            |v| Wording::Bare.wrong_type(&format!("tools.{i}.input_schema"), "an object", v),
+        )?);
     }
     Ok(out)
 }

@@ -175,6 +175,47 @@ pub(crate) fn list_error(v: Option<&Value>, key: &str, noun: &str, wording: Word
     }
 }
 
+/// An optional array field (`tools`): empty when absent or null.
+pub(crate) fn optional_array<'a>(
+    v: Option<&'a Value>,
+    key: &str,
+    wording: Wording,
+) -> Result<&'a [Value], ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(a)) => Ok(a),
+        Some(v) => Err(wording.wrong_type(key, "an array", v)),
+    }
+}
+
+/// `{"type":"function","function":…}` around a native function.
+pub(crate) fn as_tool(function: impl Into<Value>) -> Value {
+    json!({"type": "function", "function": function.into()})
+}
+
+/// A native function tool named `name`. `description` is kept when it is a
+/// string; absent or null `parameters` become an empty object schema, and
+/// any other non-object is refused with the 400 `bad_parameters` makes.
+pub(crate) fn function_tool(
+    name: impl Into<String>,
+    description: Option<Value>,
+    parameters: Option<Value>,
+    bad_parameters: impl FnOnce(&Value) -> ApiError,
+) -> Result<Value, ApiError> {
+    let parameters = match parameters {
+        None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+        Some(p @ Value::Object(_)) => p,
+        Some(v) => return Err(bad_parameters(&v)),
+    };
+    let mut function = Map::with_capacity(3);
+    function.insert("name".into(), Value::String(name.into()));
+    if let Some(d @ Value::String(_)) = description {
+        function.insert("description".into(), d);
+    }
+    function.insert("parameters".into(), parameters);
+    Ok(as_tool(function))
+}
+
 /// Tool-call arguments as OpenAI clients send them back: a JSON string that
 /// encodes an object (`""` is `{}`), or already an object. Ollama needs the
 /// object.
@@ -355,6 +396,34 @@ mod tests {
         assert_eq!(e.message, "messages is required");
         let e = list_error(Some(&json!("x")), "messages", "message", Wording::Bare);
         assert_eq!(e.message, "must be an array, got a string");
+    }
+
+    #[test]
+    fn function_tools_have_one_shape() {
+        let t = function_tool("f", Some(json!(3)), None, |_| unreachable!()).unwrap();
+        assert_eq!(
+            t,
+            json!({"type": "function", "function": {"name": "f",
+                "parameters": {"type": "object", "properties": {}}}})
+        );
+        let t = function_tool(
+            "f",
+            Some(json!("d")),
+            Some(json!({"type": "object"})),
+            |_| unreachable!(),
+        )
+        .unwrap();
+        assert_eq!(t["function"]["description"], "d");
+        let e = function_tool("f", None, Some(json!([])), |v| {
+            Wording::Bare.wrong_type("tools.0.input_schema", "an object", v)
+        })
+        .unwrap_err();
+        assert_eq!(e.message, "must be an object, got an array");
+        let e = optional_array(Some(&json!({})), "tools", Wording::Named).unwrap_err();
+        assert_eq!(e.message, "tools must be an array, got an object");
+        assert!(optional_array(None, "tools", Wording::Named)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -34,8 +34,8 @@
 use super::openai::reply::total_tokens;
 use super::openai::request::{think, FormatField, Sampling, ThinkFields};
 use super::params::{
-    expect_str, get, json_object, model_name, parse_arguments, parse_content, stream, type_name,
-    UnknownParts, Wording,
+    expect_str, function_tool, get, json_object, model_name, optional_array, parse_arguments,
+    parse_content, stream, type_name, UnknownParts, Wording,
 };
 use super::{openai, ChatCall, Dialect, Upstream};
 use crate::config::Config;
@@ -179,26 +179,20 @@ fn native_function(tool: &Value, name: &str, param: &str) -> Result<Value, ApiEr
         Some(f @ Value::Object(_)) => f,
         _ => tool,
     };
-    let mut f = Map::new();
-    f.insert("name".into(), Value::from(name));
-    if let Some(d) = src.get("description").filter(|d| d.is_string()) {
-        f.insert("description".into(), d.clone());
-    }
-    let parameters = match src.get("parameters") {
-        None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
-        Some(p @ Value::Object(_)) => p.clone(),
-        Some(v) => {
-            return Err(ApiError::invalid(
+    function_tool(
+        name,
+        src.get("description").cloned(),
+        src.get("parameters").cloned(),
+        |v| {
+            ApiError::invalid(
                 format!("{param}.parameters"),
                 format!(
                     "function parameters must be a JSON Schema object, got {}",
                     type_name(v)
                 ),
-            ))
-        }
-    };
-    f.insert("parameters".into(), parameters);
-    Ok(json!({"type": "function", "function": f}))
+            )
+        },
+    )
 }
 
 fn function_name<'a>(tool: &'a Value, param: &str) -> Result<&'a str, ApiError> {
@@ -217,16 +211,7 @@ fn parse_tools(
 ) -> Result<(Vec<Value>, HashMap<String, (String, String)>), ApiError> {
     let mut out = Vec::new();
     let mut namespaced = HashMap::new();
-    let tools = match v {
-        None => return Ok((out, namespaced)),
-        Some(Value::Array(a)) => a,
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "tools",
-                format!("tools must be an array, got {}", type_name(v)),
-            ))
-        }
-    };
+    let tools = optional_array(v, "tools", Wording::Named)?;
     for (i, tool) in tools.iter().enumerate() {
         let param = format!("tools[{i}]");
         match tool
