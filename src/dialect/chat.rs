@@ -4,7 +4,7 @@
 //! `chat.completion.chunk` server-sent events (or one `chat.completion`
 //! object when the client did not ask to stream).
 
-use super::openai::reply::{finish_reason, usage, write_usage};
+use super::openai::reply::{finish_reason, usage, write_usage, Head};
 use super::openai::request::{include_usage, think, FormatField, Sampling, ThinkFields};
 use super::params::{
     as_tool, json_object, list_error, model_name, optional_array, parse_arguments, parse_content,
@@ -16,7 +16,7 @@ use crate::error::ApiError;
 use crate::json::{write_str, write_u64};
 use crate::native::{ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
 use crate::ollama::{Encoder, Event, ToolCall};
-use crate::util::{random_id, unix_now};
+use crate::util::random_id;
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -37,7 +37,7 @@ impl Dialect for ChatCompletions {
     ) -> Result<Upstream, ApiError> {
         let parsed = parse_request(config, body)?;
         let call = ChatCall::new(config, parsed.native, self.name())?;
-        let head = ResponseHead::new(&parsed.client_model);
+        let head = Head::new("chatcmpl-", &parsed.client_model);
         Ok(if call.stream {
             call.upstream(StreamEncoder::new(head, parsed.include_usage))
         } else {
@@ -296,23 +296,6 @@ fn assistant_thinking(m: &Map<String, Value>) -> Option<String> {
     (!text.is_empty()).then(|| text.concat())
 }
 
-/// What is constant for one response.
-struct ResponseHead {
-    id: String,
-    created: u64,
-    model: String,
-}
-
-impl ResponseHead {
-    fn new(model: &str) -> Self {
-        ResponseHead {
-            id: random_id("chatcmpl-", 24, true),
-            created: unix_now(),
-            model: model.to_string(),
-        }
-    }
-}
-
 fn tool_call_id(call: &ToolCall<'_>) -> String {
     match call.id {
         Some(id) => id.to_string(),
@@ -334,14 +317,8 @@ struct StreamEncoder {
 const CHUNK_SUFFIX: &[u8] = b",\"logprobs\":null,\"finish_reason\":null}]}\n\n";
 
 impl StreamEncoder {
-    fn new(head: ResponseHead, include_usage: bool) -> Self {
-        let mut common = BytesMut::new();
-        common.extend_from_slice(b"data: {\"id\":");
-        write_str(&mut common, &head.id);
-        common.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
-        write_u64(&mut common, head.created);
-        common.extend_from_slice(b",\"model\":");
-        write_str(&mut common, &head.model);
+    fn new(head: Head, include_usage: bool) -> Self {
+        let mut common = head.chunk_start("chat.completion.chunk");
         common.extend_from_slice(b",\"system_fingerprint\":\"fp_ollama\",");
         let mut chunk_prefix = common.to_vec();
         chunk_prefix.extend_from_slice(b"\"choices\":[{\"index\":0,\"delta\":");
@@ -432,14 +409,14 @@ impl Encoder for StreamEncoder {
 
 /// Builds one `chat.completion` object.
 struct Collector {
-    head: ResponseHead,
+    head: Head,
     text: String,
     reasoning: String,
     tool_calls: Vec<Value>,
 }
 
 impl Collector {
-    fn new(head: ResponseHead) -> Self {
+    fn new(head: Head) -> Self {
         Collector {
             head,
             text: String::new(),

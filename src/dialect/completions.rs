@@ -1,16 +1,15 @@
 //! Legacy OpenAI completions: `POST /v1/completions` → `/api/generate`.
 //! Still used by editor plugins, fill-in-the-middle included (`suffix`).
 
-use super::openai::reply::{finish_reason, usage};
+use super::openai::reply::{finish_reason, usage, Head};
 use super::openai::request::{include_usage, think, Sampling, ThinkFields};
 use super::params::{expect_str, json_object, model_name, stream, Wording};
 use super::{openai, Dialect, Transcode, Upstream, JSON, SSE};
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::json::{write_str, write_u64};
+use crate::json::write_str;
 use crate::native::GenerateRequest;
 use crate::ollama::{Decoder, Encoder, Event};
-use crate::util::{random_id, unix_now};
 use bytes::{Bytes, BytesMut};
 use http::Method;
 use serde_json::{json, Map, Value};
@@ -89,11 +88,7 @@ impl Dialect for Completions {
             stream,
         };
         let finished = req.finish(config)?;
-        let head = Head {
-            id: random_id("cmpl-", 24, true),
-            created: unix_now(),
-            model: client_model,
-        };
+        let head = Head::new("cmpl-", &client_model);
         let transcoder: Box<dyn Transcode> = if stream {
             Box::new(
                 Decoder::new(StreamEncoder::new(&head, include_usage), false)
@@ -122,12 +117,6 @@ impl Dialect for Completions {
     }
 }
 
-struct Head {
-    id: String,
-    created: u64,
-    model: String,
-}
-
 /// Streams `text_completion` chunks.
 struct StreamEncoder {
     prefix: Vec<u8>,
@@ -136,13 +125,7 @@ struct StreamEncoder {
 
 impl StreamEncoder {
     fn new(head: &Head, include_usage: bool) -> Self {
-        let mut p = BytesMut::new();
-        p.extend_from_slice(b"data: {\"id\":");
-        write_str(&mut p, &head.id);
-        p.extend_from_slice(b",\"object\":\"text_completion\",\"created\":");
-        write_u64(&mut p, head.created);
-        p.extend_from_slice(b",\"model\":");
-        write_str(&mut p, &head.model);
+        let mut p = head.chunk_start("text_completion");
         p.extend_from_slice(b",\"choices\":");
         StreamEncoder {
             prefix: p.to_vec(),

@@ -118,12 +118,8 @@ struct EmbedTranscoder {
 
 impl Render for EmbedTranscoder {
     fn render(&mut self, line: &[u8], out: &mut BytesMut) {
-        let embed: Embed = match serde_json::from_slice(line) {
-            Ok(e) => e,
-            Err(e) => {
-                openai::write_unexpected_answer("embedding response", &e, out);
-                return;
-            }
+        let Some(embed) = openai::read_answer::<Embed>(line, "embedding response", out) else {
+            return;
         };
         let data: Vec<Value> = embed
             .embeddings

@@ -120,12 +120,8 @@ struct ListTranscoder {
 
 impl Render for ListTranscoder {
     fn render(&mut self, body: &[u8], out: &mut BytesMut) {
-        let tags: Tags = match serde_json::from_slice(body) {
-            Ok(t) => t,
-            Err(e) => {
-                openai::write_unexpected_answer("model list", &e, out);
-                return;
-            }
+        let Some(tags) = openai::read_answer::<Tags>(body, "model list", out) else {
+            return;
         };
         let mut data: Vec<Value> = tags
             .models

@@ -67,14 +67,24 @@ pub(crate) fn write_upstream_error_event(message: &str, out: &mut BytesMut) {
     out.extend_from_slice(b"\n\n");
 }
 
-/// Writes a 502 for an upstream answer we could not read (`what` says
-/// which, e.g. "embedding response"), as the whole answer.
-pub(crate) fn write_unexpected_answer(what: &str, error: &serde_json::Error, out: &mut BytesMut) {
-    let err = ApiError::new(
-        StatusCode::BAD_GATEWAY,
-        format!("Ollama sent an unexpected {what}: {error}"),
-    );
-    write_error_object(&err, out);
+/// Ollama's whole answer as a `T`; when it is not one, writes a 502 naming
+/// `what` (e.g. "embedding response") as the whole answer instead.
+pub(crate) fn read_answer<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+    out: &mut BytesMut,
+) -> Option<T> {
+    match serde_json::from_slice(body) {
+        Ok(answer) => Some(answer),
+        Err(e) => {
+            let err = ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("Ollama sent an unexpected {what}: {e}"),
+            );
+            write_error_object(&err, out);
+            None
+        }
+    }
 }
 
 #[cfg(test)]

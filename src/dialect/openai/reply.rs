@@ -1,10 +1,45 @@
 //! Pieces of the answers the OpenAI dialects write: finish reasons and
 //! token usage.
 
-use crate::json::write_u64;
+use crate::json::{write_str, write_u64};
 use crate::ollama::Done;
+use crate::util::{random_id, unix_now};
 use bytes::BytesMut;
 use serde_json::{json, Value};
+
+/// What is constant for one answer: its id, when it was made, and the model
+/// name the client asked for.
+pub(crate) struct Head {
+    pub(crate) id: String,
+    pub(crate) created: u64,
+    pub(crate) model: String,
+}
+
+impl Head {
+    /// A fresh head whose id starts with `prefix` (`chatcmpl-`, `cmpl-`).
+    pub(crate) fn new(prefix: &str, model: &str) -> Self {
+        Head {
+            id: random_id(prefix, 24, true),
+            created: unix_now(),
+            model: model.to_string(),
+        }
+    }
+
+    /// `data: {"id":…,"object":<object>,"created":…,"model":…`: how every
+    /// streamed chunk of this answer starts.
+    pub(crate) fn chunk_start(&self, object: &str) -> BytesMut {
+        let mut out = BytesMut::with_capacity(128);
+        out.extend_from_slice(b"data: {\"id\":");
+        write_str(&mut out, &self.id);
+        out.extend_from_slice(b",\"object\":");
+        write_str(&mut out, object);
+        out.extend_from_slice(b",\"created\":");
+        write_u64(&mut out, self.created);
+        out.extend_from_slice(b",\"model\":");
+        write_str(&mut out, &self.model);
+        out
+    }
+}
 
 /// A choice's `finish_reason`: `length` when the token limit cut the
 /// answer, else `tool_calls` when the model called tools, else `stop`.
@@ -53,6 +88,19 @@ mod tests {
             prompt_tokens: prompt,
             completion_tokens: completion,
         }
+    }
+
+    #[test]
+    fn chunks_start_with_the_head() {
+        let head = Head::new("cmpl-", "m");
+        assert!(head.id.starts_with("cmpl-"));
+        let mut start = head.chunk_start("text_completion");
+        start.extend_from_slice(b"}");
+        let v: Value = serde_json::from_slice(&start[b"data: ".len()..]).unwrap();
+        assert_eq!(
+            v,
+            json!({"id": head.id, "object": "text_completion", "created": head.created, "model": "m"})
+        );
     }
 
     #[test]
