@@ -207,8 +207,7 @@ mod tests {
     use super::*;
 
     fn prepare(body: Value) -> Result<Upstream, ApiError> {
-        let (parts, _) = http::Request::new(()).into_parts();
-        Completions.prepare(&Config::default(), &parts, body.to_string().as_bytes())
+        crate::dialect::params::prepare_json(&Completions, body)
     }
 
     #[test]

@@ -152,8 +152,7 @@ mod tests {
     use crate::dialect::Transcode;
 
     fn prepare(body: Value) -> Result<Upstream, ApiError> {
-        let (parts, _) = http::Request::new(()).into_parts();
-        Embeddings.prepare(&Config::default(), &parts, body.to_string().as_bytes())
+        crate::dialect::params::prepare_json(&Embeddings, body)
     }
 
     #[test]

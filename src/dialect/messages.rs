@@ -825,6 +825,11 @@ impl StreamEncoder {
             out.extend_from_slice(b"}");
             out.extend_from_slice(END);
         }
+        self.stop_block(out);
+    }
+
+    /// `content_block_stop` for the block at `index`, and the next index.
+    fn stop_block(&mut self, out: &mut BytesMut) {
         out.extend_from_slice(BLOCK_STOP);
         write_u64(out, self.index);
         out.extend_from_slice(END);
@@ -911,10 +916,7 @@ impl Encoder for StreamEncoder {
                 write_str(out, call.arguments);
                 out.extend_from_slice(b"}");
                 out.extend_from_slice(END);
-                out.extend_from_slice(BLOCK_STOP);
-                write_u64(out, self.index);
-                out.extend_from_slice(END);
-                self.index += 1;
+                self.stop_block(out);
             }
             Event::Done(done) => {
                 self.close(out);

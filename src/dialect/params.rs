@@ -354,6 +354,21 @@ pub(crate) fn parse_content(
     Ok(texts.join("\n"))
 }
 
+/// `dialect.prepare` for a JSON body, with the default config and empty
+/// request parts: the usual first step of a dialect's tests.
+#[cfg(test)]
+pub(crate) fn prepare_json(
+    dialect: &dyn super::Dialect,
+    body: Value,
+) -> Result<super::Upstream, ApiError> {
+    let (parts, _) = http::Request::new(()).into_parts();
+    dialect.prepare(
+        &crate::config::Config::default(),
+        &parts,
+        body.to_string().as_bytes(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
