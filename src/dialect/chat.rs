@@ -182,102 +182,133 @@ fn parse_messages(v: Option<&Value>) -> Result<Vec<Message>, ApiError> {
     // tool_call_id → function name, from earlier assistant turns.
     let mut call_names: HashMap<String, String> = HashMap::new();
     for (i, m) in msgs.iter().enumerate() {
-        let p = format!("messages[{i}]");
-        let Value::Object(m) = m else {
-            return Err(ApiError::invalid(p, "each message must be an object"));
-        };
-        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
-        let mut images = Vec::new();
-        let content = parse_content(
-            m.get("content"),
-            &format!("{p}.content"),
-            &mut images,
-            UnknownParts::Reject,
-        )?;
-        let mut msg = match role {
-            "system" | "developer" => Message::new("system", content),
-            "user" => Message::new("user", content),
-            "assistant" => {
-                let mut msg = Message::new("assistant", content);
-                msg.thinking = assistant_thinking(m);
-                if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
-                    for (j, call) in calls.iter().enumerate() {
-                        let f = call.get("function");
-                        let name = f
-                            .and_then(|f| f.get("name"))
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| {
-                                ApiError::invalid(
-                                    format!("{p}.tool_calls[{j}].function.name"),
-                                    format!("message {i}: tool call {j} has no function name"),
-                                )
-                            })?;
-                        let arguments = parse_arguments(
-                            f.and_then(|f| f.get("arguments")),
-                            &format!("{p}.tool_calls[{j}].function.arguments"),
-                        )
-                        .map_err(|mut e| {
-                            e.message = format!("message {i}: {}", e.message);
-                            e
-                        })?;
-                        let id = call.get("id").and_then(Value::as_str).map(str::to_string);
-                        if let Some(id) = &id {
-                            call_names.insert(id.clone(), name.to_string());
-                        }
-                        msg.tool_calls.push(NativeToolCall {
-                            id,
-                            function: ToolFunction {
-                                name: name.to_string(),
-                                arguments,
-                            },
-                        });
-                    }
-                }
-                if let Some(Value::Object(fc)) = m.get("function_call") {
-                    let name = fc.get("name").and_then(Value::as_str).unwrap_or("");
-                    let arguments = parse_arguments(
-                        fc.get("arguments"),
-                        &format!("{p}.function_call.arguments"),
-                    )?;
-                    msg.tool_calls.push(NativeToolCall {
-                        id: None,
-                        function: ToolFunction {
-                            name: name.to_string(),
-                            arguments,
-                        },
-                    });
-                }
-                msg
-            }
-            "tool" | "function" => {
-                let mut msg = Message::new("tool", content);
-                let id = m.get("tool_call_id").and_then(Value::as_str);
-                let name = m
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .or_else(|| id.and_then(|id| call_names.get(id).cloned()));
-                msg.tool_name = name;
-                msg.tool_call_id = id.map(str::to_string);
-                msg
-            }
-            "" => {
-                return Err(ApiError::invalid(
-                    format!("{p}.role"),
-                    "message role is required",
-                ))
-            }
-            other => {
-                return Err(ApiError::invalid(
-                    format!("{p}.role"),
-                    format!("unsupported message role {other:?}"),
-                ))
-            }
-        };
-        msg.images = images;
-        out.push(msg);
+        out.push(parse_message(i, m, &mut call_names)?);
     }
     Ok(out)
+}
+
+/// `messages[i]` as a native message. `call_names` maps tool call ids to
+/// function names: assistant turns add to it, tool turns look names up.
+fn parse_message(
+    i: usize,
+    m: &Value,
+    call_names: &mut HashMap<String, String>,
+) -> Result<Message, ApiError> {
+    let p = format!("messages[{i}]");
+    let Value::Object(m) = m else {
+        return Err(ApiError::invalid(p, "each message must be an object"));
+    };
+    let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+    let mut images = Vec::new();
+    let content = parse_content(
+        m.get("content"),
+        &format!("{p}.content"),
+        &mut images,
+        UnknownParts::Reject,
+    )?;
+    let mut msg = match role {
+        "system" | "developer" => Message::new("system", content),
+        "user" => Message::new("user", content),
+        "assistant" => assistant_message(i, m, content, call_names)?,
+        "tool" | "function" => tool_message(m, content, call_names),
+        "" => {
+            return Err(ApiError::invalid(
+                format!("{p}.role"),
+                "message role is required",
+            ))
+        }
+        other => {
+            return Err(ApiError::invalid(
+                format!("{p}.role"),
+                format!("unsupported message role {other:?}"),
+            ))
+        }
+    };
+    msg.images = images;
+    Ok(msg)
+}
+
+/// An assistant turn `messages[i]`: its text, earlier reasoning, and tool
+/// calls (`tool_calls`, or the legacy `function_call`).
+fn assistant_message(
+    i: usize,
+    m: &Map<String, Value>,
+    content: String,
+    call_names: &mut HashMap<String, String>,
+) -> Result<Message, ApiError> {
+    let p = format!("messages[{i}]");
+    let mut msg = Message::new("assistant", content);
+    msg.thinking = assistant_thinking(m);
+    if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
+        for (j, call) in calls.iter().enumerate() {
+            let call = tool_call(i, j, call)?;
+            if let Some(id) = &call.id {
+                call_names.insert(id.clone(), call.function.name.clone());
+            }
+            msg.tool_calls.push(call);
+        }
+    }
+    if let Some(Value::Object(fc)) = m.get("function_call") {
+        let name = fc.get("name").and_then(Value::as_str).unwrap_or("");
+        let arguments =
+            parse_arguments(fc.get("arguments"), &format!("{p}.function_call.arguments"))?;
+        msg.tool_calls.push(NativeToolCall {
+            id: None,
+            function: ToolFunction {
+                name: name.to_string(),
+                arguments,
+            },
+        });
+    }
+    Ok(msg)
+}
+
+/// `messages[i].tool_calls[j]` as a native tool call.
+fn tool_call(i: usize, j: usize, call: &Value) -> Result<NativeToolCall, ApiError> {
+    let p = format!("messages[{i}].tool_calls[{j}].function");
+    let f = call.get("function");
+    let name = f
+        .and_then(|f| f.get("name"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                format!("{p}.name"),
+                format!("message {i}: tool call {j} has no function name"),
+            )
+        })?;
+    let arguments = parse_arguments(
+        f.and_then(|f| f.get("arguments")),
+        &format!("{p}.arguments"),
+    )
+    .map_err(|mut e| {
+        e.message = format!("message {i}: {}", e.message);
+        e
+    })?;
+    Ok(NativeToolCall {
+        id: call.get("id").and_then(Value::as_str).map(str::to_string),
+        function: ToolFunction {
+            name: name.to_string(),
+            arguments,
+        },
+    })
+}
+
+/// A tool turn: its name comes from the message or from the assistant
+/// call it answers.
+fn tool_message(
+    m: &Map<String, Value>,
+    content: String,
+    call_names: &HashMap<String, String>,
+) -> Message {
+    let mut msg = Message::new("tool", content);
+    let id = m.get("tool_call_id").and_then(Value::as_str);
+    msg.tool_name = m
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| id.and_then(|id| call_names.get(id).cloned()));
+    msg.tool_call_id = id.map(str::to_string);
+    msg
 }
 
 /// Earlier reasoning on an assistant turn, in any spelling clients use.
