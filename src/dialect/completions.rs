@@ -205,14 +205,12 @@ impl Encoder for Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn prepare(body: Value) -> Result<Upstream, ApiError> {
-        crate::dialect::params::prepare_json(&Completions, body)
-    }
+    use crate::dialect::params::{assert_refused, prepare_json};
 
     #[test]
     fn maps_fill_in_the_middle() {
-        let up = prepare(
+        let up = prepare_json(
+            &Completions,
             json!({"model": "qwen3", "prompt": "def f(", "suffix": "\n    return x",
             "max_tokens": 16, "temperature": 0.2, "stop": ["\n\n"], "seed": 1}),
         )
@@ -230,30 +228,33 @@ mod tests {
 
     #[test]
     fn refuses_what_ollama_cannot_do() {
-        for (body, param) in [
-            (json!({"model": "m", "prompt": "a", "echo": true}), "echo"),
-            (json!({"model": "m", "prompt": "a", "n": 3}), "n"),
-            (
-                json!({"model": "m", "prompt": "a", "best_of": 2}),
-                "best_of",
-            ),
-            (json!({"model": "m", "prompt": [1, 2]}), "prompt"),
-            (json!({"model": "m", "prompt": ["a", "b"]}), "prompt"),
-            (json!({"model": "m"}), "prompt"),
-            (
-                json!({"model": "m", "prompt": "a", "logprobs": 2}),
-                "logprobs",
-            ),
-        ] {
-            let e = prepare(body).err().unwrap();
-            assert_eq!(e.param.as_deref(), Some(param));
-        }
+        assert_refused(
+            &Completions,
+            [
+                (json!({"model": "m", "prompt": "a", "echo": true}), "echo"),
+                (json!({"model": "m", "prompt": "a", "n": 3}), "n"),
+                (
+                    json!({"model": "m", "prompt": "a", "best_of": 2}),
+                    "best_of",
+                ),
+                (json!({"model": "m", "prompt": [1, 2]}), "prompt"),
+                (json!({"model": "m", "prompt": ["a", "b"]}), "prompt"),
+                (json!({"model": "m"}), "prompt"),
+                (
+                    json!({"model": "m", "prompt": "a", "logprobs": 2}),
+                    "logprobs",
+                ),
+            ],
+        );
     }
 
     #[test]
     fn streams_text_completion_chunks() {
-        let mut up = prepare(json!({"model": "m", "prompt": "a", "stream": true,
-            "stream_options": {"include_usage": true}}))
+        let mut up = prepare_json(
+            &Completions,
+            json!({"model": "m", "prompt": "a", "stream": true,
+            "stream_options": {"include_usage": true}}),
+        )
         .unwrap();
         let mut out = BytesMut::new();
         up.transcoder

@@ -149,38 +149,37 @@ impl Render for EmbedTranscoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dialect::params::{assert_refused, prepare_json};
     use crate::dialect::Transcode;
-
-    fn prepare(body: Value) -> Result<Upstream, ApiError> {
-        crate::dialect::params::prepare_json(&Embeddings, body)
-    }
 
     #[test]
     fn maps_the_request() {
-        let up =
-            prepare(json!({"model": "nomic-embed-text", "input": ["a", "b"], "dimensions": 4}))
-                .unwrap();
+        let up = prepare_json(
+            &Embeddings,
+            json!({"model": "nomic-embed-text", "input": ["a", "b"], "dimensions": 4}),
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&up.body).unwrap();
         assert_eq!(
             v,
             json!({"model": "nomic-embed-text", "input": ["a", "b"], "dimensions": 4})
         );
-        for (body, param) in [
-            (json!({"input": "a"}), "model"),
-            (json!({"model": "m", "input": [1, 2]}), "input"),
-            (json!({"model": "m", "input": []}), "input"),
-            (
-                json!({"model": "m", "input": "a", "encoding_format": "hex"}),
-                "encoding_format",
-            ),
-            (
-                json!({"model": "m", "input": "a", "dimensions": 0}),
-                "dimensions",
-            ),
-        ] {
-            let e = prepare(body).err().unwrap();
-            assert_eq!(e.param.as_deref(), Some(param));
-        }
+        assert_refused(
+            &Embeddings,
+            [
+                (json!({"input": "a"}), "model"),
+                (json!({"model": "m", "input": [1, 2]}), "input"),
+                (json!({"model": "m", "input": []}), "input"),
+                (
+                    json!({"model": "m", "input": "a", "encoding_format": "hex"}),
+                    "encoding_format",
+                ),
+                (
+                    json!({"model": "m", "input": "a", "dimensions": 0}),
+                    "dimensions",
+                ),
+            ],
+        );
     }
 
     #[test]

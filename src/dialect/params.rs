@@ -369,6 +369,18 @@ pub(crate) fn prepare_json(
     )
 }
 
+/// Asserts that `dialect` refuses each body with an error naming its param.
+#[cfg(test)]
+pub(crate) fn assert_refused<'a>(
+    dialect: &dyn super::Dialect,
+    cases: impl IntoIterator<Item = (Value, &'a str)>,
+) {
+    for (body, param) in cases {
+        let e = prepare_json(dialect, body).err().unwrap();
+        assert_eq!(e.param.as_deref(), Some(param));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
