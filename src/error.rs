@@ -43,32 +43,6 @@ impl ApiError {
         self.code = Some(code);
         self
     }
-
-    /// OpenAI's `error.type` for this status.
-    pub(crate) fn openai_type(&self) -> &'static str {
-        match self.status.as_u16() {
-            400 | 413 | 422 => "invalid_request_error",
-            401 => "authentication_error",
-            403 => "permission_error",
-            404 => "not_found_error",
-            429 => "rate_limit_error",
-            _ => "api_error",
-        }
-    }
-
-    /// Anthropic's `error.type` for this status.
-    pub(crate) fn anthropic_type(&self) -> &'static str {
-        match self.status.as_u16() {
-            400 | 422 => "invalid_request_error",
-            401 => "authentication_error",
-            403 => "permission_error",
-            404 => "not_found_error",
-            413 => "request_too_large",
-            429 => "rate_limit_error",
-            503 | 529 => "overloaded_error",
-            _ => "api_error",
-        }
-    }
 }
 
 impl fmt::Display for ApiError {

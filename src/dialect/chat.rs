@@ -4,17 +4,19 @@
 //! `chat.completion.chunk` server-sent events (or one `chat.completion`
 //! object when the client did not ask to stream).
 
-use super::native::{self, ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
+use super::native::{ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
+use super::openai::reply::{finish_reason, usage, write_usage, Head};
+use super::openai::request::{include_usage, think, FormatField, Sampling, ThinkFields};
 use super::params::{
-    expect_integer, expect_number, json_object, model_name, parse_arguments, parse_content,
-    type_name, UnknownParts,
+    as_tool, json_object, list_error, model_name, optional_array, parse_arguments, parse_content,
+    stream, UnknownParts, Wording,
 };
 use super::{openai, ChatCall, Dialect, Upstream};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::json::{write_str, write_u64};
-use crate::ollama::{Done, Encoder, Event, ToolCall};
-use crate::util::{random_id, unix_now};
+use crate::ollama::{Encoder, Event, ToolCall};
+use crate::util::random_id;
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -35,7 +37,7 @@ impl Dialect for ChatCompletions {
     ) -> Result<Upstream, ApiError> {
         let parsed = parse_request(config, body)?;
         let call = ChatCall::new(config, parsed.native, self.name())?;
-        let head = ResponseHead::new(&parsed.client_model);
+        let head = Head::new("chatcmpl-", &parsed.client_model);
         Ok(if call.stream {
             call.upstream(StreamEncoder::new(head, parsed.include_usage))
         } else {
@@ -59,37 +61,23 @@ pub(crate) struct Parsed {
 /// Parses a Chat Completions request body into a native request.
 pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiError> {
     let root = json_object(body)?;
-    let client_model = model_name(&root)?;
+    let client_model = model_name(&root, Wording::Named)?;
     let model = config.resolve_model(&client_model).to_string();
 
-    let stream = match root.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "stream",
-                format!("stream must be a boolean, got {}", type_name(v)),
-            ))
-        }
-    };
-    let include_usage = stream
-        && root
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+    let stream = stream(&root, Wording::Named)?;
+    let include_usage = include_usage(&root, stream);
 
     refuse_unsupported(&root)?;
 
     let mut native = ChatRequest::new(model, stream);
     native.messages = parse_messages(root.get("messages"))?;
 
-    let (options, keep_alive) = sampling_options(&root)?;
+    let (options, keep_alive) = Sampling::CHAT.read(&root)?;
     native.options = options;
     native.keep_alive = keep_alive;
 
-    native.format = parse_response_format(root.get("response_format"))?;
-    native.think = parse_think(&root)?;
+    native.format = FormatField::CHAT.read(root.get("response_format"))?;
+    native.think = think(&root, ThinkFields::Chat)?;
 
     let tool_choice_none = matches!(root.get("tool_choice"), Some(Value::String(s)) if s == "none");
     let mut tools = parse_tools(root.get("tools"), "tools")?;
@@ -105,94 +93,6 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
         client_model,
         include_usage,
     })
-}
-
-/// `options`, the sampling fields and the native extras (`top_k`, `num_ctx`,
-/// `keep_alive`, …) shared by the OpenAI text dialects: the client's
-/// `options` object first, then the standard fields on top.
-pub(crate) fn sampling_options(
-    root: &Map<String, Value>,
-) -> Result<(Map<String, Value>, Option<Value>), ApiError> {
-    let mut options = Map::new();
-    let mut keep_alive = None;
-    // Options: the client's `options` object first, then the standard
-    // fields on top (they are the more specific spelling).
-    if let Some(opts) = root.get("options") {
-        match opts {
-            Value::Object(o) => {
-                for (k, v) in o {
-                    options.insert(k.clone(), v.clone());
-                }
-            }
-            Value::Null => {}
-            v => {
-                return Err(ApiError::invalid(
-                    "options",
-                    format!("options must be an object, got {}", type_name(v)),
-                ))
-            }
-        }
-    }
-    let max = match expect_integer(root, "max_completion_tokens")? {
-        Some(n) => Some((n, "max_completion_tokens")),
-        None => expect_integer(root, "max_tokens")?.map(|n| (n, "max_tokens")),
-    };
-    if let Some((n, key)) = max {
-        if n < 1 {
-            return Err(ApiError::invalid(key, format!("{key} must be at least 1")));
-        }
-        options.insert("num_predict".into(), Value::from(n));
-    }
-    for key in [
-        "temperature",
-        "top_p",
-        "presence_penalty",
-        "frequency_penalty",
-        "min_p",
-        "repeat_penalty",
-        "typical_p",
-    ] {
-        if let Some(v) = expect_number(root, key)? {
-            options.insert(key.into(), v);
-        }
-    }
-    for key in ["seed", "top_k", "num_ctx", "repeat_last_n", "num_keep"] {
-        if let Some(v) = expect_integer(root, key)? {
-            options.insert(key.into(), Value::from(v));
-        }
-    }
-    match root.get("stop") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => {
-            options.insert("stop".into(), json!([s]));
-        }
-        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
-            if !a.is_empty() {
-                options.insert("stop".into(), Value::Array(a.clone()));
-            }
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "stop",
-                "stop must be a string or an array of strings",
-            ))
-        }
-    }
-    match root.get("keep_alive") {
-        None | Some(Value::Null) => {}
-        Some(v @ (Value::String(_) | Value::Number(_))) => keep_alive = Some(v.clone()),
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "keep_alive",
-                format!(
-                    "keep_alive must be a duration string or a number of seconds, got {}",
-                    type_name(v)
-                ),
-            ))
-        }
-    }
-
-    Ok((options, keep_alive))
 }
 
 /// Parameters Ollama cannot honour: refuse them rather than ignore them.
@@ -233,73 +133,9 @@ fn refuse_unsupported(root: &Map<String, Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn parse_think(root: &Map<String, Value>) -> Result<Option<Value>, ApiError> {
-    if let Some(v) = root.get("think").filter(|v| !v.is_null()) {
-        return native::think_from_value(v).map(Some).ok_or_else(|| {
-            ApiError::invalid(
-                "think",
-                "think must be true, false, or one of \"low\", \"medium\", \"high\", \"max\"",
-            )
-        });
-    }
-    // `reasoning: {"effort"}` (Responses style, sent by some clients) wins
-    // over `reasoning_effort`, as in Ollama's own layer.
-    let (param, effort) = match (root.get("reasoning"), root.get("reasoning_effort")) {
-        (Some(Value::Object(r)), _) if r.get("effort").is_some_and(|e| !e.is_null()) => {
-            ("reasoning.effort", r.get("effort"))
-        }
-        (_, Some(Value::Object(r))) => ("reasoning_effort.effort", r.get("effort")),
-        (_, e) => ("reasoning_effort", e),
-    };
-    match effort {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => native::think_from_effort(s).map(Some).ok_or_else(|| {
-            ApiError::invalid(
-                param,
-                format!("unknown reasoning effort {s:?} (expected none, minimal, low, medium, high, xhigh or max)"),
-            )
-        }),
-        Some(v) => Err(ApiError::invalid(
-            param,
-            format!("reasoning effort must be a string, got {}", type_name(v)),
-        )),
-    }
-}
-
-fn parse_response_format(v: Option<&Value>) -> Result<Option<Value>, ApiError> {
-    let Some(v) = v.filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
-    match kind {
-        "text" => Ok(None),
-        "json_object" => Ok(Some(Value::from("json"))),
-        "json_schema" => match v.get("json_schema").and_then(|s| s.get("schema")) {
-            Some(schema @ Value::Object(_)) => Ok(Some(schema.clone())),
-            _ => Err(ApiError::invalid(
-                "response_format.json_schema.schema",
-                "response_format json_schema needs a schema object",
-            )),
-        },
-        other => Err(ApiError::invalid(
-            "response_format.type",
-            format!("unsupported response_format type {other:?} (expected text, json_object or json_schema)"),
-        )),
-    }
-}
-
 /// `tools`: function tools pass through; other kinds are dropped.
 pub(crate) fn parse_tools(v: Option<&Value>, param: &str) -> Result<Vec<Value>, ApiError> {
-    let tools = match v {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(a)) => a,
-        Some(v) => {
-            return Err(ApiError::invalid(
-                param,
-                format!("{param} must be an array, got {}", type_name(v)),
-            ))
-        }
-    };
+    let tools = optional_array(v, param, Wording::Named)?;
     let mut out = Vec::with_capacity(tools.len());
     for (i, tool) in tools.iter().enumerate() {
         let kind = tool
@@ -324,7 +160,7 @@ pub(crate) fn parse_tools(v: Option<&Value>, param: &str) -> Result<Vec<Value>, 
         }
         let mut f = function.clone();
         f.remove("strict");
-        out.push(json!({"type": "function", "function": f}));
+        out.push(as_tool(f));
     }
     Ok(out)
 }
@@ -333,132 +169,146 @@ fn parse_legacy_functions(v: Option<&Value>) -> Result<Vec<Value>, ApiError> {
     let Some(Value::Array(funcs)) = v else {
         return Ok(Vec::new());
     };
-    let wrapped: Vec<Value> = funcs
-        .iter()
-        .map(|f| json!({"type": "function", "function": f}))
-        .collect();
+    let wrapped: Vec<Value> = funcs.iter().map(|f| as_tool(f.clone())).collect();
     parse_tools(Some(&Value::Array(wrapped)), "functions")
 }
 
 fn parse_messages(v: Option<&Value>) -> Result<Vec<Message>, ApiError> {
     let msgs = match v {
         Some(Value::Array(a)) if !a.is_empty() => a,
-        Some(Value::Array(_)) => {
-            return Err(ApiError::invalid(
-                "messages",
-                "messages must contain at least one message",
-            ))
-        }
-        None | Some(Value::Null) => {
-            return Err(ApiError::invalid("messages", "messages is required"))
-        }
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "messages",
-                format!("messages must be an array, got {}", type_name(v)),
-            ))
-        }
+        v => return Err(list_error(v, "messages", "message", Wording::Named)),
     };
     let mut out = Vec::with_capacity(msgs.len());
     // tool_call_id → function name, from earlier assistant turns.
     let mut call_names: HashMap<String, String> = HashMap::new();
     for (i, m) in msgs.iter().enumerate() {
-        let p = format!("messages[{i}]");
-        let Value::Object(m) = m else {
-            return Err(ApiError::invalid(p, "each message must be an object"));
-        };
-        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
-        let mut images = Vec::new();
-        let content = parse_content(
-            m.get("content"),
-            &format!("{p}.content"),
-            &mut images,
-            UnknownParts::Reject,
-        )?;
-        let mut msg = match role {
-            "system" | "developer" => Message::new("system", content),
-            "user" => Message::new("user", content),
-            "assistant" => {
-                let mut msg = Message::new("assistant", content);
-                msg.thinking = assistant_thinking(m);
-                if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
-                    for (j, call) in calls.iter().enumerate() {
-                        let f = call.get("function");
-                        let name = f
-                            .and_then(|f| f.get("name"))
-                            .and_then(Value::as_str)
-                            .ok_or_else(|| {
-                                ApiError::invalid(
-                                    format!("{p}.tool_calls[{j}].function.name"),
-                                    format!("message {i}: tool call {j} has no function name"),
-                                )
-                            })?;
-                        let arguments = parse_arguments(
-                            f.and_then(|f| f.get("arguments")),
-                            &format!("{p}.tool_calls[{j}].function.arguments"),
-                        )
-                        .map_err(|mut e| {
-                            e.message = format!("message {i}: {}", e.message);
-                            e
-                        })?;
-                        let id = call.get("id").and_then(Value::as_str).map(str::to_string);
-                        if let Some(id) = &id {
-                            call_names.insert(id.clone(), name.to_string());
-                        }
-                        msg.tool_calls.push(NativeToolCall {
-                            id,
-                            function: ToolFunction {
-                                name: name.to_string(),
-                                arguments,
-                            },
-                        });
-                    }
-                }
-                if let Some(Value::Object(fc)) = m.get("function_call") {
-                    let name = fc.get("name").and_then(Value::as_str).unwrap_or("");
-                    let arguments = parse_arguments(
-                        fc.get("arguments"),
-                        &format!("{p}.function_call.arguments"),
-                    )?;
-                    msg.tool_calls.push(NativeToolCall {
-                        id: None,
-                        function: ToolFunction {
-                            name: name.to_string(),
-                            arguments,
-                        },
-                    });
-                }
-                msg
-            }
-            "tool" | "function" => {
-                let mut msg = Message::new("tool", content);
-                let id = m.get("tool_call_id").and_then(Value::as_str);
-                let name = m
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .or_else(|| id.and_then(|id| call_names.get(id).cloned()));
-                msg.tool_name = name;
-                msg.tool_call_id = id.map(str::to_string);
-                msg
-            }
-            "" => {
-                return Err(ApiError::invalid(
-                    format!("{p}.role"),
-                    "message role is required",
-                ))
-            }
-            other => {
-                return Err(ApiError::invalid(
-                    format!("{p}.role"),
-                    format!("unsupported message role {other:?}"),
-                ))
-            }
-        };
-        msg.images = images;
-        out.push(msg);
+        out.push(parse_message(i, m, &mut call_names)?);
     }
     Ok(out)
+}
+
+/// `messages[i]` as a native message. `call_names` maps tool call ids to
+/// function names: assistant turns add to it, tool turns look names up.
+fn parse_message(
+    i: usize,
+    m: &Value,
+    call_names: &mut HashMap<String, String>,
+) -> Result<Message, ApiError> {
+    let p = format!("messages[{i}]");
+    let Value::Object(m) = m else {
+        return Err(ApiError::invalid(p, "each message must be an object"));
+    };
+    let role = m.get("role").and_then(Value::as_str).unwrap_or("");
+    let mut images = Vec::new();
+    let content = parse_content(
+        m.get("content"),
+        &format!("{p}.content"),
+        &mut images,
+        UnknownParts::Reject,
+    )?;
+    let mut msg = match role {
+        "system" | "developer" => Message::new("system", content),
+        "user" => Message::new("user", content),
+        "assistant" => assistant_message(i, m, content, call_names)?,
+        "tool" | "function" => tool_message(m, content, call_names),
+        "" => {
+            return Err(ApiError::invalid(
+                format!("{p}.role"),
+                "message role is required",
+            ))
+        }
+        other => {
+            return Err(ApiError::invalid(
+                format!("{p}.role"),
+                format!("unsupported message role {other:?}"),
+            ))
+        }
+    };
+    msg.images = images;
+    Ok(msg)
+}
+
+/// An assistant turn `messages[i]`: its text, earlier reasoning, and tool
+/// calls (`tool_calls`, or the legacy `function_call`).
+fn assistant_message(
+    i: usize,
+    m: &Map<String, Value>,
+    content: String,
+    call_names: &mut HashMap<String, String>,
+) -> Result<Message, ApiError> {
+    let p = format!("messages[{i}]");
+    let mut msg = Message::new("assistant", content);
+    msg.thinking = assistant_thinking(m);
+    if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
+        for (j, call) in calls.iter().enumerate() {
+            let call = tool_call(i, j, call)?;
+            if let Some(id) = &call.id {
+                call_names.insert(id.clone(), call.function.name.clone());
+            }
+            msg.tool_calls.push(call);
+        }
+    }
+    if let Some(Value::Object(fc)) = m.get("function_call") {
+        let name = fc.get("name").and_then(Value::as_str).unwrap_or("");
+        let arguments =
+            parse_arguments(fc.get("arguments"), &format!("{p}.function_call.arguments"))?;
+        msg.tool_calls.push(NativeToolCall {
+            id: None,
+            function: ToolFunction {
+                name: name.to_string(),
+                arguments,
+            },
+        });
+    }
+    Ok(msg)
+}
+
+/// `messages[i].tool_calls[j]` as a native tool call.
+fn tool_call(i: usize, j: usize, call: &Value) -> Result<NativeToolCall, ApiError> {
+    let p = format!("messages[{i}].tool_calls[{j}].function");
+    let f = call.get("function");
+    let name = f
+        .and_then(|f| f.get("name"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                format!("{p}.name"),
+                format!("message {i}: tool call {j} has no function name"),
+            )
+        })?;
+    let arguments = parse_arguments(
+        f.and_then(|f| f.get("arguments")),
+        &format!("{p}.arguments"),
+    )
+    .map_err(|mut e| {
+        e.message = format!("message {i}: {}", e.message);
+        e
+    })?;
+    Ok(NativeToolCall {
+        id: call.get("id").and_then(Value::as_str).map(str::to_string),
+        function: ToolFunction {
+            name: name.to_string(),
+            arguments,
+        },
+    })
+}
+
+/// A tool turn: its name comes from the message or from the assistant
+/// call it answers.
+fn tool_message(
+    m: &Map<String, Value>,
+    content: String,
+    call_names: &HashMap<String, String>,
+) -> Message {
+    let mut msg = Message::new("tool", content);
+    let id = m.get("tool_call_id").and_then(Value::as_str);
+    msg.tool_name = m
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| id.and_then(|id| call_names.get(id).cloned()));
+    msg.tool_call_id = id.map(str::to_string);
+    msg
 }
 
 /// Earlier reasoning on an assistant turn, in any spelling clients use.
@@ -475,31 +325,6 @@ fn assistant_thinking(m: &Map<String, Value>) -> Option<String> {
         .filter_map(|b| b.get("thinking").and_then(Value::as_str))
         .collect();
     (!text.is_empty()).then(|| text.concat())
-}
-
-/// What is constant for one response.
-struct ResponseHead {
-    id: String,
-    created: u64,
-    model: String,
-}
-
-impl ResponseHead {
-    fn new(model: &str) -> Self {
-        ResponseHead {
-            id: random_id("chatcmpl-", 24, true),
-            created: unix_now(),
-            model: model.to_string(),
-        }
-    }
-}
-
-fn finish_reason(done: &Done<'_>, tool_calls: bool) -> &'static str {
-    match done.reason {
-        Some("length") => "length",
-        _ if tool_calls => "tool_calls",
-        _ => "stop",
-    }
 }
 
 fn tool_call_id(call: &ToolCall<'_>) -> String {
@@ -523,14 +348,8 @@ struct StreamEncoder {
 const CHUNK_SUFFIX: &[u8] = b",\"logprobs\":null,\"finish_reason\":null}]}\n\n";
 
 impl StreamEncoder {
-    fn new(head: ResponseHead, include_usage: bool) -> Self {
-        let mut common = BytesMut::new();
-        common.extend_from_slice(b"data: {\"id\":");
-        write_str(&mut common, &head.id);
-        common.extend_from_slice(b",\"object\":\"chat.completion.chunk\",\"created\":");
-        write_u64(&mut common, head.created);
-        common.extend_from_slice(b",\"model\":");
-        write_str(&mut common, &head.model);
+    fn new(head: Head, include_usage: bool) -> Self {
+        let mut common = head.chunk_start("chat.completion.chunk");
         common.extend_from_slice(b",\"system_fingerprint\":\"fp_ollama\",");
         let mut chunk_prefix = common.to_vec();
         chunk_prefix.extend_from_slice(b"\"choices\":[{\"index\":0,\"delta\":");
@@ -573,12 +392,7 @@ impl Encoder for StreamEncoder {
 
     fn event(&mut self, event: Event<'_>, out: &mut BytesMut) {
         if let Event::Error(message) = event {
-            // In-band error; the stream ends without [DONE].
-            let err = ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, message)
-                .with_code("ollama_error");
-            out.extend_from_slice(b"data: ");
-            openai::write_error_object(&err, out);
-            out.extend_from_slice(b"\n\n");
+            openai::write_upstream_error_event(message, out);
             return;
         }
         self.start(out);
@@ -624,26 +438,16 @@ impl Encoder for StreamEncoder {
     }
 }
 
-fn write_usage(done: &Done<'_>, out: &mut BytesMut) {
-    out.extend_from_slice(b"{\"prompt_tokens\":");
-    write_u64(out, done.prompt_tokens);
-    out.extend_from_slice(b",\"completion_tokens\":");
-    write_u64(out, done.completion_tokens);
-    out.extend_from_slice(b",\"total_tokens\":");
-    write_u64(out, done.prompt_tokens + done.completion_tokens);
-    out.extend_from_slice(b"}");
-}
-
 /// Builds one `chat.completion` object.
 struct Collector {
-    head: ResponseHead,
+    head: Head,
     text: String,
     reasoning: String,
     tool_calls: Vec<Value>,
 }
 
 impl Collector {
-    fn new(head: ResponseHead) -> Self {
+    fn new(head: Head) -> Self {
         Collector {
             head,
             text: String::new(),
@@ -693,19 +497,11 @@ impl Encoder for Collector {
                         "logprobs": null,
                         "finish_reason": finish_reason(&done, has_calls),
                     }],
-                    "usage": {
-                        "prompt_tokens": done.prompt_tokens,
-                        "completion_tokens": done.completion_tokens,
-                        "total_tokens": done.prompt_tokens + done.completion_tokens,
-                    },
+                    "usage": usage(&done),
                 });
                 out.extend_from_slice(body.to_string().as_bytes());
             }
-            Event::Error(message) => {
-                let err = ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, message)
-                    .with_code("ollama_error");
-                openai::write_error_object(&err, out);
-            }
+            Event::Error(message) => openai::write_upstream_error(message, out),
         }
     }
 }

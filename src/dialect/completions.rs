@@ -1,28 +1,20 @@
 //! Legacy OpenAI completions: `POST /v1/completions` → `/api/generate`.
 //! Still used by editor plugins, fill-in-the-middle included (`suffix`).
 
-use super::chat::sampling_options;
 use super::native::GenerateRequest;
-use super::params::{json_object, model_name};
+use super::openai::reply::{finish_reason, usage, Head};
+use super::openai::request::{include_usage, think, Sampling, ThinkFields};
+use super::params::{expect_str, json_object, model_name, stream, Wording};
 use super::{openai, ChatCall, Dialect, Upstream};
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::json::{write_str, write_u64};
-use crate::ollama::{Done, Encoder, Event};
-use crate::util::{random_id, unix_now};
+use crate::json::write_str;
+use crate::ollama::{Encoder, Event};
 use bytes::{Bytes, BytesMut};
-use http::StatusCode;
 use serde_json::{json, Map, Value};
 
 /// The legacy completions dialect.
 pub(crate) struct Completions;
-
-fn finish_reason(done: &Done<'_>) -> &'static str {
-    match done.reason {
-        Some("length") => "length",
-        _ => "stop",
-    }
-}
 
 fn prompt_of(root: &Map<String, Value>) -> Result<String, ApiError> {
     match root.get("prompt") {
@@ -55,7 +47,7 @@ impl Dialect for Completions {
         body: &[u8],
     ) -> Result<Upstream, ApiError> {
         let root = json_object(body)?;
-        let client_model = model_name(&root)?;
+        let client_model = model_name(&root, Wording::Named)?;
         let prompt = prompt_of(&root)?;
         if root.get("echo").and_then(Value::as_bool) == Some(true) {
             return Err(ApiError::invalid("echo", "echo is not supported by Ollama"));
@@ -76,32 +68,14 @@ impl Dialect for Completions {
                 "logprobs is not supported by this proxy",
             ));
         }
-        let stream = match root.get("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(ApiError::invalid("stream", "stream must be a boolean")),
-        };
-        let include_usage = stream
-            && root
-                .get("stream_options")
-                .and_then(|o| o.get("include_usage"))
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-        let (options, keep_alive) = sampling_options(&root)?;
+        let stream = stream(&root, Wording::Terse)?;
+        let include_usage = include_usage(&root, stream);
+        let (options, keep_alive) = Sampling::CHAT.read(&root)?;
         let model = config.resolve_model(&client_model).to_string();
-        let suffix = match root.get("suffix") {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            None | Some(Value::Null) | Some(Value::String(_)) => None,
-            Some(_) => return Err(ApiError::invalid("suffix", "suffix must be a string")),
-        };
-        let think = match root.get("think") {
-            Some(v) if !v.is_null() => {
-                Some(super::native::think_from_value(v).ok_or_else(|| {
-                    ApiError::invalid("think", "think must be true, false, or a level")
-                })?)
-            }
-            _ => None,
-        };
+        let suffix = expect_str(&root, "suffix", Wording::Terse)?
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        let think = think(&root, ThinkFields::ThinkOnly)?;
         let req = GenerateRequest {
             model: model.clone(),
             prompt,
@@ -114,11 +88,7 @@ impl Dialect for Completions {
         };
         // Legacy completions have no place for thinking.
         let call = ChatCall::new(config, req, self.name())?.drop_thinking();
-        let head = Head {
-            id: random_id("cmpl-", 24, true),
-            created: unix_now(),
-            model: client_model,
-        };
+        let head = Head::new("cmpl-", &client_model);
         Ok(if call.stream {
             call.upstream(StreamEncoder::new(&head, include_usage))
         } else {
@@ -134,12 +104,6 @@ impl Dialect for Completions {
     }
 }
 
-struct Head {
-    id: String,
-    created: u64,
-    model: String,
-}
-
 /// Streams `text_completion` chunks.
 struct StreamEncoder {
     prefix: Vec<u8>,
@@ -148,13 +112,7 @@ struct StreamEncoder {
 
 impl StreamEncoder {
     fn new(head: &Head, include_usage: bool) -> Self {
-        let mut p = BytesMut::new();
-        p.extend_from_slice(b"data: {\"id\":");
-        write_str(&mut p, &head.id);
-        p.extend_from_slice(b",\"object\":\"text_completion\",\"created\":");
-        write_u64(&mut p, head.created);
-        p.extend_from_slice(b",\"model\":");
-        write_str(&mut p, &head.model);
+        let mut p = head.chunk_start("text_completion");
         p.extend_from_slice(b",\"choices\":");
         StreamEncoder {
             prefix: p.to_vec(),
@@ -185,7 +143,7 @@ impl Encoder for StreamEncoder {
             Event::Heartbeat | Event::Thinking(_) | Event::ToolCall(_) => {}
             Event::Text(t) => self.choice(t, None, out),
             Event::Done(done) => {
-                self.choice("", Some(finish_reason(&done)), out);
+                self.choice("", Some(finish_reason(&done, false)), out);
                 if self.include_usage {
                     out.extend_from_slice(&self.prefix);
                     out.extend_from_slice(b"[],\"usage\":");
@@ -194,23 +152,9 @@ impl Encoder for StreamEncoder {
                 }
                 out.extend_from_slice(b"data: [DONE]\n\n");
             }
-            Event::Error(message) => {
-                let err = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-                    .with_code("ollama_error");
-                out.extend_from_slice(b"data: ");
-                openai::write_error_object(&err, out);
-                out.extend_from_slice(b"\n\n");
-            }
+            Event::Error(message) => openai::write_upstream_error_event(message, out),
         }
     }
-}
-
-fn usage(done: &Done<'_>) -> Value {
-    json!({
-        "prompt_tokens": done.prompt_tokens,
-        "completion_tokens": done.completion_tokens,
-        "total_tokens": done.prompt_tokens + done.completion_tokens,
-    })
 }
 
 /// Builds one `text_completion` object.
@@ -233,17 +177,13 @@ impl Encoder for Collector {
                         "text": std::mem::take(&mut self.text),
                         "index": 0,
                         "logprobs": null,
-                        "finish_reason": finish_reason(&done),
+                        "finish_reason": finish_reason(&done, false),
                     }],
                     "usage": usage(&done),
                 });
                 out.extend_from_slice(v.to_string().as_bytes());
             }
-            Event::Error(message) => {
-                let err = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-                    .with_code("ollama_error");
-                openai::write_error_object(&err, out);
-            }
+            Event::Error(message) => openai::write_upstream_error(message, out),
             Event::Heartbeat | Event::Thinking(_) | Event::ToolCall(_) => {}
         }
     }
@@ -252,15 +192,12 @@ impl Encoder for Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn prepare(body: Value) -> Result<Upstream, ApiError> {
-        let (parts, _) = http::Request::new(()).into_parts();
-        Completions.prepare(&Config::default(), &parts, body.to_string().as_bytes())
-    }
+    use crate::dialect::params::{assert_refused, prepare_json};
 
     #[test]
     fn maps_fill_in_the_middle() {
-        let up = prepare(
+        let up = prepare_json(
+            &Completions,
             json!({"model": "qwen3", "prompt": "def f(", "suffix": "\n    return x",
             "max_tokens": 16, "temperature": 0.2, "stop": ["\n\n"], "seed": 1}),
         )
@@ -279,30 +216,33 @@ mod tests {
 
     #[test]
     fn refuses_what_ollama_cannot_do() {
-        for (body, param) in [
-            (json!({"model": "m", "prompt": "a", "echo": true}), "echo"),
-            (json!({"model": "m", "prompt": "a", "n": 3}), "n"),
-            (
-                json!({"model": "m", "prompt": "a", "best_of": 2}),
-                "best_of",
-            ),
-            (json!({"model": "m", "prompt": [1, 2]}), "prompt"),
-            (json!({"model": "m", "prompt": ["a", "b"]}), "prompt"),
-            (json!({"model": "m"}), "prompt"),
-            (
-                json!({"model": "m", "prompt": "a", "logprobs": 2}),
-                "logprobs",
-            ),
-        ] {
-            let e = prepare(body).err().unwrap();
-            assert_eq!(e.param.as_deref(), Some(param));
-        }
+        assert_refused(
+            &Completions,
+            [
+                (json!({"model": "m", "prompt": "a", "echo": true}), "echo"),
+                (json!({"model": "m", "prompt": "a", "n": 3}), "n"),
+                (
+                    json!({"model": "m", "prompt": "a", "best_of": 2}),
+                    "best_of",
+                ),
+                (json!({"model": "m", "prompt": [1, 2]}), "prompt"),
+                (json!({"model": "m", "prompt": ["a", "b"]}), "prompt"),
+                (json!({"model": "m"}), "prompt"),
+                (
+                    json!({"model": "m", "prompt": "a", "logprobs": 2}),
+                    "logprobs",
+                ),
+            ],
+        );
     }
 
     #[test]
     fn streams_text_completion_chunks() {
-        let mut up = prepare(json!({"model": "m", "prompt": "a", "stream": true,
-            "stream_options": {"include_usage": true}}))
+        let mut up = prepare_json(
+            &Completions,
+            json!({"model": "m", "prompt": "a", "stream": true,
+            "stream_options": {"include_usage": true}}),
+        )
         .unwrap();
         let mut out = BytesMut::new();
         up.transcoder

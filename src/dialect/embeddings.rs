@@ -1,13 +1,12 @@
 //! OpenAI embeddings: `POST /v1/embeddings` → `/api/embed`.
 
-use super::params::{json_object, model_name};
+use super::params::{json_object, model_name, Wording};
 use super::{openai, Dialect, Render, Upstream, WholeBody};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::ollama::request::Endpoint;
 use crate::util::base64_encode;
 use bytes::{Bytes, BytesMut};
-use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -26,7 +25,7 @@ impl Dialect for Embeddings {
         body: &[u8],
     ) -> Result<Upstream, ApiError> {
         let root = json_object(body)?;
-        let client_model = model_name(&root)?;
+        let client_model = model_name(&root, Wording::Named)?;
         let model = config.resolve_model(&client_model).to_string();
         let input = match root.get("input") {
             Some(Value::String(s)) => Value::String(s.clone()),
@@ -117,16 +116,8 @@ struct EmbedTranscoder {
 
 impl Render for EmbedTranscoder {
     fn render(&mut self, line: &[u8], out: &mut BytesMut) {
-        let embed: Embed = match serde_json::from_slice(line) {
-            Ok(e) => e,
-            Err(e) => {
-                let err = ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    format!("Ollama sent an unexpected embedding response: {e}"),
-                );
-                openai::write_error_object(&err, out);
-                return;
-            }
+        let Some(embed) = openai::read_answer::<Embed>(line, "embedding response", out) else {
+            return;
         };
         let data: Vec<Value> = embed
             .embeddings
@@ -156,39 +147,37 @@ impl Render for EmbedTranscoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dialect::params::{assert_refused, prepare_json};
     use crate::dialect::Transcode;
-
-    fn prepare(body: Value) -> Result<Upstream, ApiError> {
-        let (parts, _) = http::Request::new(()).into_parts();
-        Embeddings.prepare(&Config::default(), &parts, body.to_string().as_bytes())
-    }
 
     #[test]
     fn maps_the_request() {
-        let up =
-            prepare(json!({"model": "nomic-embed-text", "input": ["a", "b"], "dimensions": 4}))
-                .unwrap();
+        let up = prepare_json(
+            &Embeddings,
+            json!({"model": "nomic-embed-text", "input": ["a", "b"], "dimensions": 4}),
+        )
+        .unwrap();
         let v: Value = serde_json::from_slice(&up.body).unwrap();
         assert_eq!(
             v,
             json!({"model": "nomic-embed-text", "input": ["a", "b"], "dimensions": 4})
         );
-        for (body, param) in [
-            (json!({"input": "a"}), "model"),
-            (json!({"model": "m", "input": [1, 2]}), "input"),
-            (json!({"model": "m", "input": []}), "input"),
-            (
-                json!({"model": "m", "input": "a", "encoding_format": "hex"}),
-                "encoding_format",
-            ),
-            (
-                json!({"model": "m", "input": "a", "dimensions": 0}),
-                "dimensions",
-            ),
-        ] {
-            let e = prepare(body).err().unwrap();
-            assert_eq!(e.param.as_deref(), Some(param));
-        }
+        assert_refused(
+            &Embeddings,
+            [
+                (json!({"input": "a"}), "model"),
+                (json!({"model": "m", "input": [1, 2]}), "input"),
+                (json!({"model": "m", "input": []}), "input"),
+                (
+                    json!({"model": "m", "input": "a", "encoding_format": "hex"}),
+                    "encoding_format",
+                ),
+                (
+                    json!({"model": "m", "input": "a", "dimensions": 0}),
+                    "dimensions",
+                ),
+            ],
+        );
     }
 
     #[test]

@@ -49,7 +49,10 @@
 use super::native::{
     self, ChatRequest, GenerationRequest, Message, ToolCall as NativeToolCall, ToolFunction,
 };
-use super::params::{expect_integer, type_name};
+use super::params::{
+    self, expect_integer, expect_number, expect_object, function_tool, json_object, list_error,
+    model_name, type_name, Wording,
+};
 use super::{ChatCall, Dialect, Transcode, Upstream};
 use crate::config::Config;
 use crate::error::{ApiError, BoxError, Failure, StreamError};
@@ -145,10 +148,24 @@ pub(crate) fn error_body(err: &ApiError) -> Bytes {
     out.freeze()
 }
 
+/// Anthropic's `error.type` for a status.
+pub(crate) fn error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
 /// Writes the error object; a 400's message names the offending field.
 fn write_error_object(err: &ApiError, out: &mut BytesMut) {
     out.extend_from_slice(b"{\"type\":\"error\",\"error\":{\"type\":");
-    write_str(out, err.anthropic_type());
+    write_str(out, error_type(err.status));
     out.extend_from_slice(b",\"message\":");
     match &err.param {
         Some(p) if !err.message.starts_with(p.as_str()) => {
@@ -186,84 +203,13 @@ pub(crate) fn parse_request(
     body: &[u8],
     counting: bool,
 ) -> Result<Parsed, ApiError> {
-    let root: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid("body", format!("request body is not valid JSON: {e}")))?;
-    let Value::Object(mut root) = root else {
-        return Err(ApiError::invalid(
-            "body",
-            "request body must be a JSON object",
-        ));
-    };
-
-    let client_model = match root.remove("model") {
-        Some(Value::String(m)) if !m.trim().is_empty() => m,
-        Some(v) if !v.is_null() && !v.is_string() => {
-            return Err(ApiError::invalid(
-                "model",
-                format!("must be a string, got {}", type_name(&v)),
-            ))
-        }
-        _ => return Err(ApiError::invalid("model", "Field required")),
-    };
+    let mut root = json_object(body)?;
+    let client_model = model_name(&root, Wording::Bare)?;
     let model = resolve_model(config, &client_model);
-
-    let stream = if counting {
-        false
-    } else {
-        match root.get("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(v) => {
-                return Err(ApiError::invalid(
-                    "stream",
-                    format!("must be a boolean, got {}", type_name(v)),
-                ))
-            }
-        }
-    };
+    let stream = !counting && params::stream(&root, Wording::Bare)?;
 
     let mut native = ChatRequest::new(model, stream);
-
-    if !counting {
-        match expect_integer(&root, "max_tokens")? {
-            Some(n) if n >= 1 => {
-                native.options.insert("num_predict".into(), Value::from(n));
-            }
-            Some(_) => return Err(ApiError::invalid("max_tokens", "must be at least 1")),
-            None => return Err(ApiError::invalid("max_tokens", "Field required")),
-        }
-    }
-    for key in ["temperature", "top_p"] {
-        match root.get(key) {
-            None | Some(Value::Null) => {}
-            Some(v @ Value::Number(_)) => {
-                native.options.insert(key.into(), v.clone());
-            }
-            Some(v) => {
-                return Err(ApiError::invalid(
-                    key,
-                    format!("must be a number, got {}", type_name(v)),
-                ))
-            }
-        }
-    }
-    if let Some(k) = expect_integer(&root, "top_k")? {
-        native.options.insert("top_k".into(), Value::from(k));
-    }
-    match root.remove("stop_sequences") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
-            if !a.is_empty() {
-                native.options.insert("stop".into(), Value::Array(a));
-            }
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "stop_sequences",
-                "must be an array of strings",
-            ))
-        }
-    }
+    native.options = sampling_options(&mut root, counting)?;
 
     if let Some(system) = parse_system(root.remove("system"))? {
         native.messages.push(Message::new("system", system));
@@ -273,13 +219,7 @@ pub(crate) fn parse_request(
     native.think = parse_thinking(config, &root, &native.model)?;
 
     let tools = parse_tools(root.remove("tools"))?;
-    // Ollama cannot force a call: only `none` changes anything.
-    let choice_none = match root.get("tool_choice") {
-        Some(Value::Object(c)) => c.get("type").and_then(Value::as_str) == Some("none"),
-        Some(Value::String(s)) => s == "none",
-        _ => false,
-    };
-    if !tools.is_empty() && !choice_none {
+    if !tools.is_empty() && !tool_choice_none(&root) {
         native.tools = Some(tools);
     }
 
@@ -287,6 +227,57 @@ pub(crate) fn parse_request(
         native,
         client_model,
     })
+}
+
+/// `max_tokens` (required, except when counting tokens), `temperature`,
+/// `top_p`, `top_k` and `stop_sequences` as Ollama's `options`.
+fn sampling_options(
+    root: &mut Map<String, Value>,
+    counting: bool,
+) -> Result<Map<String, Value>, ApiError> {
+    let mut options = Map::new();
+    if !counting {
+        match expect_integer(root, "max_tokens", Wording::Named)? {
+            Some(n) if n >= 1 => {
+                options.insert("num_predict".into(), Value::from(n));
+            }
+            Some(_) => return Err(ApiError::invalid("max_tokens", "must be at least 1")),
+            None => return Err(Wording::Bare.required("max_tokens")),
+        }
+    }
+    for key in ["temperature", "top_p"] {
+        if let Some(v) = expect_number(root, key, Wording::Bare)? {
+            options.insert(key.into(), v);
+        }
+    }
+    if let Some(k) = expect_integer(root, "top_k", Wording::Named)? {
+        options.insert("top_k".into(), Value::from(k));
+    }
+    match root.remove("stop_sequences") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
+            if !a.is_empty() {
+                options.insert("stop".into(), Value::Array(a));
+            }
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "stop_sequences",
+                "must be an array of strings",
+            ))
+        }
+    }
+    Ok(options)
+}
+
+/// Whether `tool_choice` is `none`. Ollama cannot force a call: only `none`
+/// changes anything.
+fn tool_choice_none(root: &Map<String, Value>) -> bool {
+    match root.get("tool_choice") {
+        Some(Value::Object(c)) => c.get("type").and_then(Value::as_str) == Some("none"),
+        Some(Value::String(s)) => s == "none",
+        _ => false,
+    }
 }
 
 /// `system`: a string or a list of text blocks (their `cache_control` is
@@ -458,19 +449,7 @@ fn parse_messages(
 ) -> Result<(), ApiError> {
     let msgs = match v {
         Some(Value::Array(a)) if !a.is_empty() => a,
-        Some(Value::Array(_)) => {
-            return Err(ApiError::invalid(
-                "messages",
-                "must contain at least one message",
-            ))
-        }
-        None | Some(Value::Null) => return Err(ApiError::invalid("messages", "Field required")),
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "messages",
-                format!("must be an array, got {}", type_name(&v)),
-            ))
-        }
+        v => return Err(list_error(v.as_ref(), "messages", "message", Wording::Bare)),
     };
     out.reserve(msgs.len());
     // tool_use id → tool name, from earlier assistant turns.
@@ -663,27 +642,22 @@ fn parse_thinking(
     root: &Map<String, Value>,
     model: &str,
 ) -> Result<Option<Value>, ApiError> {
-    let thinking = match root.get("thinking") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(t)) => t,
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "thinking",
-                format!("must be an object, got {}", type_name(v)),
-            ))
-        }
+    let Some(thinking) = expect_object(root, "thinking", Wording::Bare)? else {
+        return Ok(None);
     };
     match thinking.get("type").and_then(Value::as_str) {
-        Some("enabled") => Ok(Some(match expect_integer(thinking, "budget_tokens") {
-            Ok(Some(b)) => think_from_budget(b),
-            Ok(None) => Value::Bool(true),
-            Err(_) => {
-                return Err(ApiError::invalid(
-                    "thinking.budget_tokens",
-                    "must be an integer",
-                ))
-            }
-        })),
+        Some("enabled") => Ok(Some(
+            match expect_integer(thinking, "budget_tokens", Wording::Named) {
+                Ok(Some(b)) => think_from_budget(b),
+                Ok(None) => Value::Bool(true),
+                Err(_) => {
+                    return Err(ApiError::invalid(
+                        "thinking.budget_tokens",
+                        "must be an integer",
+                    ))
+                }
+            },
+        )),
         Some("disabled") => Ok(Some(Value::Bool(false))),
         Some("adaptive") => {
             let effort = root
@@ -718,12 +692,7 @@ fn parse_tools(v: Option<Value>) -> Result<Vec<Value>, ApiError> {
     let tools = match v {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(a)) => a,
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "tools",
-                format!("must be an array, got {}", type_name(&v)),
-            ))
-        }
+        Some(v) => return Err(Wording::Bare.wrong_type("tools", "an array", &v)),
     };
     let mut out = Vec::with_capacity(tools.len());
     for (i, tool) in tools.into_iter().enumerate() {
@@ -742,30 +711,14 @@ fn parse_tools(v: Option<Value>) -> Result<Vec<Value>, ApiError> {
         }
         let name = match tool.remove("name") {
             Some(Value::String(n)) if !n.is_empty() => n,
-            _ => {
-                return Err(ApiError::invalid(
-                    format!("tools.{i}.name"),
-                    "Field required",
-                ))
-            }
+            _ => return Err(Wording::Bare.required(&format!("tools.{i}.name"))),
         };
-        let parameters = match tool.remove("input_schema") {
-            Some(s @ Value::Object(_)) => s,
-            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
-            Some(v) => {
-                return Err(ApiError::invalid(
-                    format!("tools.{i}.input_schema"),
-                    format!("must be an object, got {}", type_name(&v)),
-                ))
-            }
-        };
-        let mut function = Map::with_capacity(3);
-        function.insert("name".into(), Value::String(name));
-        if let Some(d @ Value::String(_)) = tool.remove("description") {
-            function.insert("description".into(), d);
-        }
-        function.insert("parameters".into(), parameters);
-        out.push(json!({"type": "function", "function": function}));
+        out.push(function_tool(
+            name,
+            tool.remove("description"),
+            tool.remove("input_schema"),
+            |v| Wording::Bare.wrong_type(&format!("tools.{i}.input_schema"), "an object", v),
+        )?);
     }
     Ok(out)
 }
@@ -875,6 +828,11 @@ impl StreamEncoder {
             out.extend_from_slice(b"}");
             out.extend_from_slice(END);
         }
+        self.stop_block(out);
+    }
+
+    /// `content_block_stop` for the block at `index`, and the next index.
+    fn stop_block(&mut self, out: &mut BytesMut) {
         out.extend_from_slice(BLOCK_STOP);
         write_u64(out, self.index);
         out.extend_from_slice(END);
@@ -956,10 +914,7 @@ impl Encoder for StreamEncoder {
                 write_str(out, call.arguments);
                 out.extend_from_slice(b"}");
                 out.extend_from_slice(END);
-                out.extend_from_slice(BLOCK_STOP);
-                write_u64(out, self.index);
-                out.extend_from_slice(END);
-                self.index += 1;
+                self.stop_block(out);
             }
             Event::Done(done) => {
                 self.close(out);

@@ -6,7 +6,6 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::ollama::request::Endpoint;
 use bytes::{Bytes, BytesMut};
-use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -119,16 +118,8 @@ struct ListTranscoder {
 
 impl Render for ListTranscoder {
     fn render(&mut self, body: &[u8], out: &mut BytesMut) {
-        let tags: Tags = match serde_json::from_slice(body) {
-            Ok(t) => t,
-            Err(e) => {
-                let err = ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    format!("Ollama sent an unexpected model list: {e}"),
-                );
-                openai::write_error_object(&err, out);
-                return;
-            }
+        let Some(tags) = openai::read_answer::<Tags>(body, "model list", out) else {
+            return;
         };
         let mut data: Vec<Value> = tags
             .models

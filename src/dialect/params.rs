@@ -18,15 +18,56 @@ pub(crate) fn json_object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
+/// How a dialect words a 400 about one field. Clients match on these
+/// messages, so each dialect keeps the wording it has always had.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Wording {
+    /// The field first: `stream must be a boolean, got a string`,
+    /// `messages is required` (the OpenAI dialects).
+    Named,
+    /// Without the field, which Anthropic's error body puts in front:
+    /// `must be a boolean, got a string`, `Field required`.
+    Bare,
+    /// The field first, no type: `stream must be a boolean` (legacy
+    /// completions).
+    Terse,
+}
+
+impl Wording {
+    /// `text` (e.g. "must be at least 1") about `key`, in this wording.
+    pub(crate) fn say(self, key: &str, text: &str) -> String {
+        match self {
+            Wording::Named | Wording::Terse => format!("{key} {text}"),
+            Wording::Bare => text.to_string(),
+        }
+    }
+
+    /// A 400 naming `key`: it must be `what` (e.g. "a boolean") but is `got`.
+    pub(crate) fn wrong_type(self, key: &str, what: &str, got: &Value) -> ApiError {
+        let text = match self {
+            Wording::Terse => format!("must be {what}"),
+            Wording::Named | Wording::Bare => format!("must be {what}, got {}", type_name(got)),
+        };
+        ApiError::invalid(key, self.say(key, &text))
+    }
+
+    /// A 400 naming `key`: it is missing.
+    pub(crate) fn required(self, key: &str) -> ApiError {
+        match self {
+            Wording::Bare => ApiError::invalid(key, "Field required"),
+            Wording::Named | Wording::Terse => ApiError::invalid(key, format!("{key} is required")),
+        }
+    }
+}
+
 /// The required `model` string.
-pub(crate) fn model_name(root: &Map<String, Value>) -> Result<String, ApiError> {
+pub(crate) fn model_name(root: &Map<String, Value>, wording: Wording) -> Result<String, ApiError> {
     match root.get("model") {
         Some(Value::String(m)) if !m.trim().is_empty() => Ok(m.clone()),
-        Some(v) if !v.is_null() && !v.is_string() => Err(ApiError::invalid(
-            "model",
-            format!("model must be a string, got {}", type_name(v)),
-        )),
-        _ => Err(ApiError::invalid("model", "model is required")),
+        Some(v) if !v.is_null() && !v.is_string() => {
+            Err(wording.wrong_type("model", "a string", v))
+        }
+        _ => Err(wording.required("model")),
     }
 }
 
@@ -47,40 +88,132 @@ pub(crate) fn get<'a>(root: &'a Map<String, Value>, key: &str) -> Option<&'a Val
     root.get(key).filter(|v| !v.is_null())
 }
 
+/// An optional field that `read` accepts; `what` names what it must be.
+fn expect<'a, T>(
+    root: &'a Map<String, Value>,
+    key: &str,
+    what: &str,
+    wording: Wording,
+    read: impl FnOnce(&'a Value) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    match get(root, key) {
+        None => Ok(None),
+        Some(v) => read(v)
+            .map(Some)
+            .ok_or_else(|| wording.wrong_type(key, what, v)),
+    }
+}
+
 /// An optional number field.
 pub(crate) fn expect_number(
     root: &Map<String, Value>,
     key: &str,
+    wording: Wording,
 ) -> Result<Option<Value>, ApiError> {
-    match get(root, key) {
-        None => Ok(None),
-        Some(v @ Value::Number(_)) => Ok(Some(v.clone())),
-        Some(v) => Err(ApiError::invalid(
-            key,
-            format!("{key} must be a number, got {}", type_name(v)),
-        )),
-    }
+    expect(root, key, "a number", wording, |v| {
+        v.is_number().then(|| v.clone())
+    })
 }
 
 /// An optional integer field (`3.0` counts as an integer).
 pub(crate) fn expect_integer(
     root: &Map<String, Value>,
     key: &str,
+    wording: Wording,
 ) -> Result<Option<i64>, ApiError> {
-    let Some(v) = get(root, key) else {
-        return Ok(None);
-    };
-    let int = v.as_i64().or_else(|| {
-        v.as_f64()
-            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-            .map(|f| f as i64)
-    });
-    int.map(Some).ok_or_else(|| {
-        ApiError::invalid(
-            key,
-            format!("{key} must be an integer, got {}", type_name(v)),
-        )
+    expect(root, key, "an integer", wording, |v| {
+        v.as_i64().or_else(|| {
+            v.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64)
+        })
     })
+}
+
+/// An optional boolean field.
+pub(crate) fn expect_bool(
+    root: &Map<String, Value>,
+    key: &str,
+    wording: Wording,
+) -> Result<Option<bool>, ApiError> {
+    expect(root, key, "a boolean", wording, Value::as_bool)
+}
+
+/// An optional string field.
+pub(crate) fn expect_str<'a>(
+    root: &'a Map<String, Value>,
+    key: &str,
+    wording: Wording,
+) -> Result<Option<&'a str>, ApiError> {
+    expect(root, key, "a string", wording, Value::as_str)
+}
+
+/// An optional object field.
+pub(crate) fn expect_object<'a>(
+    root: &'a Map<String, Value>,
+    key: &str,
+    wording: Wording,
+) -> Result<Option<&'a Map<String, Value>>, ApiError> {
+    expect(root, key, "an object", wording, Value::as_object)
+}
+
+/// `stream`: a boolean, `false` when absent.
+pub(crate) fn stream(root: &Map<String, Value>, wording: Wording) -> Result<bool, ApiError> {
+    Ok(expect_bool(root, "stream", wording)?.unwrap_or(false))
+}
+
+/// The 400 for a required list (`messages`) that is missing, empty or not
+/// an array; `noun` is what it holds ("message").
+pub(crate) fn list_error(v: Option<&Value>, key: &str, noun: &str, wording: Wording) -> ApiError {
+    match v {
+        None | Some(Value::Null) => wording.required(key),
+        Some(Value::Array(_)) => ApiError::invalid(
+            key,
+            wording.say(key, &format!("must contain at least one {noun}")),
+        ),
+        Some(v) => wording.wrong_type(key, "an array", v),
+    }
+}
+
+/// An optional array field (`tools`): empty when absent or null.
+pub(crate) fn optional_array<'a>(
+    v: Option<&'a Value>,
+    key: &str,
+    wording: Wording,
+) -> Result<&'a [Value], ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(a)) => Ok(a),
+        Some(v) => Err(wording.wrong_type(key, "an array", v)),
+    }
+}
+
+/// `{"type":"function","function":…}` around a native function.
+pub(crate) fn as_tool(function: impl Into<Value>) -> Value {
+    json!({"type": "function", "function": function.into()})
+}
+
+/// A native function tool named `name`. `description` is kept when it is a
+/// string; absent or null `parameters` become an empty object schema, and
+/// any other non-object is refused with the 400 `bad_parameters` makes.
+pub(crate) fn function_tool(
+    name: impl Into<String>,
+    description: Option<Value>,
+    parameters: Option<Value>,
+    bad_parameters: impl FnOnce(&Value) -> ApiError,
+) -> Result<Value, ApiError> {
+    let parameters = match parameters {
+        None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+        Some(p @ Value::Object(_)) => p,
+        Some(v) => return Err(bad_parameters(&v)),
+    };
+    let mut function = Map::with_capacity(3);
+    function.insert("name".into(), Value::String(name.into()));
+    if let Some(d @ Value::String(_)) = description {
+        function.insert("description".into(), d);
+    }
+    function.insert("parameters".into(), parameters);
+    Ok(as_tool(function))
 }
 
 /// Tool-call arguments as OpenAI clients send them back: a JSON string that
@@ -221,6 +354,33 @@ pub(crate) fn parse_content(
     Ok(texts.join("\n"))
 }
 
+/// `dialect.prepare` for a JSON body, with the default config and empty
+/// request parts: the usual first step of a dialect's tests.
+#[cfg(test)]
+pub(crate) fn prepare_json(
+    dialect: &dyn super::Dialect,
+    body: Value,
+) -> Result<super::Upstream, ApiError> {
+    let (parts, _) = http::Request::new(()).into_parts();
+    dialect.prepare(
+        &crate::config::Config::default(),
+        &parts,
+        body.to_string().as_bytes(),
+    )
+}
+
+/// Asserts that `dialect` refuses each body with an error naming its param.
+#[cfg(test)]
+pub(crate) fn assert_refused<'a>(
+    dialect: &dyn super::Dialect,
+    cases: impl IntoIterator<Item = (Value, &'a str)>,
+) {
+    for (body, param) in cases {
+        let e = prepare_json(dialect, body).err().unwrap();
+        assert_eq!(e.param.as_deref(), Some(param));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,14 +390,67 @@ mod tests {
         let root: Map<String, Value> =
             serde_json::from_value(json!({"a": 1, "b": 2.0, "c": "x", "d": null, "e": 2.5}))
                 .unwrap();
-        assert_eq!(expect_integer(&root, "a").unwrap(), Some(1));
-        assert_eq!(expect_integer(&root, "b").unwrap(), Some(2));
-        assert_eq!(expect_integer(&root, "d").unwrap(), None);
-        assert_eq!(expect_integer(&root, "missing").unwrap(), None);
-        let e = expect_integer(&root, "e").unwrap_err();
+        let named = Wording::Named;
+        assert_eq!(expect_integer(&root, "a", named).unwrap(), Some(1));
+        assert_eq!(expect_integer(&root, "b", named).unwrap(), Some(2));
+        assert_eq!(expect_integer(&root, "d", named).unwrap(), None);
+        assert_eq!(expect_integer(&root, "missing", named).unwrap(), None);
+        let e = expect_integer(&root, "e", named).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("e"));
-        let e = expect_number(&root, "c").unwrap_err();
+        assert_eq!(e.message, "e must be an integer, got a number");
+        let e = expect_number(&root, "c", named).unwrap_err();
         assert_eq!(e.message, "c must be a number, got a string");
+        let e = expect_number(&root, "c", Wording::Bare).unwrap_err();
+        assert_eq!(e.message, "must be a number, got a string");
+        assert_eq!(e.param.as_deref(), Some("c"));
+        let e = expect_bool(&root, "c", Wording::Terse).unwrap_err();
+        assert_eq!(e.message, "c must be a boolean");
+    }
+
+    #[test]
+    fn wordings_of_missing_fields_and_lists() {
+        let root: Map<String, Value> = serde_json::from_value(json!({"model": 3})).unwrap();
+        let e = model_name(&root, Wording::Named).unwrap_err();
+        assert_eq!(e.message, "model must be a string, got a number");
+        let e = model_name(&Map::new(), Wording::Bare).unwrap_err();
+        assert_eq!(
+            (e.param.as_deref(), e.message.as_str()),
+            (Some("model"), "Field required")
+        );
+        let e = list_error(Some(&json!([])), "messages", "message", Wording::Named);
+        assert_eq!(e.message, "messages must contain at least one message");
+        let e = list_error(None, "messages", "message", Wording::Named);
+        assert_eq!(e.message, "messages is required");
+        let e = list_error(Some(&json!("x")), "messages", "message", Wording::Bare);
+        assert_eq!(e.message, "must be an array, got a string");
+    }
+
+    #[test]
+    fn function_tools_have_one_shape() {
+        let t = function_tool("f", Some(json!(3)), None, |_| unreachable!()).unwrap();
+        assert_eq!(
+            t,
+            json!({"type": "function", "function": {"name": "f",
+                "parameters": {"type": "object", "properties": {}}}})
+        );
+        let t = function_tool(
+            "f",
+            Some(json!("d")),
+            Some(json!({"type": "object"})),
+            |_| unreachable!(),
+        )
+        .unwrap();
+        assert_eq!(t["function"]["description"], "d");
+        let e = function_tool("f", None, Some(json!([])), |v| {
+            Wording::Bare.wrong_type("tools.0.input_schema", "an object", v)
+        })
+        .unwrap_err();
+        assert_eq!(e.message, "must be an object, got an array");
+        let e = optional_array(Some(&json!({})), "tools", Wording::Named).unwrap_err();
+        assert_eq!(e.message, "tools must be an array, got an object");
+        assert!(optional_array(None, "tools", Wording::Named)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

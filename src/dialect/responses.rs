@@ -31,10 +31,12 @@
 //!   `web_search_call`, `custom_tool_call`, …), unknown content parts, and
 //!   every request field the dialect does not use.
 
-use super::native::{self, ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
+use super::native::{ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
+use super::openai::reply::total_tokens;
+use super::openai::request::{think, FormatField, Sampling, ThinkFields};
 use super::params::{
-    expect_integer, expect_number, get, json_object, model_name, parse_arguments, parse_content,
-    type_name, UnknownParts,
+    expect_str, function_tool, get, json_object, model_name, optional_array, parse_arguments,
+    parse_content, stream, type_name, UnknownParts, Wording,
 };
 use super::{openai, ChatCall, Dialect, Upstream};
 use crate::config::Config;
@@ -100,73 +102,20 @@ pub(crate) struct Parsed {
 /// Parses a Responses request body into a native request.
 pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiError> {
     let root = json_object(body)?;
-    let client_model = model_name(&root)?;
+    let client_model = model_name(&root, Wording::Named)?;
     let model = config.resolve_model(&client_model).to_string();
 
     refuse_stateful(&root)?;
 
-    let stream = match get(&root, "stream") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "stream",
-                format!("stream must be a boolean, got {}", type_name(v)),
-            ))
-        }
-    };
+    let stream = stream(&root, Wording::Named)?;
 
     let mut native = ChatRequest::new(model, stream);
-
-    // Native extras first (`options`), the standard spellings on top.
-    match get(&root, "options") {
-        None => {}
-        Some(Value::Object(o)) => {
-            for (k, v) in o {
-                native.options.insert(k.clone(), v.clone());
-            }
-        }
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "options",
-                format!("options must be an object, got {}", type_name(v)),
-            ))
-        }
-    }
-    if let Some(n) = expect_integer(&root, "max_output_tokens")? {
-        if n < 1 {
-            return Err(ApiError::invalid(
-                "max_output_tokens",
-                "max_output_tokens must be at least 1",
-            ));
-        }
-        native.options.insert("num_predict".into(), Value::from(n));
-    }
-    for key in ["temperature", "top_p"] {
-        if let Some(v) = expect_number(&root, key)? {
-            native.options.insert(key.into(), v);
-        }
-    }
-    for key in ["top_k", "num_ctx", "seed"] {
-        if let Some(v) = expect_integer(&root, key)? {
-            native.options.insert(key.into(), Value::from(v));
-        }
-    }
-    match get(&root, "keep_alive") {
-        None => {}
-        Some(v @ (Value::String(_) | Value::Number(_))) => native.keep_alive = Some(v.clone()),
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "keep_alive",
-                format!(
-                    "keep_alive must be a duration string or a number of seconds, got {}",
-                    type_name(v)
-                ),
-            ))
-        }
-    }
-    native.think = parse_think(&root)?;
-    native.format = parse_text_format(&root)?;
+    let (options, keep_alive) = Sampling::RESPONSES.read(&root)?;
+    native.options = options;
+    native.keep_alive = keep_alive;
+    native.think = think(&root, ThinkFields::Responses)?;
+    native.format =
+        FormatField::RESPONSES.read(get(&root, "text").and_then(|t| t.get("format")))?;
 
     let (tools, namespaced) = parse_tools(get(&root, "tools"))?;
     let tool_choice_none =
@@ -179,16 +128,7 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
         .and_then(Value::as_array)
         .is_some_and(|a| a.iter().any(|v| v == "reasoning.encrypted_content"));
 
-    let instructions = match get(&root, "instructions") {
-        None => None,
-        Some(Value::String(s)) => Some(s.as_str()),
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "instructions",
-                format!("instructions must be a string, got {}", type_name(v)),
-            ))
-        }
-    };
+    let instructions = expect_str(&root, "instructions", Wording::Named)?;
     native.messages = parse_input(&config.thinking_key, instructions, root.get("input"))?;
 
     Ok(Parsed {
@@ -223,67 +163,6 @@ fn refuse_stateful(root: &Map<String, Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn parse_think(root: &Map<String, Value>) -> Result<Option<Value>, ApiError> {
-    if let Some(v) = get(root, "think") {
-        return native::think_from_value(v).map(Some).ok_or_else(|| {
-            ApiError::invalid(
-                "think",
-                "think must be true, false, or one of \"low\", \"medium\", \"high\", \"max\"",
-            )
-        });
-    }
-    let effort = match get(root, "reasoning") {
-        None => return Ok(None),
-        Some(Value::Object(r)) => r.get("effort"),
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "reasoning",
-                format!("reasoning must be an object, got {}", type_name(v)),
-            ))
-        }
-    };
-    match effort {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => native::think_from_effort(s).map(Some).ok_or_else(|| {
-            ApiError::invalid(
-                "reasoning.effort",
-                format!("unknown reasoning effort {s:?} (expected none, minimal, low, medium, high, xhigh or max)"),
-            )
-        }),
-        Some(v) => Err(ApiError::invalid(
-            "reasoning.effort",
-            format!("reasoning.effort must be a string, got {}", type_name(v)),
-        )),
-    }
-}
-
-/// `text.format` → native `format`.
-fn parse_text_format(root: &Map<String, Value>) -> Result<Option<Value>, ApiError> {
-    let Some(format) = get(root, "text")
-        .and_then(|t| t.get("format"))
-        .filter(|f| !f.is_null())
-    else {
-        return Ok(None);
-    };
-    match format.get("type").and_then(Value::as_str).unwrap_or("") {
-        "text" => Ok(None),
-        "json_object" => Ok(Some(Value::from("json"))),
-        "json_schema" => match format.get("schema") {
-            Some(schema @ Value::Object(_)) => Ok(Some(schema.clone())),
-            _ => Err(ApiError::invalid(
-                "text.format.schema",
-                "a json_schema text format needs a schema object",
-            )),
-        },
-        other => Err(ApiError::invalid(
-            "text.format.type",
-            format!(
-                "unsupported text format {other:?} (expected text, json_object or json_schema)"
-            ),
-        )),
-    }
-}
-
 /// The name a namespace member is offered to the model under.
 pub(crate) fn flat_name(namespace: &str, name: &str) -> String {
     format!(
@@ -300,26 +179,20 @@ fn native_function(tool: &Value, name: &str, param: &str) -> Result<Value, ApiEr
         Some(f @ Value::Object(_)) => f,
         _ => tool,
     };
-    let mut f = Map::new();
-    f.insert("name".into(), Value::from(name));
-    if let Some(d) = src.get("description").filter(|d| d.is_string()) {
-        f.insert("description".into(), d.clone());
-    }
-    let parameters = match src.get("parameters") {
-        None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
-        Some(p @ Value::Object(_)) => p.clone(),
-        Some(v) => {
-            return Err(ApiError::invalid(
+    function_tool(
+        name,
+        src.get("description").cloned(),
+        src.get("parameters").cloned(),
+        |v| {
+            ApiError::invalid(
                 format!("{param}.parameters"),
                 format!(
                     "function parameters must be a JSON Schema object, got {}",
                     type_name(v)
                 ),
-            ))
-        }
-    };
-    f.insert("parameters".into(), parameters);
-    Ok(json!({"type": "function", "function": f}))
+            )
+        },
+    )
 }
 
 fn function_name<'a>(tool: &'a Value, param: &str) -> Result<&'a str, ApiError> {
@@ -338,16 +211,7 @@ fn parse_tools(
 ) -> Result<(Vec<Value>, HashMap<String, (String, String)>), ApiError> {
     let mut out = Vec::new();
     let mut namespaced = HashMap::new();
-    let tools = match v {
-        None => return Ok((out, namespaced)),
-        Some(Value::Array(a)) => a,
-        Some(v) => {
-            return Err(ApiError::invalid(
-                "tools",
-                format!("tools must be an array, got {}", type_name(v)),
-            ))
-        }
-    };
+    let tools = optional_array(v, "tools", Wording::Named)?;
     for (i, tool) in tools.iter().enumerate() {
         let param = format!("tools[{i}]");
         match tool
@@ -841,7 +705,7 @@ fn write_usage(out: &mut BytesMut, done: &Done<'_>) {
     out.extend_from_slice(b",\"input_tokens_details\":{\"cached_tokens\":0},\"output_tokens\":");
     write_u64(out, done.completion_tokens);
     out.extend_from_slice(b",\"output_tokens_details\":{\"reasoning_tokens\":0},\"total_tokens\":");
-    write_u64(out, done.prompt_tokens + done.completion_tokens);
+    write_u64(out, total_tokens(done));
     out.extend_from_slice(b"}");
 }
 

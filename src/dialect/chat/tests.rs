@@ -247,7 +247,7 @@ fn run_stream(t: &mut dyn Transcode, ndjson: &str) -> (Vec<String>, bool) {
 
 fn stream_encoder(include_usage: bool, forward: bool) -> Decoder<StreamEncoder> {
     Decoder::new(
-        StreamEncoder::new(ResponseHead::new("gpt-4o"), include_usage),
+        StreamEncoder::new(Head::new("chatcmpl-", "gpt-4o"), include_usage),
         forward,
     )
 }
@@ -390,7 +390,7 @@ fn length_and_errors() {
 
 #[test]
 fn collects_a_completion() {
-    let mut t = Decoder::new(Collector::new(ResponseHead::new("m")), true);
+    let mut t = Decoder::new(Collector::new(Head::new("chatcmpl-", "m")), true);
     let mut out = BytesMut::new();
     t.line(
         br#"{"model":"m","message":{"role":"assistant","content":"Hi","thinking":"t","tool_calls":[{"id":"call_1","function":{"index":0,"name":"f","arguments":{"x":1}}}]},"done":true,"done_reason":"stop","prompt_eval_count":3,"eval_count":4}"#,
