@@ -288,6 +288,22 @@ fn find_newline(s: &[u8]) -> Option<usize> {
         .map(|p| at + p)
 }
 
+/// A frame of `body` as it is, its data as [`Bytes`] and its error boxed.
+fn poll_as_bytes<B>(
+    body: Pin<&mut B>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    Poll::Ready(match ready!(body.poll_frame(cx)) {
+        Some(Ok(frame)) => Some(Ok(frame.map_data(|mut d| d.copy_to_bytes(d.remaining())))),
+        Some(Err(e)) => Some(Err(e.into())),
+        None => None,
+    })
+}
+
 fn trim_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
@@ -305,13 +321,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().inner.project() {
-            InnerProj::Passthrough { body } => match ready!(body.poll_frame(cx)) {
-                Some(Ok(frame)) => Poll::Ready(Some(Ok(
-                    frame.map_data(|mut d| d.copy_to_bytes(d.remaining()))
-                ))),
-                Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
-                None => Poll::Ready(None),
-            },
+            InnerProj::Passthrough { body } => poll_as_bytes(body, cx),
             InnerProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             InnerProj::Translate { mut body, state } => loop {
                 if !state.out.is_empty() {
@@ -432,13 +442,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().inner.project() {
-            ReqInnerProj::Original { body } => match ready!(body.poll_frame(cx)) {
-                Some(Ok(frame)) => Poll::Ready(Some(Ok(
-                    frame.map_data(|mut d| d.copy_to_bytes(d.remaining()))
-                ))),
-                Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
-                None => Poll::Ready(None),
-            },
+            ReqInnerProj::Original { body } => poll_as_bytes(body, cx),
             ReqInnerProj::Rewritten { data } => {
                 Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
             }

@@ -11,43 +11,41 @@ use super::params::{
     as_tool, json_object, list_error, model_name, optional_array, parse_arguments, parse_content,
     stream, UnknownParts, Wording,
 };
-use super::{openai, ChatCall, Dialect, Upstream};
+use super::{openai, ChatCall, Upstream};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::json::{write_str, write_u64};
 use crate::ollama::{Encoder, Event, ToolCall};
 use crate::util::random_id;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+use http::request::Parts;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
 /// The Chat Completions dialect.
 pub(crate) struct ChatCompletions;
 
-impl Dialect for ChatCompletions {
-    fn name(&self) -> &'static str {
-        "chat.completions"
-    }
+dialect!(
+    ChatCompletions,
+    "chat.completions",
+    prepare_chat_completions,
+    openai::error_body
+);
 
-    fn prepare(
-        &self,
-        config: &Config,
-        _parts: &http::request::Parts,
-        body: &[u8],
-    ) -> Result<Upstream, ApiError> {
-        let parsed = parse_request(config, body)?;
-        let call = ChatCall::new(config, parsed.native, self.name())?;
-        let head = Head::new("chatcmpl-", &parsed.client_model);
-        Ok(if call.stream {
-            call.upstream(StreamEncoder::new(head, parsed.include_usage))
-        } else {
-            call.upstream(Collector::new(head))
-        })
-    }
-
-    fn error_body(&self, error: &ApiError) -> Bytes {
-        openai::error_body(error)
-    }
+/// [`Dialect::prepare`](super::Dialect::prepare) for [`ChatCompletions`].
+fn prepare_chat_completions(
+    config: &Config,
+    _parts: &Parts,
+    body: &[u8],
+) -> Result<Upstream, ApiError> {
+    let parsed = parse_request(config, body)?;
+    let call = ChatCall::new(config, parsed.native, "chat.completions")?;
+    let head = Head::new("chatcmpl-", &parsed.client_model);
+    Ok(if call.stream {
+        call.upstream(StreamEncoder::new(head, parsed.include_usage))
+    } else {
+        call.upstream(Collector::new(head))
+    })
 }
 
 /// A parsed client request.

@@ -5,12 +5,13 @@ use super::native::GenerateRequest;
 use super::openai::reply::{finish_reason, usage, Head};
 use super::openai::request::{include_usage, think, Sampling, ThinkFields};
 use super::params::{expect_str, json_object, model_name, stream, Wording};
-use super::{openai, ChatCall, Dialect, Upstream};
+use super::{openai, ChatCall, Upstream};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::json::write_str;
 use crate::ollama::{Encoder, Event};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+use http::request::Parts;
 use serde_json::{json, Map, Value};
 
 /// The legacy completions dialect.
@@ -35,73 +36,66 @@ fn prompt_of(root: &Map<String, Value>) -> Result<String, ApiError> {
     }
 }
 
-impl Dialect for Completions {
-    fn name(&self) -> &'static str {
-        "completions"
-    }
+dialect!(
+    Completions,
+    "completions",
+    prepare_completions,
+    openai::error_body
+);
 
-    fn prepare(
-        &self,
-        config: &Config,
-        _parts: &http::request::Parts,
-        body: &[u8],
-    ) -> Result<Upstream, ApiError> {
-        let root = json_object(body)?;
-        let client_model = model_name(&root, Wording::Named)?;
-        let prompt = prompt_of(&root)?;
-        if root.get("echo").and_then(Value::as_bool) == Some(true) {
-            return Err(ApiError::invalid("echo", "echo is not supported by Ollama"));
-        }
-        for key in ["n", "best_of"] {
-            if let Some(n) = root.get(key).filter(|v| !v.is_null()) {
-                if n.as_u64() != Some(1) {
-                    return Err(ApiError::invalid(
-                        key,
-                        format!("{key} must be 1: Ollama generates one completion per request"),
-                    ));
-                }
+/// [`Dialect::prepare`](super::Dialect::prepare) for [`Completions`].
+fn prepare_completions(config: &Config, _parts: &Parts, body: &[u8]) -> Result<Upstream, ApiError> {
+    let root = json_object(body)?;
+    let client_model = model_name(&root, Wording::Named)?;
+    let prompt = prompt_of(&root)?;
+    if root.get("echo").and_then(Value::as_bool) == Some(true) {
+        return Err(ApiError::invalid("echo", "echo is not supported by Ollama"));
+    }
+    for key in ["n", "best_of"] {
+        if let Some(n) = root.get(key).filter(|v| !v.is_null()) {
+            if n.as_u64() != Some(1) {
+                return Err(ApiError::invalid(
+                    key,
+                    format!("{key} must be 1: Ollama generates one completion per request"),
+                ));
             }
         }
-        if root.get("logprobs").is_some_and(|v| !v.is_null()) {
-            return Err(ApiError::invalid(
-                "logprobs",
-                "logprobs is not supported by this proxy",
-            ));
-        }
-        let stream = stream(&root, Wording::Terse)?;
-        let include_usage = include_usage(&root, stream);
-        let (options, keep_alive) = Sampling::CHAT.read(&root)?;
-        let model = config.resolve_model(&client_model).to_string();
-        let suffix = expect_str(&root, "suffix", Wording::Terse)?
-            .filter(|s| !s.is_empty())
-            .map(str::to_string);
-        let think = think(&root, ThinkFields::ThinkOnly)?;
-        let req = GenerateRequest {
-            model: model.clone(),
-            prompt,
-            suffix,
-            format: None,
-            options,
-            think,
-            keep_alive,
-            stream,
-        };
-        // Legacy completions have no place for thinking.
-        let call = ChatCall::new(config, req, self.name())?.drop_thinking();
-        let head = Head::new("cmpl-", &client_model);
-        Ok(if call.stream {
-            call.upstream(StreamEncoder::new(&head, include_usage))
-        } else {
-            call.upstream(Collector {
-                head,
-                text: String::new(),
-            })
+    }
+    if root.get("logprobs").is_some_and(|v| !v.is_null()) {
+        return Err(ApiError::invalid(
+            "logprobs",
+            "logprobs is not supported by this proxy",
+        ));
+    }
+    let stream = stream(&root, Wording::Terse)?;
+    let include_usage = include_usage(&root, stream);
+    let (options, keep_alive) = Sampling::CHAT.read(&root)?;
+    let model = config.resolve_model(&client_model).to_string();
+    let suffix = expect_str(&root, "suffix", Wording::Terse)?
+        .filter(|s| !s.is_empty())
+        .map(str::to_string);
+    let think = think(&root, ThinkFields::ThinkOnly)?;
+    let req = GenerateRequest {
+        model: model.clone(),
+        prompt,
+        suffix,
+        format: None,
+        options,
+        think,
+        keep_alive,
+        stream,
+    };
+    // Legacy completions have no place for thinking.
+    let call = ChatCall::new(config, req, "completions")?.drop_thinking();
+    let head = Head::new("cmpl-", &client_model);
+    Ok(if call.stream {
+        call.upstream(StreamEncoder::new(&head, include_usage))
+    } else {
+        call.upstream(Collector {
+            head,
+            text: String::new(),
         })
-    }
-
-    fn error_body(&self, error: &ApiError) -> Bytes {
-        openai::error_body(error)
-    }
+    })
 }
 
 /// Streams `text_completion` chunks.

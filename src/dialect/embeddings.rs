@@ -1,104 +1,98 @@
 //! OpenAI embeddings: `POST /v1/embeddings` → `/api/embed`.
 
 use super::params::{json_object, model_name, Wording};
-use super::{openai, Dialect, Render, Upstream, WholeBody};
+use super::{openai, Render, Upstream, WholeBody};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::ollama::request::Endpoint;
 use crate::util::base64_encode;
 use bytes::{Bytes, BytesMut};
+use http::request::Parts;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 /// The embeddings dialect.
 pub(crate) struct Embeddings;
 
-impl Dialect for Embeddings {
-    fn name(&self) -> &'static str {
-        "embeddings"
-    }
+dialect!(
+    Embeddings,
+    "embeddings",
+    prepare_embeddings,
+    openai::error_body
+);
 
-    fn prepare(
-        &self,
-        config: &Config,
-        _parts: &http::request::Parts,
-        body: &[u8],
-    ) -> Result<Upstream, ApiError> {
-        let root = json_object(body)?;
-        let client_model = model_name(&root, Wording::Named)?;
-        let model = config.resolve_model(&client_model).to_string();
-        let input = match root.get("input") {
-            Some(Value::String(s)) => Value::String(s.clone()),
-            Some(Value::Array(a)) if a.is_empty() => {
-                return Err(ApiError::invalid("input", "input must not be empty"))
-            }
-            Some(Value::Array(a)) if a.iter().all(Value::is_string) => Value::Array(a.clone()),
-            Some(Value::Array(_)) => {
+/// [`Dialect::prepare`](super::Dialect::prepare) for [`Embeddings`].
+fn prepare_embeddings(config: &Config, _parts: &Parts, body: &[u8]) -> Result<Upstream, ApiError> {
+    let root = json_object(body)?;
+    let client_model = model_name(&root, Wording::Named)?;
+    let model = config.resolve_model(&client_model).to_string();
+    let input = match root.get("input") {
+        Some(Value::String(s)) => Value::String(s.clone()),
+        Some(Value::Array(a)) if a.is_empty() => {
+            return Err(ApiError::invalid("input", "input must not be empty"))
+        }
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => Value::Array(a.clone()),
+        Some(Value::Array(_)) => {
+            return Err(ApiError::invalid(
+                "input",
+                "input must be a string or an array of strings; token arrays are not supported by Ollama",
+            ))
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "input",
+                "input is required (a string or an array of strings)",
+            ))
+        }
+    };
+    let base64 = match root.get("encoding_format").and_then(Value::as_str) {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "encoding_format",
+                format!("encoding_format must be \"float\" or \"base64\", got {other:?}"),
+            ))
+        }
+    };
+    let mut native = json!({"model": model, "input": input});
+    match root.get("dimensions") {
+        None | Some(Value::Null) => {}
+        Some(d) => match d.as_u64().filter(|d| *d > 0) {
+            Some(d) => native["dimensions"] = Value::from(d),
+            None => {
                 return Err(ApiError::invalid(
-                    "input",
-                    "input must be a string or an array of strings; token arrays are not supported by Ollama",
+                    "dimensions",
+                    "dimensions must be a positive integer",
                 ))
             }
-            _ => {
-                return Err(ApiError::invalid(
-                    "input",
-                    "input is required (a string or an array of strings)",
-                ))
-            }
-        };
-        let base64 = match root.get("encoding_format").and_then(Value::as_str) {
-            None | Some("float") => false,
-            Some("base64") => true,
-            Some(other) => {
-                return Err(ApiError::invalid(
-                    "encoding_format",
-                    format!("encoding_format must be \"float\" or \"base64\", got {other:?}"),
-                ))
-            }
-        };
-        let mut native = json!({"model": model, "input": input});
-        match root.get("dimensions") {
-            None | Some(Value::Null) => {}
-            Some(d) => match d.as_u64().filter(|d| *d > 0) {
-                Some(d) => native["dimensions"] = Value::from(d),
-                None => {
-                    return Err(ApiError::invalid(
-                        "dimensions",
-                        "dimensions must be a positive integer",
-                    ))
-                }
-            },
-        }
-        let defaults = config.defaults_for(&model);
-        let mut options: Map<String, Value> = match root.get("options") {
-            Some(Value::Object(o)) => o.clone(),
-            _ => Map::new(),
-        };
-        for (k, v) in defaults.options {
-            options.entry(k).or_insert(v);
-        }
-        if !options.is_empty() {
-            native["options"] = Value::Object(options);
-        }
-        if let Some(k) = root.get("keep_alive").cloned().or(defaults.keep_alive) {
-            native["keep_alive"] = k;
-        }
-        if let Some(t) = root.get("truncate").and_then(Value::as_bool) {
-            native["truncate"] = Value::Bool(t);
-        }
-        Ok(Upstream::document(
-            Endpoint::Embed,
-            Bytes::from(native.to_string()),
-            WholeBody::boxed(EmbedTranscoder {
-                model: client_model,
-                base64,
-            }),
-        ))
+        },
     }
-
-    fn error_body(&self, error: &ApiError) -> Bytes {
-        openai::error_body(error)
+    let defaults = config.defaults_for(&model);
+    let mut options: Map<String, Value> = match root.get("options") {
+        Some(Value::Object(o)) => o.clone(),
+        _ => Map::new(),
+    };
+    for (k, v) in defaults.options {
+        options.entry(k).or_insert(v);
     }
+    if !options.is_empty() {
+        native["options"] = Value::Object(options);
+    }
+    if let Some(k) = root.get("keep_alive").cloned().or(defaults.keep_alive) {
+        native["keep_alive"] = k;
+    }
+    if let Some(t) = root.get("truncate").and_then(Value::as_bool) {
+        native["truncate"] = Value::Bool(t);
+    }
+    Ok(Upstream::document(
+        Endpoint::Embed,
+        Bytes::from(native.to_string()),
+        WholeBody::boxed(EmbedTranscoder {
+            model: client_model,
+            base64,
+        }),
+    ))
 }
 
 #[derive(Deserialize)]

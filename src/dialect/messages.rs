@@ -53,7 +53,7 @@ use super::params::{
     self, expect_integer, expect_number, expect_object, function_tool, json_object, list_error,
     model_name, type_name, Wording,
 };
-use super::{ChatCall, Dialect, Transcode, Upstream};
+use super::{ChatCall, Transcode, Upstream};
 use crate::config::Config;
 use crate::error::{ApiError, BoxError, Failure, StreamError};
 use crate::json::{write_str, write_u64};
@@ -62,6 +62,7 @@ use crate::ollama::{Done, Encoder, Event};
 use crate::signing::{self, Key};
 use crate::util::random_id;
 use bytes::{Bytes, BytesMut};
+use http::request::Parts;
 use http::StatusCode;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -75,70 +76,55 @@ pub(crate) struct Messages;
 /// `POST /v1/messages/count_tokens`.
 pub(crate) struct CountTokens;
 
-impl Dialect for Messages {
-    fn name(&self) -> &'static str {
-        "messages"
-    }
+dialect!(Messages, "messages", prepare_messages, error_body);
 
-    fn prepare(
-        &self,
-        config: &Config,
-        _parts: &http::request::Parts,
-        body: &[u8],
-    ) -> Result<Upstream, ApiError> {
-        let parsed = parse_request(config, body, false)?;
-        let call = ChatCall::new(config, parsed.native, self.name())?;
-        let head = Head::new(&parsed.client_model, config.thinking_key);
-        Ok(if call.stream {
-            call.upstream(StreamEncoder::new(head))
-        } else {
-            call.upstream(Collector::new(head))
-        })
-    }
-
-    fn error_body(&self, error: &ApiError) -> Bytes {
-        error_body(error)
-    }
+/// [`Dialect::prepare`](super::Dialect::prepare) for [`Messages`].
+fn prepare_messages(config: &Config, _parts: &Parts, body: &[u8]) -> Result<Upstream, ApiError> {
+    let parsed = parse_request(config, body, false)?;
+    let call = ChatCall::new(config, parsed.native, "messages")?;
+    let head = Head::new(&parsed.client_model, config.thinking_key);
+    Ok(if call.stream {
+        call.upstream(StreamEncoder::new(head))
+    } else {
+        call.upstream(Collector::new(head))
+    })
 }
 
-impl Dialect for CountTokens {
-    fn name(&self) -> &'static str {
-        "messages.count_tokens"
-    }
+dialect!(
+    CountTokens,
+    "messages.count_tokens",
+    prepare_count_tokens,
+    error_body
+);
 
-    fn prepare(
-        &self,
-        config: &Config,
-        _parts: &http::request::Parts,
-        body: &[u8],
-    ) -> Result<Upstream, ApiError> {
-        let mut parsed = parse_request(config, body, true)?;
-        parsed.native.stream = false;
-        // One token: Ollama evaluates the whole prompt first, and its runner
-        // treats 0 as "no limit".
-        parsed
-            .native
-            .options
-            .insert("num_predict".into(), Value::from(1));
-        let mut native = GenerationRequest::Chat(parsed.native);
-        native::apply_rules(config, &mut native);
-        let body = native.to_bytes().map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("could not encode the request for Ollama: {e}"),
-            )
-        })?;
-        tracing::debug!(model = %native.model(), bytes = body.len(), "messages.count_tokens → /api/chat");
-        Ok(Upstream::document(
-            Endpoint::Chat,
-            body,
-            Box::new(TokenCounter::default()),
-        ))
-    }
-
-    fn error_body(&self, error: &ApiError) -> Bytes {
-        error_body(error)
-    }
+/// [`Dialect::prepare`](super::Dialect::prepare) for [`CountTokens`].
+fn prepare_count_tokens(
+    config: &Config,
+    _parts: &Parts,
+    body: &[u8],
+) -> Result<Upstream, ApiError> {
+    let mut parsed = parse_request(config, body, true)?;
+    parsed.native.stream = false;
+    // One token: Ollama evaluates the whole prompt first, and its runner
+    // treats 0 as "no limit".
+    parsed
+        .native
+        .options
+        .insert("num_predict".into(), Value::from(1));
+    let mut native = GenerationRequest::Chat(parsed.native);
+    native::apply_rules(config, &mut native);
+    let body = native.to_bytes().map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not encode the request for Ollama: {e}"),
+        )
+    })?;
+    tracing::debug!(model = %native.model(), bytes = body.len(), "messages.count_tokens → /api/chat");
+    Ok(Upstream::document(
+        Endpoint::Chat,
+        body,
+        Box::new(TokenCounter::default()),
+    ))
 }
 
 /// `{"type":"error","error":{"type","message"}}`.

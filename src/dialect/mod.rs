@@ -14,6 +14,29 @@
 //! (layer, service, future, body) knows dialects only through [`SERVED`]
 //! and [`error_dialect`].
 
+/// Implements [`Dialect`] for a unit struct from its name, the function
+/// that prepares the native call, and the function that renders errors.
+macro_rules! dialect {
+    ($ty:ident, $name:literal, $prepare:path, $errors:path) => {
+        impl $crate::dialect::Dialect for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn prepare(
+                &self,
+                config: &$crate::config::Config,
+                parts: &http::request::Parts,
+                body: &[u8],
+            ) -> Result<$crate::dialect::Upstream, $crate::error::ApiError> {
+                $prepare(config, parts, body)
+            }
+            fn error_body(&self, error: &$crate::error::ApiError) -> bytes::Bytes {
+                $errors(error)
+            }
+        }
+    };
+}
+
 pub(crate) mod chat;
 pub(crate) mod completions;
 pub(crate) mod embeddings;

@@ -1,11 +1,12 @@
 //! OpenAI model discovery: `GET /v1/models` from `/api/tags`, and
 //! `GET /v1/models/{id}` from `/api/show` (ids may contain `:` and `/`).
 
-use super::{openai, Dialect, Render, Upstream, WholeBody};
+use super::{openai, Render, Upstream, WholeBody};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::ollama::request::Endpoint;
 use bytes::{Bytes, BytesMut};
+use http::request::Parts;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -83,33 +84,30 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(days * 86400 + hour * 3600 + minute * 60 + second - offset)
 }
 
-impl Dialect for ListModels {
-    fn name(&self) -> &'static str {
-        "models.list"
-    }
+dialect!(
+    ListModels,
+    "models.list",
+    prepare_list_models,
+    openai::error_body
+);
 
-    fn prepare(
-        &self,
-        config: &Config,
-        _parts: &http::request::Parts,
-        _body: &[u8],
-    ) -> Result<Upstream, ApiError> {
-        let mut aliases: Vec<(String, String)> = config
-            .aliases
-            .iter()
-            .map(|(a, t)| (a.clone(), t.clone()))
-            .collect();
-        aliases.sort();
-        Ok(Upstream::document(
-            Endpoint::Tags,
-            Bytes::new(),
-            WholeBody::boxed(ListTranscoder { aliases }),
-        ))
-    }
-
-    fn error_body(&self, error: &ApiError) -> Bytes {
-        openai::error_body(error)
-    }
+/// [`Dialect::prepare`](super::Dialect::prepare) for [`ListModels`].
+fn prepare_list_models(
+    config: &Config,
+    _parts: &Parts,
+    _body: &[u8],
+) -> Result<Upstream, ApiError> {
+    let mut aliases: Vec<(String, String)> = config
+        .aliases
+        .iter()
+        .map(|(a, t)| (a.clone(), t.clone()))
+        .collect();
+    aliases.sort();
+    Ok(Upstream::document(
+        Endpoint::Tags,
+        Bytes::new(),
+        WholeBody::boxed(ListTranscoder { aliases }),
+    ))
 }
 
 struct ListTranscoder {
@@ -164,38 +162,35 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-impl Dialect for RetrieveModel {
-    fn name(&self) -> &'static str {
-        "models.retrieve"
-    }
+dialect!(
+    RetrieveModel,
+    "models.retrieve",
+    prepare_retrieve_model,
+    openai::error_body
+);
 
-    fn prepare(
-        &self,
-        config: &Config,
-        parts: &http::request::Parts,
-        _body: &[u8],
-    ) -> Result<Upstream, ApiError> {
-        let raw = parts
-            .uri
-            .path()
-            .strip_prefix("/v1/models/")
-            .unwrap_or("")
-            .trim_end_matches('/');
-        let id = percent_decode(raw)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::invalid("model", "a model id is required"))?;
-        let target = config.resolve_model(&id).to_string();
-        let body = json!({"model": target}).to_string();
-        Ok(Upstream::document(
-            Endpoint::Show,
-            Bytes::from(body),
-            WholeBody::boxed(ShowTranscoder { id, target }),
-        ))
-    }
-
-    fn error_body(&self, error: &ApiError) -> Bytes {
-        openai::error_body(error)
-    }
+/// [`Dialect::prepare`](super::Dialect::prepare) for [`RetrieveModel`].
+fn prepare_retrieve_model(
+    config: &Config,
+    parts: &Parts,
+    _body: &[u8],
+) -> Result<Upstream, ApiError> {
+    let raw = parts
+        .uri
+        .path()
+        .strip_prefix("/v1/models/")
+        .unwrap_or("")
+        .trim_end_matches('/');
+    let id = percent_decode(raw)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::invalid("model", "a model id is required"))?;
+    let target = config.resolve_model(&id).to_string();
+    let body = json!({"model": target}).to_string();
+    Ok(Upstream::document(
+        Endpoint::Show,
+        Bytes::from(body),
+        WholeBody::boxed(ShowTranscoder { id, target }),
+    ))
 }
 
 struct ShowTranscoder {

@@ -38,7 +38,7 @@ use super::params::{
     expect_str, function_tool, get, json_object, model_name, optional_array, parse_arguments,
     parse_content, stream, type_name, UnknownParts, Wording,
 };
-use super::{openai, ChatCall, Dialect, Upstream};
+use super::{openai, ChatCall, Upstream};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::json::{write_str, write_u64};
@@ -46,40 +46,34 @@ use crate::ollama::{Done, Encoder, Event};
 use crate::signing::{self, Key};
 use crate::util::{base64_decode, base64_encode};
 use crate::util::{random_id, unix_now};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+use http::request::Parts;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
 
 /// The Responses dialect.
 pub(crate) struct Responses;
 
-impl Dialect for Responses {
-    fn name(&self) -> &'static str {
-        "responses"
-    }
+dialect!(
+    Responses,
+    "responses",
+    prepare_responses,
+    openai::error_body
+);
 
-    fn prepare(
-        &self,
-        config: &Config,
-        _parts: &http::request::Parts,
-        body: &[u8],
-    ) -> Result<Upstream, ApiError> {
-        let parsed = parse_request(config, body)?;
-        let call = ChatCall::new(config, parsed.native, self.name())?;
-        let signer = parsed.include_encrypted.then_some(config.thinking_key);
-        let encoder = ResponseEncoder::new(
-            &parsed.client_model,
-            &parsed.echo,
-            call.stream,
-            signer,
-            parsed.namespaced,
-        );
-        Ok(call.upstream(encoder))
-    }
-
-    fn error_body(&self, error: &ApiError) -> Bytes {
-        openai::error_body(error)
-    }
+/// [`Dialect::prepare`](super::Dialect::prepare) for [`Responses`].
+fn prepare_responses(config: &Config, _parts: &Parts, body: &[u8]) -> Result<Upstream, ApiError> {
+    let parsed = parse_request(config, body)?;
+    let call = ChatCall::new(config, parsed.native, "responses")?;
+    let signer = parsed.include_encrypted.then_some(config.thinking_key);
+    let encoder = ResponseEncoder::new(
+        &parsed.client_model,
+        &parsed.echo,
+        call.stream,
+        signer,
+        parsed.namespaced,
+    );
+    Ok(call.upstream(encoder))
 }
 
 /// The purpose string reasoning signatures are bound to.

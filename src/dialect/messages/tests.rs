@@ -1,4 +1,5 @@
 use super::*;
+use crate::dialect::Dialect;
 use crate::dialect::Transcode;
 use crate::ollama::Decoder;
 use serde_json::json;
