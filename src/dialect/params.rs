@@ -303,28 +303,7 @@ pub(crate) fn parse_content(
                     texts.push(t);
                 }
             }
-            "image_url" | "input_image" => {
-                let url = match part.get("image_url") {
-                    Some(Value::String(u)) => Some(u.as_str()),
-                    Some(Value::Object(o)) => o.get("url").and_then(Value::as_str),
-                    _ => None,
-                };
-                match url {
-                    Some(url) => images.push(native::image_from_url(url, &format!("{pp}.image_url"))?),
-                    None if part.get("file_id").is_some_and(|f| !f.is_null()) => {
-                        return Err(ApiError::invalid(
-                            format!("{pp}.file_id"),
-                            "file ids are not supported: this proxy stores no files; send the image inline as a base64 data URL",
-                        ))
-                    }
-                    None => {
-                        return Err(ApiError::invalid(
-                            format!("{pp}.image_url"),
-                            "an image part needs an image_url (a base64 data URL)",
-                        ))
-                    }
-                }
-            }
+            "image_url" | "input_image" => images.push(image_part(part, &pp)?),
             "input_audio" => {
                 let data = part
                     .get("input_audio")
@@ -352,6 +331,26 @@ pub(crate) fn parse_content(
         }
     }
     Ok(texts.join("\n"))
+}
+
+/// An `image_url` / `input_image` part's base64 data.
+fn image_part(part: &Value, pp: &str) -> Result<String, ApiError> {
+    let url = match part.get("image_url") {
+        Some(Value::String(u)) => Some(u.as_str()),
+        Some(Value::Object(o)) => o.get("url").and_then(Value::as_str),
+        _ => None,
+    };
+    match url {
+        Some(url) => native::image_from_url(url, &format!("{pp}.image_url")),
+        None if part.get("file_id").is_some_and(|f| !f.is_null()) => Err(ApiError::invalid(
+            format!("{pp}.file_id"),
+            "file ids are not supported: this proxy stores no files; send the image inline as a base64 data URL",
+        )),
+        None => Err(ApiError::invalid(
+            format!("{pp}.image_url"),
+            "an image part needs an image_url (a base64 data URL)",
+        )),
+    }
 }
 
 /// `dialect.prepare` for a JSON body, with the default config and empty
