@@ -38,8 +38,9 @@ pub(crate) trait Transcode: Send {
     }
 }
 
-/// Upstream bodies kept whole (errors, JSON documents) are capped at this.
-const MAX_WHOLE_BODY: usize = 16 * 1024 * 1024;
+/// Ollama's error bodies are read whole up to this; past it the answer is
+/// a failure of its own.
+pub(crate) const MAX_ERROR_BODY: usize = 64 * 1024;
 
 pin_project! {
     /// Response body of [`OllamaTranslate`](crate::OllamaTranslate).
@@ -92,6 +93,8 @@ pin_project! {
 struct Translator {
     transcoder: Box<dyn Transcode>,
     deadlines: Option<Deadlines>,
+    /// The longest line (or whole body) kept; past it the stream fails.
+    limit: usize,
     /// An incomplete line (or the whole body, in whole-body mode).
     partial: BytesMut,
     out: BytesMut,
@@ -116,6 +119,7 @@ impl<B> TranslateBody<B> {
         body: B,
         transcoder: Box<dyn Transcode>,
         deadlines: Option<Deadlines>,
+        limit: usize,
     ) -> Self {
         TranslateBody {
             inner: Inner::Translate {
@@ -123,6 +127,7 @@ impl<B> TranslateBody<B> {
                 state: Box::new(Translator {
                     transcoder,
                     deadlines,
+                    limit,
                     partial: BytesMut::new(),
                     out: BytesMut::new(),
                     upstream_done: false,
@@ -157,38 +162,52 @@ impl<B> TranslateBody<B> {
 impl Translator {
     /// Feeds one upstream data chunk, translating every complete line.
     fn feed(&mut self, mut data: impl Buf) {
-        if self.transcoder.whole_body() {
-            while data.has_remaining() {
-                let chunk = data.chunk();
-                let room = MAX_WHOLE_BODY.saturating_sub(self.partial.len());
-                self.partial
-                    .extend_from_slice(&chunk[..chunk.len().min(room)]);
-                let n = chunk.len();
-                data.advance(n);
-            }
-            return;
-        }
-        while data.has_remaining() {
+        while data.has_remaining() && !self.upstream_done {
             let chunk = data.chunk();
             let n = chunk.len();
-            let mut rest = chunk;
-            while let Some(pos) = find_newline(rest) {
-                let (line, tail) = rest.split_at(pos);
-                if self.partial.is_empty() {
-                    // The common case: a whole line inside one frame, no copy.
-                    self.transcoder.line(trim_cr(line), &mut self.out);
-                } else {
-                    self.partial.extend_from_slice(line);
-                    let whole = self.partial.split();
-                    self.transcoder.line(trim_cr(&whole), &mut self.out);
+            if self.transcoder.whole_body() {
+                if self.partial.len() + n > self.limit {
+                    self.too_long("an answer");
+                    return;
                 }
-                rest = &tail[1..];
-            }
-            if !rest.is_empty() {
-                self.partial.extend_from_slice(rest);
+                self.partial.extend_from_slice(chunk);
+            } else {
+                self.lines(chunk);
             }
             data.advance(n);
         }
+    }
+
+    /// Translates every complete line of `chunk`, keeping the rest.
+    fn lines(&mut self, chunk: &[u8]) {
+        let mut rest = chunk;
+        while let Some(pos) = find_newline(rest) {
+            let (line, tail) = rest.split_at(pos);
+            if self.partial.is_empty() {
+                // The common case: a whole line inside one frame, no copy.
+                self.transcoder.line(trim_cr(line), &mut self.out);
+            } else if self.partial.len() + line.len() > self.limit {
+                return self.too_long("a line");
+            } else {
+                self.partial.extend_from_slice(line);
+                let whole = self.partial.split();
+                self.transcoder.line(trim_cr(&whole), &mut self.out);
+            }
+            rest = &tail[1..];
+        }
+        if self.partial.len() + rest.len() > self.limit {
+            return self.too_long("a line");
+        }
+        self.partial.extend_from_slice(rest);
+    }
+
+    /// Ollama sent more than the limit in one line (or one document).
+    fn too_long(&mut self, what: &str) {
+        let msg = format!(
+            "Ollama sent {what} longer than the limit of {} bytes",
+            self.limit
+        );
+        self.fail(Failure::UpstreamGarbage, Box::new(StreamError(msg)));
     }
 
     /// The inner body ended: flush the last line and let the transcoder finish.

@@ -186,6 +186,8 @@ pub(crate) struct Config {
     /// Ollama model for `claude*` names that have no alias (Messages dialect).
     pub(crate) default_model: Option<String>,
     pub(crate) max_request_bytes: usize,
+    /// Longest line of Ollama's stream, and largest answer collected whole.
+    pub(crate) max_answer_bytes: usize,
     /// Signs thinking text handed to clients; see `signing`.
     pub(crate) thinking_key: crate::signing::Key,
     /// Models Ollama has shown cannot think (learned at run time, shared by
@@ -196,6 +198,10 @@ pub(crate) struct Config {
     /// When set, every request must carry this key.
     pub(crate) api_key: Option<Arc<str>>,
 }
+
+/// Default cap on one line of Ollama's stream and on an answer collected
+/// whole: 32 MiB, room for a long non-streamed answer.
+pub(crate) const DEFAULT_MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 
 /// Default cap on a translated request body: 32 MiB, room for several images.
 pub(crate) const DEFAULT_MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
@@ -211,6 +217,7 @@ impl Default for Config {
             aliases: HashMap::new(),
             default_model: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             thinking_key: crate::signing::random_key(),
             cannot_think: Arc::default(),
             timing: crate::timer::Timing {

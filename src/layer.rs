@@ -187,6 +187,18 @@ impl OllamaTranslateLayer {
     }
 }
 
+impl OllamaTranslateLayer {
+    /// Longest line of Ollama's stream, and largest answer collected whole
+    /// for a non-streaming client or a one-document endpoint (default:
+    /// 32 MiB). Past it the answer fails with an error in the client's
+    /// dialect (a 502, or an in-band error once streaming), so memory per
+    /// request stays bounded whatever Ollama sends.
+    pub fn max_answer_bytes(mut self, limit: usize) -> Self {
+        self.config_mut().max_answer_bytes = limit;
+        self
+    }
+}
+
 impl<S> Layer<S> for OllamaTranslateLayer {
     type Service = OllamaTranslate<S>;
 

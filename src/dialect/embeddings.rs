@@ -97,7 +97,7 @@ fn prepare_embeddings(config: &Config, _parts: &Parts, body: &[u8]) -> Result<Up
 
 #[derive(Deserialize)]
 struct Embed {
-    #[serde(default)]
+    // Required: an answer without it is not an embedding response.
     embeddings: Vec<Vec<f64>>,
     #[serde(default)]
     prompt_eval_count: u64,
@@ -109,10 +109,8 @@ struct EmbedTranscoder {
 }
 
 impl Render for EmbedTranscoder {
-    fn render(&mut self, line: &[u8], out: &mut BytesMut) {
-        let Some(embed) = openai::read_answer::<Embed>(line, "embedding response", out) else {
-            return;
-        };
+    fn render(&mut self, line: &[u8], out: &mut BytesMut) -> Result<(), ApiError> {
+        let embed = openai::read_answer::<Embed>(line, "embedding response")?;
         let data: Vec<Value> = embed
             .embeddings
             .iter()
@@ -135,6 +133,7 @@ impl Render for EmbedTranscoder {
             "usage": {"prompt_tokens": embed.prompt_eval_count, "total_tokens": embed.prompt_eval_count},
         });
         out.extend_from_slice(v.to_string().as_bytes());
+        Ok(())
     }
 }
 
@@ -176,10 +175,10 @@ mod tests {
 
     #[test]
     fn encodes_vectors() {
-        let mut t = WholeBody(Some(EmbedTranscoder {
+        let mut t = WholeBody::new(EmbedTranscoder {
             model: "e".into(),
             base64: true,
-        }));
+        });
         let mut out = BytesMut::new();
         t.line(
             br#"{"embeddings":[[1.0,-2.5]],"prompt_eval_count":3}"#,
@@ -193,5 +192,23 @@ mod tests {
         assert_eq!(v["data"][0]["embedding"], base64_encode(&expected));
         assert_eq!(v["usage"]["prompt_tokens"], 3);
         assert_eq!(v["model"], "e");
+    }
+
+    #[test]
+    fn an_answer_that_is_not_an_embedding_is_a_502() {
+        for body in [&b"<html>busy</html>"[..], b"{}", b"{\"embeddings\":\"x\"}"] {
+            let mut t = WholeBody::new(EmbedTranscoder {
+                model: "e".into(),
+                base64: false,
+            });
+            let mut out = BytesMut::new();
+            t.line(body, &mut out);
+            assert!(t.finish(&mut out).is_err());
+            let e = t
+                .failure()
+                .expect("a failure the client's status comes from");
+            assert_eq!(e.status, 502);
+            assert!(e.message.contains("embedding response"), "{}", e.message);
+        }
     }
 }

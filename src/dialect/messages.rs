@@ -1016,15 +1016,15 @@ impl Encoder for Collector {
 #[derive(Default)]
 struct TokenCounter {
     done: bool,
-    failed: Option<String>,
+    failed: Option<ApiError>,
 }
 
 impl TokenCounter {
-    fn fail(&mut self, message: String, out: &mut BytesMut) {
+    fn fail(&mut self, failure: Failure, message: String, out: &mut BytesMut) {
         tracing::warn!(error = %message, "could not count tokens");
-        let err = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message.clone());
+        let err = ApiError::new(failure.status(), message);
         write_error_object(&err, out);
-        self.failed = Some(message);
+        self.failed = Some(err);
     }
 }
 
@@ -1055,13 +1055,18 @@ impl Transcode for TokenCounter {
                     Value::String(s) => s,
                     other => other.to_string(),
                 };
-                self.fail(message, out);
+                self.fail(Failure::OllamaError, message, out);
             }
             Ok(_) => self.fail(
+                Failure::UpstreamGarbage,
                 "Ollama's answer has no prompt_eval_count to count tokens with".into(),
                 out,
             ),
-            Err(e) => self.fail(format!("Ollama sent an answer that is not JSON: {e}"), out),
+            Err(e) => self.fail(
+                Failure::UpstreamGarbage,
+                format!("Ollama sent an answer that is not JSON: {e}"),
+                out,
+            ),
         }
     }
 
@@ -1070,16 +1075,20 @@ impl Transcode for TokenCounter {
             self.line(b"", out);
         }
         match &self.failed {
-            Some(m) => Err(Box::new(StreamError(m.clone()))),
+            Some(e) => Err(Box::new(StreamError(e.message.clone()))),
             None => Ok(()),
         }
     }
 
-    fn abort(&mut self, _failure: Failure, error: &str, out: &mut BytesMut) {
+    fn abort(&mut self, failure: Failure, error: &str, out: &mut BytesMut) {
         if !self.done {
             self.done = true;
-            self.fail(format!("connection to Ollama lost: {error}"), out);
+            self.fail(failure, format!("connection to Ollama lost: {error}"), out);
         }
+    }
+
+    fn failure(&self) -> Option<ApiError> {
+        self.failed.clone()
     }
 
     fn whole_body(&self) -> bool {

@@ -49,7 +49,7 @@ pub(crate) mod responses;
 
 pub(crate) use crate::body::Transcode;
 use crate::config::{Config, ReasoningMode};
-use crate::error::{ApiError, BoxError, Failure};
+use crate::error::{ApiError, BoxError, Failure, StreamError};
 use crate::ollama::request::{Endpoint, GenerationRequest};
 use crate::ollama::{Decoder, Encoder};
 use bytes::{Bytes, BytesMut};
@@ -76,38 +76,63 @@ impl<E: Encoder> Transcode for Decoder<E> {
 
 /// Renders a whole upstream JSON document in a client's shape.
 pub(crate) trait Render: Send {
-    /// `body` is the complete upstream body (`{}` when it was empty).
-    fn render(&mut self, body: &[u8], out: &mut BytesMut);
+    /// `body` is the complete upstream body (`{}` when it was empty). An
+    /// error means Ollama's answer cannot be rendered (not JSON, missing
+    /// fields): the client gets it, with its status, instead of a document.
+    fn render(&mut self, body: &[u8], out: &mut BytesMut) -> Result<(), ApiError>;
 }
 
 /// A [`Transcode`] for answers that are one JSON document: renders it once
-/// the body is complete, nothing if the body failed.
-pub(crate) struct WholeBody<R>(pub(crate) Option<R>);
+/// the body is complete; a body that failed, or that cannot be rendered, is
+/// a [`Transcode::failure`] for the client's status.
+pub(crate) struct WholeBody<R> {
+    render: Option<R>,
+    failure: Option<ApiError>,
+}
 
 impl<R: Render> WholeBody<R> {
+    pub(crate) fn new(render: R) -> Self {
+        WholeBody {
+            render: Some(render),
+            failure: None,
+        }
+    }
+
     pub(crate) fn boxed(render: R) -> Box<dyn Transcode>
     where
         R: 'static,
     {
-        Box::new(WholeBody(Some(render)))
+        Box::new(WholeBody::new(render))
     }
 }
 
 impl<R: Render> Transcode for WholeBody<R> {
     fn line(&mut self, line: &[u8], out: &mut BytesMut) {
-        if let Some(mut r) = self.0.take() {
-            r.render(line, out);
+        if let Some(mut r) = self.render.take() {
+            if let Err(e) = r.render(line, out) {
+                tracing::warn!(status = e.status.as_u16(), error = %e.message, "Ollama's answer cannot be rendered");
+                self.failure = Some(e);
+            }
         }
     }
     fn finish(&mut self, out: &mut BytesMut) -> Result<(), BoxError> {
         self.line(b"{}", out);
-        Ok(())
+        match &self.failure {
+            Some(e) => Err(Box::new(StreamError(e.message.clone()))),
+            None => Ok(()),
+        }
     }
-    fn abort(&mut self, _failure: Failure, _error: &str, _out: &mut BytesMut) {
-        self.0 = None;
+    fn abort(&mut self, failure: Failure, error: &str, _out: &mut BytesMut) {
+        if self.render.take().is_some() {
+            let message = format!("connection to Ollama lost: {error}");
+            self.failure = Some(ApiError::new(failure.status(), message).with_code(failure.code()));
+        }
     }
     fn whole_body(&self) -> bool {
         true
+    }
+    fn failure(&self) -> Option<ApiError> {
+        self.failure.clone()
     }
 }
 

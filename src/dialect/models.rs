@@ -115,10 +115,8 @@ struct ListTranscoder {
 }
 
 impl Render for ListTranscoder {
-    fn render(&mut self, body: &[u8], out: &mut BytesMut) {
-        let Some(tags) = openai::read_answer::<Tags>(body, "model list", out) else {
-            return;
-        };
+    fn render(&mut self, body: &[u8], out: &mut BytesMut) -> Result<(), ApiError> {
+        let tags = openai::read_answer::<Tags>(body, "model list")?;
         let mut data: Vec<Value> = tags
             .models
             .iter()
@@ -141,6 +139,7 @@ impl Render for ListTranscoder {
         }
         let v = json!({"object": "list", "data": data});
         out.extend_from_slice(v.to_string().as_bytes());
+        Ok(())
     }
 }
 
@@ -199,15 +198,20 @@ struct ShowTranscoder {
 }
 
 impl Render for ShowTranscoder {
-    fn render(&mut self, line: &[u8], out: &mut BytesMut) {
-        let modified = serde_json::from_slice::<Value>(line).ok().and_then(|v| {
-            v.get("modified_at")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        });
-        let v = model_object(&self.id, &owner(&self.target), modified.as_deref());
+    fn render(&mut self, line: &[u8], out: &mut BytesMut) -> Result<(), ApiError> {
+        // Ollama's `show` always carries `modified_at`: an answer without
+        // it is not one (and no model is invented from it).
+        let show = openai::read_answer::<Show>(line, "model description")?;
+        let v = model_object(&self.id, &owner(&self.target), Some(&show.modified_at));
         out.extend_from_slice(v.to_string().as_bytes());
+        Ok(())
     }
+}
+
+/// The part of `/api/show`'s answer a model object needs.
+#[derive(serde::Deserialize)]
+struct Show {
+    modified_at: String,
 }
 
 #[cfg(test)]
@@ -238,12 +242,12 @@ mod tests {
 
     #[test]
     fn lists_models_and_aliases() {
-        let mut t = WholeBody(Some(ListTranscoder {
+        let mut t = WholeBody::new(ListTranscoder {
             aliases: vec![
                 ("gpt-4o".into(), "qwen3".into()),
                 ("ghost".into(), "nope".into()),
             ],
-        }));
+        });
         let mut out = BytesMut::new();
         t.line(
             br#"{"models":[{"name":"qwen3:latest","modified_at":"1970-01-01T00:01:00Z"},{"name":"hf.co/acme/tiny:Q4"}]}"#,
@@ -261,6 +265,29 @@ mod tests {
         assert_eq!(ids, ["qwen3:latest", "hf.co/acme/tiny:Q4", "gpt-4o"]);
         assert_eq!(v["data"][0]["created"], 60);
         assert_eq!(v["data"][0]["owned_by"], "library");
+    }
+
+    #[test]
+    fn garbage_from_ollama_is_a_502_not_a_model() {
+        let mut list = WholeBody::new(ListTranscoder { aliases: vec![] });
+        let mut show = WholeBody::new(ShowTranscoder {
+            id: "m".into(),
+            target: "m".into(),
+        });
+        let mut out = BytesMut::new();
+        list.line(b"<html>oops</html>", &mut out);
+        show.line(b"garbage", &mut out);
+        assert!(out.is_empty(), "nothing rendered");
+        for failure in [list.failure(), show.failure()] {
+            assert_eq!(failure.expect("failed").status, 502);
+        }
+        // An empty answer is `{}`: no `modified_at`, so no invented model.
+        let mut show = WholeBody::new(ShowTranscoder {
+            id: "m".into(),
+            target: "m".into(),
+        });
+        show.finish(&mut out).unwrap_err();
+        assert!(out.is_empty());
     }
 
     #[test]

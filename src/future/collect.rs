@@ -19,14 +19,16 @@ pin_project! {
         #[pin]
         body: TranslateBody<B>,
         collected: BytesMut,
+        limit: usize,
     }
 }
 
 impl<B> CollectAnswer<B> {
-    pub(crate) fn new(body: TranslateBody<B>) -> Self {
+    pub(crate) fn new(body: TranslateBody<B>, limit: usize) -> Self {
         CollectAnswer {
             body,
             collected: BytesMut::new(),
+            limit,
         }
     }
 }
@@ -44,6 +46,17 @@ where
             match ready!(this.body.as_mut().poll_frame(cx)) {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
+                        if this.collected.len() + data.len() > *this.limit {
+                            let failure = Failure::UpstreamGarbage;
+                            let message = format!(
+                                "Ollama's answer is larger than the limit of {} bytes",
+                                this.limit
+                            );
+                            tracing::warn!(limit = *this.limit, "an answer too large to collect");
+                            let err =
+                                ApiError::new(failure.status(), message).with_code(failure.code());
+                            return Poll::Ready(Err(err));
+                        }
                         this.collected.extend_from_slice(&data);
                     }
                 }

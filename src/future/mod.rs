@@ -12,7 +12,7 @@ mod collect;
 mod respond;
 mod translate;
 
-use crate::body::{RequestBody, TranslateBody};
+use crate::body::{RequestBody, TranslateBody, MAX_ERROR_BODY};
 use crate::dialect::{Dialect, UpstreamError};
 use crate::error::{ApiError, BoxError};
 use http::{Request, Response, StatusCode};
@@ -140,7 +140,7 @@ fn plain_not_found<B>(
     parts.status = StatusCode::NOT_FOUND;
     let transcoder = UpstreamError::new(dialect, parts.status).with_message(message);
     respond::error_parts(&mut parts.headers);
-    let body = TranslateBody::translate(body, Box::new(transcoder), None);
+    let body = TranslateBody::translate(body, Box::new(transcoder), None, MAX_ERROR_BODY);
     Response::from_parts(parts, body)
 }
 

@@ -1,6 +1,6 @@
 //! Building requests for Ollama and responses for clients.
 
-use crate::body::{RequestBody, Transcode, TranslateBody};
+use crate::body::{RequestBody, Transcode, TranslateBody, MAX_ERROR_BODY};
 use crate::dialect::{Delivery, Dialect, UpstreamError, JSON, SSE};
 use crate::error::ApiError;
 use crate::ollama::request::Endpoint;
@@ -91,6 +91,8 @@ pub(super) struct Answer {
     pub(super) delivery: Delivery,
     pub(super) transcoder: Box<dyn Transcode>,
     pub(super) timing: Timing,
+    /// See `Config::max_answer_bytes`.
+    pub(super) limit: usize,
 }
 
 /// Ollama's response with its body translated: the dialect's content type
@@ -113,7 +115,12 @@ pub(super) fn translated<B>(res: Response<B>, answer: Answer) -> Response<Transl
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert("x-accel-buffering", HeaderValue::from_static("no"));
         }
-        TranslateBody::translate(body, answer.transcoder, answer.timing.deadlines())
+        TranslateBody::translate(
+            body,
+            answer.transcoder,
+            answer.timing.deadlines(),
+            answer.limit,
+        )
     } else {
         tracing::debug!(
             dialect = answer.dialect.name(),
@@ -122,7 +129,7 @@ pub(super) fn translated<B>(res: Response<B>, answer: Answer) -> Response<Transl
         );
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
         let errors = UpstreamError::new(answer.dialect, parts.status);
-        TranslateBody::translate(body, Box::new(errors), None)
+        TranslateBody::translate(body, Box::new(errors), None, MAX_ERROR_BODY)
     };
     Response::from_parts(parts, body)
 }

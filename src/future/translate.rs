@@ -136,6 +136,7 @@ where
         delivery: up.delivery,
         transcoder: up.transcoder,
         timing: job.config.timing.clone(),
+        limit: job.config.max_answer_bytes,
     };
     let call = CallOllama::new(fut, retry, &job.config.timing);
     Ok(Step::Call {
@@ -173,13 +174,16 @@ where
                         Ok(res) => res,
                         Err(e) => return Poll::Ready(respond::error(dialect, &e)),
                     };
-                    let collect = answer.delivery == Delivery::Collect && res.status().is_success();
+                    // Collected answers get their status once they are
+                    // whole: a failure half-way is an error, not a 200.
+                    let collect = answer.delivery != Delivery::Stream && res.status().is_success();
+                    let limit = answer.limit;
                     let res = respond::translated(res, answer);
                     if !collect {
                         return Poll::Ready(res);
                     }
                     let (parts, body) = res.into_parts();
-                    let collect = Carry::new(CollectAnswer::new(body), (parts, dialect));
+                    let collect = Carry::new(CollectAnswer::new(body, limit), (parts, dialect));
                     this.step.set(Step::Collect { collect });
                 }
                 StepProj::Collect { collect } => {

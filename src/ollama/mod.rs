@@ -300,7 +300,13 @@ impl<E: Encoder> Decoder<E> {
 
     /// The connection failed or went silent.
     pub(crate) fn abort(&mut self, failure: Failure, error: &str, out: &mut BytesMut) {
-        self.fail(failure, &format!("connection to Ollama lost: {error}"), out);
+        let message = match failure {
+            Failure::UpstreamLost | Failure::UpstreamTimeout => {
+                format!("connection to Ollama lost: {error}")
+            }
+            Failure::UpstreamGarbage | Failure::OllamaError => error.to_string(),
+        };
+        self.fail(failure, &message, out);
     }
 
     /// Why the stream failed, if it did.

@@ -72,19 +72,15 @@ pub(crate) fn write_upstream_error_event(message: &str, out: &mut BytesMut) {
 pub(crate) fn read_answer<T: serde::de::DeserializeOwned>(
     body: &[u8],
     what: &str,
-    out: &mut BytesMut,
-) -> Option<T> {
-    match serde_json::from_slice(body) {
-        Ok(answer) => Some(answer),
-        Err(e) => {
-            let err = ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("Ollama sent an unexpected {what}: {e}"),
-            );
-            write_error_object(&err, out);
-            None
-        }
-    }
+) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let failure = crate::error::Failure::UpstreamGarbage;
+        ApiError::new(
+            failure.status(),
+            format!("Ollama sent an unexpected {what}: {e}"),
+        )
+        .with_code(failure.code())
+    })
 }
 
 #[cfg(test)]
