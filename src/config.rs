@@ -188,6 +188,8 @@ pub(crate) struct Config {
     pub(crate) max_request_bytes: usize,
     /// Longest line of Ollama's stream, and largest answer collected whole.
     pub(crate) max_answer_bytes: usize,
+    /// Memory that requests being read and parsed may hold together.
+    pub(crate) request_budget: Arc<crate::future::Budget>,
     /// Signs thinking text handed to clients; see `signing`.
     pub(crate) thinking_key: crate::signing::Key,
     /// Models Ollama has shown cannot think (learned at run time, shared by
@@ -202,6 +204,9 @@ pub(crate) struct Config {
 /// Default cap on one line of Ollama's stream and on an answer collected
 /// whole: 32 MiB, room for a long non-streamed answer.
 pub(crate) const DEFAULT_MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+
+/// Default memory for requests being read and parsed together: 256 MiB.
+pub(crate) const DEFAULT_REQUEST_MEMORY: usize = 256 * 1024 * 1024;
 
 /// Default cap on a translated request body: 32 MiB, room for several images.
 pub(crate) const DEFAULT_MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
@@ -218,12 +223,14 @@ impl Default for Config {
             default_model: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
+            request_budget: crate::future::Budget::new(DEFAULT_REQUEST_MEMORY),
             thinking_key: crate::signing::random_key(),
             cannot_think: Arc::default(),
             timing: crate::timer::Timing {
                 timer: None,
                 keepalive: Some(std::time::Duration::from_secs(10)),
                 idle_timeout: None,
+                body_timeout: Some(std::time::Duration::from_secs(60)),
             },
             api_key: None,
         }

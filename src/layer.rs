@@ -197,6 +197,24 @@ impl OllamaTranslateLayer {
         self.config_mut().max_answer_bytes = limit;
         self
     }
+
+    /// Memory that translated requests being read and parsed may hold
+    /// together (default: 256 MiB), counting a parsed JSON value at 64
+    /// bytes; past it a request gets a 503 with `Retry-After`, which the
+    /// OpenAI and Anthropic SDKs retry. A body of more than a million JSON
+    /// values gets a 413 before it is parsed. Clones of the layer share it.
+    pub fn request_memory(mut self, bytes: usize) -> Self {
+        self.config_mut().request_budget = crate::future::Budget::new(bytes);
+        self
+    }
+
+    /// The longest a client may take to send a translated request's body
+    /// (default: 60 s; zero disables); past it, a 408 in its dialect.
+    /// Needs [`Self::timer`].
+    pub fn request_body_timeout(mut self, after: Duration) -> Self {
+        self.config_mut().timing.body_timeout = Some(after).filter(|d| !d.is_zero());
+        self
+    }
 }
 
 impl<S> Layer<S> for OllamaTranslateLayer {

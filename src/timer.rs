@@ -84,6 +84,8 @@ pub(crate) struct Timing {
     pub(crate) keepalive: Option<Duration>,
     /// Fail after this much silence from upstream.
     pub(crate) idle_timeout: Option<Duration>,
+    /// The longest a client may take to send a translated request's body.
+    pub(crate) body_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for Timing {
@@ -92,6 +94,7 @@ impl fmt::Debug for Timing {
             .field("timer", &self.timer.is_some())
             .field("keepalive", &self.keepalive)
             .field("idle_timeout", &self.idle_timeout)
+            .field("body_timeout", &self.body_timeout)
             .finish()
     }
 }
@@ -103,6 +106,13 @@ impl Timing {
         let timer = self.timer.as_ref()?;
         let after = self.idle_timeout?;
         Some(timer.sleep_until(timer.now() + after))
+    }
+
+    /// A sleep until the request body must have arrived.
+    pub(crate) fn body_deadline(&self) -> Option<(Sleep, Duration)> {
+        let timer = self.timer.as_ref()?;
+        let after = self.body_timeout?;
+        Some((timer.sleep_until(timer.now() + after), after))
     }
 
     /// A body's deadlines, when there are any to keep.

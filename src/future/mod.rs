@@ -9,6 +9,7 @@
 
 mod call;
 mod collect;
+mod read;
 mod respond;
 mod translate;
 
@@ -23,6 +24,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tower_service::Service;
 
+pub(crate) use read::Budget;
 pub(crate) use translate::Translate;
 
 pin_project! {

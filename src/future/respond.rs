@@ -18,8 +18,11 @@ pub(super) fn error<B>(
     tracing::debug!(dialect = dialect.name(), status = err.status.as_u16(), message = %err.message, "answering with an error");
     let mut res = Response::new(TranslateBody::full(dialect.error_body(err)));
     *res.status_mut() = err.status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    if err.status == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     res
 }
 

@@ -3,17 +3,17 @@
 
 use super::call::{CallOllama, ThinkRetry};
 use super::collect::CollectAnswer;
+use super::read::{self, too_large, Hold, ReadBody};
 use super::respond::{self, Answer, Template};
 use super::Carry;
 use crate::body::{RequestBody, TranslateBody};
 use crate::config::Config;
 use crate::dialect::{Delivery, Dialect};
-use crate::error::{error_chain, ApiError, BoxError};
+use crate::error::{ApiError, BoxError};
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body::Body;
-use http_body_util::combinators::Collect;
-use http_body_util::{BodyExt, Collected, LengthLimitError, Limited};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
@@ -51,7 +51,7 @@ pin_project! {
         ReqBody: Body,
         ReqBody::Error: Into<BoxError>,
     {
-        Read { #[pin] read: Carry<Collect<Limited<ReqBody>>, Job<S>> },
+        Read { #[pin] read: Carry<ReadBody<ReqBody>, Job<S>> },
         Call { #[pin] call: Carry<CallOllama<S, ReqBody>, Answer> },
         Collect {
             #[pin] collect: Carry<CollectAnswer<ResBody>, (http::response::Parts, &'static dyn Dialect)>,
@@ -83,30 +83,24 @@ where
             return Err(too_large(limit));
         }
         let (parts, body) = req.into_parts();
+        let hold = Hold::new(config.request_budget.clone());
+        let read = ReadBody::new(body, limit, hold, config.timing.body_deadline());
         let job = Job {
             service,
             parts,
             dialect,
             config,
         };
-        let read = Carry::new(Limited::new(body, limit).collect(), job);
+        let read = Carry::new(read, job);
         Ok(Translate {
             step: Step::Read { read },
         })
     }
 }
 
-fn too_large(limit: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!("request body is larger than the limit of {limit} bytes"),
-    )
-    .with_code("request_too_large")
-}
-
 /// The request is read: the native call, or the error for the client.
 fn start_call<S, ReqBody, ResBody>(
-    read: Result<Collected<ReqBody::Data>, BoxError>,
+    read: Result<(Bytes, Hold), ApiError>,
     mut job: Job<S>,
 ) -> Result<Step<S, ReqBody, ResBody>, ApiError>
 where
@@ -114,17 +108,11 @@ where
     ReqBody: Body,
     ReqBody::Error: Into<BoxError>,
 {
-    let bytes = match read {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(too_large(job.config.max_request_bytes))
-        }
-        Err(e) => {
-            let message = format!("could not read the request body: {}", error_chain(&*e));
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, message));
-        }
-    };
+    let (bytes, mut hold) = read?;
+    read::reserve_parse(&mut hold, &bytes)?;
     let up = job.dialect.prepare(&job.config, &job.parts, &bytes)?;
+    // Parsed: the client's body and its parse are gone.
+    drop((hold, bytes));
     let template = Template::from(job.parts);
     let req = respond::upstream_request(&template, up.endpoint, up.body)?;
     let retry = up
