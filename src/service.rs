@@ -117,9 +117,12 @@ where
         }
         let Some(d) = dialect::route(req.method(), path) else {
             let not_found = dialect::not_found(req.method(), path);
+            let errors = dialect::error_dialect(path);
             return ResponseFuture::passthrough(
                 self.inner.call(req.map(RequestBody::original)),
                 not_found,
+                &self.config.timing,
+                errors,
             );
         };
         // The clone is not necessarily ready: keep the ready one for the

@@ -185,23 +185,29 @@ where
 {
     match fut.poll(cx) {
         Poll::Ready(res) => Poll::Ready(res.map_err(|e| unreachable(e.into()))),
-        Poll::Pending => match deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
-            Some(Poll::Ready(())) => {
-                // Dropping the call cancels the upstream request.
-                let secs = timing.idle_timeout.map_or(0, |d| d.as_secs());
-                tracing::warn!(
-                    after_secs = secs,
-                    "Ollama sent no answer in time; giving up (upstream idle timeout)"
-                );
-                let failure = Failure::UpstreamTimeout;
-                let message = format!("no answer from Ollama for {secs} s (upstream idle timeout)");
-                Poll::Ready(Err(
-                    ApiError::new(failure.status(), message).with_code(failure.code())
-                ))
-            }
-            _ => Poll::Pending,
-        },
+        Poll::Pending => timed_out(deadline, timing, cx).map(Err),
     }
+}
+
+/// `Ready` with the 504 once the wait for Ollama's headers is over.
+pub(super) fn timed_out(
+    deadline: &mut Option<Sleep>,
+    timing: &Timing,
+    cx: &mut Context<'_>,
+) -> Poll<ApiError> {
+    let Some(deadline) = deadline.as_mut() else {
+        return Poll::Pending;
+    };
+    ready!(deadline.as_mut().poll(cx));
+    // Dropping the call cancels the upstream request.
+    let secs = timing.idle_timeout.map_or(0, |d| d.as_secs());
+    tracing::warn!(
+        after_secs = secs,
+        "Ollama sent no answer in time; giving up (upstream idle timeout)"
+    );
+    let failure = Failure::UpstreamTimeout;
+    let message = format!("no answer from Ollama for {secs} s (upstream idle timeout)");
+    Poll::Ready(ApiError::new(failure.status(), message).with_code(failure.code()))
 }
 
 /// Ollama could not be reached.

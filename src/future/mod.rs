@@ -16,6 +16,7 @@ mod translate;
 use crate::body::{RequestBody, TranslateBody, MAX_ERROR_BODY};
 use crate::dialect::{Dialect, UpstreamError};
 use crate::error::{ApiError, BoxError};
+use crate::timer::{Sleep, Timing};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
@@ -55,6 +56,11 @@ pin_project! {
         Passthrough {
             #[pin] fut: S::Future,
             not_found: Option<(&'static dyn Dialect, String)>,
+            // Ollama's headers must come within the idle timeout here too;
+            // past it, a 504 in the shape `errors` gives.
+            deadline: Option<Sleep>,
+            timing: Timing,
+            errors: &'static dyn Dialect,
         },
         Translate { #[pin] fut: Translate<S, ReqBody, ResBody> },
         // Answered without calling Ollama (a 401, a 413 from the declared
@@ -72,9 +78,17 @@ where
     pub(crate) fn passthrough(
         fut: S::Future,
         not_found: Option<(&'static dyn Dialect, String)>,
+        timing: &Timing,
+        errors: &'static dyn Dialect,
     ) -> Self {
         ResponseFuture {
-            kind: Kind::Passthrough { fut, not_found },
+            kind: Kind::Passthrough {
+                fut,
+                not_found,
+                deadline: timing.idle_deadline(),
+                timing: timing.clone(),
+                errors,
+            },
         }
     }
 
@@ -107,8 +121,21 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Translate { fut } => fut.poll(cx).map(Ok),
-            KindProj::Passthrough { fut, not_found } => {
-                let res = ready!(fut.poll(cx))?;
+            KindProj::Passthrough {
+                fut,
+                not_found,
+                deadline,
+                timing,
+                errors,
+            } => {
+                let res = match fut.poll(cx) {
+                    // The inner service's own error stays its error.
+                    Poll::Ready(res) => res?,
+                    Poll::Pending => {
+                        let late = ready!(call::timed_out(deadline, timing, cx));
+                        return Poll::Ready(Ok(respond::error(*errors, &late)));
+                    }
+                };
                 Poll::Ready(Ok(match not_found.take() {
                     Some(nf) if is_plain_not_found(&res) => plain_not_found(res, nf),
                     _ => res.map(TranslateBody::passthrough),
@@ -141,7 +168,7 @@ fn plain_not_found<B>(
     let (mut parts, body) = res.into_parts();
     parts.status = StatusCode::NOT_FOUND;
     let transcoder = UpstreamError::new(dialect, parts.status).with_message(message);
-    respond::error_parts(&mut parts.headers);
+    parts.headers = respond::error_headers();
     let body = TranslateBody::translate(body, Box::new(transcoder), None, MAX_ERROR_BODY);
     Response::from_parts(parts, body)
 }

@@ -27,17 +27,17 @@ pub(super) fn error<B>(
 }
 
 /// Headers of an upstream error re-rendered as a JSON error.
-pub(super) fn error_parts(h: &mut HeaderMap) {
-    h.remove(header::CONTENT_LENGTH);
+pub(super) fn error_headers() -> HeaderMap {
+    let mut h = HeaderMap::new();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    h
 }
 
 /// What requests for Ollama take from the client's: its URI's scheme and
-/// authority, version, extensions and `User-Agent`. The rest (the client's
+/// authority, extensions and `User-Agent`. The rest (the client's
 /// credentials, `Host`, hop-by-hop headers) stays behind.
 pub(super) struct Template {
     uri: Uri,
-    version: http::Version,
     extensions: http::Extensions,
     user_agent: Option<HeaderValue>,
 }
@@ -46,7 +46,6 @@ impl From<http::request::Parts> for Template {
     fn from(parts: http::request::Parts) -> Self {
         Template {
             uri: parts.uri,
-            version: parts.version,
             extensions: parts.extensions,
             user_agent: parts.headers.get(header::USER_AGENT).cloned(),
         }
@@ -75,7 +74,8 @@ pub(super) fn upstream_request<B>(
     let mut req = Request::new(RequestBody::rewritten(body.clone()));
     *req.method_mut() = endpoint.method();
     *req.uri_mut() = uri;
-    *req.version_mut() = template.version;
+    // Ollama speaks HTTP/1.1 whatever the client spoke to the layer.
+    *req.version_mut() = http::Version::HTTP_11;
     *req.extensions_mut() = template.extensions.clone();
     let h = req.headers_mut();
     if !body.is_empty() {
@@ -102,15 +102,9 @@ pub(super) struct Answer {
 /// on success, Ollama's error re-rendered in the dialect otherwise.
 pub(super) fn translated<B>(res: Response<B>, answer: Answer) -> Response<TranslateBody<B>> {
     let (mut parts, body) = res.into_parts();
-    let h = &mut parts.headers;
-    for name in [
-        header::CONTENT_LENGTH,
-        header::CONTENT_ENCODING,
-        header::TRANSFER_ENCODING,
-        header::CONNECTION,
-    ] {
-        h.remove(name);
-    }
+    // Only what belongs to the translated answer: Ollama's own headers
+    // (cookies, lengths, encodings, anything `X-`) describe another body.
+    let mut h = HeaderMap::new();
     let body = if parts.status.is_success() {
         let content_type = answer.delivery.content_type();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -134,5 +128,6 @@ pub(super) fn translated<B>(res: Response<B>, answer: Answer) -> Response<Transl
         let errors = UpstreamError::new(answer.dialect, parts.status);
         TranslateBody::translate(body, Box::new(errors), None, MAX_ERROR_BODY)
     };
+    parts.headers = h;
     Response::from_parts(parts, body)
 }
