@@ -150,14 +150,13 @@ fn authorized(headers: &HeaderMap, key: &str) -> bool {
     ok
 }
 
+/// Whether `a` and `b` are equal, in a time that depends neither on where
+/// they differ nor on their lengths: both are hashed to 32 bytes, and the
+/// digests are compared with `subtle`'s constant-time equality.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    // Compare digests so the time does not depend on where they differ or
-    // on the length of the key.
+    use subtle::ConstantTimeEq;
     let (a, b) = (crate::signing::sha256(a), crate::signing::sha256(b));
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    a.ct_eq(&b).into()
 }
 
 #[cfg(test)]
@@ -175,5 +174,14 @@ mod tests {
         h.insert("x-api-key", "k1".parse().unwrap());
         assert!(authorized(&h, "k1"));
         assert!(!authorized(&h, "k10"));
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"sk-abc", b"sk-abc"));
+        assert!(!constant_time_eq(b"sk-abc", b"sk-abd"));
+        assert!(!constant_time_eq(b"sk-abc", b"sk-ab"));
+        assert!(!constant_time_eq(b"", b"sk"));
     }
 }
