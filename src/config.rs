@@ -174,8 +174,9 @@ pub(crate) fn model_key(name: &str) -> String {
     }
 }
 
-/// Everything the layer knows; shared behind an `Arc`.
-#[derive(Clone, Debug)]
+/// Everything the layer knows; shared behind an `Arc`. Its `Debug` hides
+/// the secrets (`thinking_key`, `api_key`).
+#[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) think_models: HashSet<String>,
     pub(crate) reasoning: ReasoningMode,
@@ -195,6 +196,49 @@ pub(crate) struct Config {
     pub(crate) timing: crate::timer::Timing,
     /// When set, every request must carry this key.
     pub(crate) api_key: Option<Arc<str>>,
+}
+
+/// Stands for a secret in `Debug` output.
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Every field as the derive would print it, but the two secrets.
+        let Config {
+            think_models,
+            reasoning,
+            model_reasoning,
+            defaults,
+            model_defaults,
+            aliases,
+            default_model,
+            max_request_bytes,
+            thinking_key: _,
+            cannot_think,
+            timing,
+            api_key,
+        } = self;
+        f.debug_struct("Config")
+            .field("think_models", think_models)
+            .field("reasoning", reasoning)
+            .field("model_reasoning", model_reasoning)
+            .field("defaults", defaults)
+            .field("model_defaults", model_defaults)
+            .field("aliases", aliases)
+            .field("default_model", default_model)
+            .field("max_request_bytes", max_request_bytes)
+            .field("thinking_key", &Redacted)
+            .field("cannot_think", cannot_think)
+            .field("timing", timing)
+            .field("api_key", &api_key.as_ref().map(|_| Redacted))
+            .finish()
+    }
 }
 
 /// Default cap on a translated request body: 32 MiB, room for several images.
