@@ -1,11 +1,17 @@
-//! Secrets stay secret: `Debug` output hides the keys.
+//! Secrets stay secret: `Debug` output hides the keys, and the API key the
+//! layer checks is not handed on to the inner service.
 
 #[path = "../examples/proxy/app.rs"]
 mod app;
 
-use ollama_translate::OllamaTranslateLayer;
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body_util::{BodyExt, Full};
+use ollama_translate::{BoxError, OllamaTranslateLayer, RequestBody};
+use serde_json::json;
 use sha2::{Digest, Sha256};
-use tower::Layer;
+use std::sync::{Arc, Mutex};
+use tower::{service_fn, Layer, ServiceExt};
 
 const API_KEY: &str = "sk-proxy-Zq81xVb";
 const THINKING_SECRET: &str = "thinking-secret-Pw93kT";
@@ -120,4 +126,108 @@ fn proxy_settings_debug_hides_the_keys() {
     assert!(compact.contains("api_key: Some(<redacted>)"), "{compact}");
     let plain = format!("{:?}", app::Settings::from_env(|_| None).unwrap());
     assert!(plain.contains("ollama_api_key: None"), "{plain}");
+}
+
+type Seen = Arc<Mutex<Vec<(String, HeaderMap)>>>;
+
+/// The layer (with [`API_KEY`] required) over an inner service that records
+/// each request's path and headers and answers with one final chat line.
+async fn through_layer(req: Request<Full<Bytes>>) -> (u16, Vec<(String, HeaderMap)>) {
+    let seen: Seen = Arc::default();
+    let seen2 = seen.clone();
+    let inner = service_fn(move |req: Request<RequestBody<Full<Bytes>>>| {
+        let seen = seen2.clone();
+        async move {
+            seen.lock()
+                .unwrap()
+                .push((req.uri().path().to_string(), req.headers().clone()));
+            let line = json!({
+                "model": "qwen3",
+                "created_at": "2026-08-21T10:00:00.1Z",
+                "message": {"role": "assistant", "content": "hi"},
+                "done": true,
+                "done_reason": "stop",
+            });
+            let mut res = Response::new(Full::new(Bytes::from(format!("{line}\n"))));
+            res.headers_mut()
+                .insert("content-type", "application/x-ndjson".parse().unwrap());
+            Ok::<_, BoxError>(res)
+        }
+    });
+    let res = configured_layer().layer(inner).oneshot(req).await.unwrap();
+    let status = res.status().as_u16();
+    let _ = res.into_body().collect().await.unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    (status, seen)
+}
+
+#[tokio::test]
+async fn passed_through_requests_lose_the_bearer_key() {
+    let req = Request::get("/api/tags")
+        .header("authorization", format!("Bearer {API_KEY}"))
+        .header("x-request-id", "r-1")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, seen) = through_layer(req).await;
+    assert_eq!(status, 200);
+    let [(path, headers)] = &seen[..] else {
+        panic!("one call expected: {seen:?}")
+    };
+    assert_eq!(path, "/api/tags");
+    assert!(headers.get("authorization").is_none(), "{headers:?}");
+    assert!(headers.get("x-api-key").is_none(), "{headers:?}");
+    assert_eq!(headers["x-request-id"], "r-1", "other headers stay");
+}
+
+#[tokio::test]
+async fn passed_through_requests_lose_x_api_key_but_keep_another_authorization() {
+    let req = Request::post("/api/show")
+        .header("x-api-key", API_KEY)
+        .header("authorization", "Basic dXBzdHJlYW06cGFzcw==")
+        .body(Full::new(Bytes::from_static(b"{\"model\":\"qwen3\"}")))
+        .unwrap();
+    let (status, seen) = through_layer(req).await;
+    assert_eq!(status, 200);
+    let [(_, headers)] = &seen[..] else {
+        panic!("one call expected: {seen:?}")
+    };
+    assert!(headers.get("x-api-key").is_none(), "{headers:?}");
+    assert_eq!(
+        headers["authorization"], "Basic dXBzdHJlYW06cGFzcw==",
+        "an Authorization that did not carry the key is not the layer's"
+    );
+}
+
+#[tokio::test]
+async fn translated_requests_carry_no_client_credentials() {
+    for (name, value) in [
+        ("authorization", format!("Bearer {API_KEY}")),
+        ("x-api-key", API_KEY.to_string()),
+    ] {
+        let body = json!({"model": "qwen3", "messages": [{"role": "user", "content": "hi"}]});
+        let req = Request::post("/v1/chat/completions")
+            .header(name, &value)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let (status, seen) = through_layer(req).await;
+        assert_eq!(status, 200, "{name}");
+        let [(path, headers)] = &seen[..] else {
+            panic!("one call expected: {seen:?}")
+        };
+        assert_eq!(path, "/api/chat");
+        assert!(headers.get("authorization").is_none(), "{headers:?}");
+        assert!(headers.get("x-api-key").is_none(), "{headers:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_key_never_reaches_the_inner_service() {
+    let req = Request::get("/api/tags")
+        .header("authorization", "Bearer sk-wrong")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, seen) = through_layer(req).await;
+    assert_eq!(status, 401);
+    assert!(seen.is_empty());
 }
