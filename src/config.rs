@@ -174,8 +174,9 @@ pub(crate) fn model_key(name: &str) -> String {
     }
 }
 
-/// Everything the layer knows; shared behind an `Arc`.
-#[derive(Clone, Debug)]
+/// Everything the layer knows; shared behind an `Arc`. Its `Debug` hides
+/// the secrets (`thinking_key`, `api_key`).
+#[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) think_models: HashSet<String>,
     pub(crate) reasoning: ReasoningMode,
@@ -207,6 +208,53 @@ pub(crate) const DEFAULT_MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
 
 /// Default memory for requests being read and parsed together: 256 MiB.
 pub(crate) const DEFAULT_REQUEST_MEMORY: usize = 256 * 1024 * 1024;
+
+/// Stands for a secret in `Debug` output.
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Every field as the derive would print it, but the two secrets.
+        let Config {
+            think_models,
+            reasoning,
+            model_reasoning,
+            defaults,
+            model_defaults,
+            aliases,
+            default_model,
+            max_request_bytes,
+            max_answer_bytes,
+            request_budget,
+            thinking_key: _,
+            cannot_think,
+            timing,
+            api_key,
+        } = self;
+        f.debug_struct("Config")
+            .field("think_models", think_models)
+            .field("reasoning", reasoning)
+            .field("model_reasoning", model_reasoning)
+            .field("defaults", defaults)
+            .field("model_defaults", model_defaults)
+            .field("aliases", aliases)
+            .field("default_model", default_model)
+            .field("max_request_bytes", max_request_bytes)
+            .field("max_answer_bytes", max_answer_bytes)
+            .field("request_budget", request_budget)
+            .field("thinking_key", &Redacted)
+            .field("cannot_think", cannot_think)
+            .field("timing", timing)
+            .field("api_key", &api_key.as_ref().map(|_| Redacted))
+            .finish()
+    }
+}
 
 /// Default cap on a translated request body: 32 MiB, room for several images.
 pub(crate) const DEFAULT_MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;

@@ -13,6 +13,9 @@ use tower_layer::Layer;
 /// Defaults: no think-models, thinking dropped ([`ReasoningMode::Drop`]), no
 /// per-model options or aliases, requests up to 32 MiB.
 ///
+/// Its `Debug` output shows the configuration but not the API key or the
+/// thinking key (`<redacted>`).
+///
 /// ```
 /// use ollama_translate::{ModelDefaults, OllamaTranslateLayer, ReasoningMode};
 ///

@@ -20,6 +20,14 @@ use tower_service::Service;
 /// [`RequestBody`]s: the client's own body for requests passed through, the
 /// rewritten JSON for translated ones.
 ///
+/// With an API key configured
+/// ([`require_api_key`](OllamaTranslateLayer::require_api_key)), the key
+/// stops here: a request passed through reaches the inner service without
+/// its `x-api-key`, and without its `Authorization` when that carried the
+/// key (an `Authorization` of another kind is kept). Translated requests
+/// never carry the client's credentials. `Debug` output shows neither the
+/// API key nor the thinking key.
+///
 /// ```
 /// use bytes::Bytes;
 /// use http::{Request, Response};
@@ -101,10 +109,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let path = req.uri().path();
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         if let Some(key) = &self.config.api_key {
-            if !authorized(req.headers(), key) {
+            let found = credentials(req.headers(), key);
+            if !found.any() {
+                let path = req.uri().path();
                 tracing::debug!(path, "rejected: missing or wrong API key");
                 let err = ApiError::new(
                     StatusCode::UNAUTHORIZED,
@@ -114,7 +123,16 @@ where
                     .unwrap_or_else(|| dialect::error_dialect(path));
                 return ResponseFuture::reject(dialect, &err);
             }
+            // The key is the layer's, not the inner service's: do not hand
+            // it on. An `Authorization` that carried something else (and
+            // the key came in `x-api-key`) is left for the inner service.
+            let headers = req.headers_mut();
+            if found.bearer {
+                headers.remove(http::header::AUTHORIZATION);
+            }
+            headers.remove(X_API_KEY);
         }
+        let path = req.uri().path();
         let Some(d) = dialect::route(req.method(), path) else {
             let not_found = dialect::not_found(req.method(), path);
             let errors = dialect::error_dialect(path);
@@ -136,8 +154,25 @@ where
     }
 }
 
-/// Whether the request carries `key`, compared in constant time.
-fn authorized(headers: &HeaderMap, key: &str) -> bool {
+/// The header besides `Authorization` that may carry the API key.
+const X_API_KEY: &str = "x-api-key";
+
+/// Which of a request's credential headers carry the API key.
+struct Credentials {
+    /// `Authorization: Bearer <key>`.
+    bearer: bool,
+    /// `x-api-key: <key>`.
+    x_api_key: bool,
+}
+
+impl Credentials {
+    fn any(&self) -> bool {
+        self.bearer || self.x_api_key
+    }
+}
+
+/// Where the request carries `key`; each header compared in constant time.
+fn credentials(headers: &HeaderMap, key: &str) -> Credentials {
     let bearer = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -145,27 +180,32 @@ fn authorized(headers: &HeaderMap, key: &str) -> bool {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         });
-    let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-    let mut ok = false;
-    for given in [bearer, x_api_key].into_iter().flatten() {
-        ok |= constant_time_eq(given.trim().as_bytes(), key.as_bytes());
+    let x_api_key = headers.get(X_API_KEY).and_then(|v| v.to_str().ok());
+    let matches = |given: Option<&str>| {
+        given.is_some_and(|g| constant_time_eq(g.trim().as_bytes(), key.as_bytes()))
+    };
+    Credentials {
+        bearer: matches(bearer),
+        x_api_key: matches(x_api_key),
     }
-    ok
 }
 
+/// Whether `a` and `b` are equal, in a time that depends neither on where
+/// they differ nor on their lengths: both are hashed to 32 bytes, and the
+/// digests are compared with `subtle`'s constant-time equality.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    // Compare digests so the time does not depend on where they differ or
-    // on the length of the key.
+    use subtle::ConstantTimeEq;
     let (a, b) = (crate::signing::sha256(a), crate::signing::sha256(b));
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    a.ct_eq(&b).into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn authorized(h: &HeaderMap, key: &str) -> bool {
+        credentials(h, key).any()
+    }
 
     #[test]
     fn accepts_bearer_or_x_api_key() {
@@ -178,5 +218,27 @@ mod tests {
         h.insert("x-api-key", "k1".parse().unwrap());
         assert!(authorized(&h, "k1"));
         assert!(!authorized(&h, "k10"));
+    }
+
+    #[test]
+    fn credentials_name_the_header_that_carried_the_key() {
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Basic abc".parse().unwrap());
+        h.insert("x-api-key", " k1 ".parse().unwrap());
+        let c = credentials(&h, "k1");
+        assert!(!c.bearer && c.x_api_key);
+        h.insert("authorization", "bearer k1".parse().unwrap());
+        h.insert("x-api-key", "other".parse().unwrap());
+        let c = credentials(&h, "k1");
+        assert!(c.bearer && !c.x_api_key);
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"sk-abc", b"sk-abc"));
+        assert!(!constant_time_eq(b"sk-abc", b"sk-abd"));
+        assert!(!constant_time_eq(b"sk-abc", b"sk-ab"));
+        assert!(!constant_time_eq(b"", b"sk"));
     }
 }

@@ -2,166 +2,95 @@
 //! blocks, Responses reasoning items), so that when a client sends it back we
 //! can tell our own text from anything else before giving it to the model.
 //!
-//! HMAC-SHA-256 (RFC 2104 over FIPS 180-4), written here to keep the
-//! library's dependencies small.
+//! HMAC-SHA-256 from RustCrypto's `hmac` and `sha2`; keys from the operating
+//! system's random source through `getrandom`.
+
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
 
 /// A 32-byte key.
 pub(crate) type Key = [u8; 32];
 
-const K: [u32; 64] = [
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-];
+type HmacSha256 = Hmac<Sha256>;
 
-struct Sha256 {
-    state: [u32; 8],
-    block: [u8; 64],
-    filled: usize,
-    length: u64,
+/// SHA-256's block size: HMAC pads (or first hashes) its key to this length.
+const BLOCK: usize = 64;
+
+/// HMAC-SHA-256 keyed with `key` (RFC 2104), ready for the message.
+///
+/// The key goes through RFC 2104's first step here (a key longer than a
+/// block is hashed; a shorter one is padded with zeros) so that the
+/// block-sized constructor, which cannot fail, can be used instead of
+/// `new_from_slice` and its `Result`.
+fn hmac_sha256(key: &[u8]) -> HmacSha256 {
+    let mut block = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        block[..32].copy_from_slice(&sha256(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    <HmacSha256 as KeyInit>::new(&block.into())
 }
 
-impl Sha256 {
-    fn new() -> Self {
-        Sha256 {
-            state: [
-                0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
-                0x5be0cd19,
-            ],
-            block: [0; 64],
-            filled: 0,
-            length: 0,
-        }
-    }
-
-    fn compress(&mut self) {
-        let mut w = [0u32; 64];
-        for (i, chunk) in self.block.chunks_exact(4).enumerate() {
-            w[i] = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-        }
-        for i in 16..64 {
-            let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
-            let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
-            w[i] = w[i - 16]
-                .wrapping_add(s0)
-                .wrapping_add(w[i - 7])
-                .wrapping_add(s1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = self.state;
-        for i in 0..64 {
-            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
-            let ch = (e & f) ^ (!e & g);
-            let t1 = h
-                .wrapping_add(s1)
-                .wrapping_add(ch)
-                .wrapping_add(K[i])
-                .wrapping_add(w[i]);
-            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
-            let maj = (a & b) ^ (a & c) ^ (b & c);
-            let t2 = s0.wrapping_add(maj);
-            h = g;
-            g = f;
-            f = e;
-            e = d.wrapping_add(t1);
-            d = c;
-            c = b;
-            b = a;
-            a = t1.wrapping_add(t2);
-        }
-        for (s, v) in self.state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
-            *s = s.wrapping_add(v);
-        }
-    }
-
-    fn update(&mut self, mut data: &[u8]) {
-        self.length = self.length.wrapping_add(data.len() as u64);
-        while !data.is_empty() {
-            let n = (64 - self.filled).min(data.len());
-            self.block[self.filled..self.filled + n].copy_from_slice(&data[..n]);
-            self.filled += n;
-            data = &data[n..];
-            if self.filled == 64 {
-                self.compress();
-                self.filled = 0;
-            }
-        }
-    }
-
-    fn finish(mut self) -> [u8; 32] {
-        let bits = self.length.wrapping_mul(8);
-        self.update(&[0x80]);
-        while self.filled != 56 {
-            self.update(&[0]);
-        }
-        self.block[56..].copy_from_slice(&bits.to_be_bytes());
-        self.compress();
-        let mut out = [0u8; 32];
-        for (o, s) in out.chunks_exact_mut(4).zip(self.state) {
-            o.copy_from_slice(&s.to_be_bytes());
-        }
-        out
-    }
-}
-
-fn hmac(key: &Key, parts: &[&[u8]]) -> [u8; 32] {
-    let mut ipad = [0x36u8; 64];
-    let mut opad = [0x5cu8; 64];
-    for (i, k) in key.iter().enumerate() {
-        ipad[i] ^= k;
-        opad[i] ^= k;
-    }
-    let mut inner = Sha256::new();
-    inner.update(&ipad);
+/// The MAC over `parts`, each prefixed with its length so that different
+/// splits of the same bytes never collide.
+fn mac_parts(key: &Key, parts: &[&[u8]]) -> HmacSha256 {
+    let mut mac = hmac_sha256(key);
     for p in parts {
-        // Length-prefix each part so different splits never collide.
-        inner.update(&(p.len() as u64).to_be_bytes());
-        inner.update(p);
+        mac.update(&(p.len() as u64).to_be_bytes());
+        mac.update(p);
     }
-    let inner = inner.finish();
-    let mut outer = Sha256::new();
-    outer.update(&opad);
-    outer.update(&inner);
-    outer.finish()
+    mac
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// A signature (64 hex characters) over `text`, bound to a `purpose` so a
-/// signature made for one use cannot be replayed for another.
+/// A signature (64 lower-case hex characters) over `text`, bound to a
+/// `purpose` so a signature made for one use cannot be replayed for another.
 pub(crate) fn sign(key: &Key, purpose: &str, text: &str) -> String {
-    let mac = hmac(key, &[purpose.as_bytes(), text.as_bytes()]);
+    let mac = mac_parts(key, &[purpose.as_bytes(), text.as_bytes()]).finalize();
     let mut s = String::with_capacity(64);
-    for b in mac {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 0xf) as usize] as char);
+    for b in mac.into_bytes() {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 0xf)] as char);
     }
     s
 }
 
-/// Whether `signature` is ours for `text`; compares in constant time.
+/// Whether `signature` (as [`sign`] writes it, surrounding whitespace
+/// allowed) is ours for `text`; the MAC is compared in constant time.
 pub(crate) fn verify(key: &Key, purpose: &str, text: &str, signature: &str) -> bool {
-    let expected = sign(key, purpose, text);
-    let given = signature.trim().as_bytes();
-    if given.len() != expected.len() {
+    let Some(given) = decode_hex(signature.trim()) else {
         return false;
-    }
-    let mut diff = 0u8;
-    for (a, b) in expected.as_bytes().iter().zip(given) {
-        diff |= a ^ b;
-    }
-    diff == 0
+    };
+    mac_parts(key, &[purpose.as_bytes(), text.as_bytes()])
+        .verify_slice(&given)
+        .is_ok()
 }
 
-/// SHA-256 of `data` (exposed for key derivation and tests).
+/// The 32 bytes of a 64-character lower-case hex string (the only form
+/// [`sign`] writes); `None` for anything else.
+fn decode_hex(s: &str) -> Option<[u8; 32]> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let s = s.as_bytes();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
+        *o = (digit(pair[0])? << 4) | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// SHA-256 of `data` (used for key derivation and constant-time comparison).
 pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(data);
-    h.finish()
+    Sha256::digest(data).into()
 }
 
 /// A key derived from arbitrary secret bytes (e.g. the `THINKING_KEY` text).
@@ -169,13 +98,38 @@ pub(crate) fn derive_key(secret: &[u8]) -> Key {
     sha256(secret)
 }
 
-/// A fresh random key for this process.
+/// A fresh random key for this process, from the operating system's random
+/// source.
+///
+/// `getrandom` can fail (no usable source: an old kernel, a sandbox without
+/// the syscall or `/dev/urandom`). Rather than panic, or leave the layer
+/// unbuildable, this then logs a `WARN` and returns a key hashed from what
+/// the process has: std's randomly seeded hash keys, a counter and the
+/// clock. Such a key is not guaranteed unpredictable; configure
+/// `OllamaTranslateLayer::thinking_key` on such systems.
 pub(crate) fn random_key() -> Key {
-    let mut seed = Vec::with_capacity(64);
-    for _ in 0..8 {
-        seed.extend_from_slice(&crate::util::random_u64().to_le_bytes());
+    key_from(os_key())
+}
+
+fn os_key() -> Result<Key, getrandom::Error> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key)?;
+    Ok(key)
+}
+
+/// `random` itself, or on its failure the documented fallback.
+fn key_from(random: Result<Key, getrandom::Error>) -> Key {
+    match random {
+        Ok(key) => key,
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                "no operating-system randomness; the thinking key is derived from \
+                 weaker sources: set a thinking key (THINKING_KEY) explicitly"
+            );
+            sha256(&crate::util::weak_entropy())
+        }
     }
-    sha256(&seed)
 }
 
 #[cfg(test)]
@@ -186,8 +140,22 @@ mod tests {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
 
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The production HMAC over a plain message (no length prefixes).
+    fn hmac_of(key: &[u8], data: &[u8]) -> String {
+        let mut mac = hmac_sha256(key);
+        mac.update(data);
+        hex(&mac.finalize().into_bytes())
+    }
+
     #[test]
-    fn sha256_matches_known_vectors() {
+    fn sha256_matches_fips_180_vectors() {
         assert_eq!(
             hex(&sha256(b"")),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -202,35 +170,75 @@ mod tests {
             )),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
         );
-        let million = vec![b'a'; 1_000_000];
-        assert_eq!(
-            hex(&sha256(&million)),
-            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
-        );
+    }
+
+    /// RFC 4231 §4, the HMAC-SHA-256 outputs. Case 5 checks an output
+    /// truncated to 128 bits, which this module never does.
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        let cases: [(Vec<u8>, Vec<u8>, &str); 6] = [
+            (
+                vec![0x0b; 20],
+                b"Hi There".to_vec(),
+                "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+            ),
+            (
+                b"Jefe".to_vec(),
+                b"what do ya want for nothing?".to_vec(),
+                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+            ),
+            (
+                vec![0xaa; 20],
+                vec![0xdd; 50],
+                "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe",
+            ),
+            (
+                unhex("0102030405060708090a0b0c0d0e0f10111213141516171819"),
+                vec![0xcd; 50],
+                "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b",
+            ),
+            (
+                vec![0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First".to_vec(),
+                "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+            ),
+            (
+                vec![0xaa; 131],
+                b"This is a test using a larger than block-size key and a larger than \
+                  block-size data. The key needs to be hashed before being used by the \
+                  HMAC algorithm."
+                    .to_vec(),
+                "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2",
+            ),
+        ];
+        for (i, (key, data, want)) in cases.iter().enumerate() {
+            assert_eq!(
+                hmac_of(key, data),
+                *want,
+                "RFC 4231 case {}",
+                [1, 2, 3, 4, 6, 7][i]
+            );
+        }
+        // A key of exactly one block is used as it is, not hashed.
+        let block = [0x42u8; BLOCK];
+        let mut whole = <HmacSha256 as KeyInit>::new_from_slice(&block).unwrap();
+        whole.update(b"x");
+        assert_eq!(hmac_of(&block, b"x"), hex(&whole.finalize().into_bytes()));
     }
 
     #[test]
-    fn hmac_matches_rfc4231_case_2_shape() {
-        // RFC 4231 test case 2 uses a short key and no length prefixes; check
-        // the primitive on it by computing HMAC directly.
-        let mut key = [0u8; 32];
-        key[..4].copy_from_slice(b"Jefe");
-        let mut ipad = [0x36u8; 64];
-        let mut opad = [0x5cu8; 64];
-        for (i, k) in key.iter().enumerate() {
-            ipad[i] ^= k;
-            opad[i] ^= k;
-        }
-        let mut inner = Sha256::new();
-        inner.update(&ipad);
-        inner.update(b"what do ya want for nothing?");
-        let inner = inner.finish();
-        let mut outer = Sha256::new();
-        outer.update(&opad);
-        outer.update(&inner);
+    fn signatures_keep_their_format() {
+        // Computed by the hand-written HMAC this module used before: clients
+        // holding signatures made with the same THINKING_KEY keep them valid.
+        let key = derive_key(b"secret");
+        let sig = sign(&key, "thinking", "I should call the tool.");
         assert_eq!(
-            hex(&outer.finish()),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+            sig,
+            "d6c34ab572034db9624ed1a1d896d812718a00162b9357c5952a44df7c83bf89"
+        );
+        assert_eq!(
+            sign(&derive_key(b""), "", ""),
+            "d12735575423a0e7f53a6191fd5ffe258d92297e771ff55f4ba8e4672bf05aba"
         );
     }
 
@@ -239,6 +247,12 @@ mod tests {
         let key = derive_key(b"secret");
         let sig = sign(&key, "thinking", "I should call the tool.");
         assert!(verify(&key, "thinking", "I should call the tool.", &sig));
+        assert!(verify(
+            &key,
+            "thinking",
+            "I should call the tool.",
+            &format!(" {sig}\n")
+        ));
         assert!(!verify(&key, "thinking", "I should call the tool!", &sig));
         assert!(!verify(&key, "reasoning", "I should call the tool.", &sig));
         assert!(!verify(
@@ -248,6 +262,40 @@ mod tests {
             &sig
         ));
         assert!(!verify(&key, "thinking", "I should call the tool.", "00"));
-        assert_ne!(random_key(), random_key());
+        assert!(!verify(&key, "thinking", "I should call the tool.", ""));
+        assert!(!verify(
+            &key,
+            "thinking",
+            "I should call the tool.",
+            &sig.to_ascii_uppercase()
+        ));
+        assert!(!verify(
+            &key,
+            "thinking",
+            "I should call the tool.",
+            &format!("{sig}00")
+        ));
+        // The length prefixes keep the purpose and the text apart.
+        assert_ne!(sign(&key, "ab", "c"), sign(&key, "a", "bc"));
+    }
+
+    #[test]
+    fn random_keys_differ() {
+        let keys: Vec<Key> = (0..4).map(|_| random_key()).collect();
+        for (i, a) in keys.iter().enumerate() {
+            assert_ne!(*a, [0u8; 32]);
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn without_os_randomness_keys_still_differ() {
+        let a = key_from(Err(getrandom::Error::UNSUPPORTED));
+        let b = key_from(Err(getrandom::Error::UNSUPPORTED));
+        assert_ne!(a, b);
+        assert_ne!(a, [0u8; 32]);
+        assert_eq!(key_from(Ok([7; 32])), [7; 32]);
     }
 }

@@ -1,44 +1,79 @@
-//! Identifiers and clocks.
+//! Identifiers, clocks and base64.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Once;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A random 64-bit value (not for cryptography): std's per-process random
-/// hash keys mixed with a counter and the clock.
-pub(crate) fn random_u64() -> u64 {
-    let mut h = RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
+/// 32 bytes that differ on every call but are not guaranteed unpredictable:
+/// std's randomly seeded hash keys over a counter and the clock. Only for
+/// when the operating system's random source fails.
+pub(crate) fn weak_entropy() -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for chunk in out.chunks_exact_mut(8) {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    out
+}
+
+/// Fills `buf` from the operating system's random source. Should it fail,
+/// the bytes come from [`weak_entropy`] instead and a warning is logged
+/// once: identifiers are not secrets, only meant not to repeat.
+fn fill_random(buf: &mut [u8]) {
+    if let Err(error) = getrandom::fill(buf) {
+        static WARNED: Once = Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(%error, "no operating-system randomness; ids use weaker sources");
+        });
+        for chunk in buf.chunks_mut(32) {
+            let weak = weak_entropy();
+            chunk.copy_from_slice(&weak[..chunk.len()]);
+        }
+    }
 }
 
 /// `prefix` followed by `len` characters of `[a-z0-9]` (or `[A-Za-z0-9]` when
-/// `mixed_case`).
+/// `mixed_case`), drawn from the operating system's random source.
 pub(crate) fn random_id(prefix: &str, len: usize, mixed_case: bool) -> String {
     const LOWER: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     const MIXED: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    /// Characters taken from one random `u64` (36^10 and 62^10 fit in it).
+    const PER_WORD: usize = 10;
     let alphabet = if mixed_case { MIXED } else { LOWER };
+    let base = alphabet.len() as u64;
     let mut id = String::with_capacity(prefix.len() + len);
     id.push_str(prefix);
-    let mut bits = random_u64();
-    let mut left = 10;
-    for _ in 0..len {
-        if left == 0 {
-            bits = random_u64();
-            left = 10;
+    // One call to the random source per 80 characters (ids are 24 or 32).
+    let mut left = len;
+    while left > 0 {
+        let mut words = [0u8; 64];
+        fill_random(&mut words);
+        for word in words.chunks_exact(8) {
+            let mut raw = [0u8; 8];
+            raw.copy_from_slice(word);
+            let mut bits = u64::from_le_bytes(raw);
+            for _ in 0..PER_WORD.min(left) {
+                id.push(char::from(alphabet[(bits % base) as usize]));
+                bits /= base;
+                left -= 1;
+            }
+            if left == 0 {
+                break;
+            }
         }
-        id.push(alphabet[(bits % alphabet.len() as u64) as usize] as char);
-        bits /= alphabet.len() as u64;
-        left -= 1;
     }
     id
 }
@@ -51,61 +86,15 @@ pub(crate) fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Standard base64 with padding.
+/// Standard base64 (RFC 4648 alphabet) with padding.
 pub(crate) fn base64_encode(data: &[u8]) -> String {
-    let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for k in 0..4 {
-            if k <= chunk.len() {
-                s.push(B64[((n >> (18 - 6 * k)) & 63) as usize] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
+    STANDARD.encode(data)
 }
 
-/// Decodes standard padded base64; `None` if it is not.
+/// Decodes standard padded base64 (canonical padding and trailing bits);
+/// `None` if it is not.
 pub(crate) fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let s = s.as_bytes();
-    if s.len() % 4 != 0 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(s.len() / 4 * 3);
-    for chunk in s.chunks(4) {
-        let mut n = 0u32;
-        let mut pad = 0;
-        for (k, &c) in chunk.iter().enumerate() {
-            let v = match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'+' => 62,
-                b'/' => 63,
-                b'=' if k >= 2 => {
-                    pad += 1;
-                    0
-                }
-                _ => return None,
-            };
-            if pad > 0 && c != b'=' {
-                return None;
-            }
-            n = (n << 6) | u32::from(v);
-        }
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..3 - pad]);
-    }
-    Some(out)
+    STANDARD.decode(s).ok()
 }
 
 #[cfg(test)]
@@ -126,6 +115,12 @@ mod tests {
         }
         assert!(base64_decode("Zm9").is_none());
         assert!(base64_decode("Zm=v").is_none());
+        assert!(base64_decode("Zm8").is_none(), "padding is required");
+        assert!(base64_decode("Zg").is_none());
+        assert!(base64_decode("Zm-_").is_none(), "not the URL-safe alphabet");
+        assert!(base64_decode(" Zm9v").is_none());
+        assert_eq!(base64_encode(&[0xfb, 0xff]), "+/8=");
+        assert_eq!(base64_decode("+/8=").unwrap(), [0xfb, 0xff]);
     }
 
     #[test]
@@ -138,5 +133,24 @@ mod tests {
             .bytes()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn ids_of_any_length() {
+        for len in [0, 1, 9, 10, 11, 79, 80, 81, 200] {
+            let id = random_id("x_", len, true);
+            assert_eq!(id.len(), 2 + len, "len {len}");
+            assert!(id[2..].bytes().all(|c| c.is_ascii_alphanumeric()));
+        }
+        // Mixed case uses upper case too (32 characters: all lower case
+        // by chance about once in 10^9).
+        assert!((0..4).any(|_| random_id("", 32, true)
+            .bytes()
+            .any(|c| c.is_ascii_uppercase())));
+    }
+
+    #[test]
+    fn weak_entropy_differs() {
+        assert_ne!(weak_entropy(), weak_entropy());
     }
 }

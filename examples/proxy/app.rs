@@ -37,8 +37,9 @@ impl ollama_translate::Timer for TokioTimer {
     }
 }
 
-/// Everything the proxy reads from its environment.
-#[derive(Clone, Debug)]
+/// Everything the proxy reads from its environment. Its `Debug` hides the
+/// keys.
+#[derive(Clone)]
 pub struct Settings {
     pub listen: String,
     pub ollama: Uri,
@@ -47,6 +48,23 @@ pub struct Settings {
     pub ollama_api_key: Option<HeaderValue>,
     pub layer: OllamaTranslateLayer,
     pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The layer's own Debug hides its API and thinking keys.
+        let ollama_api_key = match self.ollama_api_key {
+            Some(_) => "Some(<redacted>)",
+            None => "None",
+        };
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("ollama", &self.ollama)
+            .field("ollama_api_key", &format_args!("{ollama_api_key}"))
+            .field("layer", &self.layer)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
 }
 
 impl Settings {
@@ -108,10 +126,12 @@ impl Settings {
             layer = layer.require_api_key(key.trim());
         }
         let ollama_api_key = match non_empty("OLLAMA_API_KEY") {
-            Some(k) => Some(
-                HeaderValue::from_str(&format!("Bearer {}", k.trim()))
-                    .map_err(|e| format!("OLLAMA_API_KEY: {e}"))?,
-            ),
+            Some(k) => {
+                let mut v = HeaderValue::from_str(&format!("Bearer {}", k.trim()))
+                    .map_err(|e| format!("OLLAMA_API_KEY: {e}"))?;
+                v.set_sensitive(true); // kept out of HPACK tables and Debug
+                Some(v)
+            }
             None => None,
         };
         let shutdown_grace = match non_empty("SHUTDOWN_GRACE_SECS") {
