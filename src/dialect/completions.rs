@@ -258,4 +258,35 @@ mod tests {
         assert_eq!(chunks[3]["usage"]["total_tokens"], 4);
         assert_eq!(chunks[3]["choices"], json!([]));
     }
+
+    #[test]
+    fn usage_totals_saturate() {
+        let huge = br#"{"model":"m","response":"x","done":true,"done_reason":"stop","prompt_eval_count":18446744073709551615,"eval_count":5}"#;
+        let head = Head::new("cmpl-", "m");
+        let mut d = crate::ollama::Decoder::new(StreamEncoder::new(&head, true), false);
+        let mut out = BytesMut::new();
+        d.line(huge, &mut out);
+        assert!(d.finish(&mut out).is_ok());
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        let usage = text
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .find_map(|c| c.get("usage").cloned())
+            .unwrap();
+        assert_eq!(
+            usage,
+            json!({"prompt_tokens": u64::MAX, "completion_tokens": 5, "total_tokens": u64::MAX})
+        );
+
+        let collector = Collector {
+            head,
+            text: String::new(),
+        };
+        let mut d = crate::ollama::Decoder::new(collector, false);
+        let mut out = BytesMut::new();
+        d.line(huge, &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["usage"]["total_tokens"], u64::MAX);
+    }
 }

@@ -417,3 +417,25 @@ fn recorder_is_usable_from_dialect_tests() {
     d.line(br#"{"message":{"content":"x"},"done":false}"#, &mut out);
     assert_eq!(d.encoder().0, vec!["text:x"]);
 }
+
+/// A final line whose prompt count is `u64::MAX` (Ollama's numbers are
+/// trusted as far as their sum goes, no further).
+const HUGE_COUNTS: &str = r#"{"message":{"role":"assistant","content":"x"},"done":true,"done_reason":"stop","prompt_eval_count":18446744073709551615,"eval_count":5}"#;
+
+#[test]
+fn usage_totals_saturate_streamed_and_collected() {
+    let (events, ok) = run_stream(&mut stream_encoder(true, false), HUGE_COUNTS);
+    assert!(ok);
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(
+        usage["usage"],
+        json!({"prompt_tokens": u64::MAX, "completion_tokens": 5, "total_tokens": u64::MAX})
+    );
+
+    let mut t = Decoder::new(Collector::new(Head::new("chatcmpl-", "m")), false);
+    let mut out = BytesMut::new();
+    t.line(HUGE_COUNTS.as_bytes(), &mut out);
+    assert!(t.finish(&mut out).is_ok());
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["usage"]["total_tokens"], u64::MAX);
+}

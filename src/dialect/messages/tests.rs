@@ -801,3 +801,28 @@ fn routes_with_and_without_query() {
     );
     assert!(route(&Method::GET, "/v1/messages").is_none());
 }
+
+/// A final line whose prompt count is `u64::MAX`.
+const HUGE_COUNTS: &str = r#"{"message":{"role":"assistant","content":"x"},"done":true,"done_reason":"stop","prompt_eval_count":18446744073709551615,"eval_count":5}"#;
+
+#[test]
+fn huge_counts_are_reported_as_they_are() {
+    // Messages reports no total, so nothing can wrap; the counts reach the
+    // client unchanged, streamed and collected.
+    let (sse, ok) = stream(&[HUGE_COUNTS], false);
+    assert!(ok);
+    let ev = events(&sse);
+    assert_eq!(
+        ev[ev.len() - 2].1["usage"],
+        json!({"input_tokens": u64::MAX, "output_tokens": 5})
+    );
+
+    let head = Head::new("m", config().thinking_key);
+    let mut d = Decoder::new(Collector::new(head), false);
+    let mut out = BytesMut::new();
+    d.line(HUGE_COUNTS.as_bytes(), &mut out);
+    assert!(d.finish(&mut out).is_ok());
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["usage"]["input_tokens"], u64::MAX);
+    assert_eq!(v["usage"]["output_tokens"], 5);
+}

@@ -791,3 +791,22 @@ fn keepalives_are_comments_while_the_response_runs() {
         .collect();
     assert_eq!(events(&sse).last().unwrap()["type"], "response.completed");
 }
+
+/// A final line whose prompt count is `u64::MAX`.
+const HUGE_COUNTS: &str = r#"{"message":{"role":"assistant","content":"x"},"done":true,"done_reason":"stop","prompt_eval_count":18446744073709551615,"eval_count":5}"#;
+
+#[test]
+fn usage_totals_saturate_streamed_and_whole() {
+    let r = run(true, false, false, &[HUGE_COUNTS]);
+    assert!(r.finish_ok);
+    let ev = events(&r.out);
+    let usage = &ev.last().unwrap()["response"]["usage"];
+    assert_eq!(usage["input_tokens"], u64::MAX);
+    assert_eq!(usage["output_tokens"], 5);
+    assert_eq!(usage["total_tokens"], u64::MAX);
+
+    let r = run(false, false, false, &[HUGE_COUNTS]);
+    assert!(r.finish_ok);
+    let v: Value = serde_json::from_str(&r.out).unwrap();
+    assert_eq!(v["usage"]["total_tokens"], u64::MAX);
+}
