@@ -439,3 +439,28 @@ fn usage_totals_saturate_streamed_and_collected() {
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["usage"]["total_tokens"], u64::MAX);
 }
+
+/// Tool-call arguments some models send as a JSON string.
+const STRING_ARGUMENTS: &str = r#"{"message":{"role":"assistant","content":"","tool_calls":[{"id":"call_1","function":{"index":0,"name":"get_weather","arguments":"{\"city\":\"Tokyo\"}"}}]},"done":true,"done_reason":"stop","prompt_eval_count":1,"eval_count":2}"#;
+
+#[test]
+fn string_arguments_are_not_encoded_twice() {
+    let (events, ok) = run_stream(&mut stream_encoder(false, false), STRING_ARGUMENTS);
+    assert!(ok);
+    let calls: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .filter_map(|c| c["choices"][0]["delta"].get("tool_calls").cloned())
+        .collect();
+    assert_eq!(calls[1][0]["function"]["arguments"], r#"{"city":"Tokyo"}"#);
+
+    let mut t = Decoder::new(Collector::new(Head::new("chatcmpl-", "m")), false);
+    let mut out = BytesMut::new();
+    t.line(STRING_ARGUMENTS.as_bytes(), &mut out);
+    assert!(t.finish(&mut out).is_ok());
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+        r#"{"city":"Tokyo"}"#
+    );
+}

@@ -826,3 +826,30 @@ fn huge_counts_are_reported_as_they_are() {
     assert_eq!(v["usage"]["input_tokens"], u64::MAX);
     assert_eq!(v["usage"]["output_tokens"], 5);
 }
+
+/// Tool-call arguments some models send as a JSON string.
+const STRING_ARGUMENTS: &str = r#"{"message":{"role":"assistant","content":"","tool_calls":[{"id":"call_1","function":{"index":0,"name":"get_weather","arguments":"{\"city\":\"Tokyo\"}"}}]},"done":true,"done_reason":"stop","prompt_eval_count":1,"eval_count":2}"#;
+
+#[test]
+fn string_arguments_become_an_input_object() {
+    let (sse, ok) = stream(&[STRING_ARGUMENTS], false);
+    assert!(ok);
+    let ev = events(&sse);
+    let partial = ev
+        .iter()
+        .find_map(|(_, d)| d.pointer("/delta/partial_json"))
+        .and_then(Value::as_str)
+        .unwrap();
+    assert_eq!(partial, r#"{"city":"Tokyo"}"#);
+    let input: Value = serde_json::from_str(partial).unwrap();
+    assert_eq!(input, json!({"city": "Tokyo"}));
+
+    let head = Head::new("m", config().thinking_key);
+    let mut d = Decoder::new(Collector::new(head), false);
+    let mut out = BytesMut::new();
+    d.line(STRING_ARGUMENTS.as_bytes(), &mut out);
+    assert!(d.finish(&mut out).is_ok());
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["content"][0]["type"], "tool_use");
+    assert_eq!(v["content"][0]["input"], json!({"city": "Tokyo"}));
+}

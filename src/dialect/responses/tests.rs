@@ -810,3 +810,22 @@ fn usage_totals_saturate_streamed_and_whole() {
     let v: Value = serde_json::from_str(&r.out).unwrap();
     assert_eq!(v["usage"]["total_tokens"], u64::MAX);
 }
+
+/// Tool-call arguments some models send as a JSON string.
+const STRING_ARGUMENTS: &str = r#"{"message":{"role":"assistant","content":"","tool_calls":[{"id":"call_1","function":{"index":0,"name":"get_weather","arguments":"{\"city\":\"Tokyo\"}"}}]},"done":true,"done_reason":"stop","prompt_eval_count":1,"eval_count":2}"#;
+
+#[test]
+fn string_arguments_are_not_encoded_twice() {
+    let r = run(true, false, false, &[STRING_ARGUMENTS]);
+    let ev = events(&r.out);
+    let done = ev
+        .iter()
+        .find(|e| e["type"] == "response.function_call_arguments.done")
+        .unwrap();
+    assert_eq!(done["arguments"], r#"{"city":"Tokyo"}"#);
+
+    let r = run(false, false, false, &[STRING_ARGUMENTS]);
+    let v: Value = serde_json::from_str(&r.out).unwrap();
+    assert_eq!(v["output"][0]["type"], "function_call");
+    assert_eq!(v["output"][0]["arguments"], r#"{"city":"Tokyo"}"#);
+}
