@@ -68,7 +68,7 @@ fn prepare_completions(config: &Config, _parts: &Parts, body: &[u8]) -> Result<U
         ));
     }
     let stream = stream(&root, Wording::Terse)?;
-    let include_usage = include_usage(&root, stream);
+    let include_usage = include_usage(&root, stream, Wording::Terse)?;
     let (options, keep_alive) = Sampling::CHAT.read(&root)?;
     let model = config.resolve_model(&client_model).to_string();
     let suffix = expect_str(&root, "suffix", Wording::Terse)?
@@ -225,6 +225,15 @@ mod tests {
                 (
                     json!({"model": "m", "prompt": "a", "logprobs": 2}),
                     "logprobs",
+                ),
+                (
+                    json!({"model": "m", "prompt": "a", "stream_options": "x"}),
+                    "stream_options",
+                ),
+                (
+                    json!({"model": "m", "prompt": "a", "stream": true,
+                    "stream_options": {"include_usage": 1}}),
+                    "stream_options.include_usage",
                 ),
             ],
         );

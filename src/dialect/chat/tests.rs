@@ -180,6 +180,30 @@ fn rejects_bad_input_naming_the_parameter() {
             {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{oops"}}]}]}),
             "messages[1].tool_calls[0].function.arguments",
         ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "", "tool_calls": "x"}]}),
+            "messages[1].tool_calls",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "functions": "x"}),
+            "functions",
+        ),
+        (
+            // Checked even when `tools` makes `functions` unused.
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}], "functions": {}}),
+            "functions",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream_options": "x"}),
+            "stream_options",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true,
+            "stream_options": {"include_usage": "yes"}}),
+            "stream_options.include_usage",
+        ),
     ];
     for (body, param) in cases {
         let err = parse(body.clone())
@@ -193,6 +217,26 @@ fn rejects_bad_input_naming_the_parameter() {
     .err()
     .unwrap();
     assert!(err.message.contains("message 1"), "{}", err.message);
+    for (body, message) in [
+        (
+            json!({"model": "m", "messages": [{"role": "assistant", "tool_calls": "x"}]}),
+            "messages[0].tool_calls must be an array, got a string",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "functions": "x"}),
+            "functions must be an array, got a string",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream_options": "x"}),
+            "stream_options must be an object, got a string",
+        ),
+    ] {
+        assert_eq!(parse(body).err().unwrap().message, message);
+    }
+    // null is absent, as everywhere.
+    assert!(parse(json!({"model": "m", "messages": [{"role": "assistant", "content": "a", "tool_calls": null}],
+        "functions": null, "stream_options": null}))
+    .is_ok());
     let err = parse_request(&Config::default(), b"{not json")
         .err()
         .unwrap();
