@@ -375,6 +375,18 @@ fn invalid_requests_name_the_field() {
             json!({"model": "m", "max_tokens": 1, "temperature": "hot", "messages": [{"role": "user", "content": "x"}]}),
             "temperature",
         ),
+        (
+            json!({"model": "m", "max_tokens": 1, "tool_choice": "auto", "messages": [{"role": "user", "content": "x"}]}),
+            "tool_choice",
+        ),
+        (
+            json!({"model": "m", "max_tokens": 1, "tool_choice": {"name": "f"}, "messages": [{"role": "user", "content": "x"}]}),
+            "tool_choice.type",
+        ),
+        (
+            json!({"model": "m", "max_tokens": 1, "tool_choice": {"type": 1}, "messages": [{"role": "user", "content": "x"}]}),
+            "tool_choice.type",
+        ),
     ];
     for (body, param) in cases {
         let e = err(body.clone());
@@ -393,6 +405,31 @@ fn invalid_requests_name_the_field() {
     }
     let e = parse_request(&config(), b"{not json", false).err().unwrap();
     assert_eq!(e.status, 400);
+
+    // A string tool_choice, with or without tools, and in count_tokens too.
+    for counting in [false, true] {
+        let body = json!({"model": "m", "max_tokens": 1, "tool_choice": "none",
+            "tools": [{"name": "Read", "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": "x"}]});
+        let e = parse_request(&config(), body.to_string().as_bytes(), counting)
+            .err()
+            .unwrap();
+        let rendered: Value = serde_json::from_slice(&error_body(&e)).unwrap();
+        assert_eq!(
+            rendered["error"]["message"],
+            "tool_choice: must be an object, got a string"
+        );
+    }
+    let e = err(json!({"model": "m", "max_tokens": 1, "tool_choice": {},
+        "messages": [{"role": "user", "content": "x"}]}));
+    let rendered: Value = serde_json::from_slice(&error_body(&e)).unwrap();
+    assert_eq!(
+        rendered["error"]["message"],
+        "tool_choice.type: Field required"
+    );
+    // null is absent.
+    native(json!({"model": "m", "max_tokens": 1, "tool_choice": null,
+        "messages": [{"role": "user", "content": "x"}]}));
 }
 
 #[test]
