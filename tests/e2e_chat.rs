@@ -283,3 +283,139 @@ async fn a_non_streaming_answer_may_take_longer_than_the_idle_timeout() {
         .unwrap()
         .starts_with("tok0 tok1 "));
 }
+
+#[tokio::test]
+async fn wrong_types_are_400s_naming_the_field() {
+    let fake = FakeOllama::start().await;
+    let p = proxy(&fake.base_url(), &[]).await;
+    let url = format!("{}/v1/chat/completions", p.url);
+    let hi = json!([{"role": "user", "content": "hi"}]);
+    for (body, param, message) in [
+        (
+            json!({"model": "qwen3", "messages": [{"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "", "tool_calls": "x"}]}),
+            "messages[1].tool_calls",
+            "messages[1].tool_calls must be an array, got a string",
+        ),
+        (
+            json!({"model": "qwen3", "messages": hi, "functions": "x"}),
+            "functions",
+            "functions must be an array, got a string",
+        ),
+        (
+            json!({"model": "qwen3", "messages": hi, "stream": true, "stream_options": "x"}),
+            "stream_options",
+            "stream_options must be an object, got a string",
+        ),
+        (
+            json!({"model": "qwen3", "messages": hi, "stream": true,
+                "stream_options": {"include_usage": "yes"}}),
+            "stream_options.include_usage",
+            "stream_options.include_usage must be a boolean, got a string",
+        ),
+    ] {
+        let (status, _, answer) = post(&url, body).await;
+        assert_eq!(status, 400);
+        let v: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(v["error"]["param"], param);
+        assert_eq!(v["error"]["message"], message);
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+    }
+    assert!(fake.requests().is_empty(), "nothing reached Ollama");
+}
+
+/// An "Ollama" that answers every request with `ndjson`, then closes.
+async fn canned_ollama(ndjson: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // Read the request: headers, then content-length bytes.
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got);
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if got.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{ndjson}",
+                    ndjson.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn string_arguments_from_ollama_reach_the_client_decoded_once() {
+    let upstream = canned_ollama(concat!(
+        r#"{"model":"qwen3","message":{"role":"assistant","content":"","tool_calls":[{"id":"call_1","function":{"index":0,"name":"get_weather","arguments":"{\"city\":\"Tokyo\"}"}}]},"done":false}"#,
+        "\n",
+        r#"{"model":"qwen3","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","prompt_eval_count":18446744073709551615,"eval_count":5}"#,
+        "\n",
+    ))
+    .await;
+    let p = proxy(&upstream, &[]).await;
+    let url = format!("{}/v1/chat/completions", p.url);
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+
+    let (status, _, body) = post(
+        &url,
+        json!({"model": "qwen3", "stream": true, "stream_options": {"include_usage": true},
+            "tools": tools, "messages": [{"role": "user", "content": "weather?"}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let events = sse(&body);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let arguments: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(arguments, r#"{"city":"Tokyo"}"#);
+    assert_eq!(
+        chunks.last().unwrap()["usage"]["total_tokens"],
+        u64::MAX,
+        "the total saturates"
+    );
+
+    let (status, _, body) = post(
+        &url,
+        json!({"model": "qwen3", "tools": tools,
+            "messages": [{"role": "user", "content": "weather?"}]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+        r#"{"city":"Tokyo"}"#
+    );
+    assert_eq!(v["usage"]["total_tokens"], u64::MAX);
+}

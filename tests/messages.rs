@@ -417,6 +417,22 @@ async fn errors_are_anthropic_shaped() {
         .as_str()
         .unwrap()
         .starts_with("max_tokens"));
+    // A string tool_choice: Anthropic's 400, the field named first.
+    for (path, stream) in [("/v1/messages", true), ("/v1/messages/count_tokens", false)] {
+        let mut body = msg("qwen3", json!("hi"), stream);
+        body["tool_choice"] = json!("auto");
+        body["tools"] = json!([weather_tool()]);
+        let a = post(&p, path, body).await;
+        assert_eq!(a.status, 400, "{path}");
+        let e = a.json();
+        assert_eq!(e["type"], "error");
+        assert_eq!(e["error"]["type"], "invalid_request_error");
+        assert_eq!(
+            e["error"]["message"],
+            "tool_choice: must be an object, got a string"
+        );
+    }
+    assert!(fake.requests().is_empty());
 
     // Mid-stream error: an error event, never a clean message_stop.
     let a = post(

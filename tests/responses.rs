@@ -467,3 +467,50 @@ async fn reasoning_effort_on_a_model_that_cannot_think_still_completes() {
     );
     assert!(last_chat(&fake).get("think").is_none());
 }
+
+#[tokio::test]
+async fn wrong_types_and_unknown_items_are_400s_naming_the_field() {
+    let fake = FakeOllama::start().await;
+    let p = proxy(&fake, &[]).await;
+    let before = fake.requests_to("/api/chat").len();
+    for (body, param, message) in [
+        (
+            json!({"model":"llama3.2","input":"x","include":"reasoning.encrypted_content"}),
+            "include",
+            "include must be an array of strings, got a string",
+        ),
+        (
+            json!({"model":"llama3.2","stream":true,"input":[
+                {"role":"user","content":"weather?"},
+                {"type":"function_call","call_id":"call_1","name":"get_weather","arguments":"{}"},
+                {"type":"function_call_output","call_id":"call_1","output":42}]}),
+            "input[2].output",
+            "input[2].output must be a string or an array of content parts, got a number",
+        ),
+        (
+            json!({"model":"llama3.2","input":[{"type":"bogus_item"}]}),
+            "input[0].type",
+            "input[0].type is \"bogus_item\", which is not an input item type of the Responses API",
+        ),
+    ] {
+        let a = post(&p, body).await;
+        assert_eq!(a.status, 400, "{}", a.body);
+        let e = a.json();
+        assert_eq!(e["error"]["type"], "invalid_request_error");
+        assert_eq!(e["error"]["param"], param);
+        assert_eq!(e["error"]["message"], message);
+    }
+    // Documented items Ollama has no use for are still dropped.
+    let a = post(
+        &p,
+        json!({"model":"llama3.2","input":[{"type":"item_reference","id":"msg_1"},
+            {"role":"user","content":"hi"}]}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        fake.requests_to("/api/chat").len(),
+        before + 1,
+        "only the valid request reached Ollama"
+    );
+}

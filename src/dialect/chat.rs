@@ -63,7 +63,7 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
     let model = config.resolve_model(&client_model).to_string();
 
     let stream = stream(&root, Wording::Named)?;
-    let include_usage = include_usage(&root, stream);
+    let include_usage = include_usage(&root, stream, Wording::Named)?;
 
     refuse_unsupported(&root)?;
 
@@ -79,8 +79,9 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
 
     let tool_choice_none = matches!(root.get("tool_choice"), Some(Value::String(s)) if s == "none");
     let mut tools = parse_tools(root.get("tools"), "tools")?;
+    let functions = parse_legacy_functions(root.get("functions"))?;
     if tools.is_empty() {
-        tools = parse_legacy_functions(root.get("functions"))?;
+        tools = functions;
     }
     if !tools.is_empty() && !tool_choice_none {
         native.tools = Some(tools);
@@ -163,10 +164,13 @@ pub(crate) fn parse_tools(v: Option<&Value>, param: &str) -> Result<Vec<Value>, 
     Ok(out)
 }
 
+/// The legacy `functions` list (an array, or absent): used only when
+/// `tools` offers none, but checked either way.
 fn parse_legacy_functions(v: Option<&Value>) -> Result<Vec<Value>, ApiError> {
-    let Some(Value::Array(funcs)) = v else {
+    let funcs = optional_array(v, "functions", Wording::Named)?;
+    if funcs.is_empty() {
         return Ok(Vec::new());
-    };
+    }
     let wrapped: Vec<Value> = funcs.iter().map(|f| as_tool(f.clone())).collect();
     parse_tools(Some(&Value::Array(wrapped)), "functions")
 }
@@ -237,14 +241,17 @@ fn assistant_message(
     let p = format!("messages[{i}]");
     let mut msg = Message::new("assistant", content);
     msg.thinking = assistant_thinking(m);
-    if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
-        for (j, call) in calls.iter().enumerate() {
-            let call = tool_call(i, j, call)?;
-            if let Some(id) = &call.id {
-                call_names.insert(id.clone(), call.function.name.clone());
-            }
-            msg.tool_calls.push(call);
+    let calls = optional_array(
+        m.get("tool_calls"),
+        &format!("{p}.tool_calls"),
+        Wording::Named,
+    )?;
+    for (j, call) in calls.iter().enumerate() {
+        let call = tool_call(i, j, call)?;
+        if let Some(id) = &call.id {
+            call_names.insert(id.clone(), call.function.name.clone());
         }
+        msg.tool_calls.push(call);
     }
     if let Some(Value::Object(fc)) = m.get("function_call") {
         let name = fc.get("name").and_then(Value::as_str).unwrap_or("");

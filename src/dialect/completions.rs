@@ -68,7 +68,7 @@ fn prepare_completions(config: &Config, _parts: &Parts, body: &[u8]) -> Result<U
         ));
     }
     let stream = stream(&root, Wording::Terse)?;
-    let include_usage = include_usage(&root, stream);
+    let include_usage = include_usage(&root, stream, Wording::Terse)?;
     let (options, keep_alive) = Sampling::CHAT.read(&root)?;
     let model = config.resolve_model(&client_model).to_string();
     let suffix = expect_str(&root, "suffix", Wording::Terse)?
@@ -226,6 +226,15 @@ mod tests {
                     json!({"model": "m", "prompt": "a", "logprobs": 2}),
                     "logprobs",
                 ),
+                (
+                    json!({"model": "m", "prompt": "a", "stream_options": "x"}),
+                    "stream_options",
+                ),
+                (
+                    json!({"model": "m", "prompt": "a", "stream": true,
+                    "stream_options": {"include_usage": 1}}),
+                    "stream_options.include_usage",
+                ),
             ],
         );
     }
@@ -257,5 +266,36 @@ mod tests {
         assert_eq!(chunks[2]["choices"][0]["finish_reason"], "length");
         assert_eq!(chunks[3]["usage"]["total_tokens"], 4);
         assert_eq!(chunks[3]["choices"], json!([]));
+    }
+
+    #[test]
+    fn usage_totals_saturate() {
+        let huge = br#"{"model":"m","response":"x","done":true,"done_reason":"stop","prompt_eval_count":18446744073709551615,"eval_count":5}"#;
+        let head = Head::new("cmpl-", "m");
+        let mut d = crate::ollama::Decoder::new(StreamEncoder::new(&head, true), false);
+        let mut out = BytesMut::new();
+        d.line(huge, &mut out);
+        assert!(d.finish(&mut out).is_ok());
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        let usage = text
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+            .find_map(|c| c.get("usage").cloned())
+            .unwrap();
+        assert_eq!(
+            usage,
+            json!({"prompt_tokens": u64::MAX, "completion_tokens": 5, "total_tokens": u64::MAX})
+        );
+
+        let collector = Collector {
+            head,
+            text: String::new(),
+        };
+        let mut d = crate::ollama::Decoder::new(collector, false);
+        let mut out = BytesMut::new();
+        d.line(huge, &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["usage"]["total_tokens"], u64::MAX);
     }
 }

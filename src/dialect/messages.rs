@@ -21,7 +21,8 @@
 //!   otherwise `think` is left unset and Ollama's default applies (thinking
 //!   models think). Only `enabled` is an explicit request, sent as asked.
 //! * **`tool_choice`.** `none` drops the tools; `auto`, `any` and `tool` keep
-//!   them all: Ollama cannot force a call.
+//!   them all: Ollama cannot force a call. It must be an object with a string
+//!   `type` (a bare string such as `"auto"` is a 400, as from Anthropic).
 //! * **`tool_result` with `is_error`.** The text reaches the model prefixed
 //!   with `Error: ` so the failure stays visible.
 //! * **`system` and user text blocks** are joined with a blank line. Plain
@@ -205,7 +206,8 @@ pub(crate) fn parse_request(
     native.think = parse_thinking(config, &root, &native.model)?;
 
     let tools = parse_tools(root.remove("tools"))?;
-    if !tools.is_empty() && !tool_choice_none(&root) {
+    let tool_choice_none = tool_choice_none(&root)?;
+    if !tools.is_empty() && !tool_choice_none {
         native.tools = Some(tools);
     }
 
@@ -257,12 +259,16 @@ fn sampling_options(
 }
 
 /// Whether `tool_choice` is `none`. Ollama cannot force a call: only `none`
-/// changes anything.
-fn tool_choice_none(root: &Map<String, Value>) -> bool {
-    match root.get("tool_choice") {
-        Some(Value::Object(c)) => c.get("type").and_then(Value::as_str) == Some("none"),
-        Some(Value::String(s)) => s == "none",
-        _ => false,
+/// changes anything. Its shape is checked as Anthropic does: an object
+/// (null is absent) with a string `type`.
+fn tool_choice_none(root: &Map<String, Value>) -> Result<bool, ApiError> {
+    let Some(choice) = expect_object(root, "tool_choice", Wording::Bare)? else {
+        return Ok(false);
+    };
+    match choice.get("type") {
+        Some(Value::String(kind)) => Ok(kind == "none"),
+        None | Some(Value::Null) => Err(Wording::Bare.required("tool_choice.type")),
+        Some(v) => Err(Wording::Bare.wrong_type("tool_choice.type", "a string", v)),
     }
 }
 

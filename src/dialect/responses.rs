@@ -26,10 +26,12 @@
 //!   split again, and `function_call` items sent back with a `namespace` are
 //!   flattened the same way.
 //! * **Dropped, never a 400:** tool kinds Ollama cannot run (`web_search`,
-//!   `file_search`, `local_shell`, `custom`, `mcp`, …), input items other than
-//!   messages, function calls, their outputs and reasoning (`item_reference`,
-//!   `web_search_call`, `custom_tool_call`, …), unknown content parts, and
-//!   every request field the dialect does not use.
+//!   `file_search`, `local_shell`, `custom`, `mcp`, …), input items the API
+//!   documents other than messages, function calls, their outputs and
+//!   reasoning (`item_reference`, `web_search_call`, `custom_tool_call`, …,
+//!   listed in [`DROPPED_ITEM_TYPES`]), unknown content parts, and every
+//!   request field the dialect does not use. An input item of a `type` the
+//!   API does not have is a 400 naming `input[i].type`, as from OpenAI.
 
 use super::native::{ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
 use super::openai::reply::total_tokens;
@@ -118,9 +120,7 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
         native.tools = Some(tools);
     }
 
-    let include_encrypted = get(&root, "include")
-        .and_then(Value::as_array)
-        .is_some_and(|a| a.iter().any(|v| v == "reasoning.encrypted_content"));
+    let include_encrypted = parse_include(&root)?;
 
     let instructions = expect_str(&root, "instructions", Wording::Named)?;
     native.messages = parse_input(&config.thinking_key, instructions, root.get("input"))?;
@@ -132,6 +132,28 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
         include_encrypted,
         namespaced,
     })
+}
+
+/// `include`, an array of strings: whether it asks for
+/// `reasoning.encrypted_content` (other values are ignored).
+fn parse_include(root: &Map<String, Value>) -> Result<bool, ApiError> {
+    let include = match get(root, "include") {
+        None => return Ok(false),
+        Some(Value::Array(a)) => a,
+        Some(v) => {
+            return Err(Wording::Named.wrong_type("include", "an array of strings", v));
+        }
+    };
+    let mut encrypted = false;
+    for (i, v) in include.iter().enumerate() {
+        match v.as_str() {
+            Some(s) => encrypted |= s == "reasoning.encrypted_content",
+            None => {
+                return Err(Wording::Named.wrong_type(&format!("include[{i}]"), "a string", v));
+            }
+        }
+    }
+    Ok(encrypted)
 }
 
 /// The proxy keeps no state: refuse what would need it.
@@ -322,6 +344,37 @@ fn render_echo(root: &Map<String, Value>) -> Vec<u8> {
     out
 }
 
+/// Input item types the Responses API documents that Ollama has no place
+/// for: dropped with a debug log, never a 400 (clients such as Codex send
+/// back whatever the last answer held). Any type not here and not handled is
+/// a 400, as from OpenAI: a new kind of item belongs in this list.
+const DROPPED_ITEM_TYPES: &[&str] = &[
+    "item_reference",
+    "file_search_call",
+    "web_search_call",
+    "computer_call",
+    "computer_call_output",
+    "image_generation_call",
+    "code_interpreter_call",
+    "local_shell_call",
+    "local_shell_call_output",
+    "shell_call",
+    "shell_call_output",
+    "apply_patch_call",
+    "apply_patch_call_output",
+    "mcp_list_tools",
+    "mcp_approval_request",
+    "mcp_approval_response",
+    "mcp_call",
+    "custom_tool_call",
+    "custom_tool_call_output",
+    "tool_search_call",
+    "tool_search_output",
+    "compaction",
+    "compaction_summary",
+    "ghost_snapshot",
+];
+
 /// Turns `instructions` + `input` into native messages.
 struct InputBuilder<'k> {
     key: &'k Key,
@@ -330,6 +383,9 @@ struct InputBuilder<'k> {
     call_names: HashMap<String, String>,
     /// Verified thinking waiting for the next assistant message.
     pending_thinking: Option<String>,
+    /// The first item dropped (its index and type), to explain an input
+    /// left with nothing to answer.
+    first_dropped: Option<(usize, String)>,
 }
 
 fn parse_input(
@@ -342,6 +398,7 @@ fn parse_input(
         messages: Vec::new(),
         call_names: HashMap::new(),
         pending_thinking: None,
+        first_dropped: None,
     };
     if let Some(s) = instructions.filter(|s| !s.is_empty()) {
         b.messages.push(Message::new("system", s));
@@ -368,10 +425,13 @@ fn parse_input(
         tracing::debug!("dropping reasoning that no assistant output follows");
     }
     if !b.messages.iter().any(|m| m.role != "system") {
-        return Err(ApiError::invalid(
-            "input",
-            "input is required: send a string or at least one message item",
-        ));
+        let message = match &b.first_dropped {
+            Some((i, kind)) => format!(
+                "input has nothing Ollama can answer: this proxy drops input[{i}] (type {kind}); send at least one message item"
+            ),
+            None => "input is required: send a string or at least one message item".into(),
+        };
+        return Err(ApiError::invalid("input", message));
     }
     Ok(b.messages)
 }
@@ -400,14 +460,23 @@ impl InputBuilder<'_> {
                 self.reasoning(item);
                 Ok(())
             }
-            other => {
+            other if DROPPED_ITEM_TYPES.contains(&other) => {
                 tracing::debug!(
                     kind = other,
                     index = i,
                     "dropping an input item Ollama cannot use"
                 );
+                if self.first_dropped.is_none() {
+                    self.first_dropped = Some((i, other.to_string()));
+                }
                 Ok(())
             }
+            other => Err(ApiError::invalid(
+                format!("{p}.type"),
+                format!(
+                    "{p}.type is {other:?}, which is not an input item type of the Responses API"
+                ),
+            )),
         }
     }
 
@@ -501,6 +570,15 @@ impl InputBuilder<'_> {
             v @ (None | Some(Value::Null | Value::Array(_))) => {
                 parse_content(v, &format!("{p}.output"), &mut images, UnknownParts::Drop)?
             }
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => {
+                return Err(Wording::Named.wrong_type(
+                    &format!("{p}.output"),
+                    "a string or an array of content parts",
+                    v,
+                ));
+            }
+            // An object is not what the API takes either, but its JSON is
+            // still the tool's answer: kept as text.
             Some(v) => v.to_string(),
         };
         let mut msg = Message::new("tool", content);

@@ -40,7 +40,8 @@ pub(crate) struct ToolCall<'a> {
     /// Ollama's id (`call_xxxxxxxx`), when it sent one.
     pub(crate) id: Option<&'a str>,
     pub(crate) name: &'a str,
-    /// The arguments object as JSON text, exactly as Ollama sent it.
+    /// The arguments as the JSON text of one object, always; see
+    /// [`tool_arguments`] for how other shapes Ollama sends are normalized.
     pub(crate) arguments: &'a str,
 }
 
@@ -123,6 +124,8 @@ pub(crate) struct Decoder<E> {
     /// Decoded text of escaped token strings (the fast path), reused.
     content_buf: String,
     thinking_buf: String,
+    /// Tool-call arguments that had to be rewritten into an object, reused.
+    arguments_buf: String,
 }
 
 impl<E: Encoder> Decoder<E> {
@@ -136,6 +139,7 @@ impl<E: Encoder> Decoder<E> {
             failure: None,
             content_buf: String::new(),
             thinking_buf: String::new(),
+            arguments_buf: String::new(),
         }
     }
 
@@ -217,8 +221,7 @@ impl<E: Encoder> Decoder<E> {
             out,
         );
         for call in calls.iter().flatten() {
-            let arguments = call.function.arguments.map_or("{}", RawValue::get);
-            let arguments = if arguments == "null" { "{}" } else { arguments };
+            let arguments = tool_arguments(call.function.arguments, &mut self.arguments_buf);
             let call = ToolCall {
                 id: call.id.as_deref().filter(|id| !id.is_empty()),
                 name: &call.function.name,
@@ -255,6 +258,56 @@ impl<E: Encoder> Decoder<E> {
             );
         }
     }
+}
+
+/// A tool call's arguments as the JSON text of one object, which every
+/// dialect needs (OpenAI's `arguments` string must encode an object,
+/// Anthropic's `input` must be one).
+///
+/// * An object (what Ollama normally sends) is used as it is, uncopied.
+/// * Absent, `null`, or a string that is empty or only whitespace: `{}`.
+/// * A JSON string whose content is an object (some models and Ollama
+///   versions send `"{\"city\":\"Tokyo\"}"`): that object, decoded once, so
+///   OpenAI clients do not get it double-encoded.
+/// * Anything else (a number, an array, a string that is not an object's
+///   JSON, such as `"Tokyo"` or `"[1]"`): wrapped as `{"value":<as sent>}`.
+///   Clients get the object they parse, and the model's words are kept where
+///   the tool (and the next turn's history) can see them, instead of the call
+///   silently running with no arguments as `{}` would make it.
+///
+/// Rewritten text goes to `buf`, which is reused.
+fn tool_arguments<'b>(raw: Option<&'b RawValue>, buf: &'b mut String) -> &'b str {
+    let Some(raw) = raw else {
+        return "{}";
+    };
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'{') => return text,
+        Some(b'n') => return "{}", // null: the only value starting with n
+        _ => {}
+    }
+    if text.starts_with('"') {
+        if let Ok(content) = serde_json::from_str::<Cow<'_, str>>(text) {
+            let content = content.trim();
+            if content.is_empty() {
+                return "{}";
+            }
+            if content.starts_with('{') && serde_json::from_str::<&RawValue>(content).is_ok() {
+                buf.clear();
+                buf.push_str(content);
+                return buf;
+            }
+        }
+    }
+    tracing::debug!(
+        arguments = text,
+        "tool call arguments are not an object; wrapped as {{\"value\":…}}"
+    );
+    buf.clear();
+    buf.push_str("{\"value\":");
+    buf.push_str(text);
+    buf.push('}');
+    buf
 }
 
 /// Thinking (when forwarded), then text; whether anything was emitted.
@@ -406,6 +459,74 @@ pub(crate) mod tests {
                 "done:Some(\"stop\"):0:0"
             ]
         );
+    }
+
+    #[test]
+    fn tool_call_arguments_are_always_one_object() {
+        let line = |args: &str| {
+            format!(
+                r#"{{"message":{{"content":"","tool_calls":[{{"function":{{"name":"w","arguments":{args}}}}}]}},"done":false}}"#
+            )
+        };
+        let cases = [
+            // What Ollama normally sends, passed through as it is.
+            (r#"{"city":"Tokyo"}"#, r#"{"city":"Tokyo"}"#),
+            (r#"{ "city" : "Tokyo" }"#, r#"{ "city" : "Tokyo" }"#),
+            // An object's JSON sent as a string: decoded once.
+            (r#""{\"city\":\"Tokyo\"}""#, r#"{"city":"Tokyo"}"#),
+            (
+                r#"" {\"a\":[1,{\"b\":\"\\u00e9\"}]} ""#,
+                r#"{"a":[1,{"b":"\u00e9"}]}"#,
+            ),
+            // Nothing to say.
+            ("null", "{}"),
+            (r#""""#, "{}"),
+            (r#""  ""#, "{}"),
+            // Not an object: kept, wrapped.
+            (r#""Tokyo""#, r#"{"value":"Tokyo"}"#),
+            (r#""[1,2]""#, r#"{"value":"[1,2]"}"#),
+            (r#""{oops""#, r#"{"value":"{oops"}"#),
+            ("[1,2]", r#"{"value":[1,2]}"#),
+            ("42", r#"{"value":42}"#),
+            ("true", r#"{"value":true}"#),
+        ];
+        for (sent, want) in cases {
+            let (ev, _) = run(&[&line(sent)], false);
+            assert_eq!(ev[0], format!("call:None:w:{want}"), "arguments {sent}");
+            let got = &ev[0]["call:None:w:".len()..];
+            assert!(
+                serde_json::from_str::<serde_json::Value>(got).is_ok_and(|v| v.is_object()),
+                "{got} is an object"
+            );
+        }
+        // Absent arguments, and two rewritten calls on one line (the buffer
+        // is reused between them).
+        let (ev, _) = run(
+            &[
+                r#"{"message":{"content":"","tool_calls":[{"function":{"name":"a"}},{"function":{"name":"b","arguments":"{\"x\":1}"}},{"function":{"name":"c","arguments":"{\"y\":2}"}}]},"done":false}"#,
+            ],
+            false,
+        );
+        assert_eq!(
+            ev[..3],
+            [
+                "call:None:a:{}",
+                r#"call:None:b:{"x":1}"#,
+                r#"call:None:c:{"y":2}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn huge_counts_pass_through_unchanged() {
+        let (ev, ok) = run(
+            &[
+                r#"{"message":{"content":""},"done":true,"done_reason":"stop","prompt_eval_count":18446744073709551615,"eval_count":5}"#,
+            ],
+            false,
+        );
+        assert!(ok);
+        assert_eq!(ev, vec![format!("done:Some(\"stop\"):{}:5", u64::MAX)]);
     }
 
     #[test]

@@ -180,6 +180,30 @@ fn rejects_bad_input_naming_the_parameter() {
             {"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{oops"}}]}]}),
             "messages[1].tool_calls[0].function.arguments",
         ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "", "tool_calls": "x"}]}),
+            "messages[1].tool_calls",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "functions": "x"}),
+            "functions",
+        ),
+        (
+            // Checked even when `tools` makes `functions` unused.
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}], "functions": {}}),
+            "functions",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream_options": "x"}),
+            "stream_options",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true,
+            "stream_options": {"include_usage": "yes"}}),
+            "stream_options.include_usage",
+        ),
     ];
     for (body, param) in cases {
         let err = parse(body.clone())
@@ -193,6 +217,26 @@ fn rejects_bad_input_naming_the_parameter() {
     .err()
     .unwrap();
     assert!(err.message.contains("message 1"), "{}", err.message);
+    for (body, message) in [
+        (
+            json!({"model": "m", "messages": [{"role": "assistant", "tool_calls": "x"}]}),
+            "messages[0].tool_calls must be an array, got a string",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "functions": "x"}),
+            "functions must be an array, got a string",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream_options": "x"}),
+            "stream_options must be an object, got a string",
+        ),
+    ] {
+        assert_eq!(parse(body).err().unwrap().message, message);
+    }
+    // null is absent, as everywhere.
+    assert!(parse(json!({"model": "m", "messages": [{"role": "assistant", "content": "a", "tool_calls": null}],
+        "functions": null, "stream_options": null}))
+    .is_ok());
     let err = parse_request(&Config::default(), b"{not json")
         .err()
         .unwrap();
@@ -416,4 +460,51 @@ fn recorder_is_usable_from_dialect_tests() {
     let mut out = BytesMut::new();
     d.line(br#"{"message":{"content":"x"},"done":false}"#, &mut out);
     assert_eq!(d.encoder().0, vec!["text:x"]);
+}
+
+/// A final line whose prompt count is `u64::MAX` (Ollama's numbers are
+/// trusted as far as their sum goes, no further).
+const HUGE_COUNTS: &str = r#"{"message":{"role":"assistant","content":"x"},"done":true,"done_reason":"stop","prompt_eval_count":18446744073709551615,"eval_count":5}"#;
+
+#[test]
+fn usage_totals_saturate_streamed_and_collected() {
+    let (events, ok) = run_stream(&mut stream_encoder(true, false), HUGE_COUNTS);
+    assert!(ok);
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(
+        usage["usage"],
+        json!({"prompt_tokens": u64::MAX, "completion_tokens": 5, "total_tokens": u64::MAX})
+    );
+
+    let mut t = Decoder::new(Collector::new(Head::new("chatcmpl-", "m")), false);
+    let mut out = BytesMut::new();
+    t.line(HUGE_COUNTS.as_bytes(), &mut out);
+    assert!(t.finish(&mut out).is_ok());
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["usage"]["total_tokens"], u64::MAX);
+}
+
+/// Tool-call arguments some models send as a JSON string.
+const STRING_ARGUMENTS: &str = r#"{"message":{"role":"assistant","content":"","tool_calls":[{"id":"call_1","function":{"index":0,"name":"get_weather","arguments":"{\"city\":\"Tokyo\"}"}}]},"done":true,"done_reason":"stop","prompt_eval_count":1,"eval_count":2}"#;
+
+#[test]
+fn string_arguments_are_not_encoded_twice() {
+    let (events, ok) = run_stream(&mut stream_encoder(false, false), STRING_ARGUMENTS);
+    assert!(ok);
+    let calls: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap())
+        .filter_map(|c| c["choices"][0]["delta"].get("tool_calls").cloned())
+        .collect();
+    assert_eq!(calls[1][0]["function"]["arguments"], r#"{"city":"Tokyo"}"#);
+
+    let mut t = Decoder::new(Collector::new(Head::new("chatcmpl-", "m")), false);
+    let mut out = BytesMut::new();
+    t.line(STRING_ARGUMENTS.as_bytes(), &mut out);
+    assert!(t.finish(&mut out).is_ok());
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+        r#"{"city":"Tokyo"}"#
+    );
 }

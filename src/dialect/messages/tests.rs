@@ -375,6 +375,18 @@ fn invalid_requests_name_the_field() {
             json!({"model": "m", "max_tokens": 1, "temperature": "hot", "messages": [{"role": "user", "content": "x"}]}),
             "temperature",
         ),
+        (
+            json!({"model": "m", "max_tokens": 1, "tool_choice": "auto", "messages": [{"role": "user", "content": "x"}]}),
+            "tool_choice",
+        ),
+        (
+            json!({"model": "m", "max_tokens": 1, "tool_choice": {"name": "f"}, "messages": [{"role": "user", "content": "x"}]}),
+            "tool_choice.type",
+        ),
+        (
+            json!({"model": "m", "max_tokens": 1, "tool_choice": {"type": 1}, "messages": [{"role": "user", "content": "x"}]}),
+            "tool_choice.type",
+        ),
     ];
     for (body, param) in cases {
         let e = err(body.clone());
@@ -393,6 +405,31 @@ fn invalid_requests_name_the_field() {
     }
     let e = parse_request(&config(), b"{not json", false).err().unwrap();
     assert_eq!(e.status, 400);
+
+    // A string tool_choice, with or without tools, and in count_tokens too.
+    for counting in [false, true] {
+        let body = json!({"model": "m", "max_tokens": 1, "tool_choice": "none",
+            "tools": [{"name": "Read", "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": "x"}]});
+        let e = parse_request(&config(), body.to_string().as_bytes(), counting)
+            .err()
+            .unwrap();
+        let rendered: Value = serde_json::from_slice(&error_body(&e)).unwrap();
+        assert_eq!(
+            rendered["error"]["message"],
+            "tool_choice: must be an object, got a string"
+        );
+    }
+    let e = err(json!({"model": "m", "max_tokens": 1, "tool_choice": {},
+        "messages": [{"role": "user", "content": "x"}]}));
+    let rendered: Value = serde_json::from_slice(&error_body(&e)).unwrap();
+    assert_eq!(
+        rendered["error"]["message"],
+        "tool_choice.type: Field required"
+    );
+    // null is absent.
+    native(json!({"model": "m", "max_tokens": 1, "tool_choice": null,
+        "messages": [{"role": "user", "content": "x"}]}));
 }
 
 #[test]
@@ -800,4 +837,56 @@ fn routes_with_and_without_query() {
         "messages.count_tokens"
     );
     assert!(route(&Method::GET, "/v1/messages").is_none());
+}
+
+/// A final line whose prompt count is `u64::MAX`.
+const HUGE_COUNTS: &str = r#"{"message":{"role":"assistant","content":"x"},"done":true,"done_reason":"stop","prompt_eval_count":18446744073709551615,"eval_count":5}"#;
+
+#[test]
+fn huge_counts_are_reported_as_they_are() {
+    // Messages reports no total, so nothing can wrap; the counts reach the
+    // client unchanged, streamed and collected.
+    let (sse, ok) = stream(&[HUGE_COUNTS], false);
+    assert!(ok);
+    let ev = events(&sse);
+    assert_eq!(
+        ev[ev.len() - 2].1["usage"],
+        json!({"input_tokens": u64::MAX, "output_tokens": 5})
+    );
+
+    let head = Head::new("m", config().thinking_key);
+    let mut d = Decoder::new(Collector::new(head), false);
+    let mut out = BytesMut::new();
+    d.line(HUGE_COUNTS.as_bytes(), &mut out);
+    assert!(d.finish(&mut out).is_ok());
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["usage"]["input_tokens"], u64::MAX);
+    assert_eq!(v["usage"]["output_tokens"], 5);
+}
+
+/// Tool-call arguments some models send as a JSON string.
+const STRING_ARGUMENTS: &str = r#"{"message":{"role":"assistant","content":"","tool_calls":[{"id":"call_1","function":{"index":0,"name":"get_weather","arguments":"{\"city\":\"Tokyo\"}"}}]},"done":true,"done_reason":"stop","prompt_eval_count":1,"eval_count":2}"#;
+
+#[test]
+fn string_arguments_become_an_input_object() {
+    let (sse, ok) = stream(&[STRING_ARGUMENTS], false);
+    assert!(ok);
+    let ev = events(&sse);
+    let partial = ev
+        .iter()
+        .find_map(|(_, d)| d.pointer("/delta/partial_json"))
+        .and_then(Value::as_str)
+        .unwrap();
+    assert_eq!(partial, r#"{"city":"Tokyo"}"#);
+    let input: Value = serde_json::from_str(partial).unwrap();
+    assert_eq!(input, json!({"city": "Tokyo"}));
+
+    let head = Head::new("m", config().thinking_key);
+    let mut d = Decoder::new(Collector::new(head), false);
+    let mut out = BytesMut::new();
+    d.line(STRING_ARGUMENTS.as_bytes(), &mut out);
+    assert!(d.finish(&mut out).is_ok());
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["content"][0]["type"], "tool_use");
+    assert_eq!(v["content"][0]["input"], json!({"city": "Tokyo"}));
 }

@@ -8,14 +8,25 @@ use crate::dialect::params::{
 use crate::error::ApiError;
 use serde_json::{json, Map, Value};
 
-/// `stream_options.include_usage`, which only counts when streaming.
-pub(crate) fn include_usage(root: &Map<String, Value>, stream: bool) -> bool {
-    stream
-        && root
-            .get("stream_options")
-            .and_then(|o| o.get("include_usage"))
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
+/// `stream_options.include_usage`, which only counts when streaming. Its
+/// types are checked either way, as OpenAI does: `stream_options` must be an
+/// object and `include_usage` a boolean (null is absent).
+pub(crate) fn include_usage(
+    root: &Map<String, Value>,
+    stream: bool,
+    wording: Wording,
+) -> Result<bool, ApiError> {
+    let Some(options) = expect_object(root, "stream_options", wording)? else {
+        return Ok(false);
+    };
+    let include = match get(options, "include_usage") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => {
+            return Err(wording.wrong_type("stream_options.include_usage", "a boolean", v));
+        }
+    };
+    Ok(stream && include)
 }
 
 /// The sampling fields an OpenAI dialect reads into Ollama's `options`.
@@ -312,6 +323,45 @@ mod tests {
                 (Some(param), message)
             );
         }
+    }
+
+    #[test]
+    fn stream_options_are_typed() {
+        let usage = |v: Value, stream| include_usage(&object(v), stream, Wording::Named);
+        assert!(usage(json!({"stream_options": {"include_usage": true}}), true).unwrap());
+        assert!(!usage(json!({"stream_options": {"include_usage": true}}), false).unwrap());
+        assert!(!usage(json!({"stream_options": {"include_usage": null}}), true).unwrap());
+        assert!(!usage(json!({"stream_options": null}), true).unwrap());
+        assert!(!usage(
+            json!({"stream_options": {"include_obfuscation": false}}),
+            true
+        )
+        .unwrap());
+        assert!(!usage(json!({}), true).unwrap());
+        for (body, param, message) in [
+            (
+                json!({"stream_options": "x"}),
+                "stream_options",
+                "stream_options must be an object, got a string",
+            ),
+            (
+                json!({"stream_options": {"include_usage": "yes"}}),
+                "stream_options.include_usage",
+                "stream_options.include_usage must be a boolean, got a string",
+            ),
+        ] {
+            // Checked whether or not the client streams.
+            for stream in [true, false] {
+                let e = usage(body.clone(), stream).unwrap_err();
+                assert_eq!(
+                    (e.param.as_deref(), e.message.as_str()),
+                    (Some(param), message)
+                );
+            }
+        }
+        let e =
+            include_usage(&object(json!({"stream_options": 1})), true, Wording::Terse).unwrap_err();
+        assert_eq!(e.message, "stream_options must be an object");
     }
 
     #[test]

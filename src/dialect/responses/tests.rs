@@ -177,6 +177,93 @@ fn other_item_types_are_dropped() {
 }
 
 #[test]
+fn unknown_item_types_are_refused_by_name() {
+    let c = config();
+    let e = parse(
+        &c,
+        json!({"model":"m","input":[{"role":"user","content":"hi"},{"type":"bogus","id":"x"}]}),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.status, 400);
+    assert_eq!(e.param.as_deref(), Some("input[1].type"));
+    assert_eq!(
+        e.message,
+        "input[1].type is \"bogus\", which is not an input item type of the Responses API"
+    );
+    // Alone, it used to be reported as a missing input.
+    let e = parse(&c, json!({"model":"m","input":[{"type":"bogus"}]}))
+        .err()
+        .unwrap();
+    assert_eq!(e.param.as_deref(), Some("input[0].type"));
+}
+
+#[test]
+fn an_input_of_dropped_items_only_says_so() {
+    let c = config();
+    let e = parse(
+        &c,
+        json!({"model":"m","instructions":"be brief","input":[{"type":"item_reference","id":"msg_1"},{"type":"web_search_call","id":"ws"}]}),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.param.as_deref(), Some("input"));
+    assert_eq!(
+        e.message,
+        "input has nothing Ollama can answer: this proxy drops input[0] (type item_reference); send at least one message item"
+    );
+    // With nothing dropped, the old message.
+    let e = parse(&c, json!({"model":"m","input":[]})).err().unwrap();
+    assert!(e.message.starts_with("input is required"), "{}", e.message);
+}
+
+#[test]
+fn include_and_tool_outputs_are_typed() {
+    let c = config();
+    for (body, param, message) in [
+        (
+            json!({"model":"m","input":"hi","include":"reasoning.encrypted_content"}),
+            "include",
+            "include must be an array of strings, got a string",
+        ),
+        (
+            json!({"model":"m","input":"hi","include":["reasoning.encrypted_content", 3]}),
+            "include[1]",
+            "include[1] must be a string, got a number",
+        ),
+        (
+            json!({"model":"m","input":[{"role":"user","content":"x"},
+                {"type":"function_call","call_id":"c","name":"f","arguments":"{}"},
+                {"type":"function_call_output","call_id":"c","output":42}]}),
+            "input[2].output",
+            "input[2].output must be a string or an array of content parts, got a number",
+        ),
+        (
+            json!({"model":"m","input":[{"type":"function_call_output","call_id":"c","output":true}]}),
+            "input[0].output",
+            "input[0].output must be a string or an array of content parts, got a boolean",
+        ),
+    ] {
+        let e = parse(&c, body.clone())
+            .err()
+            .unwrap_or_else(|| panic!("accepted {body}"));
+        assert_eq!(e.status, 400);
+        assert_eq!(
+            (e.param.as_deref(), e.message.as_str()),
+            (Some(param), message)
+        );
+    }
+    let p = parse(
+        &c,
+        json!({"model":"m","input":"hi","include":["message.output_text.logprobs"]}),
+    )
+    .unwrap();
+    assert!(!p.include_encrypted);
+    let p = parse(&c, json!({"model":"m","input":"hi","include":null})).unwrap();
+    assert!(!p.include_encrypted);
+}
+
+#[test]
 fn tools_flatten_namespaces_and_drop_other_kinds() {
     let c = config();
     let parsed = parse(
@@ -790,4 +877,42 @@ fn keepalives_are_comments_while_the_response_runs() {
         .filter(|b| !b.starts_with(':'))
         .collect();
     assert_eq!(events(&sse).last().unwrap()["type"], "response.completed");
+}
+
+/// A final line whose prompt count is `u64::MAX`.
+const HUGE_COUNTS: &str = r#"{"message":{"role":"assistant","content":"x"},"done":true,"done_reason":"stop","prompt_eval_count":18446744073709551615,"eval_count":5}"#;
+
+#[test]
+fn usage_totals_saturate_streamed_and_whole() {
+    let r = run(true, false, false, &[HUGE_COUNTS]);
+    assert!(r.finish_ok);
+    let ev = events(&r.out);
+    let usage = &ev.last().unwrap()["response"]["usage"];
+    assert_eq!(usage["input_tokens"], u64::MAX);
+    assert_eq!(usage["output_tokens"], 5);
+    assert_eq!(usage["total_tokens"], u64::MAX);
+
+    let r = run(false, false, false, &[HUGE_COUNTS]);
+    assert!(r.finish_ok);
+    let v: Value = serde_json::from_str(&r.out).unwrap();
+    assert_eq!(v["usage"]["total_tokens"], u64::MAX);
+}
+
+/// Tool-call arguments some models send as a JSON string.
+const STRING_ARGUMENTS: &str = r#"{"message":{"role":"assistant","content":"","tool_calls":[{"id":"call_1","function":{"index":0,"name":"get_weather","arguments":"{\"city\":\"Tokyo\"}"}}]},"done":true,"done_reason":"stop","prompt_eval_count":1,"eval_count":2}"#;
+
+#[test]
+fn string_arguments_are_not_encoded_twice() {
+    let r = run(true, false, false, &[STRING_ARGUMENTS]);
+    let ev = events(&r.out);
+    let done = ev
+        .iter()
+        .find(|e| e["type"] == "response.function_call_arguments.done")
+        .unwrap();
+    assert_eq!(done["arguments"], r#"{"city":"Tokyo"}"#);
+
+    let r = run(false, false, false, &[STRING_ARGUMENTS]);
+    let v: Value = serde_json::from_str(&r.out).unwrap();
+    assert_eq!(v["output"][0]["type"], "function_call");
+    assert_eq!(v["output"][0]["arguments"], r#"{"city":"Tokyo"}"#);
 }
