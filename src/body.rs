@@ -38,6 +38,22 @@ pub(crate) trait Transcode: Send {
     }
 }
 
+/// How much of Ollama's answer a translated body keeps.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    /// The longest line, or whole document.
+    pub(crate) line: usize,
+    /// The most bytes of the whole answer, when it is collected.
+    pub(crate) total: Option<usize>,
+}
+
+impl Limits {
+    /// Lines (or documents) up to `line` bytes, any number of them.
+    pub(crate) fn line(line: usize) -> Self {
+        Limits { line, total: None }
+    }
+}
+
 /// Ollama's error bodies are read whole up to this; past it the answer is
 /// a failure of its own.
 pub(crate) const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -95,6 +111,11 @@ struct Translator {
     deadlines: Option<Deadlines>,
     /// The longest line (or whole body) kept; past it the stream fails.
     limit: usize,
+    /// For answers collected whole: the most upstream bytes read at all
+    /// (the encoder collects what they say).
+    total_limit: Option<usize>,
+    /// Upstream bytes read so far.
+    fed: usize,
     /// An incomplete line (or the whole body, in whole-body mode).
     partial: BytesMut,
     out: BytesMut,
@@ -119,7 +140,7 @@ impl<B> TranslateBody<B> {
         body: B,
         transcoder: Box<dyn Transcode>,
         deadlines: Option<Deadlines>,
-        limit: usize,
+        limits: Limits,
     ) -> Self {
         TranslateBody {
             inner: Inner::Translate {
@@ -127,7 +148,9 @@ impl<B> TranslateBody<B> {
                 state: Box::new(Translator {
                     transcoder,
                     deadlines,
-                    limit,
+                    limit: limits.line,
+                    total_limit: limits.total,
+                    fed: 0,
                     partial: BytesMut::new(),
                     out: BytesMut::new(),
                     upstream_done: false,
@@ -165,6 +188,15 @@ impl Translator {
         while data.has_remaining() && !self.upstream_done {
             let chunk = data.chunk();
             let n = chunk.len();
+            self.fed = self.fed.saturating_add(n);
+            if self.total_limit.is_some_and(|total| self.fed > total) {
+                let msg = format!(
+                    "Ollama's answer is larger than the limit of {} bytes",
+                    self.total_limit.unwrap_or_default()
+                );
+                self.fail(Failure::UpstreamGarbage, Box::new(StreamError(msg)));
+                return;
+            }
             if self.transcoder.whole_body() {
                 if self.partial.len() + n > self.limit {
                     self.too_long("an answer");

@@ -195,7 +195,7 @@ pub(crate) struct Config {
     pub(crate) thinking_key: crate::signing::Key,
     /// Models Ollama has shown cannot think (learned at run time, shared by
     /// every clone of the layer).
-    pub(crate) cannot_think: Arc<RwLock<HashSet<String>>>,
+    pub(crate) cannot_think: Arc<RwLock<HashMap<String, std::time::Instant>>>,
     /// The timer, keep-alives and the upstream idle timeout.
     pub(crate) timing: crate::timer::Timing,
     /// When set, every request must carry this key.
@@ -205,6 +205,9 @@ pub(crate) struct Config {
 /// Default cap on one line of Ollama's stream and on an answer collected
 /// whole: 32 MiB, room for a long non-streamed answer.
 pub(crate) const DEFAULT_MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+
+/// How long a model Ollama said cannot think gets no `think`.
+pub(crate) const CANNOT_THINK_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// Default memory for requests being read and parsed together: 256 MiB.
 pub(crate) const DEFAULT_REQUEST_MEMORY: usize = 256 * 1024 * 1024;
@@ -298,18 +301,23 @@ impl Config {
         self.think_models.contains(&model_key(model))
     }
 
-    /// Whether Ollama has answered that `model` does not support thinking.
+    /// Whether Ollama has answered, within [`CANNOT_THINK_FOR`], that
+    /// `model` does not support thinking.
     pub(crate) fn cannot_think(&self, model: &str) -> bool {
         self.cannot_think
             .read()
-            .map(|set| set.contains(&model_key(model)))
-            .unwrap_or(false)
+            .ok()
+            .and_then(|learned| learned.get(&model_key(model)).copied())
+            .is_some_and(|at| at.elapsed() < CANNOT_THINK_FOR)
     }
 
-    /// Remembers that `model` cannot think.
+    /// Remembers that `model` cannot think, for [`CANNOT_THINK_FOR`] (a
+    /// model can be pulled again in a version that thinks). Forgets what
+    /// has expired, so the map stays as small as the models in use.
     pub(crate) fn learn_cannot_think(&self, model: &str) {
-        if let Ok(mut set) = self.cannot_think.write() {
-            set.insert(model_key(model));
+        if let Ok(mut learned) = self.cannot_think.write() {
+            learned.retain(|_, at| at.elapsed() < CANNOT_THINK_FOR);
+            learned.insert(model_key(model), std::time::Instant::now());
         }
     }
 

@@ -48,6 +48,10 @@ pub struct Settings {
     pub ollama_api_key: Option<HeaderValue>,
     pub layer: OllamaTranslateLayer,
     pub shutdown_grace: Duration,
+    /// How long a client may take to send its request head (and the first
+    /// byte of a connection), and how long a kept-alive HTTP/1 connection
+    /// may sit idle; 0 disables.
+    pub client_timeout: Duration,
 }
 
 impl std::fmt::Debug for Settings {
@@ -63,6 +67,7 @@ impl std::fmt::Debug for Settings {
             .field("ollama_api_key", &format_args!("{ollama_api_key}"))
             .field("layer", &self.layer)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("client_timeout", &self.client_timeout)
             .finish()
     }
 }
@@ -118,10 +123,23 @@ impl Settings {
                 None => Ok(Duration::from_secs(default)),
             }
         };
+        let bytes = |key: &str| -> Result<Option<usize>, String> {
+            non_empty(key)
+                .map(|n| n.trim().parse().map_err(|e| format!("{key} {n:?}: {e}")))
+                .transpose()
+        };
+        if let Some(n) = bytes("MAX_ANSWER_BYTES")? {
+            layer = layer.max_answer_bytes(n);
+        }
+        if let Some(n) = bytes("REQUEST_MEMORY_BYTES")? {
+            layer = layer.request_memory(n);
+        }
+        let client_timeout = secs("CLIENT_TIMEOUT_SECS", 30)?;
         layer = layer
             .with_timer(TokioTimer)
             .keepalive(secs("KEEPALIVE_SECS", 10)?)
-            .upstream_idle_timeout(secs("UPSTREAM_IDLE_TIMEOUT", 300)?);
+            .upstream_idle_timeout(secs("UPSTREAM_IDLE_TIMEOUT", 300)?)
+            .request_body_timeout(client_timeout);
         if let Some(key) = non_empty("PROXY_API_KEY") {
             layer = layer.require_api_key(key.trim());
         }
@@ -143,6 +161,7 @@ impl Settings {
             None => Duration::from_secs(30),
         };
         Ok(Settings {
+            client_timeout,
             listen,
             ollama,
             ollama_api_key,
@@ -198,6 +217,8 @@ fn rebase<B>(base: &Uri, api_key: Option<&HeaderValue>, mut req: Request<B>) -> 
     if let Ok(uri) = Uri::from_parts(parts) {
         *req.uri_mut() = uri;
     }
+    // Ollama speaks HTTP/1.1 (the client may have spoken HTTP/2 to us).
+    *req.version_mut() = http::Version::HTTP_11;
     let h = req.headers_mut();
     strip_hop_by_hop(h);
     h.remove(header::AUTHORIZATION);
@@ -282,7 +303,8 @@ pub async fn serve(
     let svc = Healthz(svc);
 
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = server_builder(settings.client_timeout);
+    let first_byte = Some(settings.client_timeout).filter(|d| !d.is_zero());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -296,12 +318,27 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc.clone()))
-                    .into_owned();
-                let conn = graceful.watch(conn);
+                let (builder, svc, watcher) = (builder.clone(), svc.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    // hyper-util picks the protocol from the first bytes with
+                    // no timer of its own: a peer that sends nothing is
+                    // dropped at this deadline; from its first byte on,
+                    // hyper's header-read timeout bounds each request head
+                    // and the idle time between requests.
+                    if let Some(d) = first_byte {
+                        let mut probe = [0u8; 1];
+                        match tokio::time::timeout(d, stream.peek(&mut probe)).await {
+                            Ok(Ok(n)) if n > 0 => {}
+                            _ => {
+                                tracing::debug!("connection closed: nothing sent in time");
+                                return;
+                            }
+                        }
+                    }
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
+                        .into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                 });
@@ -362,6 +399,24 @@ where
             Ok(res.map(|b| b.map_err(Into::into).boxed_unsync()))
         })
     }
+}
+
+/// The server's connection settings: a timer, so that hyper's timeouts
+/// work at all; HTTP/1 request heads (and idle keep-alive time) bounded by
+/// `client_timeout`; HTTP/2 connections pinged to find dead peers.
+fn server_builder(client_timeout: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let timeout = Some(client_timeout).filter(|d| !d.is_zero());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

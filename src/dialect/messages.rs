@@ -120,7 +120,7 @@ fn prepare_count_tokens(
             format!("could not encode the request for Ollama: {e}"),
         )
     })?;
-    tracing::debug!(model = %native.model(), bytes = body.len(), "messages.count_tokens → /api/chat");
+    tracing::debug!(model = ?native.model(), bytes = body.len(), "messages.count_tokens → /api/chat");
     Ok(Upstream::document(
         Endpoint::Chat,
         body,

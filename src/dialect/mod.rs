@@ -227,7 +227,7 @@ impl ChatCall {
             )
         })?;
         let endpoint = native.endpoint();
-        tracing::debug!(model = %model, stream, bytes = body.len(), dialect, path = endpoint.path(), "→ Ollama");
+        tracing::debug!(model = ?model, stream, bytes = body.len(), dialect, path = endpoint.path(), "→ Ollama");
         Ok(ChatCall {
             forward_thinking: config.reasoning_for(&model) == ReasoningMode::Forward,
             num_ctx: native.num_ctx(),

@@ -28,7 +28,7 @@ pub(crate) fn apply_rules(config: &Config, req: &mut GenerationRequest) {
     }
     if config.cannot_think(&model) {
         if thinks || !is_chat {
-            tracing::debug!(model = %model, "not sending think to a model that cannot think");
+            tracing::debug!(model = ?model, "not sending think to a model that cannot think");
             *settings.think = None;
         }
     } else if is_chat && settings.think.is_none() && config.is_think_model(&model) {

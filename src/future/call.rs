@@ -2,12 +2,18 @@
 //! the think-less retry.
 
 use super::respond::{self, Template};
+use super::Carry;
 use crate::body::RequestBody;
+use crate::body::MAX_ERROR_BODY;
 use crate::config::Config;
+use crate::dialect::upstream_error_message;
 use crate::error::{error_chain, ApiError, BoxError, Failure};
 use crate::ollama::request::GenerationRequest;
 use crate::timer::{Sleep, Timing};
 use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::combinators::Collect;
+use http_body_util::{BodyExt, Limited};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
@@ -42,9 +48,15 @@ impl<S> ThinkRetry<S> {
         }
     }
 
-    /// Whether `status` calls for a retry without `think`.
+    /// Whether `status` may call for a retry without `think`.
     fn retries(status: StatusCode) -> bool {
         status == StatusCode::BAD_REQUEST
+    }
+
+    /// Whether Ollama's 400 says the model cannot think (and not, say,
+    /// that the level is unknown: that one is the client's to see).
+    fn about_thinking(message: &str) -> bool {
+        message.contains("does not support thinking")
     }
 
     /// The request again, without `think`.
@@ -59,28 +71,11 @@ impl<S> ThinkRetry<S> {
         respond::upstream_request(&self.template, self.request.endpoint(), body)
     }
 
-    /// What to remember once the retry is answered.
-    fn learn(&self) -> Learn {
-        Learn {
-            model: self.request.model().to_string(),
-            config: self.config.clone(),
-        }
-    }
-}
-
-/// The model a retry without `think` was for.
-struct Learn {
-    model: String,
-    config: Arc<Config>,
-}
-
-impl Learn {
-    /// The retry got `status`: a success shows the model cannot think.
-    fn answered(&self, status: StatusCode) {
-        if status.is_success() {
-            tracing::warn!(model = %self.model, "model cannot think: not sending think to it from now on");
-            self.config.learn_cannot_think(&self.model);
-        }
+    /// Ollama said the model cannot think: remember it for a while.
+    fn learn(&self) {
+        let model = self.request.model();
+        tracing::warn!(model = ?model, "model cannot think: not sending think to it for a while");
+        self.config.learn_cannot_think(model);
     }
 }
 
@@ -89,12 +84,14 @@ pin_project! {
     /// should see: 502 when Ollama cannot be reached, 504 when its headers
     /// do not come within the idle timeout (a non-streaming native call
     /// sends nothing until it is done).
-    pub(crate) struct CallOllama<S, B>
+    pub(crate) struct CallOllama<S, B, ResBody>
     where
-        S: Service<Request<RequestBody<B>>>,
+        S: Service<Request<RequestBody<B>>, Response = Response<ResBody>>,
+        ResBody: Body,
+        ResBody::Error: Into<BoxError>,
     {
         #[pin]
-        attempt: Attempt<S, B>,
+        attempt: Attempt<S, B, ResBody>,
         deadline: Option<Sleep>,
         timing: Timing,
     }
@@ -102,20 +99,26 @@ pin_project! {
 
 pin_project! {
     #[project = AttemptProj]
-    enum Attempt<S, B>
+    enum Attempt<S, B, ResBody>
     where
-        S: Service<Request<RequestBody<B>>>,
+        S: Service<Request<RequestBody<B>>, Response = Response<ResBody>>,
+        ResBody: Body,
+        ResBody::Error: Into<BoxError>,
     {
         First { #[pin] fut: S::Future, retry: Option<ThinkRetry<S>> },
+        // A 400 to a request with `think`: is it the one about thinking?
+        Refused { #[pin] read: Carry<Collect<Limited<ResBody>>, ThinkRetry<S>> },
         // Waiting for the service to take the retry.
         Readying { retry: ThinkRetry<S> },
-        Retried { #[pin] fut: S::Future, learn: Learn },
+        Retried { #[pin] fut: S::Future },
     }
 }
 
-impl<S, B> CallOllama<S, B>
+impl<S, B, ResBody> CallOllama<S, B, ResBody>
 where
-    S: Service<Request<RequestBody<B>>>,
+    S: Service<Request<RequestBody<B>>, Response = Response<ResBody>>,
+    ResBody: Body,
+    ResBody::Error: Into<BoxError>,
 {
     pub(crate) fn new(fut: S::Future, retry: Option<ThinkRetry<S>>, timing: &Timing) -> Self {
         CallOllama {
@@ -126,10 +129,12 @@ where
     }
 }
 
-impl<S, B, ResBody> Future for CallOllama<S, B>
+impl<S, B, ResBody> Future for CallOllama<S, B, ResBody>
 where
     S: Service<Request<RequestBody<B>>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
+    ResBody: Body,
+    ResBody::Error: Into<BoxError>,
 {
     type Output = Result<Response<ResBody>, ApiError>;
 
@@ -139,16 +144,27 @@ where
             let res = match this.attempt.as_mut().project() {
                 AttemptProj::First { fut, retry } => {
                     let res = ready!(headers(fut, this.deadline, this.timing, cx))?;
-                    if ThinkRetry::<S>::retries(res.status()) {
-                        if let Some(retry) = retry.take() {
-                            tracing::debug!(
-                                "Ollama refused a request with think; retrying without it"
-                            );
-                            this.attempt.set(Attempt::Readying { retry });
+                    match retry.take() {
+                        Some(retry) if ThinkRetry::<S>::retries(res.status()) => {
+                            let body = Limited::new(res.into_body(), MAX_ERROR_BODY).collect();
+                            let read = Carry::new(body, retry);
+                            this.attempt.set(Attempt::Refused { read });
                             continue;
                         }
+                        _ => res,
                     }
-                    res
+                }
+                AttemptProj::Refused { read } => {
+                    let (read, retry) = ready!(read.poll(cx));
+                    let body = read.map(|c| c.to_bytes()).unwrap_or_default();
+                    let message = upstream_error_message(StatusCode::BAD_REQUEST, &body);
+                    if !ThinkRetry::<S>::about_thinking(&message) {
+                        // Another 400: the client's, in its dialect.
+                        return Poll::Ready(Err(ApiError::new(StatusCode::BAD_REQUEST, message)));
+                    }
+                    retry.learn();
+                    this.attempt.set(Attempt::Readying { retry });
+                    continue;
                 }
                 AttemptProj::Readying { retry } => {
                     if let Err(e) = ready!(retry.service.poll_ready(cx)) {
@@ -156,15 +172,12 @@ where
                     }
                     let req = retry.request()?;
                     let fut = retry.service.call(req);
-                    let learn = retry.learn();
                     *this.deadline = this.timing.idle_deadline();
-                    this.attempt.set(Attempt::Retried { fut, learn });
+                    this.attempt.set(Attempt::Retried { fut });
                     continue;
                 }
-                AttemptProj::Retried { fut, learn } => {
-                    let res = ready!(headers(fut, this.deadline, this.timing, cx))?;
-                    learn.answered(res.status());
-                    res
+                AttemptProj::Retried { fut } => {
+                    ready!(headers(fut, this.deadline, this.timing, cx))?
                 }
             };
             return Poll::Ready(Ok(res));

@@ -13,7 +13,7 @@ mod read;
 mod respond;
 mod translate;
 
-use crate::body::{RequestBody, TranslateBody, MAX_ERROR_BODY};
+use crate::body::{Limits, RequestBody, TranslateBody, MAX_ERROR_BODY};
 use crate::dialect::{Dialect, UpstreamError};
 use crate::error::{ApiError, BoxError};
 use crate::timer::{Sleep, Timing};
@@ -37,6 +37,8 @@ pin_project! {
         S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
         ReqBody: Body,
         ReqBody::Error: Into<BoxError>,
+        ResBody: Body,
+        ResBody::Error: Into<BoxError>,
     {
         #[pin]
         kind: Kind<S, ReqBody, ResBody>,
@@ -50,6 +52,8 @@ pin_project! {
         S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
         ReqBody: Body,
         ReqBody::Error: Into<BoxError>,
+        ResBody: Body,
+        ResBody::Error: Into<BoxError>,
     {
         // Not translated. Under a client API's prefix, Ollama's plain-text
         // 404/405 is reported in that API's shape, naming what is served.
@@ -74,6 +78,8 @@ where
     S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
     ReqBody: Body,
     ReqBody::Error: Into<BoxError>,
+    ResBody: Body,
+    ResBody::Error: Into<BoxError>,
 {
     pub(crate) fn passthrough(
         fut: S::Future,
@@ -169,7 +175,12 @@ fn plain_not_found<B>(
     parts.status = StatusCode::NOT_FOUND;
     let transcoder = UpstreamError::new(dialect, parts.status).with_message(message);
     parts.headers = respond::error_headers();
-    let body = TranslateBody::translate(body, Box::new(transcoder), None, MAX_ERROR_BODY);
+    let body = TranslateBody::translate(
+        body,
+        Box::new(transcoder),
+        None,
+        Limits::line(MAX_ERROR_BODY),
+    );
     Response::from_parts(parts, body)
 }
 

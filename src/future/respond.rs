@@ -1,6 +1,6 @@
 //! Building requests for Ollama and responses for clients.
 
-use crate::body::{RequestBody, Transcode, TranslateBody, MAX_ERROR_BODY};
+use crate::body::{Limits, RequestBody, Transcode, TranslateBody, MAX_ERROR_BODY};
 use crate::dialect::{Delivery, Dialect, UpstreamError, JSON, SSE};
 use crate::error::ApiError;
 use crate::ollama::request::Endpoint;
@@ -15,7 +15,7 @@ pub(super) fn error<B>(
     dialect: &'static dyn Dialect,
     err: &ApiError,
 ) -> Response<TranslateBody<B>> {
-    tracing::debug!(dialect = dialect.name(), status = err.status.as_u16(), message = %err.message, "answering with an error");
+    tracing::debug!(dialect = dialect.name(), status = err.status.as_u16(), message = ?err.message, "answering with an error");
     let mut res = Response::new(TranslateBody::full(dialect.error_body(err)));
     *res.status_mut() = err.status;
     let h = res.headers_mut();
@@ -116,7 +116,10 @@ pub(super) fn translated<B>(res: Response<B>, answer: Answer) -> Response<Transl
             body,
             answer.transcoder,
             answer.timing.deadlines(),
-            answer.limit,
+            Limits {
+                line: answer.limit,
+                total: (answer.delivery != Delivery::Stream).then_some(answer.limit),
+            },
         )
     } else {
         tracing::debug!(
@@ -126,7 +129,7 @@ pub(super) fn translated<B>(res: Response<B>, answer: Answer) -> Response<Transl
         );
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
         let errors = UpstreamError::new(answer.dialect, parts.status);
-        TranslateBody::translate(body, Box::new(errors), None, MAX_ERROR_BODY)
+        TranslateBody::translate(body, Box::new(errors), None, Limits::line(MAX_ERROR_BODY))
     };
     parts.headers = h;
     Response::from_parts(parts, body)

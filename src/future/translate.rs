@@ -37,6 +37,8 @@ pin_project! {
         S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
         ReqBody: Body,
         ReqBody::Error: Into<BoxError>,
+        ResBody: Body,
+        ResBody::Error: Into<BoxError>,
     {
         #[pin]
         step: Step<S, ReqBody, ResBody>,
@@ -50,9 +52,11 @@ pin_project! {
         S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
         ReqBody: Body,
         ReqBody::Error: Into<BoxError>,
+        ResBody: Body,
+        ResBody::Error: Into<BoxError>,
     {
         Read { #[pin] read: Carry<ReadBody<ReqBody>, Job<S>> },
-        Call { #[pin] call: Carry<CallOllama<S, ReqBody>, Answer> },
+        Call { #[pin] call: Carry<CallOllama<S, ReqBody, ResBody>, Answer> },
         Collect {
             #[pin] collect: Carry<CollectAnswer<ResBody>, (http::response::Parts, &'static dyn Dialect)>,
         },
@@ -64,6 +68,8 @@ where
     S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
     ReqBody: Body,
     ReqBody::Error: Into<BoxError>,
+    ResBody: Body,
+    ResBody::Error: Into<BoxError>,
 {
     /// Starts reading `req` for `dialect`; a declared length over the limit
     /// is refused before a byte is read.
@@ -107,6 +113,8 @@ where
     S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>> + Clone,
     ReqBody: Body,
     ReqBody::Error: Into<BoxError>,
+    ResBody: Body,
+    ResBody::Error: Into<BoxError>,
 {
     let (bytes, mut hold) = read?;
     read::reserve_parse(&mut hold, &bytes)?;

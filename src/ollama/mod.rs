@@ -251,7 +251,7 @@ impl<E: Encoder> Decoder<E> {
         };
         if done.prompt_tokens >= num_ctx {
             tracing::warn!(
-                model = %self.model,
+                model = ?self.model,
                 prompt_eval_count = done.prompt_tokens,
                 num_ctx,
                 "the prompt filled the context window; Ollama silently dropped the oldest messages (raise num_ctx)"

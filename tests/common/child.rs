@@ -1,0 +1,79 @@
+//! The built `examples/proxy` binary as a child process, for what only a
+//! process shows: its resident memory and its log.
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A running proxy process; killed when dropped.
+pub struct ProxyChild {
+    pub url: String,
+    pub pid: u32,
+    /// Every line the proxy logged so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+    _child: Child,
+}
+
+impl ProxyChild {
+    /// Starts the proxy next to this test binary in front of `ollama`;
+    /// `None` when it was not built.
+    pub async fn start(ollama: &str, env: &[(&str, &str)]) -> Option<ProxyChild> {
+        let exe = std::env::current_exe().ok()?;
+        let bin = exe.parent()?.parent()?.join("examples").join("proxy");
+        if !bin.exists() {
+            return None;
+        }
+        let mut cmd = Command::new(bin);
+        cmd.env("OLLAMA_BASE_URL", ollama)
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the proxy");
+        let pid = child.id().expect("pid");
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = out
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the proxy announces its address");
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .expect("a URL")
+            .to_string();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log2 = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = err.next_line().await {
+                log2.lock().unwrap().push(line);
+            }
+        });
+        Some(ProxyChild {
+            url,
+            pid,
+            log,
+            _child: child,
+        })
+    }
+
+    /// Resident memory, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,404 @@
+//! The proxy against careless upstreams and careless clients: every buffer
+//! has a bound, every wait a deadline, every failure an honest status, and
+//! the proxy keeps serving. Memory is measured on the proxy binary as a
+//! child process (`/proc/<pid>/status`); each test bounds its own bytes and
+//! seconds.
+
+mod common;
+
+use bytes::Bytes;
+use common::child::ProxyChild;
+use common::evil::{Answer, Evil, Seen};
+use common::fake_ollama::FakeOllama;
+use common::proxy::{send, start};
+use http_body_util::{BodyExt, Full};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const MIB: usize = 1024 * 1024;
+
+fn chat(stream: bool) -> Value {
+    json!({"model": "llama3.2", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+fn done_line() -> &'static str {
+    "{\"message\":{\"role\":\"assistant\",\"content\":\"\"},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":100,\"eval_count\":1}\n"
+}
+
+/// Plain NDJSON for `/api/chat`: one token, then the end.
+fn ndjson(headers: Vec<(&'static str, &'static str)>) -> Answer {
+    let body = format!(
+        "{{\"message\":{{\"role\":\"assistant\",\"content\":\"ok\"}},\"done\":false}}\n{}",
+        done_line()
+    );
+    Answer::Full {
+        status: 200,
+        headers,
+        body: body.into_bytes(),
+    }
+}
+
+async fn child(ollama: &str, env: &[(&str, &str)]) -> Option<ProxyChild> {
+    let c = ProxyChild::start(ollama, env).await;
+    if c.is_none() {
+        eprintln!("examples/proxy is not built next to this test: skipped");
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_that_never_ends_costs_bounded_memory() {
+    let evil = Evil::start(|_| Answer::Endless {
+        prefix: b"{\"message\":{\"role\":\"assistant\",\"content\":\"".to_vec(),
+        repeat: b"aaaaaaaaaaaaaaaa".to_vec(),
+        max_bytes: 256 * MIB,
+    })
+    .await;
+    let Some(p) = child(&evil.url, &[("MAX_ANSWER_BYTES", "1048576")]).await else {
+        return;
+    };
+    let before = p.rss_kib();
+    let url = format!("{}/v1/chat/completions", p.url);
+    let a = send("POST", &url, &[], Some(&chat(true))).await;
+    assert_eq!(a.status, 200);
+    assert!(
+        a.body.contains("longer than the limit of 1048576 bytes"),
+        "{}",
+        a.body
+    );
+    assert!(!a.body.contains("[DONE]"));
+    let grown = p.rss_kib().saturating_sub(before);
+    assert!(grown < 64 * 1024, "the proxy grew by {grown} KiB");
+    // The upstream was dropped, not read to its end.
+    assert!(evil.sent.load(std::sync::atomic::Ordering::Relaxed) < 256 * MIB);
+    // Non-streaming: the same line is a 502.
+    let a = send("POST", &url, &[], Some(&chat(false))).await;
+    assert_eq!(a.status, 502, "{}", a.body);
+    let message = a.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("than the limit of 1048576 bytes"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_never_ends_is_a_502_for_a_non_streaming_client() {
+    let mut line = b"{\"message\":{\"role\":\"assistant\",\"content\":\"".to_vec();
+    line.extend(std::iter::repeat_n(b'x', 1000));
+    line.extend_from_slice(b"\"},\"done\":false}\n");
+    let evil = Evil::start(move |_| Answer::Endless {
+        prefix: Vec::new(),
+        repeat: line.clone(),
+        max_bytes: 256 * MIB,
+    })
+    .await;
+    let Some(p) = child(&evil.url, &[("MAX_ANSWER_BYTES", "1048576")]).await else {
+        return;
+    };
+    let before = p.rss_kib();
+    for path in ["/v1/chat/completions", "/v1/responses"] {
+        let body = if path == "/v1/responses" {
+            json!({"model": "m", "input": "hi"})
+        } else {
+            chat(false)
+        };
+        let a = send("POST", &format!("{}{path}", p.url), &[], Some(&body)).await;
+        assert_eq!(a.status, 502, "{path}: {}", a.body);
+        let message = a.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains("larger than the limit"), "{message}");
+    }
+    let grown = p.rss_kib().saturating_sub(before);
+    assert!(grown < 64 * 1024, "the proxy grew by {grown} KiB");
+}
+
+#[tokio::test]
+async fn request_bodies_are_bounded_in_values_and_in_memory() {
+    let fake = FakeOllama::start().await;
+    let p = start(
+        &fake.base_url(),
+        &[
+            ("REQUEST_MEMORY_BYTES", "4194304"),
+            ("MAX_BODY_BYTES", "33554432"),
+        ],
+    )
+    .await;
+    let url = format!("{}/v1/chat/completions", p.url);
+    // [0,0,0,…]: 2 MB on the wire, a million values once parsed.
+    let mut flood = chat(false);
+    flood["ignored"] = Value::Array(vec![Value::from(0); 1_100_000]);
+    let a = send("POST", &url, &[], Some(&flood)).await;
+    assert_eq!(a.status, 413, "{}", a.body);
+    assert!(a.body.contains("JSON values"), "{}", a.body);
+    // More than the memory all requests may hold together: 503, retry.
+    let mut big = chat(false);
+    big["messages"][0]["content"] = Value::String("a".repeat(5 * MIB));
+    let a = send("POST", &url, &[], Some(&big)).await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert_eq!(a.headers["retry-after"], "1");
+    // Anthropic's shape for its clients.
+    let mut big = json!({"model": "llama3.2", "max_tokens": 10, "messages": [{"role": "user", "content": "a".repeat(5 * MIB)}]});
+    big["stream"] = json!(false);
+    let a = send("POST", &format!("{}/v1/messages", p.url), &[], Some(&big)).await;
+    assert_eq!(a.status, 503);
+    assert_eq!(a.json()["error"]["type"], "overloaded_error");
+    // The budget was given back: the proxy keeps serving.
+    let a = send("POST", &url, &[], Some(&chat(false))).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(
+        fake.requests_to("/api/chat").len() == 1,
+        "only the good one reached Ollama"
+    );
+}
+
+/// Reads until the peer closes; the time it took.
+async fn closed_within(mut s: TcpStream, limit: Duration) -> (Duration, Vec<u8>) {
+    let t = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(limit, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (t.elapsed(), got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!(
+                "still open after {limit:?}: {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_or_silent_clients_are_cut_off() {
+    let fake = FakeOllama::start().await;
+    let p = start(&fake.base_url(), &[("CLIENT_TIMEOUT_SECS", "1")]).await;
+    let limit = Duration::from_secs(5);
+    // Connects and says nothing.
+    let s = TcpStream::connect(&p.addr).await.unwrap();
+    let (took, _) = closed_within(s, limit).await;
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    // Half a request head.
+    let mut s = TcpStream::connect(&p.addr).await.unwrap();
+    s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    closed_within(s, limit).await;
+    // A head that promises a body it never sends: a 408 in the dialect.
+    let mut s = TcpStream::connect(&p.addr).await.unwrap();
+    s.write_all(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"model\"")
+        .await
+        .unwrap();
+    let (_, got) = closed_within(s, limit).await;
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("\"type\":\"error\""), "{got}");
+    // A kept-alive connection that goes quiet after its request.
+    let mut s = TcpStream::connect(&p.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (_, got) = closed_within(s, limit).await;
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    // And it still serves.
+    let a = send(
+        "POST",
+        &format!("{}/v1/chat/completions", p.url),
+        &[],
+        Some(&chat(false)),
+    )
+    .await;
+    assert_eq!(a.status, 200);
+}
+
+#[tokio::test]
+async fn http2_clients_get_answers_too() {
+    let fake = FakeOllama::start().await;
+    let p = start(&fake.base_url(), &[]).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let req = http::Request::post(format!("{}/v1/chat/completions", p.url))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat(false).to_string())))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    assert_eq!(res.version(), http::Version::HTTP_2);
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "Hello! You said: hi");
+    // Passed through: Ollama's own API over HTTP/2 as well.
+    let req = http::Request::get(format!("{}/api/tags", p.url))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn garbage_where_json_belongs_is_a_502_not_a_200() {
+    let evil = Evil::start(|seen: &Seen| Answer::Full {
+        status: 200,
+        headers: vec![("content-type", "text/html")],
+        body: if seen.path == "/api/show" {
+            b"{}".to_vec()
+        } else {
+            b"<html>maintenance</html>".to_vec()
+        },
+    })
+    .await;
+    let p = start(&evil.url, &[]).await;
+    for (method, path, body) in [
+        ("GET", "/v1/models", None),
+        ("GET", "/v1/models/qwen3", None),
+        (
+            "POST",
+            "/v1/embeddings",
+            Some(json!({"model": "e", "input": "hi"})),
+        ),
+        (
+            "POST",
+            "/v1/messages/count_tokens",
+            Some(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})),
+        ),
+    ] {
+        let a = send(method, &format!("{}{path}", p.url), &[], body.as_ref()).await;
+        assert_eq!(a.status, 502, "{path}: {}", a.body);
+        let v = a.json();
+        assert!(v["error"]["message"].is_string(), "{path}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn a_silent_ollama_times_out_passed_through_requests_too() {
+    let evil = Evil::start(|_| Answer::Silence).await;
+    let p = start(&evil.url, &[("UPSTREAM_IDLE_TIMEOUT", "1")]).await;
+    for (path, openai) in [("/api/chat", false), ("/v1/assistants", true)] {
+        let t = Instant::now();
+        let a = send("POST", &format!("{}{path}", p.url), &[], Some(&chat(true))).await;
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert_eq!(a.status, 504, "{path}: {}", a.body);
+        let v = a.json();
+        if openai {
+            assert_eq!(v["error"]["code"], "upstream_timeout", "{v}");
+        } else {
+            assert!(v["error"].as_str().unwrap().contains("idle timeout"), "{v}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn only_ollama_s_thinking_refusal_turns_thinking_off() {
+    let evil = Evil::start(|seen: &Seen| {
+        let body: Value = serde_json::from_slice(&seen.body).unwrap_or_default();
+        let thinks = body.get("think").is_some();
+        match (body["model"].as_str().unwrap_or(""), thinks) {
+            ("nothink", true) => Answer::Full {
+                status: 400,
+                headers: vec![("content-type", "application/json")],
+                body: br#"{"error":"\"nothink\" does not support thinking"}"#.to_vec(),
+            },
+            ("badlevel", true) => Answer::Full {
+                status: 400,
+                headers: vec![("content-type", "application/json")],
+                body: br#"{"error":"invalid think value: \"high\""}"#.to_vec(),
+            },
+            _ => ndjson(vec![]),
+        }
+    })
+    .await;
+    let p = start(&evil.url, &[]).await;
+    let url = format!("{}/v1/chat/completions", p.url);
+    let ask = |model: &str| json!({"model": model, "reasoning_effort": "high", "messages": [{"role": "user", "content": "hi"}]});
+    // Any other 400 is the client's: no retry, no learning.
+    let a = send("POST", &url, &[], Some(&ask("badlevel"))).await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(
+        a.json()["error"]["message"],
+        "invalid think value: \"high\""
+    );
+    let a = send("POST", &url, &[], Some(&ask("badlevel"))).await;
+    assert_eq!(a.status, 400);
+    assert_eq!(evil.seen().len(), 2, "never retried, never learned");
+    // The refusal about thinking: retried without think, and remembered.
+    let a = send("POST", &url, &[], Some(&ask("nothink"))).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let seen = evil.seen();
+    assert_eq!(seen.len(), 4);
+    let retried: Value = serde_json::from_slice(&seen[3].body).unwrap();
+    assert!(retried.get("think").is_none(), "{retried}");
+    let a = send("POST", &url, &[], Some(&ask("nothink"))).await;
+    assert_eq!(a.status, 200);
+    let seen = evil.seen();
+    assert_eq!(seen.len(), 5, "learned: one request, without think");
+    assert!(serde_json::from_slice::<Value>(&seen[4].body)
+        .unwrap()
+        .get("think")
+        .is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_strings_reach_the_log_escaped() {
+    let evil = Evil::start(|_| ndjson(vec![])).await;
+    // The prompt "fills" a 10-token context: the proxy warns, naming the model.
+    let Some(p) = child(&evil.url, &[("OLLAMA_OPTIONS", "num_ctx=10")]).await else {
+        return;
+    };
+    let forged = "m\nFORGED WARN proxy: all good\u{1b}[2J";
+    let body = json!({"model": forged, "messages": [{"role": "user", "content": "hi"}]});
+    let a = send(
+        "POST",
+        &format!("{}/v1/chat/completions", p.url),
+        &[],
+        Some(&body),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = p.log.lock().unwrap().clone();
+        if log.iter().any(|l| l.contains("filled the context window")) {
+            assert!(
+                !log.iter().any(|l| l.starts_with("FORGED")),
+                "a forged line: {log:#?}"
+            );
+            assert!(!log.iter().any(|l| l.contains('\u{1b}')), "{log:#?}");
+            assert!(log.iter().any(|l| l.contains("m\\nFORGED")), "{log:#?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no warning logged: {log:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn ollama_s_own_headers_stay_behind() {
+    let evil = Evil::start(|_| {
+        ndjson(vec![
+            ("set-cookie", "session=ollama"),
+            ("x-leak", "internal"),
+            ("content-type", "application/x-ndjson"),
+        ])
+    })
+    .await;
+    let p = start(&evil.url, &[]).await;
+    for stream in [true, false] {
+        let a = send(
+            "POST",
+            &format!("{}/v1/chat/completions", p.url),
+            &[],
+            Some(&chat(stream)),
+        )
+        .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert!(a.headers.get("set-cookie").is_none(), "{:?}", a.headers);
+        assert!(a.headers.get("x-leak").is_none(), "{:?}", a.headers);
+        let want = if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        assert_eq!(a.content_type, want);
+    }
+}
