@@ -215,11 +215,11 @@ impl Translator {
         let mut rest = chunk;
         while let Some(pos) = find_newline(rest) {
             let (line, tail) = rest.split_at(pos);
-            if self.partial.is_empty() {
+            if self.partial.len() + line.len() > self.limit {
+                return self.too_long("a line");
+            } else if self.partial.is_empty() {
                 // The common case: a whole line inside one frame, no copy.
                 self.transcoder.line(trim_cr(line), &mut self.out);
-            } else if self.partial.len() + line.len() > self.limit {
-                return self.too_long("a line");
             } else {
                 self.partial.extend_from_slice(line);
                 let whole = self.partial.split();
@@ -529,8 +529,50 @@ impl<B> std::fmt::Debug for RequestBody<B> {
 
 #[cfg(test)]
 mod tests {
-    use super::find_newline;
+    use super::*;
     use proptest::prelude::*;
+
+    /// Counts lines and keeps the longest; whole-body when asked.
+    struct Lines {
+        whole: bool,
+        longest: usize,
+        aborted: bool,
+    }
+
+    impl Transcode for Lines {
+        fn line(&mut self, line: &[u8], _out: &mut BytesMut) {
+            self.longest = self.longest.max(line.len());
+        }
+        fn finish(&mut self, _out: &mut BytesMut) -> Result<(), BoxError> {
+            Ok(())
+        }
+        fn abort(&mut self, _failure: Failure, _message: &str, _out: &mut BytesMut) {
+            self.aborted = true;
+        }
+        fn whole_body(&self) -> bool {
+            self.whole
+        }
+    }
+
+    fn translator(whole: bool, limits: Limits) -> Translator {
+        Translator {
+            transcoder: Box::new(Lines {
+                whole,
+                longest: 0,
+                aborted: false,
+            }),
+            deadlines: None,
+            limit: limits.line,
+            total_limit: limits.total,
+            fed: 0,
+            partial: BytesMut::new(),
+            out: BytesMut::new(),
+            upstream_done: false,
+            error: None,
+            yielded_before_error: false,
+            ended: false,
+        }
+    }
 
     #[test]
     fn finds_the_first_newline() {
@@ -543,6 +585,40 @@ mod tests {
     }
 
     proptest! {
+        /// Whatever Ollama sends, split anywhere: no panic, and what is
+        /// held never passes the bound; a line over it ends the stream.
+        #[test]
+        fn upstream_bytes_never_grow_memory_past_the_bound(
+            frames in proptest::collection::vec(
+                proptest::collection::vec(prop_oneof![1 => Just(b'\n'), 1 => Just(b'{'), 30 => any::<u8>()], 0..200),
+                0..40,
+            ),
+            whole in any::<bool>(),
+            collected in any::<bool>(),
+        ) {
+            const LIMIT: usize = 64;
+            let limits = Limits { line: LIMIT, total: collected.then_some(4 * LIMIT) };
+            let mut t = translator(whole, limits);
+            let mut fed = 0;
+            for f in &frames {
+                if t.upstream_done {
+                    break;
+                }
+                fed += f.len();
+                t.feed(Bytes::copy_from_slice(f));
+                prop_assert!(t.partial.len() <= LIMIT, "held {} bytes", t.partial.len());
+            }
+            if !t.upstream_done {
+                t.eof();
+            }
+            let too_much = collected && fed > 4 * LIMIT;
+            if !whole && !too_much {
+                // Only a line over the limit fails the stream.
+                let longest = frames.concat().split(|&b| b == b'\n').map(<[u8]>::len).max().unwrap_or(0);
+                prop_assert_eq!(t.error.is_some(), longest > LIMIT);
+            }
+        }
+
         #[test]
         fn agrees_with_a_byte_scan(s in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(0x0b), Just(0x8a), any::<u8>()], 0..64)) {
             prop_assert_eq!(find_newline(&s), s.iter().position(|&b| b == b'\n'));

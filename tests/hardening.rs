@@ -402,3 +402,39 @@ async fn ollama_s_own_headers_stay_behind() {
         assert_eq!(a.content_type, want);
     }
 }
+
+#[tokio::test]
+async fn compressed_request_bodies_get_a_415() {
+    let fake = FakeOllama::start().await;
+    let p = start(&fake.base_url(), &[]).await;
+    let gzip = [("content-encoding", "gzip")];
+    let a = send(
+        "POST",
+        &format!("{}/v1/chat/completions", p.url),
+        &gzip,
+        Some(&chat(false)),
+    )
+    .await;
+    assert_eq!(a.status, 415, "{}", a.body);
+    assert_eq!(a.json()["error"]["code"], "unsupported_content_encoding");
+    let body = json!({"model": "llama3.2", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let a = send(
+        "POST",
+        &format!("{}/v1/messages", p.url),
+        &gzip,
+        Some(&body),
+    )
+    .await;
+    assert_eq!(a.status, 415);
+    assert_eq!(a.json()["type"], "error");
+    let identity = [("content-encoding", "identity")];
+    let a = send(
+        "POST",
+        &format!("{}/v1/chat/completions", p.url),
+        &identity,
+        Some(&chat(false)),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(fake.requests_to("/api/chat").len(), 1);
+}
