@@ -11,19 +11,38 @@ use std::sync::{Arc, RwLock};
 /// use ollama_translate::ReasoningMode;
 ///
 /// assert_eq!("forward".parse::<ReasoningMode>(), Ok(ReasoningMode::Forward));
-/// assert_eq!(ReasoningMode::default(), ReasoningMode::Drop);
+/// assert_eq!(ReasoningMode::default(), ReasoningMode::Auto);
 /// assert!("loud".parse::<ReasoningMode>().is_err());
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ReasoningMode {
-    /// Drop it: the client sees only the answer. The default, because some
-    /// clients (older LiteLLM bridges in front of Claude Code) mis-render or
-    /// hang on reasoning deltas.
+    /// Forward it when the client asked for reasoning, in the form its
+    /// dialect carries safely; drop it otherwise. The default:
+    /// * Messages: signed `thinking` blocks when the request enables
+    ///   thinking (`enabled`, or Claude Code's `adaptive`);
+    /// * Responses: reasoning items when `include` asks for
+    ///   `reasoning.encrypted_content` or a `reasoning.summary` is requested;
+    /// * Chat Completions: never (LiteLLM's chat bridge turns
+    ///   `reasoning_content` into unsigned thinking).
     #[default]
+    Auto,
+    /// Drop it: the client sees only the answer.
     Drop,
-    /// Forward it in the dialect's own field: `reasoning_content` for Chat
-    /// Completions, thinking blocks for Messages, reasoning items for Responses.
+    /// Forward it in the dialect's own field, asked for or not:
+    /// `reasoning_content` for Chat Completions, thinking blocks for
+    /// Messages, reasoning items for Responses.
     Forward,
+}
+
+impl ReasoningMode {
+    /// Whether thinking goes to a client that did (or did not) ask for it.
+    pub(crate) fn forwards(self, asked: bool) -> bool {
+        match self {
+            ReasoningMode::Auto => asked,
+            ReasoningMode::Drop => false,
+            ReasoningMode::Forward => true,
+        }
+    }
 }
 
 impl std::str::FromStr for ReasoningMode {
@@ -31,10 +50,11 @@ impl std::str::FromStr for ReasoningMode {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(ReasoningMode::Auto),
             "drop" | "suppress" | "off" => Ok(ReasoningMode::Drop),
             "forward" | "on" => Ok(ReasoningMode::Forward),
             other => Err(ConfigError(format!(
-                "unknown reasoning mode {other:?} (expected \"drop\" or \"forward\")"
+                "unknown reasoning mode {other:?} (expected \"auto\", \"drop\" or \"forward\")"
             ))),
         }
     }
@@ -266,7 +286,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             think_models: HashSet::new(),
-            reasoning: ReasoningMode::Drop,
+            reasoning: ReasoningMode::Auto,
             model_reasoning: HashMap::new(),
             defaults: ModelDefaults::new(),
             model_defaults: HashMap::new(),

@@ -10,7 +10,8 @@ use tower_layer::Layer;
 /// Serves OpenAI and Anthropic APIs from a service that speaks Ollama's
 /// native API.
 ///
-/// Defaults: no think-models, thinking dropped ([`ReasoningMode::Drop`]), no
+/// Defaults: no think-models, thinking forwarded when the client asks for it
+/// ([`ReasoningMode::Auto`]), no
 /// per-model options or aliases, requests up to 32 MiB.
 ///
 /// Its `Debug` output shows the configuration but not the API key or the
@@ -61,7 +62,7 @@ impl OllamaTranslateLayer {
         self
     }
 
-    /// What to do with thinking text for every model (default: [`ReasoningMode::Drop`]).
+    /// What to do with thinking text for every model (default: [`ReasoningMode::Auto`]).
     pub fn reasoning(mut self, mode: ReasoningMode) -> Self {
         self.config_mut().reasoning = mode;
         self

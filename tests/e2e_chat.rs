@@ -419,3 +419,23 @@ async fn string_arguments_from_ollama_reach_the_client_decoded_once() {
     );
     assert_eq!(v["usage"]["total_tokens"], u64::MAX);
 }
+
+#[tokio::test]
+async fn chat_completions_drop_thinking_by_default() {
+    let fake = common::fake_ollama::FakeOllama::start().await;
+    let p = common::proxy::start(&fake.base_url(), &[]).await;
+    let body = serde_json::json!({"model": "qwen3", "reasoning_effort": "high",
+        "messages": [{"role": "user", "content": "hello"}]});
+    let a = common::proxy::send(
+        "POST",
+        &format!("{}/v1/chat/completions", p.url),
+        &[],
+        Some(&body),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let message = &a.json()["choices"][0]["message"];
+    assert!(message.get("reasoning_content").is_none(), "{message}");
+    // The model did think: Ollama was asked to.
+    assert_eq!(common::proxy::last_chat(&fake)["think"], "high");
+}

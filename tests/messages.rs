@@ -503,3 +503,43 @@ async fn silent_model_gets_pings_then_an_idle_timeout_error() {
     assert_eq!(*names.last().unwrap(), "error", "{names:?}");
     assert!(!names.contains(&"message_stop"));
 }
+
+#[tokio::test]
+async fn thinking_reaches_a_client_that_asks_for_it_by_default() {
+    let fake = FakeOllama::start().await;
+    let p = proxy(&fake, &[]).await;
+    let ask = |thinking: Value| {
+        json!({"model": "qwen3", "max_tokens": 100, "stream": true, "thinking": thinking,
+               "messages": [{"role": "user", "content": "hello"}]})
+    };
+    // Claude Code's `adaptive`, and `enabled`: signed thinking blocks.
+    for thinking in [
+        json!({"type": "adaptive"}),
+        json!({"type": "enabled", "budget_tokens": 2048}),
+    ] {
+        let a = post(&p, "/v1/messages", ask(thinking.clone())).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        let evs = a.events();
+        let block = &evs[1].1["content_block"];
+        assert_eq!(block["type"], "thinking", "{thinking}: {evs:?}");
+        let signed = evs
+            .iter()
+            .any(|(n, d)| n == "content_block_delta" && d["delta"]["type"] == "signature_delta");
+        assert!(signed, "{evs:?}");
+    }
+    // Asked for nothing, or turned off: no thinking block.
+    for thinking in [Value::Null, json!({"type": "disabled"})] {
+        let a = post(&p, "/v1/messages", ask(thinking.clone())).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert!(!a.body.contains("\"thinking\""), "{thinking}: {}", a.body);
+    }
+    // REASONING=drop still drops.
+    let p = proxy(&fake, &[("REASONING", "drop")]).await;
+    let a = post(
+        &p,
+        "/v1/messages",
+        ask(json!({"type": "enabled", "budget_tokens": 2048})),
+    )
+    .await;
+    assert!(!a.body.contains("thinking_delta"), "{}", a.body);
+}

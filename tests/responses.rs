@@ -514,3 +514,38 @@ async fn wrong_types_and_unknown_items_are_400s_naming_the_field() {
         "only the valid request reached Ollama"
     );
 }
+
+#[tokio::test]
+async fn reasoning_reaches_a_client_that_asks_for_it_by_default() {
+    let fake = FakeOllama::start().await;
+    let p = common::proxy::start(&fake.base_url(), &[]).await;
+    let ask = |extra: Value| {
+        let mut body = json!({"model": "qwen3", "input": "hello", "store": false});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let kinds = |a: &Answer| -> Vec<String> {
+        a.json()["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Codex asks for encrypted reasoning; others for a summary.
+    let a = post(&p, ask(json!({"include": ["reasoning.encrypted_content"]}))).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(kinds(&a), ["reasoning", "message"]);
+    assert!(a.json()["output"][0]["encrypted_content"].is_string());
+    let a = post(
+        &p,
+        ask(json!({"reasoning": {"effort": "low", "summary": "auto"}})),
+    )
+    .await;
+    assert_eq!(kinds(&a), ["reasoning", "message"]);
+    // Asked for neither: the answer alone.
+    let a = post(&p, ask(json!({}))).await;
+    assert_eq!(kinds(&a), ["message"]);
+}

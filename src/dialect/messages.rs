@@ -82,7 +82,8 @@ dialect!(Messages, "messages", prepare_messages, error_body);
 /// [`Dialect::prepare`](super::Dialect::prepare) for [`Messages`].
 fn prepare_messages(config: &Config, _parts: &Parts, body: &[u8]) -> Result<Upstream, ApiError> {
     let parsed = parse_request(config, body, false)?;
-    let call = ChatCall::new(config, parsed.native, "messages")?;
+    let call = ChatCall::new(config, parsed.native, "messages")?
+        .asked_for_thinking(parsed.asked_for_thinking);
     let head = Head::new(&parsed.client_model, config.thinking_key);
     Ok(if call.stream {
         call.upstream(StreamEncoder::new(head))
@@ -168,6 +169,8 @@ pub(crate) struct Parsed {
     pub(crate) native: ChatRequest,
     /// The model name the client asked for (responses report it).
     pub(crate) client_model: String,
+    /// The request enables thinking (`enabled`, or Claude Code's `adaptive`).
+    pub(crate) asked_for_thinking: bool,
 }
 
 /// The Ollama model for a client's model name: an alias, else the default
@@ -211,9 +214,16 @@ pub(crate) fn parse_request(
         native.tools = Some(tools);
     }
 
+    let asked_for_thinking = matches!(
+        root.get("thinking")
+            .and_then(|t| t.get("type"))
+            .and_then(Value::as_str),
+        Some("enabled" | "adaptive")
+    );
     Ok(Parsed {
         native,
         client_model,
+        asked_for_thinking,
     })
 }
 

@@ -201,7 +201,9 @@ pub(crate) struct ChatCall {
     pub(crate) model: String,
     /// Whether the client asked for a stream.
     pub(crate) stream: bool,
-    forward_thinking: bool,
+    reasoning: ReasoningMode,
+    /// Whether the client asked for the model's reasoning.
+    asked_for_thinking: bool,
     num_ctx: Option<u64>,
     endpoint: Endpoint,
     body: Bytes,
@@ -229,7 +231,8 @@ impl ChatCall {
         let endpoint = native.endpoint();
         tracing::debug!(model = ?model, stream, bytes = body.len(), dialect, path = endpoint.path(), "→ Ollama");
         Ok(ChatCall {
-            forward_thinking: config.reasoning_for(&model) == ReasoningMode::Forward,
+            reasoning: config.reasoning_for(&model),
+            asked_for_thinking: false,
             num_ctx: native.num_ctx(),
             thinking: native.thinks().then_some(native),
             model,
@@ -241,14 +244,21 @@ impl ChatCall {
 
     /// Never forwards thinking, whatever the layer's setting.
     pub(crate) fn drop_thinking(mut self) -> Self {
-        self.forward_thinking = false;
+        self.reasoning = ReasoningMode::Drop;
+        self
+    }
+
+    /// Notes that the client asked for the model's reasoning, which
+    /// [`ReasoningMode::Auto`] then forwards.
+    pub(crate) fn asked_for_thinking(mut self, asked: bool) -> Self {
+        self.asked_for_thinking = asked;
         self
     }
 
     /// The upstream call, answered through `encoder`.
     pub(crate) fn upstream<E: Encoder + 'static>(self, encoder: E) -> Upstream {
-        let transcoder =
-            Decoder::new(encoder, self.forward_thinking).watch_context(&self.model, self.num_ctx);
+        let forward = self.reasoning.forwards(self.asked_for_thinking);
+        let transcoder = Decoder::new(encoder, forward).watch_context(&self.model, self.num_ctx);
         Upstream {
             endpoint: self.endpoint,
             body: self.body,

@@ -66,7 +66,8 @@ dialect!(
 /// [`Dialect::prepare`](super::Dialect::prepare) for [`Responses`].
 fn prepare_responses(config: &Config, _parts: &Parts, body: &[u8]) -> Result<Upstream, ApiError> {
     let parsed = parse_request(config, body)?;
-    let call = ChatCall::new(config, parsed.native, "responses")?;
+    let asked = parsed.include_encrypted || parsed.summary_requested;
+    let call = ChatCall::new(config, parsed.native, "responses")?.asked_for_thinking(asked);
     let signer = parsed.include_encrypted.then_some(config.thinking_key);
     let encoder = ResponseEncoder::new(
         &parsed.client_model,
@@ -91,6 +92,8 @@ pub(crate) struct Parsed {
     pub(crate) echo: Vec<u8>,
     /// `include` asked for `reasoning.encrypted_content`.
     pub(crate) include_encrypted: bool,
+    /// `reasoning.summary` asked for a summary of the reasoning.
+    pub(crate) summary_requested: bool,
     /// Flat tool name offered to the model → (namespace, member name).
     pub(crate) namespaced: HashMap<String, (String, String)>,
 }
@@ -121,6 +124,9 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
     }
 
     let include_encrypted = parse_include(&root)?;
+    let summary_requested = get(&root, "reasoning")
+        .and_then(|r| r.get("summary"))
+        .is_some_and(|s| !s.is_null() && s != "none");
 
     let instructions = expect_str(&root, "instructions", Wording::Named)?;
     native.messages = parse_input(&config.thinking_key, instructions, root.get("input"))?;
@@ -130,6 +136,7 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
         native,
         client_model,
         include_encrypted,
+        summary_requested,
         namespaced,
     })
 }
