@@ -177,6 +177,8 @@ impl OllamaTranslateLayer {
     /// `Authorization: Bearer KEY` or `x-api-key: KEY` (default: no key).
     /// Others get a 401 in their dialect's error shape. The comparison takes
     /// the same time whatever the key. An empty key disables the check.
+    /// The key does not travel on: accepted requests reach the inner service
+    /// without `x-api-key`, and without `Authorization` when it carried the key.
     pub fn require_api_key(mut self, key: impl AsRef<str>) -> Self {
         let key = key.as_ref().trim();
         self.config_mut().api_key = (!key.is_empty()).then(|| Arc::from(key));

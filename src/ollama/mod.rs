@@ -299,8 +299,9 @@ fn tool_arguments<'b>(raw: Option<&'b RawValue>, buf: &'b mut String) -> &'b str
             }
         }
     }
+    // The arguments are the model's words: their size is logged, not them.
     tracing::debug!(
-        arguments = text,
+        bytes = text.len(),
         "tool call arguments are not an object; wrapped as {{\"value\":…}}"
     );
     buf.clear();
