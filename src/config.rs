@@ -15,6 +15,7 @@ use std::sync::{Arc, RwLock};
 /// assert!("loud".parse::<ReasoningMode>().is_err());
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ReasoningMode {
     /// Forward it when the client asked for reasoning, in the form its
     /// dialect carries safely; drop it otherwise. The default:

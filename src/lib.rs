@@ -5,8 +5,9 @@
 //! Ollama, or a test double). It rewrites matching client requests into
 //! native `/api/chat` requests and wraps the response body in a
 //! [`TranslateBody`] that turns Ollama's NDJSON stream into the client's
-//! dialect as it arrives. Every other request passes through untouched, so
-//! the layer can sit in front of a whole axum or tonic app.
+//! dialect as it arrives. Every other request passes through untouched to
+//! the same inner service, so Ollama's native API keeps working beside the
+//! translated ones.
 //!
 //! | client API | path | native |
 //! |---|---|---|
@@ -58,6 +59,50 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Where the layer goes
+//!
+//! The layer wraps **the service that is Ollama** (a client that sends
+//! requests to Ollama's base URL), never a whole app: what it does not
+//! translate it hands to that service unchanged.
+//!
+//! * **A hyper server** (the standalone proxy, `examples/proxy`):
+//!   `ServiceBuilder::new().layer(OllamaTranslateLayer::new()).map_request(rebase).service(client)`
+//!   served by hyper-util's `auto::Builder`, with a hyper-util legacy
+//!   `Client` and a `rebase` that points each request at Ollama's base URL
+//!   (and its `Host`).
+//! * **axum**: the layered Ollama client is the router's *fallback
+//!   service*, so the app's own routes stay its own. `Router::layer` does not
+//!   work: axum routes before its layers run, so a client API request lands
+//!   in the app's fallback, not in Ollama; `nest_service("/v1", …)` strips
+//!   the prefix the layer routes on. `examples/axum.rs` and `tests/axum.rs`.
+//!
+//!   ```no_run
+//!   # use axum::{body::Body, routing::get, Router};
+//!   # use http::Request;
+//!   # use ollama_translate::{OllamaTranslateLayer, RequestBody};
+//!   # use tower::{service_fn, ServiceBuilder};
+//!   # fn ollama_client() -> impl tower::Service<Request<RequestBody<Body>>, Response = http::Response<Body>, Error = std::convert::Infallible, Future = impl Send> + Clone + Send + Sync + 'static {
+//!   #     service_fn(|_req: Request<RequestBody<Body>>| async { Ok(http::Response::new(Body::empty())) })
+//!   # }
+//!   let ollama = ServiceBuilder::new()
+//!       .layer(OllamaTranslateLayer::new())
+//!       .service(ollama_client()); // rebased onto Ollama's URL
+//!   let app: Router = Router::new()
+//!       .route("/hello", get(|| async { "the app's own route" }))
+//!       .fallback_service(ollama);
+//!   ```
+//! * **tonic**: `examples/tonic.rs` serves gRPC and the client APIs on one
+//!   port; see its module docs for the composition and why.
+//!
+//! # Time, limits and features
+//!
+//! Keep-alives and the idle timeouts need a clock: [`OllamaTranslateLayer::timer`]
+//! (a sleep function) or [`OllamaTranslateLayer::with_timer`] (a [`Timer`]).
+//! Every buffer has a bound ([`OllamaTranslateLayer::max_request_bytes`],
+//! [`OllamaTranslateLayer::max_answer_bytes`],
+//! [`OllamaTranslateLayer::request_memory`]). The crate has no cargo
+//! features: everything above is always built, and it pulls in no runtime.
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(unsafe_code)]
 #![cfg_attr(

@@ -419,6 +419,40 @@ fn server_builder(client_timeout: Duration) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// Asks the proxy listening on `listen` for `/healthz` (a wildcard address
+/// is asked on loopback); `Ok` on a 200 within 3 s.
+pub async fn healthcheck(listen: &str) -> Result<(), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr: SocketAddr = listen
+        .trim()
+        .parse()
+        .map_err(|e| format!("LISTEN_ADDR {listen:?}: {e}"))?;
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let ask = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    match tokio::time::timeout(Duration::from_secs(3), ask).await {
+        Ok(Ok(head)) if &head == b"HTTP/1.1 200" => Ok(()),
+        Ok(Ok(head)) => Err(format!(
+            "{addr} answered {:?}",
+            String::from_utf8_lossy(&head)
+        )),
+        Ok(Err(e)) => Err(format!("{addr}: {e}")),
+        Err(_) => Err(format!("{addr}: no answer within 3 s")),
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

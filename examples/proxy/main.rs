@@ -11,6 +11,17 @@ mod app;
 
 #[tokio::main]
 async fn main() {
+    // For container health checks: asks the running proxy's `/healthz`.
+    if std::env::args().skip(1).any(|a| a == "--healthcheck") {
+        let listen = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:4000".into());
+        std::process::exit(match app::healthcheck(&listen).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("ollama-translate: unhealthy: {e}");
+                1
+            }
+        });
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()

@@ -1,0 +1,127 @@
+//! `examples/axum.rs` driven: an axum app with its own routes gains the
+//! client APIs with the layer around its fallback service, over a real
+//! socket in front of the fake Ollama; and the composition users try first
+//! (`Router::layer`) shown not to work, for the reason the example gives.
+
+mod common;
+
+#[path = "../examples/axum.rs"]
+mod axum_example;
+
+use common::fake_ollama::FakeOllama;
+use common::proxy::send;
+use http::Uri;
+use ollama_translate::OllamaTranslateLayer;
+use serde_json::{json, Value};
+
+/// Serves `app` on an ephemeral loopback port until the test ends.
+async fn serve(app: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, task)
+}
+
+fn events(body: &str) -> Vec<String> {
+    body.split_terminator("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("event: ")))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn an_axum_app_gains_the_client_apis_and_keeps_its_routes() {
+    let fake = FakeOllama::start().await;
+    let base: Uri = fake.base_url().parse().unwrap();
+    let (url, task) = serve(axum_example::app(base, OllamaTranslateLayer::new())).await;
+
+    // The app's own routes.
+    let a = send("GET", &format!("{url}/hello"), &[], None).await;
+    assert_eq!(
+        (a.status.as_u16(), a.body.as_str()),
+        (200, "hello from the app")
+    );
+    let a = send(
+        "POST",
+        &format!("{url}/api/v2/echo"),
+        &[],
+        Some(&json!({"x": 1})),
+    )
+    .await;
+    assert_eq!(a.json(), json!({"echo": {"x": 1}}));
+    assert!(
+        fake.requests().is_empty(),
+        "the app's routes never reach Ollama"
+    );
+
+    // A streamed chat completion.
+    let body = json!({"model": "llama3.2", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let a = send(
+        "POST",
+        &format!("{url}/v1/chat/completions"),
+        &[],
+        Some(&body),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.content_type, "text/event-stream");
+    let text: String = a
+        .sse()
+        .iter()
+        .filter(|(_, d)| d != "[DONE]")
+        .filter_map(|(_, d)| {
+            let v: Value = serde_json::from_str(d).unwrap();
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(text, "Hello! You said: hi");
+    assert!(a.body.ends_with("data: [DONE]\n\n"));
+
+    // A streamed Anthropic message.
+    let body = json!({"model": "llama3.2", "max_tokens": 50, "stream": true,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    let a = send("POST", &format!("{url}/v1/messages"), &[], Some(&body)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let names = events(&a.body);
+    assert_eq!(names.first().map(String::as_str), Some("message_start"));
+    assert_eq!(names.last().map(String::as_str), Some("message_stop"));
+    assert!(
+        names.iter().any(|n| n == "content_block_delta"),
+        "{names:?}"
+    );
+
+    // Ollama's native API passes through untouched.
+    let a = send("GET", &format!("{url}/api/tags"), &[], None).await;
+    assert_eq!(a.status, 200);
+    assert!(a.json()["models"].is_array());
+    assert_eq!(fake.requests_to("/api/chat").len(), 2);
+    task.abort();
+}
+
+#[tokio::test]
+async fn router_layer_is_the_wrong_composition() {
+    // What users try first: the layer around the app's routes. Routing
+    // happens before the layer: the request lands in the app's fallback
+    // (a 404 here), never in Ollama.
+    let fake = FakeOllama::start().await;
+    let app = axum_example::own_routes().layer(OllamaTranslateLayer::new());
+    let (url, task) = serve(app).await;
+    let body = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]});
+    let a = send(
+        "POST",
+        &format!("{url}/v1/chat/completions"),
+        &[],
+        Some(&body),
+    )
+    .await;
+    assert_ne!(a.status, 200, "{}", a.body);
+    assert!(fake.requests().is_empty());
+    // The app's own routes still work through it: they are passed through.
+    let a = send("GET", &format!("{url}/hello"), &[], None).await;
+    assert_eq!(a.body, "hello from the app");
+    task.abort();
+}

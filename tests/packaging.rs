@@ -1,0 +1,181 @@
+//! What can be checked of the container files without a container engine:
+//! the paths and the binary they name exist, the settings they set are ones
+//! the proxy reads, the port they expose is the one it listens on, and the
+//! health check they run works against the real binary.
+
+mod common;
+
+use common::child::ProxyChild;
+use common::fake_ollama::FakeOllama;
+use std::path::Path;
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Every `NAME` the proxy reads from its environment.
+fn settings_the_proxy_reads() -> Vec<String> {
+    let app = read("examples/proxy/app.rs") + &read("examples/proxy/main.rs");
+    let mut names: Vec<String> = app
+        .split('"')
+        .filter(|w| w.len() > 3 && w.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .map(str::to_string)
+        .collect();
+    names.push("RUST_LOG".into()); // read by the log filter
+    names
+}
+
+/// `KEY=value` pairs of the Dockerfile's `ENV` instruction.
+fn dockerfile_env(dockerfile: &str) -> Vec<(String, String)> {
+    let joined = dockerfile.replace("\\\n", " ");
+    joined
+        .lines()
+        .filter_map(|l| l.strip_prefix("ENV "))
+        .flat_map(|l| l.split_whitespace())
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn the_dockerfile_names_what_exists() {
+    let dockerfile = read("Dockerfile");
+    // Every COPY from the build context exists.
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        for src in &parts[1..parts.len() - 1] {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(src);
+            assert!(p.exists(), "{line}: {src} does not exist");
+        }
+    }
+    // It builds the proxy example CI builds, and runs that binary.
+    assert!(dockerfile.contains("cargo build --release --locked --example proxy"));
+    assert!(Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/proxy/main.rs")
+        .exists());
+    assert!(dockerfile.contains("cp target/release/examples/proxy /ollama-translate"));
+    // Settings it sets are read by the proxy; it listens where it exposes.
+    let known = settings_the_proxy_reads();
+    let env = dockerfile_env(&dockerfile);
+    assert!(!env.is_empty());
+    for (k, _) in &env {
+        assert!(known.contains(k), "ENV {k} is not a setting of the proxy");
+    }
+    let listen = &env
+        .iter()
+        .find(|(k, _)| k == "LISTEN_ADDR")
+        .expect("LISTEN_ADDR")
+        .1;
+    assert!(listen.starts_with("0.0.0.0:"), "{listen}");
+    let port = listen.rsplit(':').next().unwrap();
+    assert!(dockerfile.contains(&format!("EXPOSE {port}")));
+    // A non-root user, a health check the binary understands, SIGTERM.
+    assert!(dockerfile.contains("USER 10001"));
+    assert!(dockerfile.contains("\"--healthcheck\""));
+    assert!(read("examples/proxy/main.rs").contains("\"--healthcheck\""));
+    assert!(dockerfile.contains("STOPSIGNAL SIGTERM"));
+    // The build context leaves the build directory out.
+    assert!(read(".dockerignore").lines().any(|l| l.trim() == "target"));
+}
+
+#[test]
+fn the_compose_file_wires_ollama_to_the_proxy() {
+    let compose = read("compose.yaml");
+    let known = settings_the_proxy_reads();
+    // `KEY: value` lines under `environment:` that are not comments.
+    let mut in_env = false;
+    let mut set = Vec::new();
+    for line in compose.lines() {
+        let t = line.trim();
+        if t == "environment:" {
+            in_env = true;
+            continue;
+        }
+        if in_env {
+            if t.starts_with('#') {
+                // A commented setting must still be a real one.
+                if let Some((k, _)) = t.trim_start_matches("# ").split_once(':') {
+                    if k.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+                        assert!(known.contains(&k.to_string()), "# {k} is not a setting");
+                    }
+                }
+                continue;
+            }
+            match t.split_once(": ") {
+                Some((k, v)) if k.chars().all(|c| c.is_ascii_uppercase() || c == '_') => {
+                    set.push((k.to_string(), v.to_string()))
+                }
+                _ => in_env = false,
+            }
+        }
+    }
+    for (k, _) in &set {
+        assert!(known.contains(k), "{k} is not a setting of the proxy");
+    }
+    let base = &set
+        .iter()
+        .find(|(k, _)| k == "OLLAMA_BASE_URL")
+        .expect("OLLAMA_BASE_URL")
+        .1;
+    assert_eq!(base, "http://ollama:11434", "the ollama service, by name");
+    assert!(compose.contains("\n  ollama:\n"), "an ollama service");
+    assert!(
+        compose.contains("ollama:/root/.ollama"),
+        "a named volume for the models"
+    );
+    assert!(
+        compose.contains("\"127.0.0.1:4000:4000\""),
+        "published on loopback only"
+    );
+}
+
+#[tokio::test]
+async fn the_health_check_asks_the_running_proxy() {
+    let fake = FakeOllama::start().await;
+    let Some(p) = ProxyChild::start(&fake.base_url(), &[]).await else {
+        eprintln!("examples/proxy is not built next to this test: skipped");
+        return;
+    };
+    let bin = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("proxy");
+    let addr = p.url.trim_start_matches("http://").to_string();
+    let healthy = tokio::process::Command::new(&bin)
+        .arg("--healthcheck")
+        .env("LISTEN_ADDR", &addr)
+        .status()
+        .await
+        .unwrap();
+    assert!(healthy.success());
+    // The wildcard address the container listens on is asked on loopback.
+    let port = addr.rsplit(':').next().unwrap();
+    let healthy = tokio::process::Command::new(&bin)
+        .arg("--healthcheck")
+        .env("LISTEN_ADDR", format!("0.0.0.0:{port}"))
+        .status()
+        .await
+        .unwrap();
+    assert!(healthy.success());
+    drop(p);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Nobody listening: unhealthy, quickly.
+    let t = std::time::Instant::now();
+    let down = tokio::process::Command::new(&bin)
+        .arg("--healthcheck")
+        .env("LISTEN_ADDR", &addr)
+        .output()
+        .await
+        .unwrap();
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+}
