@@ -2,6 +2,7 @@
 //! request body handed to the inner service.
 
 use crate::error::{error_chain, ApiError, BoxError, Failure, StreamError};
+use crate::telemetry::{Meter, Usage};
 use crate::timer::{Deadlines, Due};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -34,6 +35,10 @@ pub(crate) trait Transcode: Send {
     /// non-streaming client is then replaced by this error (its status and
     /// message in the client's dialect).
     fn failure(&self) -> Option<ApiError> {
+        None
+    }
+    /// What Ollama said the request used, once the answer is complete.
+    fn usage(&self) -> Option<Usage<'_>> {
         None
     }
 }
@@ -116,6 +121,8 @@ struct Translator {
     total_limit: Option<usize>,
     /// Upstream bytes read so far.
     fed: usize,
+    /// Measures the request, for generating and embedding calls.
+    meter: Option<Meter>,
     /// An incomplete line (or the whole body, in whole-body mode).
     partial: BytesMut,
     out: BytesMut,
@@ -141,6 +148,7 @@ impl<B> TranslateBody<B> {
         transcoder: Box<dyn Transcode>,
         deadlines: Option<Deadlines>,
         limits: Limits,
+        meter: Option<Meter>,
     ) -> Self {
         TranslateBody {
             inner: Inner::Translate {
@@ -151,6 +159,7 @@ impl<B> TranslateBody<B> {
                     limit: limits.line,
                     total_limit: limits.total,
                     fed: 0,
+                    meter,
                     partial: BytesMut::new(),
                     out: BytesMut::new(),
                     upstream_done: false,
@@ -252,6 +261,19 @@ impl Translator {
         if let Err(e) = self.transcoder.finish(&mut self.out) {
             self.error = Some(e);
         }
+        self.measure();
+    }
+
+    /// The answer is over: what it used and how it ended, for the meter.
+    fn measure(&mut self) {
+        let failure = self.transcoder.failure();
+        let error = failure.as_ref().map(|f| f.code.unwrap_or("upstream_error"));
+        if let Some(e) = error {
+            crate::telemetry::upstream_error(e);
+        }
+        if let Some(meter) = self.meter.as_mut() {
+            meter.finish(self.transcoder.usage(), error);
+        }
     }
 
     fn fail(&mut self, failure: Failure, err: BoxError) {
@@ -261,6 +283,7 @@ impl Translator {
         self.partial.clear();
         self.transcoder.abort(failure, &message, &mut self.out);
         self.error = Some(err);
+        self.measure();
     }
 
     /// Handles one poll of the inner body; `Pending` when it has nothing
@@ -376,6 +399,9 @@ where
             InnerProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             InnerProj::Translate { mut body, state } => loop {
                 if !state.out.is_empty() {
+                    if let Some(meter) = state.meter.as_mut() {
+                        meter.chunk();
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(state.out.split().freeze()))));
                 }
                 if state.upstream_done {
@@ -565,6 +591,7 @@ mod tests {
             limit: limits.line,
             total_limit: limits.total,
             fed: 0,
+            meter: None,
             partial: BytesMut::new(),
             out: BytesMut::new(),
             upstream_done: false,

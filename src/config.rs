@@ -212,6 +212,8 @@ pub(crate) struct Config {
     pub(crate) max_answer_bytes: usize,
     /// Memory that requests being read and parsed may hold together.
     pub(crate) request_budget: Arc<crate::future::Budget>,
+    /// Ollama's address, for metrics and traces (`server.address`).
+    pub(crate) server_address: Option<String>,
     /// Signs thinking text handed to clients; see `signing`.
     pub(crate) thinking_key: crate::signing::Key,
     /// Models Ollama has shown cannot think (learned at run time, shared by
@@ -256,6 +258,7 @@ impl fmt::Debug for Config {
             max_request_bytes,
             max_answer_bytes,
             request_budget,
+            server_address,
             thinking_key: _,
             cannot_think,
             timing,
@@ -272,6 +275,7 @@ impl fmt::Debug for Config {
             .field("max_request_bytes", max_request_bytes)
             .field("max_answer_bytes", max_answer_bytes)
             .field("request_budget", request_budget)
+            .field("server_address", server_address)
             .field("thinking_key", &Redacted)
             .field("cannot_think", cannot_think)
             .field("timing", timing)
@@ -296,6 +300,7 @@ impl Default for Config {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             request_budget: crate::future::Budget::new(DEFAULT_REQUEST_MEMORY),
+            server_address: None,
             thinking_key: crate::signing::random_key(),
             cannot_think: Arc::default(),
             timing: crate::timer::Timing {

@@ -214,6 +214,14 @@ impl OllamaTranslateLayer {
         self
     }
 
+    /// Ollama's address (`host:port`), recorded as `server.address` on
+    /// metrics and traces (default: none). The layer cannot see it: the
+    /// inner service decides where requests go.
+    pub fn server_address(mut self, address: impl Into<String>) -> Self {
+        self.config_mut().server_address = Some(address.into());
+        self
+    }
+
     /// The longest a client may take to send a translated request's body
     /// (default: 60 s; zero disables); past it, a 408 in its dialect.
     /// Needs [`Self::timer`].

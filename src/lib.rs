@@ -120,6 +120,7 @@ mod layer;
 mod ollama;
 mod service;
 mod signing;
+pub mod telemetry;
 mod timer;
 mod util;
 

@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use metrics_exporter_prometheus::PrometheusHandle;
 use ollama_translate::{BoxError, OllamaTranslateLayer, RequestBody, TranslateBody};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,6 +53,8 @@ pub struct Settings {
     /// byte of a connection), and how long a kept-alive HTTP/1 connection
     /// may sit idle; 0 disables.
     pub client_timeout: Duration,
+    /// `PROXY_API_KEY`, which `/metrics` needs like everything else.
+    pub metrics_key: Option<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -68,6 +71,10 @@ impl std::fmt::Debug for Settings {
             .field("layer", &self.layer)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("client_timeout", &self.client_timeout)
+            .field(
+                "metrics_key",
+                &self.metrics_key.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -140,8 +147,12 @@ impl Settings {
             .keepalive(secs("KEEPALIVE_SECS", 10)?)
             .upstream_idle_timeout(secs("UPSTREAM_IDLE_TIMEOUT", 300)?)
             .request_body_timeout(client_timeout);
-        if let Some(key) = non_empty("PROXY_API_KEY") {
-            layer = layer.require_api_key(key.trim());
+        let metrics_key = non_empty("PROXY_API_KEY").map(|k| k.trim().to_string());
+        if let Some(key) = &metrics_key {
+            layer = layer.require_api_key(key);
+        }
+        if let Some(authority) = ollama.authority() {
+            layer = layer.server_address(authority.as_str());
         }
         let ollama_api_key = match non_empty("OLLAMA_API_KEY") {
             Some(k) => {
@@ -162,6 +173,7 @@ impl Settings {
         };
         Ok(Settings {
             client_timeout,
+            metrics_key,
             listen,
             ollama,
             ollama_api_key,
@@ -301,6 +313,11 @@ pub async fn serve(
         })
         .service(client);
     let svc = Healthz(svc);
+    let svc = MetricsRoute {
+        inner: svc,
+        handle: metrics_handle(),
+        key: settings.metrics_key.clone(),
+    };
 
     let graceful = GracefulShutdown::new();
     let builder = server_builder(settings.client_timeout);
@@ -355,6 +372,121 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// The process's Prometheus recorder, installed once (the tests run several
+/// proxies in one process), with the GenAI conventions' bucket boundaries:
+/// without them histograms would come out as summaries.
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    use ollama_translate::telemetry as t;
+    static HANDLE: std::sync::OnceLock<Option<PrometheusHandle>> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let mut builder = PrometheusBuilder::new().with_recommended_naming(true);
+            for (name, buckets) in [
+                (t::TOKEN_USAGE, t::TOKEN_BUCKETS),
+                (t::OPERATION_DURATION, t::DURATION_BUCKETS),
+                (t::TIME_TO_FIRST_CHUNK, t::DURATION_BUCKETS),
+                (t::TIME_PER_OUTPUT_CHUNK, t::DURATION_BUCKETS),
+            ] {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)
+                    .ok()?;
+            }
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            match metrics::set_global_recorder(recorder) {
+                Ok(()) => Some(handle),
+                Err(e) => {
+                    tracing::warn!(error = %e, "another metrics recorder is installed: /metrics is off");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// Answers `GET /metrics` (Prometheus text format) itself; with an API key
+/// configured, only to requests that carry it.
+#[derive(Clone)]
+pub struct MetricsRoute<S> {
+    inner: S,
+    handle: Option<PrometheusHandle>,
+    key: Option<String>,
+}
+
+impl<S> MetricsRoute<S> {
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(key) = &self.key else {
+            return true;
+        };
+        let h = req.headers();
+        let bearer = h
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            });
+        let x = h.get("x-api-key").and_then(|v| v.to_str().ok());
+        [bearer, x]
+            .into_iter()
+            .flatten()
+            .any(|given| same(given.trim().as_bytes(), key.as_bytes()))
+    }
+}
+
+/// Equal bytes, compared without stopping at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl<S> tower::Service<Request<Incoming>> for MetricsRoute<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<ProxyBody>, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ProxyBody>;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, BoxError>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        if req.uri().path() != "/metrics" || req.method() != http::Method::GET {
+            return Box::pin(self.inner.call(req));
+        }
+        let (status, content_type, body) = match (&self.handle, self.authorized(&req)) {
+            (_, false) => (
+                StatusCode::UNAUTHORIZED,
+                "application/json",
+                serde_json::json!({"error": "missing or invalid API key"}).to_string(),
+            ),
+            (None, true) => (
+                StatusCode::NOT_FOUND,
+                "application/json",
+                serde_json::json!({"error": "metrics are off: another recorder is installed"})
+                    .to_string(),
+            ),
+            (Some(h), true) => (StatusCode::OK, "text/plain; version=0.0.4", h.render()),
+        };
+        let mut res = Response::new(
+            Full::new(Bytes::from(body))
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        );
+        *res.status_mut() = status;
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        Box::pin(async move { Ok(res) })
+    }
 }
 
 /// Answers `GET /healthz` itself (no key needed), everything else goes on.

@@ -41,11 +41,12 @@ fn prepare_chat_completions(
     let parsed = parse_request(config, body)?;
     let call = ChatCall::new(config, parsed.native, "chat.completions")?;
     let head = Head::new("chatcmpl-", &parsed.client_model);
-    Ok(if call.stream {
+    let up = if call.stream {
         call.upstream(StreamEncoder::new(head, parsed.include_usage))
     } else {
         call.upstream(Collector::new(head))
-    })
+    };
+    Ok(up.requested_as(&parsed.client_model))
 }
 
 /// A parsed client request.

@@ -88,14 +88,15 @@ fn prepare_completions(config: &Config, _parts: &Parts, body: &[u8]) -> Result<U
     // Legacy completions have no place for thinking.
     let call = ChatCall::new(config, req, "completions")?.drop_thinking();
     let head = Head::new("cmpl-", &client_model);
-    Ok(if call.stream {
+    let up = if call.stream {
         call.upstream(StreamEncoder::new(&head, include_usage))
     } else {
         call.upstream(Collector {
             head,
             text: String::new(),
         })
-    })
+    };
+    Ok(up.requested_as(&client_model))
 }
 
 /// Streams `text_completion` chunks.

@@ -5,6 +5,7 @@ use super::{openai, Render, Upstream, WholeBody};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::ollama::request::Endpoint;
+use crate::telemetry::Usage;
 use crate::util::base64_encode;
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
@@ -85,14 +86,16 @@ fn prepare_embeddings(config: &Config, _parts: &Parts, body: &[u8]) -> Result<Up
     if let Some(t) = root.get("truncate").and_then(Value::as_bool) {
         native["truncate"] = Value::Bool(t);
     }
-    Ok(Upstream::document(
+    let up = Upstream::document(
         Endpoint::Embed,
         Bytes::from(native.to_string()),
         WholeBody::boxed(EmbedTranscoder {
-            model: client_model,
+            model: client_model.clone(),
             base64,
+            input_tokens: None,
         }),
-    ))
+    );
+    Ok(up.requested_as(&client_model))
 }
 
 #[derive(Deserialize)]
@@ -106,11 +109,14 @@ struct Embed {
 struct EmbedTranscoder {
     model: String,
     base64: bool,
+    /// Ollama's `prompt_eval_count`, once rendered.
+    input_tokens: Option<u64>,
 }
 
 impl Render for EmbedTranscoder {
     fn render(&mut self, line: &[u8], out: &mut BytesMut) -> Result<(), ApiError> {
         let embed = openai::read_answer::<Embed>(line, "embedding response")?;
+        self.input_tokens = Some(embed.prompt_eval_count);
         let data: Vec<Value> = embed
             .embeddings
             .iter()
@@ -134,6 +140,14 @@ impl Render for EmbedTranscoder {
         });
         out.extend_from_slice(v.to_string().as_bytes());
         Ok(())
+    }
+
+    fn usage(&self) -> Option<Usage<'_>> {
+        self.input_tokens.map(|n| Usage {
+            input: Some(n),
+            output: None,
+            finish_reason: None,
+        })
     }
 }
 
@@ -178,6 +192,7 @@ mod tests {
         let mut t = WholeBody::new(EmbedTranscoder {
             model: "e".into(),
             base64: true,
+            input_tokens: None,
         });
         let mut out = BytesMut::new();
         t.line(
@@ -200,6 +215,7 @@ mod tests {
             let mut t = WholeBody::new(EmbedTranscoder {
                 model: "e".into(),
                 base64: false,
+                input_tokens: None,
             });
             let mut out = BytesMut::new();
             t.line(body, &mut out);

@@ -85,11 +85,12 @@ fn prepare_messages(config: &Config, _parts: &Parts, body: &[u8]) -> Result<Upst
     let call = ChatCall::new(config, parsed.native, "messages")?
         .asked_for_thinking(parsed.asked_for_thinking);
     let head = Head::new(&parsed.client_model, config.thinking_key);
-    Ok(if call.stream {
+    let up = if call.stream {
         call.upstream(StreamEncoder::new(head))
     } else {
         call.upstream(Collector::new(head))
-    })
+    };
+    Ok(up.requested_as(&parsed.client_model))
 }
 
 dialect!(

@@ -52,6 +52,7 @@ use crate::config::{Config, ReasoningMode};
 use crate::error::{ApiError, BoxError, Failure, StreamError};
 use crate::ollama::request::{Endpoint, GenerationRequest};
 use crate::ollama::{Decoder, Encoder};
+use crate::telemetry::Usage;
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode};
 
@@ -72,6 +73,13 @@ impl<E: Encoder> Transcode for Decoder<E> {
     fn failure(&self) -> Option<ApiError> {
         Decoder::failure(self)
     }
+    fn usage(&self) -> Option<Usage<'_>> {
+        Decoder::usage(self).map(|(input, output, finish_reason)| Usage {
+            input: Some(input),
+            output: Some(output),
+            finish_reason,
+        })
+    }
 }
 
 /// Renders a whole upstream JSON document in a client's shape.
@@ -80,20 +88,26 @@ pub(crate) trait Render: Send {
     /// error means Ollama's answer cannot be rendered (not JSON, missing
     /// fields): the client gets it, with its status, instead of a document.
     fn render(&mut self, body: &[u8], out: &mut BytesMut) -> Result<(), ApiError>;
+    /// What Ollama said the request used, once rendered.
+    fn usage(&self) -> Option<Usage<'_>> {
+        None
+    }
 }
 
 /// A [`Transcode`] for answers that are one JSON document: renders it once
 /// the body is complete; a body that failed, or that cannot be rendered, is
 /// a [`Transcode::failure`] for the client's status.
 pub(crate) struct WholeBody<R> {
-    render: Option<R>,
+    render: R,
+    rendered: bool,
     failure: Option<ApiError>,
 }
 
 impl<R: Render> WholeBody<R> {
     pub(crate) fn new(render: R) -> Self {
         WholeBody {
-            render: Some(render),
+            render,
+            rendered: false,
             failure: None,
         }
     }
@@ -108,8 +122,8 @@ impl<R: Render> WholeBody<R> {
 
 impl<R: Render> Transcode for WholeBody<R> {
     fn line(&mut self, line: &[u8], out: &mut BytesMut) {
-        if let Some(mut r) = self.render.take() {
-            if let Err(e) = r.render(line, out) {
+        if !std::mem::replace(&mut self.rendered, true) {
+            if let Err(e) = self.render.render(line, out) {
                 tracing::warn!(status = e.status.as_u16(), error = %e.message, "Ollama's answer cannot be rendered");
                 self.failure = Some(e);
             }
@@ -123,7 +137,7 @@ impl<R: Render> Transcode for WholeBody<R> {
         }
     }
     fn abort(&mut self, failure: Failure, error: &str, _out: &mut BytesMut) {
-        if self.render.take().is_some() {
+        if !std::mem::replace(&mut self.rendered, true) {
             let message = format!("connection to Ollama lost: {error}");
             self.failure = Some(ApiError::new(failure.status(), message).with_code(failure.code()));
         }
@@ -133,6 +147,9 @@ impl<R: Render> Transcode for WholeBody<R> {
     }
     fn failure(&self) -> Option<ApiError> {
         self.failure.clone()
+    }
+    fn usage(&self) -> Option<Usage<'_>> {
+        self.render.usage()
     }
 }
 
@@ -174,6 +191,8 @@ pub(crate) struct Upstream {
     /// answers 400 to `think` on a model that cannot think, and the call is
     /// then made again without it.
     pub(crate) thinking: Option<GenerationRequest>,
+    /// The model as the client named it, for metrics and traces.
+    pub(crate) model: Option<String>,
 }
 
 impl Upstream {
@@ -189,6 +208,24 @@ impl Upstream {
             delivery: Delivery::Document,
             transcoder,
             thinking: None,
+            model: None,
+        }
+    }
+
+    /// Names the model as the client asked for it (before aliases).
+    pub(crate) fn requested_as(mut self, model: &str) -> Self {
+        self.model = Some(model.to_string());
+        self
+    }
+
+    /// The GenAI operation this call is, if it is one: `chat`,
+    /// `text_completion` or `embeddings` (not a model list, not a count).
+    pub(crate) fn operation(&self) -> Option<&'static str> {
+        match (self.endpoint, self.delivery) {
+            (Endpoint::Chat, Delivery::Stream | Delivery::Collect) => Some("chat"),
+            (Endpoint::Generate, _) => Some("text_completion"),
+            (Endpoint::Embed, _) => Some("embeddings"),
+            _ => None,
         }
     }
 }
@@ -269,6 +306,7 @@ impl ChatCall {
             },
             transcoder: Box::new(transcoder),
             thinking: self.thinking,
+            model: Some(self.model),
         }
     }
 }

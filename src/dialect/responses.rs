@@ -76,7 +76,7 @@ fn prepare_responses(config: &Config, _parts: &Parts, body: &[u8]) -> Result<Ups
         signer,
         parsed.namespaced,
     );
-    Ok(call.upstream(encoder))
+    Ok(call.upstream(encoder).requested_as(&parsed.client_model))
 }
 
 /// The purpose string reasoning signatures are bound to.

@@ -219,6 +219,7 @@ pub(super) fn timed_out(
         "Ollama sent no answer in time; giving up (upstream idle timeout)"
     );
     let failure = Failure::UpstreamTimeout;
+    crate::telemetry::upstream_error(failure.code());
     let message = format!("no answer from Ollama for {secs} s (upstream idle timeout)");
     Poll::Ready(ApiError::new(failure.status(), message).with_code(failure.code()))
 }
@@ -228,6 +229,7 @@ fn unreachable(e: BoxError) -> ApiError {
     let chain = error_chain(&*e);
     tracing::warn!(error = %chain, "Ollama is unreachable");
     let failure = Failure::UpstreamLost;
+    crate::telemetry::upstream_error(failure.code());
     ApiError::new(failure.status(), format!("could not reach Ollama: {chain}"))
         .with_code(failure.code())
 }

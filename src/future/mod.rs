@@ -99,6 +99,7 @@ where
     }
 
     pub(crate) fn reject(dialect: &'static dyn Dialect, error: &ApiError) -> Self {
+        crate::telemetry::answered(dialect.name(), error.status);
         ResponseFuture {
             kind: Kind::Ready {
                 res: Some(respond::error(dialect, error)),
@@ -146,7 +147,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Translate { fut } => fut.poll(cx).map(Ok),
+            KindProj::Translate { fut } => {
+                let dialect = fut.as_ref().get_ref().dialect().name();
+                let res = ready!(fut.poll(cx));
+                crate::telemetry::answered(dialect, res.status());
+                Poll::Ready(Ok(res))
+            }
             KindProj::Passthrough {
                 fut,
                 not_found,
@@ -200,6 +206,7 @@ fn plain_not_found<B>(
         Box::new(transcoder),
         None,
         Limits::line(MAX_ERROR_BODY),
+        None,
     );
     Response::from_parts(parts, body)
 }

@@ -4,6 +4,7 @@ use crate::body::{Limits, RequestBody, Transcode, TranslateBody, MAX_ERROR_BODY}
 use crate::dialect::{Delivery, Dialect, UpstreamError, JSON, SSE};
 use crate::error::ApiError;
 use crate::ollama::request::Endpoint;
+use crate::telemetry::Meter;
 use crate::timer::Timing;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -96,11 +97,13 @@ pub(super) struct Answer {
     pub(super) timing: Timing,
     /// See `Config::max_answer_bytes`.
     pub(super) limit: usize,
+    /// Measures generating and embedding calls.
+    pub(super) meter: Option<Meter>,
 }
 
 /// Ollama's response with its body translated: the dialect's content type
 /// on success, Ollama's error re-rendered in the dialect otherwise.
-pub(super) fn translated<B>(res: Response<B>, answer: Answer) -> Response<TranslateBody<B>> {
+pub(super) fn translated<B>(res: Response<B>, mut answer: Answer) -> Response<TranslateBody<B>> {
     let (mut parts, body) = res.into_parts();
     // Only what belongs to the translated answer: Ollama's own headers
     // (cookies, lengths, encodings, anything `X-`) describe another body.
@@ -112,6 +115,9 @@ pub(super) fn translated<B>(res: Response<B>, answer: Answer) -> Response<Transl
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert("x-accel-buffering", HeaderValue::from_static("no"));
         }
+        if let (Some(meter), Delivery::Stream) = (answer.meter.as_mut(), answer.delivery) {
+            meter.streaming();
+        }
         TranslateBody::translate(
             body,
             answer.transcoder,
@@ -120,6 +126,7 @@ pub(super) fn translated<B>(res: Response<B>, answer: Answer) -> Response<Transl
                 line: answer.limit,
                 total: (answer.delivery != Delivery::Stream).then_some(answer.limit),
             },
+            answer.meter,
         )
     } else {
         tracing::debug!(
@@ -128,8 +135,17 @@ pub(super) fn translated<B>(res: Response<B>, answer: Answer) -> Response<Transl
             "Ollama answered with an error"
         );
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+        if let Some(mut meter) = answer.meter {
+            meter.finish(None, Some(parts.status.as_str()));
+        }
         let errors = UpstreamError::new(answer.dialect, parts.status);
-        TranslateBody::translate(body, Box::new(errors), None, Limits::line(MAX_ERROR_BODY))
+        TranslateBody::translate(
+            body,
+            Box::new(errors),
+            None,
+            Limits::line(MAX_ERROR_BODY),
+            None,
+        )
     };
     parts.headers = h;
     Response::from_parts(parts, body)

@@ -10,6 +10,7 @@ use crate::body::{RequestBody, TranslateBody};
 use crate::config::Config;
 use crate::dialect::{Delivery, Dialect};
 use crate::error::{ApiError, BoxError};
+use crate::telemetry::Meter;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
@@ -42,6 +43,7 @@ pin_project! {
     {
         #[pin]
         step: Step<S, ReqBody, ResBody>,
+        dialect: &'static dyn Dialect,
     }
 }
 
@@ -114,7 +116,22 @@ where
         let read = Carry::new(read, job);
         Ok(Translate {
             step: Step::Read { read },
+            dialect,
         })
+    }
+}
+
+impl<S, ReqBody, ResBody> Translate<S, ReqBody, ResBody>
+where
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body,
+    ResBody::Error: Into<BoxError>,
+{
+    /// The dialect answering.
+    pub(crate) fn dialect(&self) -> &'static dyn Dialect {
+        self.dialect
     }
 }
 
@@ -133,6 +150,14 @@ where
     let (bytes, mut hold) = read?;
     read::reserve_parse(&mut hold, &bytes)?;
     let up = job.dialect.prepare(&job.config, &job.parts, &bytes)?;
+    let meter = match (up.operation(), up.model.as_deref()) {
+        (Some(operation), Some(model)) => Some(Meter::start(
+            operation,
+            model,
+            job.config.server_address.as_deref(),
+        )),
+        _ => None,
+    };
     // Parsed: the client's body and its parse are gone.
     drop((hold, bytes));
     let template = Template::from(job.parts);
@@ -142,6 +167,7 @@ where
         .map(|r| ThinkRetry::new(job.service.clone(), template, r, job.config.clone()));
     let fut = job.service.call(req);
     let answer = Answer {
+        meter,
         dialect: job.dialect,
         delivery: up.delivery,
         transcoder: up.transcoder,
@@ -178,11 +204,16 @@ where
                     }
                 }
                 StepProj::Call { call } => {
-                    let (res, answer) = ready!(call.poll(cx));
+                    let (res, mut answer) = ready!(call.poll(cx));
                     let dialect = answer.dialect;
                     let res = match res {
                         Ok(res) => res,
-                        Err(e) => return Poll::Ready(respond::error(dialect, &e)),
+                        Err(e) => {
+                            if let Some(meter) = answer.meter.as_mut() {
+                                meter.finish(None, Some(e.code.unwrap_or(e.status.as_str())));
+                            }
+                            return Poll::Ready(respond::error(dialect, &e));
+                        }
                     };
                     // Collected answers get their status once they are
                     // whole: a failure half-way is an error, not a 200.

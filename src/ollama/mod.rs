@@ -121,6 +121,8 @@ pub(crate) struct Decoder<E> {
     finished: bool,
     /// Why the stream failed, for answers that are buffered whole.
     failure: Option<ApiError>,
+    /// The final line's counts and reason, once it came.
+    usage: Option<(u64, u64, Option<String>)>,
     /// Decoded text of escaped token strings (the fast path), reused.
     content_buf: String,
     thinking_buf: String,
@@ -137,6 +139,7 @@ impl<E: Encoder> Decoder<E> {
             model: String::new(),
             finished: false,
             failure: None,
+            usage: None,
             content_buf: String::new(),
             thinking_buf: String::new(),
             arguments_buf: String::new(),
@@ -158,7 +161,7 @@ impl<E: Encoder> Decoder<E> {
     fn fail(&mut self, failure: Failure, message: &str, out: &mut BytesMut) {
         if !self.finished {
             self.finished = true;
-            self.failure = Some(ApiError::new(failure.status(), message));
+            self.failure = Some(ApiError::new(failure.status(), message).with_code(failure.code()));
             self.encoder.event(Event::Error(message), out);
         }
     }
@@ -238,6 +241,11 @@ impl<E: Encoder> Decoder<E> {
             };
             self.check_context(&done);
             self.finished = true;
+            self.usage = Some((
+                done.prompt_tokens,
+                done.completion_tokens,
+                done.reason.map(str::to_string),
+            ));
             self.encoder.event(Event::Done(done), out);
         } else if !emitted {
             self.encoder.event(Event::Heartbeat, out);
@@ -366,6 +374,12 @@ impl<E: Encoder> Decoder<E> {
     /// Why the stream failed, if it did.
     pub(crate) fn failure(&self) -> Option<ApiError> {
         self.failure.clone()
+    }
+
+    /// The prompt and completion tokens and the reason of the final line:
+    /// `(input, output, finish reason)`.
+    pub(crate) fn usage(&self) -> Option<(u64, u64, Option<&str>)> {
+        self.usage.as_ref().map(|(i, o, r)| (*i, *o, r.as_deref()))
     }
 
     /// A keep-alive is due: the encoder's, while the answer is going.

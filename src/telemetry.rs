@@ -1,0 +1,225 @@
+//! What the layer records, under OpenTelemetry's GenAI semantic-convention
+//! names (schema 1.36), through the `metrics` facade (nothing is recorded,
+//! and nearly nothing spent, when no recorder is installed) and one
+//! `tracing` span per translated request.
+//!
+//! Every name lives here. A Prometheus exporter with unit suffixes turns
+//! `gen_ai.client.operation.duration` into
+//! `gen_ai_client_operation_duration_seconds`.
+
+use metrics::{counter, gauge, histogram, Label, SharedString, Unit};
+use std::collections::HashSet;
+use std::sync::{Mutex, Once, OnceLock};
+use std::time::Instant;
+
+/// `gen_ai.client.token.usage`, by `gen_ai.token.type` (`input`, `output`).
+pub const TOKEN_USAGE: &str = "gen_ai.client.token.usage";
+/// `gen_ai.client.operation.duration`, seconds, every request.
+pub const OPERATION_DURATION: &str = "gen_ai.client.operation.duration";
+/// `gen_ai.client.operation.time_to_first_chunk`, seconds, streams only.
+pub const TIME_TO_FIRST_CHUNK: &str = "gen_ai.client.operation.time_to_first_chunk";
+/// `gen_ai.client.operation.time_per_output_chunk`, seconds, streams only.
+pub const TIME_PER_OUTPUT_CHUNK: &str = "gen_ai.client.operation.time_per_output_chunk";
+/// Translated requests answered, by `dialect` and `status`.
+pub const REQUESTS: &str = "ollama_translate.requests";
+/// Translated streams in flight.
+pub const STREAMS_IN_FLIGHT: &str = "ollama_translate.streams_in_flight";
+/// Calls to Ollama that failed, by `error_type`.
+pub const UPSTREAM_ERRORS: &str = "ollama_translate.upstream_errors";
+
+/// Advised boundaries for token counts.
+pub const TOKEN_BUCKETS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
+];
+/// Advised boundaries for durations, seconds.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+/// Model names come from clients: at most this many distinct values are
+/// labels; the rest are `other`.
+const MAX_MODELS: usize = 64;
+
+fn describe() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        metrics::describe_histogram!(TOKEN_USAGE, "Tokens used per request, by gen_ai.token.type");
+        metrics::describe_histogram!(
+            OPERATION_DURATION,
+            Unit::Seconds,
+            "Duration of a GenAI operation"
+        );
+        metrics::describe_histogram!(
+            TIME_TO_FIRST_CHUNK,
+            Unit::Seconds,
+            "Time to the first chunk of a stream"
+        );
+        metrics::describe_histogram!(
+            TIME_PER_OUTPUT_CHUNK,
+            Unit::Seconds,
+            "Time per output chunk after the first"
+        );
+        metrics::describe_counter!(
+            REQUESTS,
+            "Translated requests answered, by dialect and status"
+        );
+        metrics::describe_gauge!(STREAMS_IN_FLIGHT, "Translated streams in flight");
+        metrics::describe_counter!(
+            UPSTREAM_ERRORS,
+            "Calls to Ollama that failed, by error type"
+        );
+    });
+}
+
+/// `model` as a label value: itself while few models have been seen.
+fn model_label(model: &str) -> SharedString {
+    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Mutex::default);
+    let Ok(mut seen) = seen.lock() else {
+        return SharedString::const_str("other");
+    };
+    if seen.contains(model) || (seen.len() < MAX_MODELS && seen.insert(model.to_string())) {
+        SharedString::from(model.to_string())
+    } else {
+        SharedString::const_str("other")
+    }
+}
+
+/// One translated response leaving the layer.
+pub(crate) fn answered(dialect: &'static str, status: http::StatusCode) {
+    describe();
+    counter!(REQUESTS, "dialect" => dialect, "status" => status.as_str().to_string()).increment(1);
+}
+
+/// One failed call to Ollama.
+pub(crate) fn upstream_error(error_type: &'static str) {
+    describe();
+    counter!(UPSTREAM_ERRORS, "error_type" => error_type).increment(1);
+}
+
+/// A generating or embedding request, measured from its start to the end
+/// of its answer (or its failure, or the client going away).
+pub(crate) struct Meter {
+    labels: Vec<Label>,
+    span: tracing::Span,
+    start: Instant,
+    stream: bool,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    chunks: u64,
+    done: bool,
+}
+
+impl Meter {
+    /// Starts measuring `operation` (`chat`, `text_completion`,
+    /// `embeddings`) of `model` (as the client named it) served by
+    /// `server` (Ollama's address, when known).
+    pub(crate) fn start(operation: &'static str, model: &str, server: Option<&str>) -> Meter {
+        describe();
+        let mut labels = vec![
+            Label::new("gen_ai.operation.name", operation),
+            Label::new("gen_ai.provider.name", "ollama"),
+            Label::new("gen_ai.request.model", model_label(model)),
+        ];
+        if let Some(server) = server {
+            labels.push(Label::new("server.address", server.to_string()));
+        }
+        let span = tracing::info_span!(
+            "gen_ai",
+            otel.name = %format_args!("{operation} {model:?}"),
+            otel.kind = "client",
+            gen_ai.operation.name = operation,
+            gen_ai.provider.name = "ollama",
+            gen_ai.request.model = ?model,
+            server.address = server,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            gen_ai.response.finish_reasons = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        Meter {
+            labels,
+            span,
+            start: Instant::now(),
+            stream: false,
+            first: None,
+            last: None,
+            chunks: 0,
+            done: false,
+        }
+    }
+
+    /// The answer streams: chunk timings are recorded.
+    pub(crate) fn streaming(&mut self) {
+        if !self.stream {
+            self.stream = true;
+            gauge!(STREAMS_IN_FLIGHT).increment(1.0);
+        }
+    }
+
+    /// A chunk with data went to the client.
+    pub(crate) fn chunk(&mut self) {
+        let now = Instant::now();
+        self.first.get_or_insert(now);
+        self.last = Some(now);
+        self.chunks += 1;
+    }
+
+    /// The answer ended: its usage when Ollama reported it, its failure if
+    /// it had one.
+    pub(crate) fn finish(&mut self, usage: Option<Usage<'_>>, error: Option<&str>) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let mut labels = self.labels.clone();
+        if let Some(e) = error {
+            labels.push(Label::new("error.type", e.to_string()));
+            self.span.record("error.type", e);
+        }
+        histogram!(OPERATION_DURATION, labels.clone()).record(self.start.elapsed().as_secs_f64());
+        if self.stream {
+            gauge!(STREAMS_IN_FLIGHT).decrement(1.0);
+            if let Some(first) = self.first {
+                histogram!(TIME_TO_FIRST_CHUNK, labels.clone())
+                    .record(first.duration_since(self.start).as_secs_f64());
+                if let (Some(last), true) = (self.last, self.chunks > 1) {
+                    let per = last.duration_since(first).as_secs_f64() / (self.chunks - 1) as f64;
+                    histogram!(TIME_PER_OUTPUT_CHUNK, labels.clone()).record(per);
+                }
+            }
+        }
+        if let Some(u) = usage {
+            for (kind, n) in [("input", u.input), ("output", u.output)] {
+                let Some(n) = n else { continue };
+                let mut l = labels.clone();
+                l.push(Label::new("gen_ai.token.type", kind));
+                histogram!(TOKEN_USAGE, l).record(n as f64);
+            }
+            if let Some(n) = u.input {
+                self.span.record("gen_ai.usage.input_tokens", n);
+            }
+            if let Some(n) = u.output {
+                self.span.record("gen_ai.usage.output_tokens", n);
+            }
+            if let Some(r) = u.finish_reason {
+                self.span.record("gen_ai.response.finish_reasons", r);
+            }
+        }
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        // The client went away before the end.
+        self.finish(None, Some("cancelled"));
+    }
+}
+
+/// What Ollama said it used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Usage<'a> {
+    pub(crate) input: Option<u64>,
+    pub(crate) output: Option<u64>,
+    pub(crate) finish_reason: Option<&'a str>,
+}
