@@ -438,5 +438,41 @@ fn passthrough(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, body, request, passthrough);
+/// The cost of recording metrics: a whole chat stream through the layer
+/// before and after a Prometheus recorder is installed (the `metrics` facade
+/// does nothing without one). Runs last: a recorder stays installed.
+fn recorder(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let layer = OllamaTranslateLayer::new().server_address("127.0.0.1:11434");
+    let data = stream(LINES);
+    let (_, path, req) = DIALECTS[0];
+    let request = Bytes::from_static(req.as_bytes());
+    let mut group = c.benchmark_group("recorder/chat");
+    group.throughput(Throughput::Elements(LINES as u64 + 1));
+    let run = |name: &str, group: &mut criterion::BenchmarkGroup<'_, _>| {
+        let frames = cut(&data, "one_line_per_frame");
+        group.bench_function(name, |b| {
+            b.to_async(&rt).iter_batched(
+                || frames.clone(),
+                |frames| {
+                    let layer = &layer;
+                    let request = request.clone();
+                    async move { black_box(through_layer(layer, path, request, frames).await) }
+                },
+                BatchSize::SmallInput,
+            );
+        });
+    };
+    run("without_recorder", &mut group);
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_recommended_naming(true)
+        .build_recorder();
+    metrics::set_global_recorder(recorder).unwrap();
+    run("with_prometheus_recorder", &mut group);
+    group.finish();
+}
+
+criterion_group!(benches, body, request, passthrough, recorder);
 criterion_main!(benches);
