@@ -95,12 +95,12 @@ async fn token_usage_and_durations_are_recorded_by_value() {
         ),
         0.0
     );
-    assert_eq!(
+    // Other tests of this binary answer chat requests too, concurrently.
+    assert!(
         grew(
             "ollama_translate_requests_total",
             &["dialect=\"chat.completions\"", "status=\"200\""]
-        ),
-        1.0
+        ) >= 1.0
     );
 
     // A stream: one time-to-first-chunk sample, and per-chunk time.

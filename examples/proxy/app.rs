@@ -7,8 +7,9 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -18,6 +19,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use ollama_translate::{BoxError, OllamaTranslateLayer, RequestBody, TranslateBody};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -55,7 +57,19 @@ pub struct Settings {
     pub client_timeout: Duration,
     /// `PROXY_API_KEY`, which `/metrics` needs like everything else.
     pub metrics_key: Option<String>,
+    /// How often a background task asks Ollama `GET /api/version` for
+    /// `/readyz` (each probe waits no longer than this). `None` when
+    /// `READINESS_PROBE_SECS` is unset: the binary then uses
+    /// [`DEFAULT_READINESS_PROBE`]; an embedder (or a test) that leaves it
+    /// `None` gets no probe, and `/readyz` reports only a shutdown.
+    pub readiness_probe: Option<Duration>,
+    /// On shutdown, how long the proxy keeps accepting connections, with
+    /// `/readyz` answering 503, before it stops accepting.
+    pub shutdown_drain: Duration,
 }
+
+/// The readiness probe's period when `READINESS_PROBE_SECS` is unset.
+pub const DEFAULT_READINESS_PROBE: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,6 +89,8 @@ impl std::fmt::Debug for Settings {
                 "metrics_key",
                 &self.metrics_key.as_ref().map(|_| "<redacted>"),
             )
+            .field("readiness_probe", &self.readiness_probe)
+            .field("shutdown_drain", &self.shutdown_drain)
             .finish()
     }
 }
@@ -84,6 +100,16 @@ impl Settings {
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Settings, String> {
         let non_empty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         let listen = non_empty("LISTEN_ADDR").unwrap_or_else(|| "127.0.0.1:4000".into());
+        let listen = listen.trim().to_string();
+        // A host (name or address) and a port; the bind itself says more.
+        match listen.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => {
+                return Err(format!(
+                    "LISTEN_ADDR {listen:?} must be HOST:PORT, e.g. 127.0.0.1:4000"
+                ))
+            }
+        }
         let base = non_empty("OLLAMA_BASE_URL").unwrap_or_else(|| "http://localhost:11434".into());
         let ollama: Uri = base
             .trim_end_matches('/')
@@ -171,9 +197,21 @@ impl Settings {
             ),
             None => Duration::from_secs(30),
         };
+        let readiness_probe = match non_empty("READINESS_PROBE_SECS") {
+            Some(_) => match secs("READINESS_PROBE_SECS", 0)? {
+                d if d.is_zero() => {
+                    return Err("READINESS_PROBE_SECS must be at least 1".into());
+                }
+                d => Some(d),
+            },
+            None => None,
+        };
+        let shutdown_drain = secs("SHUTDOWN_DRAIN_SECS", 0)?;
         Ok(Settings {
             client_timeout,
             metrics_key,
+            readiness_probe,
+            shutdown_drain,
             listen,
             ollama,
             ollama_api_key,
@@ -248,22 +286,65 @@ fn rebase<B>(base: &Uri, api_key: Option<&HeaderValue>, mut req: Request<B>) -> 
 
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
-fn bad_gateway(e: &hyper_util::client::legacy::Error) -> Response<ProxyBody> {
+/// A failed call to Ollama, naming where the proxy looked and the setting
+/// that says so; the client's error is its `source()`. The layer (and
+/// [`finish_response`]) join the chain into the 502's message.
+#[derive(Debug)]
+pub struct OllamaError {
+    base: std::sync::Arc<str>,
+    source: hyper_util::client::legacy::Error,
+}
+
+impl OllamaError {
+    fn new(base: std::sync::Arc<str>, source: hyper_util::client::legacy::Error) -> OllamaError {
+        OllamaError { base, source }
+    }
+}
+
+impl std::fmt::Display for OllamaError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.source.is_connect() {
+            write!(f, "connecting to {} (OLLAMA_BASE_URL) failed", self.base)
+        } else {
+            write!(f, "the request to {} (OLLAMA_BASE_URL) failed", self.base)
+        }
+    }
+}
+
+impl std::error::Error for OllamaError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// `OLLAMA_BASE_URL` as people write it: no trailing `/` on a bare host.
+fn base_display(base: &Uri) -> String {
+    base.to_string().trim_end_matches('/').to_string()
+}
+
+/// An error and its sources, joined by `: ` (a source that repeats what
+/// is already said is left out).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
+    let mut src = e.source();
     while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
+        let part = s.to_string();
+        if !msg.contains(&part) {
+            msg.push_str(": ");
+            msg.push_str(&part);
+        }
         src = s.source();
     }
-    tracing::warn!(error = %msg, "Ollama is unreachable");
-    let body = serde_json::json!({"error": format!("could not reach Ollama: {msg}")}).to_string();
+    msg
+}
+
+fn json_response(status: StatusCode, body: String) -> Response<ProxyBody> {
     let mut res = Response::new(
         Full::new(Bytes::from(body))
             .map_err(|e| match e {})
             .boxed_unsync(),
     );
-    *res.status_mut() = StatusCode::BAD_GATEWAY;
+    *res.status_mut() = status;
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -271,11 +352,18 @@ fn bad_gateway(e: &hyper_util::client::legacy::Error) -> Response<ProxyBody> {
     res
 }
 
+fn bad_gateway(e: &OllamaError) -> Response<ProxyBody> {
+    let msg = error_chain(e);
+    tracing::warn!(error = %msg, "Ollama is unreachable");
+    let body = serde_json::json!({"error": format!("could not reach Ollama: {msg}")}).to_string();
+    json_response(StatusCode::BAD_GATEWAY, body)
+}
+
 /// Normalizes what goes back to the client: a boxed body, no hop-by-hop
 /// headers, and a 502 when Ollama cannot be reached for a passed-through
 /// request (translated ones already answer in their client's dialect).
 fn finish_response(
-    r: Result<Response<TranslateBody<Incoming>>, hyper_util::client::legacy::Error>,
+    r: Result<Response<TranslateBody<Incoming>>, OllamaError>,
 ) -> Result<Response<ProxyBody>, BoxError> {
     Ok(match r {
         Ok(mut res) => {
@@ -284,6 +372,174 @@ fn finish_response(
         }
         Err(e) => bad_gateway(&e),
     })
+}
+
+/// What `/readyz` answers: whether Ollama answered the last probe, and
+/// whether a shutdown has begun. Cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct Readiness(std::sync::Arc<ReadinessState>);
+
+pub struct ReadinessState {
+    ollama_ok: AtomicBool,
+    draining: AtomicBool,
+    /// Why the last probe failed.
+    reason: std::sync::Mutex<String>,
+}
+
+impl Readiness {
+    /// Without a probe there is nothing to wait for: ready until shutdown.
+    fn new(probing: bool) -> Readiness {
+        Readiness(std::sync::Arc::new(ReadinessState {
+            ollama_ok: AtomicBool::new(!probing),
+            draining: AtomicBool::new(false),
+            reason: std::sync::Mutex::new("Ollama has not been probed yet".into()),
+        }))
+    }
+
+    fn set(&self, probe: &Result<(), ProbeFailure>) {
+        match probe {
+            Ok(()) => self.0.ollama_ok.store(true, Ordering::SeqCst),
+            Err(why) => {
+                *self.0.reason.lock().unwrap_or_else(|p| p.into_inner()) = why.message().into();
+                self.0.ollama_ok.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn drain(&self) {
+        self.0.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// `Ok` when ready, else why not.
+    pub fn state(&self) -> Result<(), String> {
+        if self.0.draining.load(Ordering::SeqCst) {
+            return Err("shutting down".into());
+        }
+        if self.0.ollama_ok.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        Err(self
+            .0
+            .reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone())
+    }
+
+    fn response(&self) -> Response<ProxyBody> {
+        match self.state() {
+            Ok(()) => json_response(StatusCode::OK, r#"{"status":"ready"}"#.into()),
+            Err(reason) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "not ready", "reason": reason}).to_string(),
+            ),
+        }
+    }
+}
+
+/// Why a probe failed; the message names the address.
+enum ProbeFailure {
+    /// No HTTP answer at all.
+    Unreachable(String),
+    /// An answer, but not a success, or not in time.
+    NotReady(String),
+}
+
+impl ProbeFailure {
+    fn message(&self) -> &str {
+        match self {
+            ProbeFailure::Unreachable(m) | ProbeFailure::NotReady(m) => m,
+        }
+    }
+
+    fn hint(&self) -> &'static str {
+        match self {
+            ProbeFailure::Unreachable(_) => {
+                "Start it with `ollama serve`, or point OLLAMA_BASE_URL at it."
+            }
+            ProbeFailure::NotReady(_) => {
+                "Check OLLAMA_BASE_URL (and OLLAMA_API_KEY if Ollama sits behind an authenticating proxy)."
+            }
+        }
+    }
+}
+
+/// Asks Ollama `GET /api/version` once, within `timeout`.
+async fn probe_once(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    base: &Uri,
+    api_key: Option<&HeaderValue>,
+    timeout: Duration,
+) -> Result<(), ProbeFailure> {
+    let shown = base_display(base);
+    let mut req = Request::new(Empty::new());
+    *req.uri_mut() = Uri::from_static("/api/version");
+    let req = rebase(base, api_key, req);
+    let ask = async {
+        let res = client.request(req).await.map_err(|e| {
+            ProbeFailure::Unreachable(format!(
+                "Ollama is not reachable at {shown}: {}",
+                error_chain(&e)
+            ))
+        })?;
+        let status = res.status();
+        // Read the (small) answer, so the connection can be used again.
+        let _ = Limited::new(res.into_body(), 64 * 1024).collect().await;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(ProbeFailure::NotReady(format!(
+                "Ollama at {shown} answered {status} to GET /api/version"
+            )))
+        }
+    };
+    match tokio::time::timeout(timeout, ask).await {
+        Ok(r) => r,
+        Err(_) => Err(ProbeFailure::NotReady(format!(
+            "Ollama at {shown} did not answer GET /api/version within {} s",
+            timeout.as_secs()
+        ))),
+    }
+}
+
+/// Probes Ollama every `every`, records the result in `readiness`, and
+/// logs when that changes: a warning when it is not reachable (at start,
+/// or later), a line when it is again.
+async fn probe_loop(
+    readiness: Readiness,
+    base: Uri,
+    api_key: Option<HeaderValue>,
+    every: Duration,
+) {
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let shown = base_display(&base);
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_ok: Option<bool> = None;
+    loop {
+        ticks.tick().await;
+        let probe = probe_once(&client, &base, api_key.as_ref(), every).await;
+        match (&probe, was_ok) {
+            (Err(why), None | Some(true)) => {
+                tracing::warn!("{}. {}", why.message(), why.hint());
+            }
+            (Ok(()), Some(false)) => tracing::info!("Ollama is reachable at {shown}"),
+            (Ok(()), None) => tracing::debug!("Ollama is reachable at {shown}"),
+            _ => {}
+        }
+        was_ok = Some(probe.is_ok());
+        readiness.set(&probe);
+    }
+}
+
+/// Aborts a spawned task when dropped (with `serve`'s future).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish
@@ -300,19 +556,34 @@ pub async fn serve(
     );
     tracing::info!(%addr, ollama = %settings.ollama, "listening");
 
+    let readiness = Readiness::new(settings.readiness_probe.is_some());
+    let _probe = settings.readiness_probe.map(|every| {
+        AbortOnDrop(tokio::spawn(probe_loop(
+            readiness.clone(),
+            settings.ollama.clone(),
+            settings.ollama_api_key.clone(),
+            every,
+        )))
+    });
+
     let client: Client<_, RequestBody<Incoming>> =
         Client::builder(TokioExecutor::new()).build_http();
     let base = settings.ollama.clone();
     let ollama_key = settings.ollama_api_key.clone();
+    let shown: std::sync::Arc<str> = base_display(&settings.ollama).into();
     let svc = ServiceBuilder::new()
         .layer(TraceLayer::new_for_http())
         .map_result(finish_response)
         .layer(settings.layer.clone())
+        .map_err(move |e| OllamaError::new(shown.clone(), e))
         .map_request(move |req: Request<RequestBody<Incoming>>| {
             rebase(&base, ollama_key.as_ref(), req)
         })
         .service(client);
-    let svc = Healthz(svc);
+    let svc = Health {
+        inner: svc,
+        readiness: readiness.clone(),
+    };
     let svc = MetricsRoute {
         inner: svc,
         handle: metrics_handle(),
@@ -323,6 +594,10 @@ pub async fn serve(
     let builder = server_builder(settings.client_timeout);
     let first_byte = Some(settings.client_timeout).filter(|d| !d.is_zero());
     tokio::pin!(shutdown);
+    // Armed when the shutdown starts and there is a drain period.
+    let drained = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
+    tokio::pin!(drained);
+    let mut draining = false;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -360,7 +635,19 @@ pub async fn serve(
                     }
                 });
             }
-            () = &mut shutdown => break,
+            () = &mut shutdown, if !draining => {
+                readiness.drain();
+                if settings.shutdown_drain.is_zero() {
+                    break;
+                }
+                tracing::info!(
+                    secs = settings.shutdown_drain.as_secs(),
+                    "shutting down: /readyz answers 503; still accepting for the drain period"
+                );
+                draining = true;
+                drained.as_mut().reset(tokio::time::Instant::now() + settings.shutdown_drain);
+            }
+            () = &mut drained, if draining => break,
         }
     }
     drop(listener);
@@ -489,11 +776,19 @@ where
     }
 }
 
-/// Answers `GET /healthz` itself (no key needed), everything else goes on.
+/// Answers the health endpoints itself (no key needed, and `/livez` and
+/// `/healthz` never ask Ollama); everything else goes on.
+///
+/// * `/livez` (and its older name `/healthz`): 200 while the process serves.
+/// * `/readyz`: 200 when Ollama answered the last probe, 503 with the
+///   reason otherwise, and 503 from the moment a shutdown starts.
 #[derive(Clone)]
-pub struct Healthz<S>(S);
+pub struct Health<S> {
+    inner: S,
+    readiness: Readiness,
+}
 
-impl<S, B> tower::Service<Request<Incoming>> for Healthz<S>
+impl<S, B> tower::Service<Request<Incoming>> for Health<S>
 where
     S: tower::Service<Request<Incoming>, Response = Response<B>, Error = BoxError>,
     S::Future: Send + 'static,
@@ -509,23 +804,22 @@ where
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), BoxError>> {
-        self.0.poll_ready(cx)
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        if req.uri().path() == "/healthz" {
-            let mut res = Response::new(
-                Full::new(Bytes::from_static(b"{\"status\":\"ok\"}"))
-                    .map_err(|e| match e {})
-                    .boxed_unsync(),
-            );
-            res.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            return Box::pin(async move { Ok(res) });
+        match req.uri().path() {
+            "/livez" | "/healthz" => {
+                let res = json_response(StatusCode::OK, r#"{"status":"ok"}"#.into());
+                return Box::pin(async move { Ok(res) });
+            }
+            "/readyz" => {
+                let res = self.readiness.response();
+                return Box::pin(async move { Ok(res) });
+            }
+            _ => {}
         }
-        let fut = self.0.call(req);
+        let fut = self.inner.call(req);
         Box::pin(async move {
             let res = fut.await?;
             Ok(res.map(|b| b.map_err(Into::into).boxed_unsync()))

@@ -1,46 +1,124 @@
-//! The standalone proxy: OpenAI (and, as they land, Anthropic) APIs on
-//! `LISTEN_ADDR`, Ollama's native API behind it.
+//! The standalone proxy: OpenAI and Anthropic APIs on `LISTEN_ADDR`,
+//! Ollama's native API behind it.
 //!
 //! ```text
 //! cargo run --release --example proxy
 //! ```
 //!
-//! Configuration comes from the environment; see `README.md`.
+//! Configuration comes from the environment; see `README.md` or `--help`.
 
 mod app;
 
+const USAGE: &str = "usage: ollama-translate [--help | --version | --healthcheck]";
+
+const HELP: &str = "\
+ollama-translate: a proxy that serves the OpenAI (Chat Completions, Responses,
+legacy completions, embeddings, models) and Anthropic (Messages) APIs from
+Ollama's native API, translating requests and streams.
+
+usage: ollama-translate [--help | --version | --healthcheck]
+
+  --help         print this and exit
+  --version      print the version and exit
+  --healthcheck  ask the proxy running on LISTEN_ADDR for /healthz; exit 0 if healthy
+
+Health endpoints (no API key needed): /livez (and /healthz) 200 while the process
+serves; /readyz 200 when Ollama answered the last probe, 503 otherwise and from
+the start of a shutdown.
+
+Settings (environment variables, default in brackets):
+  OLLAMA_BASE_URL        where Ollama is [http://localhost:11434]
+  OLLAMA_API_KEY         sent to Ollama as Authorization: Bearer <key> [none]
+  LISTEN_ADDR            where the proxy listens [127.0.0.1:4000]
+  PROXY_API_KEY          key clients must send (Authorization: Bearer or x-api-key) [none]
+  THINK_MODELS           comma list of models that get think: true by default [none]
+  REASONING              auto | drop | forward, per model with [model]mode [auto]
+  OLLAMA_OPTIONS         default options, e.g. num_ctx=32768;[qwen3:8b]num_ctx=65536 [none]
+  MODEL_ALIASES          client names to Ollama models, e.g. gpt-4o=qwen3:8b [none]
+  DEFAULT_MODEL          Ollama model for claude-* names without an alias [none]
+  THINKING_KEY           secret that signs thinking handed to clients [random per start]
+  KEEPALIVE_SECS         silence towards a streaming client before a keep-alive; 0 off [10]
+  UPSTREAM_IDLE_TIMEOUT  seconds without a byte from Ollama before giving up; 0 off [300]
+  MAX_BODY_BYTES         largest translated request body [33554432]
+  MAX_ANSWER_BYTES       longest stream line / largest answer read whole [33554432]
+  REQUEST_MEMORY_BYTES   memory translated requests may hold together [268435456]
+  CLIENT_TIMEOUT_SECS    first byte, request head, body, idle keep-alive; 0 off [30]
+  READINESS_PROBE_SECS   how often /readyz asks Ollama GET /api/version [5]
+  SHUTDOWN_DRAIN_SECS    on SIGTERM, keep accepting with /readyz at 503 this long [0]
+  SHUTDOWN_GRACE_SECS    then let in-flight streams finish this long [30]
+  RUST_LOG               log filter [info]
+
+An invalid setting stops the proxy (exit status 2) with a message naming it.
+";
+
 #[tokio::main]
 async fn main() {
-    // For container health checks: asks the running proxy's `/healthz`.
-    if std::env::args().skip(1).any(|a| a == "--healthcheck") {
-        let listen = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:4000".into());
-        std::process::exit(match app::healthcheck(&listen).await {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("ollama-translate: unhealthy: {e}");
-                1
-            }
-        });
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] => {}
+        ["--help" | "-h"] => {
+            print!("{HELP}");
+            return;
+        }
+        ["--version" | "-V"] => {
+            println!("ollama-translate {}", env!("CARGO_PKG_VERSION"));
+            return;
+        }
+        // For container health checks: asks the running proxy's `/healthz`.
+        ["--healthcheck"] => {
+            let listen = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:4000".into());
+            std::process::exit(match app::healthcheck(&listen).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("ollama-translate: unhealthy: {e}");
+                    1
+                }
+            });
+        }
+        _ => {
+            eprintln!(
+                "ollama-translate: unexpected argument(s) {args:?}\n{USAGE}\n\
+                 Settings come from the environment; see --help."
+            );
+            std::process::exit(2);
+        }
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => match tracing_subscriber::EnvFilter::try_new(&v) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("ollama-translate: configuration error: RUST_LOG {v:?}: {e}");
+                std::process::exit(2);
+            }
+        },
+        _ => tracing_subscriber::EnvFilter::new("info"),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
 
-    let settings = match app::Settings::from_env(|k| std::env::var(k).ok()) {
+    let mut settings = match app::Settings::from_env(|k| std::env::var(k).ok()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ollama-translate: configuration error: {e}");
             std::process::exit(2);
         }
     };
+    settings
+        .readiness_probe
+        .get_or_insert(app::DEFAULT_READINESS_PROBE);
     let listener = match tokio::net::TcpListener::bind(&settings.listen).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!(
-                "ollama-translate: cannot listen on {}: {e}",
+                "ollama-translate: cannot listen on {} (LISTEN_ADDR): {e}",
                 settings.listen
             );
             std::process::exit(1);

@@ -6,6 +6,14 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+/// The built `examples/proxy` binary next to this test binary; `None` when
+/// it was not built.
+pub fn proxy_binary() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("examples").join("proxy");
+    bin.exists().then_some(bin)
+}
+
 /// A running proxy process; killed when dropped.
 pub struct ProxyChild {
     pub url: String,
@@ -19,12 +27,7 @@ impl ProxyChild {
     /// Starts the proxy next to this test binary in front of `ollama`;
     /// `None` when it was not built.
     pub async fn start(ollama: &str, env: &[(&str, &str)]) -> Option<ProxyChild> {
-        let exe = std::env::current_exe().ok()?;
-        let bin = exe.parent()?.parent()?.join("examples").join("proxy");
-        if !bin.exists() {
-            return None;
-        }
-        let mut cmd = Command::new(bin);
+        let mut cmd = Command::new(proxy_binary()?);
         cmd.env("OLLAMA_BASE_URL", ollama)
             .env("LISTEN_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
@@ -64,6 +67,20 @@ impl ProxyChild {
             log,
             _child: child,
         })
+    }
+
+    /// Whether a logged line contains `text`, waiting up to `timeout`.
+    pub async fn wait_for_log(&self, text: &str, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(text)) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Resident memory, KiB.
