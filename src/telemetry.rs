@@ -223,3 +223,22 @@ pub(crate) struct Usage<'a> {
     pub(crate) output: Option<u64>,
     pub(crate) finish_reason: Option<&'a str>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_labels_are_capped() {
+        let labels: Vec<SharedString> = (0..MAX_MODELS + 5)
+            .map(|i| model_label(&format!("cap-test-{i}")))
+            .collect();
+        // Whatever else this process saw first, the tail is folded.
+        assert!(labels[MAX_MODELS..].iter().all(|l| l.as_ref() == "other"));
+        // A name that got its own label keeps it.
+        if labels[0].as_ref() != "other" {
+            assert_eq!(model_label("cap-test-0").as_ref(), "cap-test-0");
+        }
+        assert_eq!(model_label("never-seen-after-the-cap").as_ref(), "other");
+    }
+}
