@@ -845,7 +845,7 @@ fn server_builder(client_timeout: Duration) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Asks the proxy listening on `listen` for `/healthz` (a wildcard address
+/// Asks the proxy listening on `listen` for `/livez` (a wildcard address
 /// is asked on loopback); `Ok` on a 200 within 3 s.
 pub async fn healthcheck(listen: &str) -> Result<(), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -862,7 +862,7 @@ pub async fn healthcheck(listen: &str) -> Result<(), String> {
     }
     let ask = async {
         let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        s.write_all(b"GET /livez HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .await?;
         let mut head = [0u8; 12];
         s.read_exact(&mut head).await?;

@@ -20,7 +20,7 @@ usage: ollama-translate [--help | --version | --healthcheck]
 
   --help         print this and exit
   --version      print the version and exit
-  --healthcheck  ask the proxy running on LISTEN_ADDR for /healthz; exit 0 if healthy
+  --healthcheck  ask the proxy running on LISTEN_ADDR for /livez; exit 0 if healthy
 
 Health endpoints (no API key needed): /livez (and /healthz) 200 while the process
 serves; /readyz 200 when Ollama answered the last probe, 503 otherwise and from
@@ -69,7 +69,7 @@ async fn main() {
             println!("ollama-translate {}", env!("CARGO_PKG_VERSION"));
             return;
         }
-        // For container health checks: asks the running proxy's `/healthz`.
+        // For container health checks: asks the running proxy's `/livez`.
         ["--healthcheck"] => {
             let listen = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:4000".into());
             std::process::exit(match app::healthcheck(&listen).await {
