@@ -7,8 +7,9 @@
 //!
 //! Choices this dialect makes where the two APIs differ:
 //!
-//! * **Thinking out.** Forwarded as `thinking` blocks only when the layer
-//!   forwards reasoning for the model ([`ReasoningMode::Forward`]). Each block
+//! * **Thinking out.** Forwarded as `thinking` blocks when the request
+//!   enables thinking (`enabled`, `adaptive`) under the default
+//!   [`ReasoningMode`](crate::ReasoningMode), or always with `Forward`. Each block
 //!   ends with a `signature_delta` carrying an HMAC of its text under the
 //!   layer's thinking key. **Thinking in.** A `thinking` block sent back is
 //!   given to Ollama as the assistant turn's `thinking` only when its

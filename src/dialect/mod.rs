@@ -4,7 +4,7 @@
 //! request into a request for Ollama's native API ([`Dialect::prepare`]),
 //! and gives back a [`Transcode`] that turns Ollama's response body into the
 //! client's. Chat-like dialects build their transcoder from the shared
-//! [`Decoder`](crate::ollama::Decoder) plus an [`Encoder`](crate::ollama::Encoder)
+//! [`Decoder`] plus an [`Encoder`]
 //! of their own. Adding a dialect means adding a module and its lines in
 //! [`SERVED`]; the service, the future and the body do not change.
 //!
