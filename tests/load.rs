@@ -276,15 +276,6 @@ async fn load(streams: usize, held: usize) -> String {
     )
 }
 
-fn rss_of(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Runs the built `examples/proxy` (next to this test binary) as a child in
 /// front of `fake`, holds `held` `[slow]` streams open through it, and
 /// returns its VmRSS (KiB) before and during. The child is killed at the end.
@@ -293,38 +284,13 @@ async fn proxy_child_rss(
     client: &HttpClient,
     held: usize,
 ) -> Option<(u64, u64)> {
-    use tokio::io::AsyncBufReadExt;
-    let exe = std::env::current_exe().ok()?;
-    let bin = exe.parent()?.parent()?.join("examples").join("proxy");
-    if !bin.exists() {
-        return None;
-    }
-    let mut child = tokio::process::Command::new(bin)
-        .env("OLLAMA_BASE_URL", fake.base_url())
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the proxy");
-    let pid = child.id().expect("pid");
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines
-        .next_line()
-        .await
-        .unwrap()
-        .expect("the proxy announces its address");
-    let url = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("a URL")
-        .to_string();
+    let child = common::child::ProxyChild::start(&fake.base_url(), &[]).await?;
+    let url = child.url.clone();
     let url = Arc::new(url);
     for i in 0..6 {
         one_stream(client.clone(), url.clone(), i).await.unwrap();
     }
-    let before = rss_of(pid);
+    let before = child.rss_kib();
     let cancelled_before = fake.cancelled();
     let mut open = Vec::new();
     for i in 0..held {
@@ -344,7 +310,7 @@ async fn proxy_child_rss(
         }
     }
     assert_eq!(fake.in_flight(), held);
-    let during = rss_of(pid);
+    let during = child.rss_kib();
     drop(bodies);
     assert!(
         fake.wait_until(Duration::from_secs(5), |f| {
@@ -352,7 +318,7 @@ async fn proxy_child_rss(
         })
         .await
     );
-    child.kill().await.expect("stop the proxy");
+    drop(child);
     Some((before, during))
 }
 
