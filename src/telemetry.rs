@@ -196,10 +196,14 @@ impl Meter {
                 l.push(Label::new("gen_ai.token.type", kind));
                 histogram!(TOKEN_USAGE, l).record(n as f64);
             }
+            // As i64: tracing-opentelemetry turns a u64 into a string
+            // attribute (the conventions want an int).
             if let Some(n) = u.input {
+                let n = i64::try_from(n).unwrap_or(i64::MAX);
                 self.span.record("gen_ai.usage.input_tokens", n);
             }
             if let Some(n) = u.output {
+                let n = i64::try_from(n).unwrap_or(i64::MAX);
                 self.span.record("gen_ai.usage.output_tokens", n);
             }
             if let Some(r) = u.finish_reason {
