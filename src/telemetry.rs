@@ -127,16 +127,17 @@ impl Meter {
         }
         let span = tracing::info_span!(
             "gen_ai",
-            otel.name = %format_args!("{operation} {model:?}"),
+            otel.name = %format_args!("{operation} {}", model.escape_debug()),
             otel.kind = "client",
             gen_ai.operation.name = operation,
             gen_ai.provider.name = "ollama",
-            gen_ai.request.model = ?model,
+            gen_ai.request.model = %model.escape_debug(),
             server.address = server,
             gen_ai.usage.input_tokens = tracing::field::Empty,
             gen_ai.usage.output_tokens = tracing::field::Empty,
             gen_ai.response.finish_reasons = tracing::field::Empty,
             error.type = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
         Meter {
             labels,
@@ -176,6 +177,7 @@ impl Meter {
         if let Some(e) = error {
             labels.push(Label::new("error.type", e.to_string()));
             self.span.record("error.type", e);
+            self.span.record("otel.status_code", "ERROR");
         }
         histogram!(OPERATION_DURATION, labels.clone()).record(self.start.elapsed().as_secs_f64());
         if self.stream {
@@ -196,10 +198,14 @@ impl Meter {
                 l.push(Label::new("gen_ai.token.type", kind));
                 histogram!(TOKEN_USAGE, l).record(n as f64);
             }
+            // As i64: tracing-opentelemetry turns a u64 into a string
+            // attribute (the conventions want an int).
             if let Some(n) = u.input {
+                let n = i64::try_from(n).unwrap_or(i64::MAX);
                 self.span.record("gen_ai.usage.input_tokens", n);
             }
             if let Some(n) = u.output {
+                let n = i64::try_from(n).unwrap_or(i64::MAX);
                 self.span.record("gen_ai.usage.output_tokens", n);
             }
             if let Some(r) = u.finish_reason {

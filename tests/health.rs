@@ -331,7 +331,8 @@ async fn a_request_that_cannot_reach_ollama_names_the_address_and_the_setting() 
 
 #[tokio::test]
 async fn help_names_every_setting_and_version_prints_the_version() {
-    // The README's table is what the proxy reads (app.rs), and RUST_LOG.
+    // The README's table is what the proxy reads (app.rs), and what main.rs
+    // reads: RUST_LOG and OTEL_EXPORTER_OTLP_ENDPOINT.
     let documented = readme_settings();
     let app_rs = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -342,7 +343,7 @@ async fn help_names_every_setting_and_version_prints_the_version() {
         .split('"')
         .filter(|w| w.len() > 3 && w.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
         .map(str::to_string)
-        .chain(["RUST_LOG".to_string()])
+        .chain(["RUST_LOG", "OTEL_EXPORTER_OTLP_ENDPOINT"].map(String::from))
         .collect();
     read.sort();
     read.dedup();

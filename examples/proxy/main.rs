@@ -6,8 +6,19 @@
 //! ```
 //!
 //! Configuration comes from the environment; see `README.md` or `--help`.
+//! Built with `--features otlp`, it exports its spans over OTLP/HTTP when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
 mod app;
+#[cfg(feature = "otlp")]
+mod otlp;
+
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::Layer as _;
+
+/// Where spans go over OTLP/HTTP (`{endpoint}/v1/traces`), with `--features otlp`.
+const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 const USAGE: &str = "usage: ollama-translate [--help | --version | --healthcheck]";
 
@@ -47,6 +58,9 @@ Settings (environment variables, default in brackets):
   SHUTDOWN_DRAIN_SECS    on SIGTERM, keep accepting with /readyz at 503 this long [0]
   SHUTDOWN_GRACE_SECS    then let in-flight streams finish this long [30]
   RUST_LOG               log filter [info]
+  OTEL_EXPORTER_OTLP_ENDPOINT
+                         export spans over OTLP/HTTP to <endpoint>/v1/traces, e.g.
+                         http://127.0.0.1:4318; needs a build with --features otlp [none]
 
 An invalid setting stops the proxy (exit status 2) with a message naming it.
 ";
@@ -99,10 +113,29 @@ async fn main() {
         },
         _ => tracing_subscriber::EnvFilter::new("info"),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .init();
+        .with_filter(filter);
+    let otlp_endpoint = std::env::var(OTLP_ENDPOINT).ok();
+    #[cfg(feature = "otlp")]
+    let (export, tracer_provider) = match otlp::layer(otlp_endpoint.as_deref()) {
+        Ok(Some((layer, provider))) => (Some(layer), Some(provider)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            eprintln!("ollama-translate: configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
+    #[cfg(not(feature = "otlp"))]
+    let export: Option<tracing_subscriber::layer::Identity> = None;
+    tracing_subscriber::registry().with(log).with(export).init();
+    #[cfg(not(feature = "otlp"))]
+    if otlp_endpoint.is_some_and(|e| !e.trim().is_empty()) {
+        tracing::warn!(
+            "{OTLP_ENDPOINT} is set, but this binary was built without `--features otlp`: \
+             no spans are exported"
+        );
+    }
 
     let mut settings = match app::Settings::from_env(|k| std::env::var(k).ok()) {
         Ok(s) => s,
@@ -124,7 +157,12 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = app::serve(listener, settings, app::shutdown_signal()).await {
+    let served = app::serve(listener, settings, app::shutdown_signal()).await;
+    #[cfg(feature = "otlp")]
+    if let Some(provider) = tracer_provider {
+        otlp::shutdown(provider).await;
+    }
+    if let Err(e) = served {
         eprintln!("ollama-translate: {e}");
         std::process::exit(1);
     }

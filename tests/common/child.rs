@@ -20,7 +20,7 @@ pub struct ProxyChild {
     pub pid: u32,
     /// Every line the proxy logged so far.
     pub log: Arc<Mutex<Vec<String>>>,
-    _child: Child,
+    child: Child,
 }
 
 impl ProxyChild {
@@ -65,7 +65,7 @@ impl ProxyChild {
             url,
             pid,
             log,
-            _child: child,
+            child,
         })
     }
 
@@ -81,6 +81,20 @@ impl ProxyChild {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+    }
+
+    /// Stops the proxy as `docker stop` would (SIGTERM, through `kill`)
+    /// and waits up to `timeout` for it to exit; its exit status.
+    pub async fn terminate(&mut self, timeout: std::time::Duration) -> std::process::ExitStatus {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {}", self.pid);
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the proxy exits within {timeout:?} of SIGTERM"))
+            .expect("wait for the proxy")
     }
 
     /// Resident memory, KiB.
