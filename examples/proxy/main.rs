@@ -35,7 +35,8 @@ usage: ollama-translate [--help | --version | --healthcheck]
 
 Health endpoints (no API key needed): /livez (and /healthz) 200 while the process
 serves; /readyz 200 when Ollama answered the last probe, 503 otherwise and from
-the start of a shutdown.
+the start of a shutdown. GET /metrics: Prometheus metrics (needs PROXY_API_KEY
+when one is set).
 
 Settings (environment variables, default in brackets):
   OLLAMA_BASE_URL        where Ollama is [http://localhost:11434]
