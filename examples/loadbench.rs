@@ -9,7 +9,9 @@
 //! Three processes: this one (the load generator), a fake Ollama (this same
 //! binary re-run with `--fake`) and the proxy (`proxy` next to this binary,
 //! started with `LISTEN_ADDR=127.0.0.1:0`). The proxy's CPU time and resident
-//! memory are its own, read from `/proc/<pid>/stat` and `/proc/<pid>/status`.
+//! memory are its own, read from `/proc/<pid>/stat` and `/proc/<pid>/status`;
+//! its write system calls (`/proc/<pid>/io`) and context switches (every
+//! thread's `/proc/<pid>/task/*/status`) are reported per streamed token.
 //!
 //! Every scenario runs twice, back to back: straight to the fake ("direct")
 //! and through the proxy. The fake answers every `/api/chat` with 256 token
@@ -351,6 +353,38 @@ fn cpu_seconds(pid: u32) -> (f64, f64) {
     ((user + sys) as f64 / hz, sys as f64 / hz)
 }
 
+/// Write system calls (`syscw` of `/proc/<pid>/io`: `write`/`writev`; a
+/// socket's `recv` does not count in `syscr`, so reads are not reported) and
+/// context switches (voluntary + involuntary, summed over every thread in
+/// `/proc/<pid>/task`) of a process so far.
+#[derive(Clone, Copy, Default)]
+struct Calls {
+    writes: u64,
+    switches: u64,
+}
+
+fn calls(pid: u32) -> Calls {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let field = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let mut switches = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            switches += field(&status, "voluntary_ctxt_switches:")
+                + field(&status, "nonvoluntary_ctxt_switches:");
+        }
+    }
+    Calls {
+        writes: field(&io, "syscw:"),
+        switches,
+    }
+}
+
 fn clock_ticks() -> f64 {
     // USER_HZ; 100 on every Linux this runs on (getconf CLK_TCK).
     Command::new("getconf")
@@ -414,6 +448,8 @@ struct Outcome {
     proxy_cpu: f64,
     /// The kernel's share of `proxy_cpu` (socket reads and writes).
     proxy_sys: f64,
+    /// The proxy's system calls and context switches during the run.
+    proxy_calls: Calls,
     bytes: u64,
 }
 
@@ -475,6 +511,7 @@ async fn worker(
 async fn run_scenario(s: &Scenario, addr: SocketAddr, proxy_pid: u32, secs: f64) -> Outcome {
     let body = Bytes::from_static(s.body.as_bytes());
     let cpu0 = cpu_seconds(proxy_pid);
+    let calls0 = calls(proxy_pid);
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs_f64(secs);
     let mut set = tokio::task::JoinSet::new();
@@ -490,13 +527,26 @@ async fn run_scenario(s: &Scenario, addr: SocketAddr, proxy_pid: u32, secs: f64)
     }
     let elapsed = t0.elapsed();
     let cpu1 = cpu_seconds(proxy_pid);
+    let calls1 = calls(proxy_pid);
     Outcome {
         samples,
         elapsed,
         proxy_cpu: cpu1.0 - cpu0.0,
         proxy_sys: cpu1.1 - cpu0.1,
+        proxy_calls: Calls {
+            writes: calls1.writes - calls0.writes,
+            switches: calls1.switches - calls0.switches,
+        },
         bytes,
     }
+}
+
+/// `count` per streamed token of `requests` answers, for proxied rows.
+fn per_token(is_proxy: bool, count: u64, requests: usize) -> String {
+    if !is_proxy {
+        return "—".to_string();
+    }
+    format!("{:.2}", count as f64 / (requests * TOKENS).max(1) as f64)
 }
 
 fn pct(v: &mut [Duration], p: usize) -> Duration {
@@ -851,8 +901,8 @@ fn orchestrate() {
         .filter(|(d, _)| d.name.contains(only.as_str()))
         .collect();
     let mut table = String::new();
-    table.push_str("| scenario | via | requests | tokens/s | vs direct | TTFB p50 ms | TTFB p99 ms | added TTFB p50 ms | latency p50 ms | latency p99 ms | proxy CPU µs/token | proxy CPU µs/request | kernel share |\n");
-    table.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    table.push_str("| scenario | via | requests | tokens/s | vs direct | TTFB p50 ms | TTFB p99 ms | added TTFB p50 ms | latency p50 ms | latency p99 ms | proxy CPU µs/token | proxy CPU µs/request | kernel share | proxy writes/token | proxy switches/token |\n");
+    table.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     rt.block_on(async {
         // Warm up: connections, allocator, page cache.
         if let Some((d, p)) = pairs.first() {
@@ -874,7 +924,7 @@ fn orchestrate() {
                 let is_proxy = s.via != "direct";
                 let dash = || "—".to_string();
                 table.push_str(&format!(
-                    "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                     s.name,
                     s.via,
                     n,
@@ -908,6 +958,8 @@ fn orchestrate() {
                     } else {
                         dash()
                     },
+                    per_token(is_proxy, o.proxy_calls.writes, n),
+                    per_token(is_proxy, o.proxy_calls.switches, n),
                 ));
                 let _ = (s.stream, o.bytes);
             }
