@@ -1,6 +1,6 @@
 # ollama-translate: the proxy (examples/proxy) in a small image.
 #
-#   docker build -t ollama-translate .
+#   docker build -t ollama-translate .                       # add --build-arg FEATURES=otlp for OTLP traces
 #   docker run --rm -p 127.0.0.1:4000:4000 -e OLLAMA_BASE_URL=http://host.docker.internal:11434 ollama-translate
 #
 # Not built in this project's CI (no container engine there); tests/packaging.rs
@@ -9,6 +9,8 @@
 # --- build ---------------------------------------------------------------
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
+# Cargo features of the proxy, e.g. `otlp` (OTLP/HTTP trace export).
+ARG FEATURES=""
 
 # Dependencies first, in their own layer: a stub crate with the same
 # manifest and lockfile builds them, and stays cached until those change.
@@ -17,7 +19,7 @@ RUN mkdir -p src examples/proxy benches \
  && echo '' > src/lib.rs \
  && echo 'fn main() {}' > examples/proxy/main.rs \
  && echo 'fn main() {}' > benches/translate.rs \
- && cargo build --release --locked --example proxy \
+ && cargo build --release --locked --example proxy ${FEATURES:+--features "$FEATURES"} \
  && rm -rf src examples benches
 
 # Then the crate itself.
@@ -25,7 +27,7 @@ COPY src ./src
 COPY examples ./examples
 COPY benches ./benches
 RUN touch src/lib.rs examples/proxy/main.rs \
- && cargo build --release --locked --example proxy \
+ && cargo build --release --locked --example proxy ${FEATURES:+--features "$FEATURES"} \
  && cp target/release/examples/proxy /ollama-translate
 
 # --- run -----------------------------------------------------------------

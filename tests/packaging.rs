@@ -78,6 +78,15 @@ fn the_dockerfile_names_what_exists() {
     assert!(dockerfile.contains("\"--healthcheck\""));
     assert!(read("examples/proxy/main.rs").contains("\"--healthcheck\""));
     assert!(dockerfile.contains("STOPSIGNAL SIGTERM"));
+    // The feature it offers as a build argument exists.
+    assert!(dockerfile.contains("FEATURES=otlp"));
+    let manifest = read("Cargo.toml");
+    assert!(
+        manifest
+            .lines()
+            .any(|l| l.trim_start().starts_with("otlp = [")),
+        "an `otlp` feature"
+    );
     // The build context leaves the build directory out.
     assert!(read(".dockerignore").lines().any(|l| l.trim() == "target"));
 }
