@@ -583,10 +583,7 @@ pub async fn serve(
     let svc = Health {
         inner: svc,
         readiness: readiness.clone(),
-    };
-    let svc = MetricsRoute {
-        inner: svc,
-        handle: metrics_handle(),
+        metrics: metrics_handle(),
         key: settings.metrics_key.clone(),
     };
 
@@ -694,16 +691,28 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// Answers `GET /metrics` (Prometheus text format) itself; with an API key
-/// configured, only to requests that carry it.
+/// Equal bytes, compared without stopping at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Answers the proxy's own paths itself; everything else goes on.
+///
+/// * `/livez` (and its older name `/healthz`): 200 while the process serves;
+///   no key needed, never asks Ollama.
+/// * `/readyz`: 200 when Ollama answered the last probe, 503 with the
+///   reason otherwise, and 503 from the moment a shutdown starts; no key.
+/// * `GET /metrics`: Prometheus' text format; with an API key configured,
+///   only to requests that carry it.
 #[derive(Clone)]
-pub struct MetricsRoute<S> {
+pub struct Health<S> {
     inner: S,
-    handle: Option<PrometheusHandle>,
+    readiness: Readiness,
+    metrics: Option<PrometheusHandle>,
     key: Option<String>,
 }
 
-impl<S> MetricsRoute<S> {
+impl<S> Health<S> {
     fn authorized(&self, req: &Request<Incoming>) -> bool {
         let Some(key) = &self.key else {
             return true;
@@ -722,70 +731,25 @@ impl<S> MetricsRoute<S> {
             .flatten()
             .any(|given| same(given.trim().as_bytes(), key.as_bytes()))
     }
-}
 
-/// Equal bytes, compared without stopping at the first difference.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-impl<S> tower::Service<Request<Incoming>> for MetricsRoute<S>
-where
-    S: tower::Service<Request<Incoming>, Response = Response<ProxyBody>, Error = BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<ProxyBody>;
-    type Error = BoxError;
-    type Future =
-        std::pin::Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, BoxError>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        if req.uri().path() != "/metrics" || req.method() != http::Method::GET {
-            return Box::pin(self.inner.call(req));
+    /// The answer to `GET /metrics`.
+    fn metrics(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+        if !self.authorized(req) {
+            let body = serde_json::json!({"error": "missing or invalid API key"});
+            return json_response(StatusCode::UNAUTHORIZED, body.to_string());
         }
-        let (status, content_type, body) = match (&self.handle, self.authorized(&req)) {
-            (_, false) => (
-                StatusCode::UNAUTHORIZED,
-                "application/json",
-                serde_json::json!({"error": "missing or invalid API key"}).to_string(),
-            ),
-            (None, true) => (
-                StatusCode::NOT_FOUND,
-                "application/json",
-                serde_json::json!({"error": "metrics are off: another recorder is installed"})
-                    .to_string(),
-            ),
-            (Some(h), true) => (StatusCode::OK, "text/plain; version=0.0.4", h.render()),
+        let Some(handle) = &self.metrics else {
+            let body =
+                serde_json::json!({"error": "metrics are off: another recorder is installed"});
+            return json_response(StatusCode::NOT_FOUND, body.to_string());
         };
-        let mut res = Response::new(
-            Full::new(Bytes::from(body))
-                .map_err(|e| match e {})
-                .boxed_unsync(),
+        let mut res = json_response(StatusCode::OK, handle.render());
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
         );
-        *res.status_mut() = status;
-        res.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        Box::pin(async move { Ok(res) })
+        res
     }
-}
-
-/// Answers the health endpoints itself (no key needed, and `/livez` and
-/// `/healthz` never ask Ollama); everything else goes on.
-///
-/// * `/livez` (and its older name `/healthz`): 200 while the process serves.
-/// * `/readyz`: 200 when Ollama answered the last probe, 503 with the
-///   reason otherwise, and 503 from the moment a shutdown starts.
-#[derive(Clone)]
-pub struct Health<S> {
-    inner: S,
-    readiness: Readiness,
 }
 
 impl<S, B> tower::Service<Request<Incoming>> for Health<S>
@@ -815,6 +779,10 @@ where
             }
             "/readyz" => {
                 let res = self.readiness.response();
+                return Box::pin(async move { Ok(res) });
+            }
+            "/metrics" if req.method() == http::Method::GET => {
+                let res = self.metrics(&req);
                 return Box::pin(async move { Ok(res) });
             }
             _ => {}
