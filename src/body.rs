@@ -504,6 +504,14 @@ impl<B> RequestBody<B> {
             },
         }
     }
+
+    /// The whole body, when it is held in memory and not yet read.
+    pub(crate) fn whole(&self) -> Option<Bytes> {
+        match &self.inner {
+            ReqInner::Rewritten { data } => Some(data.clone().unwrap_or_default()),
+            ReqInner::Original { .. } => None,
+        }
+    }
 }
 
 impl<B> Body for RequestBody<B>

@@ -118,6 +118,7 @@ mod future;
 mod json;
 mod layer;
 mod ollama;
+pub mod pool;
 mod service;
 mod signing;
 pub mod telemetry;
@@ -131,6 +132,7 @@ pub use self::{
     error::BoxError,
     future::ResponseFuture,
     layer::OllamaTranslateLayer,
+    pool::Pool,
     service::OllamaTranslate,
     timer::{Sleep, Timer},
 };

@@ -27,6 +27,18 @@ pub const STREAMS_IN_FLIGHT: &str = "ollama_translate.streams_in_flight";
 /// Calls to Ollama that failed, by `error_type`.
 pub const UPSTREAM_ERRORS: &str = "ollama_translate.upstream_errors";
 
+/// Requests a [`Pool`](crate::Pool) sent to a host, by `server.address`
+/// (the host's name) and `affinity`: `none` (no conversation), `new` (its
+/// first turn here), `kept` (its host again) or `moved` (its host could
+/// not take it).
+pub const POOL_REQUESTS: &str = "ollama_translate.pool.requests";
+/// Requests a pool tried again on another host, by `reason`:
+/// `unreachable`, `busy` (a 503) or `model_missing` (a 404).
+pub const POOL_FAILOVERS: &str = "ollama_translate.pool.failovers";
+/// 1 while a pool's host answers, 0 while it does not, by
+/// `server.address`.
+pub const POOL_HOST_UP: &str = "ollama_translate.pool.host_up";
+
 /// Advised boundaries for token counts.
 pub const TOKEN_BUCKETS: &[f64] = &[
     1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
@@ -90,6 +102,25 @@ fn model_label(model: &str) -> SharedString {
 pub(crate) fn answered(dialect: &'static str, status: http::StatusCode) {
     describe();
     counter!(REQUESTS, "dialect" => dialect, "status" => status.as_str().to_string()).increment(1);
+}
+
+/// A pool sent a request to `host`.
+pub(crate) fn pool_routed(host: &str, affinity: &'static str) {
+    describe();
+    counter!(POOL_REQUESTS, "server.address" => host.to_string(), "affinity" => affinity)
+        .increment(1);
+}
+
+/// A pool tries another host.
+pub(crate) fn pool_failover(reason: &'static str) {
+    describe();
+    counter!(POOL_FAILOVERS, "reason" => reason).increment(1);
+}
+
+/// Whether a pool's host answers.
+pub(crate) fn pool_host_up(host: &str, up: bool) {
+    describe();
+    gauge!(POOL_HOST_UP, "server.address" => host.to_string()).set(if up { 1.0 } else { 0.0 });
 }
 
 /// One failed call to Ollama.

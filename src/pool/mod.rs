@@ -1,0 +1,706 @@
+//! [`Pool`]: several Ollama hosts behind one service that speaks Ollama's
+//! native API.
+
+mod attempt;
+mod body;
+mod maintain;
+mod route;
+mod state;
+
+pub use self::attempt::{Attempt, AttemptFuture, Failover};
+pub use self::body::PoolBody;
+pub use self::maintain::Maintain;
+
+use self::attempt::Routing;
+use self::body::UntilEos;
+use self::route::Kind;
+use self::state::{choose, Choice, Health, HostState, Sessions, Want};
+use crate::body::RequestBody;
+use crate::error::BoxError;
+use crate::telemetry;
+use crate::timer::{Sleep, Timer};
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::combinators::Collect;
+use http_body_util::{BodyExt, Limited};
+use pin_project_lite::pin_project;
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
+use tower::load::{Load, PendingRequests};
+use tower::retry::Retry;
+use tower_service::Service;
+
+/// The most hosts a pool holds.
+pub const MAX_HOSTS: usize = 64;
+
+/// Several Ollama hosts as one service that speaks Ollama's native API.
+///
+/// Wrap it in [`OllamaTranslateLayer`](crate::OllamaTranslateLayer) exactly
+/// as one host's client. Each host is a service the caller supplies (a
+/// hyper-util client pointed at that host, say); the pool opens no sockets
+/// and reads no environment. For each request that needs a model
+/// (`/api/chat`, `/api/generate`, `/api/embed`, `/api/embeddings`,
+/// `/api/show`) it reads the body (up to
+/// [`max_body_bytes`](PoolBuilder::max_body_bytes)) and chooses, in order:
+///
+/// 1. hosts that have the model (their `/api/tags`); a model no host has
+///    is Ollama's 404, naming it;
+/// 2. hosts that are up, before those cooling down after a 503 and those
+///    whose connection failed;
+/// 3. the host that served the conversation's earlier turns (a session
+///    header, or the model, system prompt and first user message), so
+///    Ollama's prompt cache is hit;
+/// 4. hosts where the model is loaded (their `/api/ps`, and every model they
+///    answered since);
+/// 5. the fewest requests in flight through this pool (a stream counts
+///    until its body ends), ties taken in turns.
+///
+/// A refused or dropped connection, a 503 and a 404 for a model the host
+/// listed are tried again on the next host, before anything reaches the
+/// client ([`Failover`], a [`tower::retry::Policy`]). `GET /api/tags` and
+/// `GET /api/ps` list every reachable host's models once. Every other
+/// request goes to the least busy host, its body passed on as it comes.
+///
+/// The pool learns what the hosts have from [`Pool::maintain`], a future
+/// the caller spawns.
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use http_body_util::{BodyExt, Full};
+/// use ollama_translate::{Pool, RequestBody, Sleep};
+/// use std::time::Duration;
+/// use tower::{service_fn, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), ollama_translate::BoxError> {
+/// // Two stand-ins for Ollama hosts, each with one model.
+/// let host = |model: &'static str| {
+///     service_fn(move |req: Request<RequestBody<Full<Bytes>>>| async move {
+///         let body = match req.uri().path() {
+///             "/api/tags" => format!(r#"{{"models":[{{"name":"{model}"}}]}}"#),
+///             "/api/ps" => r#"{"models":[]}"#.to_string(),
+///             _ => format!(r#"{{"answered_by":"{model} host"}}"#),
+///         };
+///         Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(body))))
+///     })
+/// };
+/// let timer = |d: Duration| -> Sleep { Box::pin(tokio::time::sleep(d)) };
+/// let pool = Pool::builder(timer).build([("a", host("qwen3:latest")), ("b", host("llama3:latest"))])?;
+/// tokio::spawn(pool.maintain::<Full<Bytes>, _>());
+/// # while pool.hosts().iter().any(|h| !h.healthy) { tokio::task::yield_now().await; }
+///
+/// let chat = Request::post("/api/chat").body(RequestBody::original(Full::new(Bytes::from(
+///     r#"{"model":"llama3","messages":[{"role":"user","content":"Hi"}]}"#,
+/// ))))?;
+/// let res = pool.clone().oneshot(chat).await?;
+/// let body = res.into_body().collect().await?.to_bytes();
+/// assert_eq!(body, r#"{"answered_by":"llama3:latest host"}"#);
+///
+/// let tags = Request::get("/api/tags").body(RequestBody::original(Full::new(Bytes::new())))?;
+/// let res = pool.oneshot(tags).await?;
+/// let body = res.into_body().collect().await?.to_bytes();
+/// assert_eq!(body, r#"{"models":[{"name":"qwen3:latest"},{"name":"llama3:latest"}]}"#);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// See the [crate docs](crate) for more details.
+pub struct Pool<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for Pool<S> {
+    fn clone(&self) -> Self {
+        Pool {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for Pool<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("hosts", &self.shared.names)
+            .field("settings", &self.shared.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Pool`]; [`Pool::builder`] makes one.
+pub struct PoolBuilder {
+    timer: Arc<dyn Timer>,
+    settings: Settings,
+}
+
+impl fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    refresh: Duration,
+    probe_timeout: Duration,
+    busy_cooldown: Duration,
+    sessions: usize,
+    session_ttl: Duration,
+    max_body_bytes: usize,
+    body_timeout: Duration,
+}
+
+impl PoolBuilder {
+    /// How often [`Pool::maintain`] asks every host for its models (default
+    /// 10 s). It also asks at once after a host fails or loses a model, at
+    /// most four times a second.
+    pub fn refresh_every(mut self, period: Duration) -> Self {
+        self.settings.refresh = period;
+        self
+    }
+
+    /// How long a host may take to answer one of those questions before it
+    /// counts as down (default 5 s).
+    pub fn probe_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.probe_timeout = timeout;
+        self
+    }
+
+    /// How long a host that answered 503 (its queue is full) is avoided
+    /// while other hosts can serve (default 2 s).
+    pub fn busy_cooldown(mut self, cooldown: Duration) -> Self {
+        self.settings.busy_cooldown = cooldown;
+        self
+    }
+
+    /// How many conversations are remembered (default 10 000, the least
+    /// recently used forgotten first; 0 turns stickiness off), and for how
+    /// long after their last turn (default 10 minutes).
+    pub fn sessions(mut self, capacity: usize, ttl: Duration) -> Self {
+        self.settings.sessions = capacity;
+        self.settings.session_ttl = ttl;
+        self
+    }
+
+    /// The largest request body read to find its model (default 32 MiB);
+    /// a larger one is a 413.
+    pub fn max_body_bytes(mut self, limit: usize) -> Self {
+        self.settings.max_body_bytes = limit;
+        self
+    }
+
+    /// How long reading that body may take (default 30 s); past it, a 408.
+    pub fn body_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.body_timeout = timeout;
+        self
+    }
+
+    /// The pool of `hosts`, each a name (for logs and metrics, say its base
+    /// URL) and the service that reaches it. At least one host, at most
+    /// [`MAX_HOSTS`].
+    pub fn build<S, N>(self, hosts: impl IntoIterator<Item = (N, S)>) -> Result<Pool<S>, BoxError>
+    where
+        N: Into<String>,
+    {
+        let (names, services): (Vec<Arc<str>>, Vec<_>) = hosts
+            .into_iter()
+            .map(|(name, svc)| {
+                let name: String = name.into();
+                (name.into(), Mutex::new(PendingRequests::new(svc, UntilEos)))
+            })
+            .unzip();
+        if names.is_empty() || names.len() > MAX_HOSTS {
+            return Err(format!("a pool needs 1 to {MAX_HOSTS} hosts, not {}", names.len()).into());
+        }
+        let hosts = names.iter().map(|_| HostState::new()).collect();
+        let fleet = Fleet {
+            hosts,
+            sessions: Sessions::new(self.settings.sessions, self.settings.session_ttl),
+        };
+        Ok(Pool {
+            shared: Arc::new(Shared {
+                names: names.into(),
+                services: services.into(),
+                fleet: Mutex::new(fleet),
+                turn: AtomicUsize::new(0),
+                settings: self.settings,
+                timer: self.timer,
+                wake: Wake::default(),
+            }),
+        })
+    }
+}
+
+/// One host as [`Pool::hosts`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HostStatus {
+    /// The name it was given.
+    pub name: String,
+    /// Whether it answered its last probe or request (and is not cooling
+    /// down after a 503).
+    pub healthy: bool,
+    /// Its models (canonical names), once it has listed them.
+    pub models: Option<Vec<String>>,
+    /// The models it has loaded, as far as the pool knows.
+    pub loaded: Vec<String>,
+}
+
+impl Pool<()> {
+    /// A builder; `timer` gives the pool its clock and sleeps.
+    pub fn builder(timer: impl Timer) -> PoolBuilder {
+        PoolBuilder {
+            timer: Arc::new(timer),
+            settings: Settings {
+                refresh: Duration::from_secs(10),
+                probe_timeout: Duration::from_secs(5),
+                busy_cooldown: Duration::from_secs(2),
+                sessions: 10_000,
+                session_ttl: Duration::from_secs(600),
+                max_body_bytes: 32 * 1024 * 1024,
+                body_timeout: Duration::from_secs(30),
+            },
+        }
+    }
+}
+
+impl<S> Pool<S> {
+    /// Each host's state, in the order given.
+    pub fn hosts(&self) -> Vec<HostStatus> {
+        let now = self.shared.timer.now();
+        let fleet = self.shared.lock_fleet();
+        fleet
+            .hosts
+            .iter()
+            .zip(self.shared.names.iter())
+            .map(|(h, name)| {
+                let mut loaded: Vec<String> = h.loaded.iter().cloned().collect();
+                loaded.sort();
+                HostStatus {
+                    name: name.to_string(),
+                    healthy: h.healthy(now),
+                    models: h
+                        .models
+                        .as_ref()
+                        .map(|list| list.iter().map(|(n, _)| n.clone()).collect()),
+                    loaded,
+                }
+            })
+            .collect()
+    }
+}
+
+/// The hosts' state and the conversations, behind one lock.
+struct Fleet {
+    hosts: Vec<HostState>,
+    sessions: Sessions,
+}
+
+/// What every clone of a pool shares.
+pub(crate) struct Shared<S> {
+    names: Box<[Arc<str>]>,
+    /// Each host's service, counting its requests in flight.
+    services: Box<[Mutex<PendingRequests<S, UntilEos>>]>,
+    /// Locked before a service, never while one is held.
+    fleet: Mutex<Fleet>,
+    /// Where ties start.
+    turn: AtomicUsize,
+    settings: Settings,
+    timer: Arc<dyn Timer>,
+    /// Asks [`Pool::maintain`] to look again.
+    wake: Wake,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<S> Shared<S> {
+    fn lock_fleet(&self) -> MutexGuard<'_, Fleet> {
+        lock(&self.fleet)
+    }
+
+    /// Chooses a host for `want` among those not `tried`, and pins the
+    /// conversation to it.
+    fn pick(&self, want: &Want, tried: u64) -> Choice {
+        let now = self.timer.now();
+        let mut fleet = self.lock_fleet();
+        let pinned = want.session.and_then(|k| fleet.sessions.get(k, now));
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let choice = choose(&fleet.hosts, want, tried, now, pinned, turn, |i| {
+            lock(&self.services[i]).load()
+        });
+        if let Choice::Host(i) = choice {
+            if let Some(key) = want.session {
+                fleet.sessions.set(key, i, now);
+            }
+            let affinity = match pinned {
+                None if want.session.is_none() => "none",
+                None => "new",
+                Some(p) if p == i => "kept",
+                Some(_) => "moved",
+            };
+            telemetry::pool_routed(&self.names[i], affinity);
+        }
+        choice
+    }
+
+    /// Whether another host is left to try.
+    fn can_pick(&self, want: &Want, tried: u64) -> bool {
+        let now = self.timer.now();
+        let fleet = self.lock_fleet();
+        matches!(
+            choose(&fleet.hosts, want, tried, now, None, 0, |_| 0),
+            Choice::Host(_)
+        )
+    }
+
+    /// Calls `host` once it is ready.
+    #[allow(clippy::type_complexity)]
+    fn call<B, R>(
+        &self,
+        host: usize,
+        cx: &mut Context<'_>,
+        req: &mut Option<Request<RequestBody<B>>>,
+    ) -> Poll<
+        Result<
+            tower::load::completion::TrackCompletionFuture<
+                S::Future,
+                UntilEos,
+                tower::load::pending_requests::Handle,
+            >,
+            S::Error,
+        >,
+    >
+    where
+        S: Service<Request<RequestBody<B>>, Response = Response<R>>,
+        R: Body,
+    {
+        let mut svc = lock(&self.services[host]);
+        ready!(svc.poll_ready(cx))?;
+        match req.take() {
+            Some(req) => Poll::Ready(Ok(svc.call(req))),
+            None => Poll::Pending,
+        }
+    }
+
+    fn update(&self, host: usize, f: impl FnOnce(&mut HostState)) {
+        let mut fleet = self.lock_fleet();
+        if let Some(h) = fleet.hosts.get_mut(host) {
+            f(h);
+        }
+    }
+
+    /// `host` could not be reached.
+    fn failed(&self, host: usize, why: &'static str) {
+        tracing::warn!(host = %self.names[host], why, "Ollama host failed; avoiding it until it answers a probe");
+        self.update(host, |h| h.health = Health::Down);
+        telemetry::pool_host_up(&self.names[host], false);
+        self.wake.wake();
+    }
+
+    /// `host` answered 503: its queue is full.
+    fn busy(&self, host: usize) {
+        let until = self.timer.now() + self.settings.busy_cooldown;
+        tracing::debug!(host = %self.names[host], "Ollama host is busy (503)");
+        self.update(host, |h| h.health = Health::Busy { until });
+    }
+
+    /// `host` answered 404 for `model`.
+    fn lacks(&self, host: usize, model: &str) {
+        tracing::debug!(host = %self.names[host], model, "Ollama host does not have the model");
+        self.update(host, |h| h.forget(model));
+        self.wake.wake();
+    }
+
+    /// `host` answered, and has `loaded` loaded now.
+    fn answered(&self, host: usize, loaded: Option<&str>) {
+        self.update(host, |h| {
+            if matches!(h.health, Health::Down | Health::Unknown) {
+                h.health = Health::Up;
+            }
+            if let Some(model) = loaded {
+                if !h.loaded.contains(model) {
+                    h.loaded.insert(model.to_string());
+                }
+            }
+        });
+    }
+
+    /// `GET /api/tags` or `GET /api/ps` for every host that is not down and
+    /// has listed its models, each model once (the first host's entry);
+    /// `None` before any host has.
+    fn union(&self, kind: Kind) -> Option<Bytes> {
+        let fleet = self.lock_fleet();
+        let mut seen = HashSet::new();
+        let mut out = String::from(r#"{"models":["#);
+        let mut any = false;
+        for h in &fleet.hosts {
+            let Some(models) = &h.models else { continue };
+            if h.health == Health::Down {
+                continue;
+            }
+            any = true;
+            let entries = if kind == Kind::Tags {
+                models
+            } else {
+                &h.running
+            };
+            for (name, raw) in entries {
+                if seen.insert(name.as_str()) {
+                    if seen.len() > 1 {
+                        out.push(',');
+                    }
+                    out.push_str(raw.get());
+                }
+            }
+        }
+        out.push_str("]}");
+        any.then(|| Bytes::from(out))
+    }
+}
+
+/// A JSON error in Ollama's shape, `{"error": message}`.
+pub(crate) fn ollama_error<R>(status: StatusCode, message: &str) -> Response<PoolBody<R>> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    json(status, Bytes::from(body))
+}
+
+fn json<R>(status: StatusCode, body: Bytes) -> Response<PoolBody<R>> {
+    let mut res = Response::new(PoolBody::full(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    res
+}
+
+/// A flag and a waker: wakes [`Pool::maintain`] early.
+#[derive(Default)]
+struct Wake {
+    asked: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Wake {
+    fn wake(&self) {
+        self.asked.store(true, Ordering::Release);
+        if let Some(w) = lock(&self.waker).take() {
+            w.wake();
+        }
+    }
+}
+
+type Req<B> = Request<RequestBody<B>>;
+
+impl<S, B, R> Service<Req<B>> for Pool<S>
+where
+    S: Service<Req<B>, Response = Response<R>>,
+    B: Body,
+    B::Error: Into<BoxError>,
+    R: Body,
+{
+    type Response = Response<PoolBody<R>>;
+    type Error = S::Error;
+    type Future = PoolFuture<S, B, R>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Hosts are chosen per request; each attempt waits for its host.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req<B>) -> Self::Future {
+        let kind = Kind::of(req.method(), req.uri().path());
+        if matches!(kind, Kind::Tags | Kind::Running) {
+            if let Some(all) = self.shared.union(kind) {
+                return PoolFuture::done(json(StatusCode::OK, all));
+            }
+        }
+        if !kind.reads_body() {
+            let (parts, body) = req.into_parts();
+            // An empty body can be sent again: the request can fail over.
+            let body = if body.is_end_stream() {
+                RequestBody::rewritten(Bytes::new())
+            } else {
+                body
+            };
+            return self.dispatch(Request::from_parts(parts, body), kind, Want::default());
+        }
+        if let Some(whole) = req.body().whole() {
+            let want = route::want(kind, req.headers(), &whole);
+            return self.dispatch(req, kind, want);
+        }
+        let (parts, body) = req.into_parts();
+        let sleep = self
+            .shared
+            .timer
+            .sleep_until(self.shared.timer.now() + self.shared.settings.body_timeout);
+        PoolFuture {
+            state: State::Reading {
+                collect: Limited::new(body, self.shared.settings.max_body_bytes).collect(),
+                sleep,
+                parts: Some(parts),
+                kind,
+                pool: self.clone(),
+            },
+        }
+    }
+}
+
+impl<S> Pool<S> {
+    fn dispatch<B, R>(&self, mut req: Req<B>, kind: Kind, want: Want) -> PoolFuture<S, B, R>
+    where
+        S: Service<Req<B>, Response = Response<R>>,
+        B: Body,
+        B::Error: Into<BoxError>,
+        R: Body,
+    {
+        req.extensions_mut().insert(Routing::new(kind, want));
+        let policy = Failover {
+            shared: self.shared.clone(),
+            left: self.shared.names.len() - 1,
+        };
+        let mut retry = Retry::new(
+            policy,
+            Attempt {
+                shared: self.shared.clone(),
+            },
+        );
+        PoolFuture {
+            state: State::Calling {
+                fut: retry.call(req),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// [`Pool`]'s response future.
+    pub struct PoolFuture<S, B, R>
+    where
+        S: Service<Req<B>, Response = Response<R>>,
+        B: Body,
+        B::Error: Into<BoxError>,
+        R: Body,
+    {
+        #[pin]
+        state: State<S, B, R>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B, R>
+    where
+        S: Service<Req<B>, Response = Response<R>>,
+        B: Body,
+        B::Error: Into<BoxError>,
+        R: Body,
+    {
+        Reading {
+            #[pin]
+            collect: Collect<Limited<RequestBody<B>>>,
+            sleep: Sleep,
+            parts: Option<http::request::Parts>,
+            kind: Kind,
+            pool: Pool<S>,
+        },
+        Calling {
+            #[pin]
+            fut: tower::retry::future::ResponseFuture<Failover<S>, Attempt<S>, Req<B>>,
+        },
+        Done { res: Option<Response<PoolBody<R>>> },
+    }
+}
+
+impl<S, B, R> PoolFuture<S, B, R>
+where
+    S: Service<Req<B>, Response = Response<R>>,
+    B: Body,
+    B::Error: Into<BoxError>,
+    R: Body,
+{
+    fn done(res: Response<PoolBody<R>>) -> Self {
+        PoolFuture {
+            state: State::Done { res: Some(res) },
+        }
+    }
+}
+
+impl<S, B, R> Future for PoolFuture<S, B, R>
+where
+    S: Service<Req<B>, Response = Response<R>>,
+    B: Body,
+    B::Error: Into<BoxError>,
+    R: Body,
+{
+    type Output = Result<Response<PoolBody<R>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Reading {
+                    collect,
+                    sleep,
+                    parts,
+                    kind,
+                    pool,
+                } => {
+                    let read = match collect.poll(cx) {
+                        Poll::Ready(read) => read,
+                        Poll::Pending => {
+                            ready!(sleep.as_mut().poll(cx));
+                            let limit = pool.shared.settings.body_timeout.as_secs();
+                            let message =
+                                format!("the request body did not arrive within {limit} s");
+                            let res = ollama_error(StatusCode::REQUEST_TIMEOUT, &message);
+                            this.state.set(State::Done { res: Some(res) });
+                            continue;
+                        }
+                    };
+                    let next = match (read, parts.take()) {
+                        (Ok(collected), Some(parts)) => {
+                            let whole = collected.to_bytes();
+                            let want = route::want(*kind, &parts.headers, &whole);
+                            let req = Request::from_parts(parts, RequestBody::rewritten(whole));
+                            pool.dispatch(req, *kind, want).state
+                        }
+                        (Err(e), _) => {
+                            let res = if e.is::<http_body_util::LengthLimitError>() {
+                                let limit = pool.shared.settings.max_body_bytes;
+                                let message =
+                                    format!("the request body is larger than {limit} bytes");
+                                ollama_error(StatusCode::PAYLOAD_TOO_LARGE, &message)
+                            } else {
+                                let message = format!("could not read the request body: {e}");
+                                ollama_error(StatusCode::BAD_REQUEST, &message)
+                            };
+                            State::Done { res: Some(res) }
+                        }
+                        (Ok(_), None) => State::Done { res: None },
+                    };
+                    this.state.set(next);
+                }
+                StateProj::Calling { fut } => return fut.poll(cx),
+                StateProj::Done { res } => {
+                    return match res.take() {
+                        Some(res) => Poll::Ready(Ok(res)),
+                        None => Poll::Pending,
+                    };
+                }
+            }
+        }
+    }
+}

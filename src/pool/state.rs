@@ -1,0 +1,427 @@
+//! What the pool knows about its hosts, and the choice it makes from it.
+
+use serde_json::value::RawValue;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+/// A model name as Ollama compares them: lower case, with `:latest` when
+/// the last path segment names no tag, without the default registry.
+pub(crate) fn canonical(name: &str) -> String {
+    let lower = name.trim().to_ascii_lowercase();
+    let lower = lower
+        .strip_prefix("registry.ollama.ai/library/")
+        .map(str::to_string)
+        .unwrap_or(lower);
+    let last = lower.rsplit('/').next().unwrap_or(&lower);
+    if last.contains(':') {
+        lower
+    } else {
+        format!("{lower}:latest")
+    }
+}
+
+/// Whether a host can be sent requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Health {
+    /// Not probed yet.
+    Unknown,
+    /// Answered its last probe or request.
+    Up,
+    /// Answered 503 (its queue is full): avoided until then.
+    Busy { until: Instant },
+    /// Refused or dropped a connection: avoided until a probe succeeds.
+    Down,
+}
+
+/// One entry of a host's `/api/tags` or `/api/ps`: its canonical name and
+/// the entry as Ollama wrote it.
+pub(crate) type Entry = (String, Box<RawValue>);
+
+/// One host's state.
+#[derive(Debug)]
+pub(crate) struct HostState {
+    pub(crate) health: Health,
+    /// `/api/tags`; `None` until it has answered.
+    pub(crate) models: Option<Vec<Entry>>,
+    /// `/api/ps`, as last read.
+    pub(crate) running: Vec<Entry>,
+    /// Canonical names of the models loaded: `/api/ps`, and every model
+    /// this host has answered a generation for since.
+    pub(crate) loaded: HashSet<String>,
+}
+
+impl HostState {
+    pub(crate) fn new() -> HostState {
+        HostState {
+            health: Health::Unknown,
+            models: None,
+            running: Vec::new(),
+            loaded: HashSet::new(),
+        }
+    }
+
+    /// 0: usable; 1: cooling down after a 503; 2: down.
+    fn tier(&self, now: Instant) -> u8 {
+        match self.health {
+            Health::Unknown | Health::Up => 0,
+            Health::Busy { until } if until <= now => 0,
+            Health::Busy { .. } => 1,
+            Health::Down => 2,
+        }
+    }
+
+    /// `Some(true)` if it lists `model`, `Some(false)` if it lists others,
+    /// `None` if its list is not known yet.
+    pub(crate) fn has(&self, model: &str) -> Option<bool> {
+        self.models
+            .as_ref()
+            .map(|list| list.iter().any(|(name, _)| name == model))
+    }
+
+    /// Whether the host is healthy: up, or past a 503's cool-down.
+    pub(crate) fn healthy(&self, now: Instant) -> bool {
+        self.health != Health::Unknown && self.tier(now) == 0
+    }
+
+    /// Forgets `model` (the host answered 404 for it).
+    pub(crate) fn forget(&mut self, model: &str) {
+        if let Some(list) = &mut self.models {
+            list.retain(|(name, _)| name != model);
+        }
+        self.loaded.remove(model);
+    }
+}
+
+/// What a request needs from a host.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Want {
+    /// The canonical model name, when the request names one.
+    pub(crate) model: Option<String>,
+    /// The conversation's key, for requests that continue one.
+    pub(crate) session: Option<u64>,
+}
+
+/// The outcome of a choice.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Choice {
+    /// Send it to this host.
+    Host(usize),
+    /// Every host's list is known and none has the model.
+    NoModel,
+    /// Hosts that may have it are all tried already or none is reachable.
+    NoHost,
+}
+
+/// Chooses a host for `want` among those not in `tried` (a bit per host).
+///
+/// In order: hosts that are up before those cooling down after a 503 and
+/// those down; hosts that list the model before those whose list is not
+/// known; the conversation's host; hosts with the model loaded; the fewest
+/// requests in flight (`load`); then by turns, starting at `turn`.
+pub(crate) fn choose<L: Ord>(
+    hosts: &[HostState],
+    want: &Want,
+    tried: u64,
+    now: Instant,
+    pinned: Option<usize>,
+    turn: usize,
+    load: impl Fn(usize) -> L,
+) -> Choice {
+    let n = hosts.len();
+    // The index, its rank, and its load (read only when the ranks tie).
+    let mut best: Option<(usize, (u8, u8, u8, u8), L)> = None;
+    let mut listed_anywhere = false;
+    let mut unknown_lists = false;
+    let after_turn = |i: usize| (i + n - turn % n) % n;
+    for (i, host) in hosts.iter().enumerate() {
+        let listed = match &want.model {
+            None => Some(true),
+            Some(model) => host.has(model),
+        };
+        match listed {
+            Some(true) => listed_anywhere = true,
+            Some(false) => continue,
+            None => unknown_lists = true,
+        }
+        if i < 64 && tried & (1 << i) != 0 {
+            continue;
+        }
+        let tier = host.tier(now);
+        let unknown = u8::from(listed.is_none());
+        let sticky = u8::from(!(pinned == Some(i) && tier == 0));
+        let cold = match &want.model {
+            Some(model) => u8::from(!host.loaded.contains(model)),
+            None => 0,
+        };
+        let rank = (tier, unknown, sticky, cold);
+        if let Some((j, best_rank, best_load)) = &best {
+            if rank > *best_rank {
+                continue;
+            }
+            let l = load(i);
+            let better = rank < *best_rank
+                || l < *best_load
+                || (l == *best_load && after_turn(i) < after_turn(*j));
+            if better {
+                best = Some((i, rank, l));
+            }
+        } else {
+            best = Some((i, rank, load(i)));
+        }
+    }
+    match best {
+        Some((i, _, _)) => Choice::Host(i),
+        None if !listed_anywhere && !unknown_lists => Choice::NoModel,
+        None => Choice::NoHost,
+    }
+}
+
+/// Conversations and the host that served them: a map with a TTL, kept to
+/// `capacity` entries by evicting the least recently used.
+#[derive(Debug)]
+pub(crate) struct Sessions {
+    pins: HashMap<u64, Pin>,
+    /// Keys in the order they were last used; stale stamps are skipped.
+    order: VecDeque<(u64, u64)>,
+    stamp: u64,
+    capacity: usize,
+    ttl: Duration,
+}
+
+#[derive(Debug)]
+struct Pin {
+    host: usize,
+    at: Instant,
+    stamp: u64,
+}
+
+impl Sessions {
+    pub(crate) fn new(capacity: usize, ttl: Duration) -> Sessions {
+        Sessions {
+            pins: HashMap::new(),
+            order: VecDeque::new(),
+            stamp: 0,
+            capacity,
+            ttl,
+        }
+    }
+
+    /// The host `key` was last sent to, unless that is older than the TTL.
+    pub(crate) fn get(&mut self, key: u64, now: Instant) -> Option<usize> {
+        let pin = self.pins.get(&key)?;
+        if now.saturating_duration_since(pin.at) > self.ttl {
+            self.pins.remove(&key);
+            return None;
+        }
+        Some(pin.host)
+    }
+
+    /// Pins `key` to `host` (again), as most recently used.
+    pub(crate) fn set(&mut self, key: u64, host: usize, now: Instant) {
+        if self.capacity == 0 {
+            return;
+        }
+        self.stamp += 1;
+        let stamp = self.stamp;
+        self.pins.insert(
+            key,
+            Pin {
+                host,
+                at: now,
+                stamp,
+            },
+        );
+        self.order.push_back((key, stamp));
+        while self.pins.len() > self.capacity {
+            let Some((old, s)) = self.order.pop_front() else {
+                break;
+            };
+            if self.pins.get(&old).is_some_and(|p| p.stamp == s) {
+                self.pins.remove(&old);
+            }
+        }
+        // Re-used keys leave stale entries behind: drop them once they are
+        // as many as the live ones.
+        if self.order.len() > 2 * self.capacity + 16 {
+            let pins = &self.pins;
+            self.order
+                .retain(|(k, s)| pins.get(k).is_some_and(|p| p.stamp == *s));
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.pins.len()
+    }
+
+    /// Bookkeeping entries, live or stale (for tests of the bound).
+    #[cfg(test)]
+    fn order_len(&self) -> usize {
+        self.order.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(health: Health, models: Option<&[&str]>, loaded: &[&str]) -> HostState {
+        let entry = |m: &&str| {
+            let raw = RawValue::from_string(format!(r#"{{"name":"{m}"}}"#)).unwrap();
+            (canonical(m), raw)
+        };
+        HostState {
+            health,
+            models: models.map(|ms| ms.iter().map(entry).collect()),
+            running: Vec::new(),
+            loaded: loaded.iter().map(|m| canonical(m)).collect(),
+        }
+    }
+
+    fn want(model: &str) -> Want {
+        Want {
+            model: Some(canonical(model)),
+            session: None,
+        }
+    }
+
+    #[test]
+    fn names_compare_as_ollama_compares_them() {
+        assert_eq!(canonical("Qwen3"), "qwen3:latest");
+        assert_eq!(canonical("qwen3:8b"), "qwen3:8b");
+        assert_eq!(
+            canonical("registry.ollama.ai/library/llama3"),
+            "llama3:latest"
+        );
+        assert_eq!(canonical("hf.co/org/model"), "hf.co/org/model:latest");
+        assert_eq!(canonical("localhost:5000/m"), "localhost:5000/m:latest");
+    }
+
+    #[test]
+    fn only_hosts_with_the_model_are_candidates() {
+        let now = Instant::now();
+        let hosts = [
+            host(Health::Up, Some(&["a"]), &[]),
+            host(Health::Up, Some(&["b"]), &[]),
+        ];
+        let choice = choose(&hosts, &want("b"), 0, now, None, 0, |_| 0);
+        assert_eq!(choice, Choice::Host(1));
+        let choice = choose(&hosts, &want("c"), 0, now, None, 0, |_| 0);
+        assert_eq!(choice, Choice::NoModel);
+    }
+
+    #[test]
+    fn loaded_beats_idle_and_idle_beats_busy() {
+        let now = Instant::now();
+        let hosts = [
+            host(Health::Up, Some(&["a"]), &[]),
+            host(Health::Up, Some(&["a"]), &["a"]),
+            host(Health::Up, Some(&["a"]), &[]),
+        ];
+        // Host 1 has it loaded, even with more in flight.
+        let choice = choose(&hosts, &want("a"), 0, now, None, 0, |i| [0, 5, 1][i]);
+        assert_eq!(choice, Choice::Host(1));
+        // Tried already: then the least busy of the others.
+        let choice = choose(&hosts, &want("a"), 0b10, now, None, 0, |i| [3, 5, 1][i]);
+        assert_eq!(choice, Choice::Host(2));
+    }
+
+    #[test]
+    fn ties_go_round_by_turns() {
+        let now = Instant::now();
+        let hosts = [
+            host(Health::Up, Some(&["a"]), &[]),
+            host(Health::Up, Some(&["a"]), &[]),
+            host(Health::Up, Some(&["a"]), &[]),
+        ];
+        let picks: Vec<_> = (0..6)
+            .map(|turn| choose(&hosts, &want("a"), 0, now, None, turn, |_| 0))
+            .collect();
+        let expect: Vec<_> = [0, 1, 2, 0, 1, 2].map(Choice::Host).into();
+        assert_eq!(picks, expect);
+    }
+
+    #[test]
+    fn the_conversation_s_host_wins_while_it_is_up() {
+        let now = Instant::now();
+        let mut hosts = [
+            host(Health::Up, Some(&["a"]), &["a"]),
+            host(Health::Up, Some(&["a"]), &[]),
+        ];
+        let choice = choose(&hosts, &want("a"), 0, now, Some(1), 0, |i| [0, 9][i]);
+        assert_eq!(choice, Choice::Host(1));
+        hosts[1].health = Health::Down;
+        let choice = choose(&hosts, &want("a"), 0, now, Some(1), 0, |_| 0);
+        assert_eq!(choice, Choice::Host(0));
+    }
+
+    #[test]
+    fn busy_and_down_hosts_are_the_last_resort() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(5);
+        let hosts = [
+            host(Health::Down, Some(&["a"]), &["a"]),
+            host(Health::Busy { until: later }, Some(&["a"]), &[]),
+        ];
+        assert_eq!(
+            choose(&hosts, &want("a"), 0, now, None, 0, |_| 0),
+            Choice::Host(1)
+        );
+        // Once the cool-down is over it is a host like any other.
+        let hosts = [
+            host(Health::Up, Some(&["a"]), &[]),
+            host(Health::Busy { until: now }, Some(&["a"]), &["a"]),
+        ];
+        assert_eq!(
+            choose(&hosts, &want("a"), 0, now, None, 0, |_| 0),
+            Choice::Host(1)
+        );
+        assert_eq!(
+            choose(&hosts, &want("a"), 0b11, now, None, 0, |_| 0),
+            Choice::NoHost
+        );
+    }
+
+    #[test]
+    fn unknown_lists_come_after_known_ones_and_keep_unknown_models_possible() {
+        let now = Instant::now();
+        let hosts = [
+            host(Health::Unknown, None, &[]),
+            host(Health::Up, Some(&["a"]), &[]),
+        ];
+        assert_eq!(
+            choose(&hosts, &want("a"), 0, now, None, 0, |_| 0),
+            Choice::Host(1)
+        );
+        assert_eq!(
+            choose(&hosts, &want("zzz"), 0, now, None, 0, |_| 0),
+            Choice::Host(0)
+        );
+        assert_eq!(
+            choose(&hosts, &want("zzz"), 0b1, now, None, 0, |_| 0),
+            Choice::NoHost
+        );
+    }
+
+    #[test]
+    fn sessions_expire_and_stay_bounded() {
+        let t0 = Instant::now();
+        let mut s = Sessions::new(3, Duration::from_secs(10));
+        s.set(1, 0, t0);
+        assert_eq!(s.get(1, t0 + Duration::from_secs(10)), Some(0));
+        assert_eq!(s.get(1, t0 + Duration::from_secs(11)), None);
+        for k in 0..100 {
+            s.set(k % 5, 1, t0);
+            s.set(k, 2, t0);
+            assert!(s.len() <= 3);
+            assert!(s.order_len() <= 2 * 3 + 16 + 1);
+        }
+        // The most recently used survive.
+        assert_eq!(s.get(99, t0), Some(2));
+        assert_eq!(s.get(98, t0), Some(2));
+        assert_eq!(s.get(0, t0), None);
+        let mut off = Sessions::new(0, Duration::from_secs(10));
+        off.set(1, 1, t0);
+        assert_eq!(off.get(1, t0), None);
+    }
+}
