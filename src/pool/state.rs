@@ -112,6 +112,10 @@ pub(crate) enum Choice {
     NoHost,
 }
 
+/// How a host suits a request, best first: its tier, whether its list is
+/// unknown, whether it is not the conversation's, whether the model is cold.
+type Rank = (u8, u8, u8, u8);
+
 /// Chooses a host for `want` among those not in `tried` (a bit per host).
 ///
 /// In order: hosts that are up before those cooling down after a 503 and
@@ -129,7 +133,7 @@ pub(crate) fn choose<L: Ord>(
 ) -> Choice {
     let n = hosts.len();
     // The index, its rank, and its load (read only when the ranks tie).
-    let mut best: Option<(usize, (u8, u8, u8, u8), L)> = None;
+    let mut best: Option<(usize, Rank, L)> = None;
     let mut listed_anywhere = false;
     let mut unknown_lists = false;
     let after_turn = |i: usize| (i + n - turn % n) % n;
