@@ -16,7 +16,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
-use ollama_translate::{BoxError, OllamaTranslateLayer, RequestBody, TranslateBody};
+use ollama_translate::{BoxError, OllamaTranslateLayer, Pool, RequestBody, TranslateBody};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,7 +45,16 @@ impl ollama_translate::Timer for TokioTimer {
 #[derive(Clone)]
 pub struct Settings {
     pub listen: String,
+    /// The first of `hosts`.
     pub ollama: Uri,
+    /// Every host of `OLLAMA_BASE_URL` (comma-separated): one is used as
+    /// it is; several form a [`Pool`].
+    pub hosts: Vec<Uri>,
+    /// How often a pool asks its hosts for their models (`POOL_REFRESH_SECS`).
+    pub pool_refresh: Duration,
+    /// `MAX_BODY_BYTES`, which a pool also applies to native requests it
+    /// reads to find their model.
+    pub max_body_bytes: Option<usize>,
     /// Sent to Ollama as `Authorization: Bearer …` (an Ollama behind an
     /// authenticating reverse proxy).
     pub ollama_api_key: Option<HeaderValue>,
@@ -81,6 +90,7 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("listen", &self.listen)
             .field("ollama", &self.ollama)
+            .field("hosts", &self.hosts)
             .field("ollama_api_key", &format_args!("{ollama_api_key}"))
             .field("layer", &self.layer)
             .field("shutdown_grace", &self.shutdown_grace)
@@ -110,16 +120,9 @@ impl Settings {
                 ))
             }
         }
-        let base = non_empty("OLLAMA_BASE_URL").unwrap_or_else(|| "http://localhost:11434".into());
-        let ollama: Uri = base
-            .trim_end_matches('/')
-            .parse()
-            .map_err(|e| format!("OLLAMA_BASE_URL {base:?}: {e}"))?;
-        if ollama.scheme_str() != Some("http") || ollama.authority().is_none() {
-            return Err(format!(
-                "OLLAMA_BASE_URL {base:?} must be an http:// URL with a host"
-            ));
-        }
+        let bases = non_empty("OLLAMA_BASE_URL").unwrap_or_else(|| "http://localhost:11434".into());
+        let hosts = parse_hosts(&bases)?;
+        let ollama = hosts[0].clone();
         let mut layer = OllamaTranslateLayer::new();
         if let Some(models) = non_empty("THINK_MODELS") {
             layer = layer.think_models(models.split(',').map(str::trim));
@@ -139,11 +142,15 @@ impl Settings {
         if let Some(secret) = non_empty("THINKING_KEY") {
             layer = layer.thinking_key(secret.trim());
         }
-        if let Some(n) = non_empty("MAX_BODY_BYTES") {
-            let n: usize = n
-                .trim()
-                .parse()
-                .map_err(|e| format!("MAX_BODY_BYTES {n:?}: {e}"))?;
+        let max_body_bytes = match non_empty("MAX_BODY_BYTES") {
+            Some(n) => Some(
+                n.trim()
+                    .parse::<usize>()
+                    .map_err(|e| format!("MAX_BODY_BYTES {n:?}: {e}"))?,
+            ),
+            None => None,
+        };
+        if let Some(n) = max_body_bytes {
             layer = layer.max_request_bytes(n);
         }
         let secs = |key: &str, default: u64| -> Result<Duration, String> {
@@ -177,8 +184,14 @@ impl Settings {
         if let Some(key) = &metrics_key {
             layer = layer.require_api_key(key);
         }
-        if let Some(authority) = ollama.authority() {
+        // With several hosts the layer does not know which one answers; the
+        // pool's own metrics name it.
+        if let (Some(authority), 1) = (ollama.authority(), hosts.len()) {
             layer = layer.server_address(authority.as_str());
+        }
+        let pool_refresh = secs("POOL_REFRESH_SECS", 10)?;
+        if pool_refresh.is_zero() {
+            return Err("POOL_REFRESH_SECS must be at least 1".into());
         }
         let ollama_api_key = match non_empty("OLLAMA_API_KEY") {
             Some(k) => {
@@ -214,11 +227,45 @@ impl Settings {
             shutdown_drain,
             listen,
             ollama,
+            hosts,
+            pool_refresh,
+            max_body_bytes,
             ollama_api_key,
             layer,
             shutdown_grace,
         })
     }
+}
+
+/// `OLLAMA_BASE_URL`: one or more `http://` URLs, separated by commas.
+fn parse_hosts(bases: &str) -> Result<Vec<Uri>, String> {
+    let mut hosts: Vec<Uri> = Vec::new();
+    for base in bases.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+        let uri: Uri = base
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|e| format!("OLLAMA_BASE_URL {base:?}: {e}"))?;
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            return Err(format!(
+                "OLLAMA_BASE_URL {base:?} must be an http:// URL with a host"
+            ));
+        }
+        if hosts.contains(&uri) {
+            return Err(format!("OLLAMA_BASE_URL names {base:?} twice"));
+        }
+        hosts.push(uri);
+    }
+    if hosts.is_empty() {
+        return Err("OLLAMA_BASE_URL names no host".into());
+    }
+    if hosts.len() > ollama_translate::pool::MAX_HOSTS {
+        return Err(format!(
+            "OLLAMA_BASE_URL names {} hosts; at most {} are served",
+            hosts.len(),
+            ollama_translate::pool::MAX_HOSTS
+        ));
+    }
+    Ok(hosts)
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
@@ -362,9 +409,12 @@ fn bad_gateway(e: &OllamaError) -> Response<ProxyBody> {
 /// Normalizes what goes back to the client: a boxed body, no hop-by-hop
 /// headers, and a 502 when Ollama cannot be reached for a passed-through
 /// request (translated ones already answer in their client's dialect).
-fn finish_response(
-    r: Result<Response<TranslateBody<Incoming>>, OllamaError>,
-) -> Result<Response<ProxyBody>, BoxError> {
+fn finish_response<B>(
+    r: Result<Response<TranslateBody<B>>, OllamaError>,
+) -> Result<Response<ProxyBody>, BoxError>
+where
+    TranslateBody<B>: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+{
     Ok(match r {
         Ok(mut res) => {
             strip_hop_by_hop(res.headers_mut());
@@ -533,6 +583,27 @@ async fn probe_loop(
     }
 }
 
+/// With several hosts: ready while at least one answers the pool's
+/// questions; the reason names each host that does not.
+async fn pool_probe_loop<S>(readiness: Readiness, pool: Pool<S>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let hosts = pool.hosts();
+        let probe = if hosts.iter().any(|h| h.healthy) {
+            Ok(())
+        } else {
+            let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+            Err(ProbeFailure::Unreachable(format!(
+                "no Ollama host answers: {}",
+                names.join(", ")
+            )))
+        };
+        readiness.set(&probe);
+    }
+}
+
 /// Aborts a spawned task when dropped (with `serve`'s future).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -550,43 +621,96 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BoxError> {
     let addr: SocketAddr = listener.local_addr()?;
-    println!(
-        "ollama-translate listening on http://{addr} (Ollama at {})",
-        settings.ollama
-    );
-    tracing::info!(%addr, ollama = %settings.ollama, "listening");
+    let shown: Vec<String> = settings.hosts.iter().map(base_display).collect();
+    let shown = shown.join(", ");
+    println!("ollama-translate listening on http://{addr} (Ollama at {shown})");
+    tracing::info!(%addr, ollama = %shown, "listening");
 
     let readiness = Readiness::new(settings.readiness_probe.is_some());
+    let client: Client<_, RequestBody<Incoming>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let ollama_key = settings.ollama_api_key.clone();
+    let host = move |base: &Uri| {
+        let base = base.clone();
+        let key = ollama_key.clone();
+        let shown: std::sync::Arc<str> = base_display(&base).into();
+        ServiceBuilder::new()
+            .map_err(move |e| OllamaError::new(shown.clone(), e))
+            .map_request(move |req: Request<RequestBody<Incoming>>| {
+                rebase(&base, key.as_ref(), req)
+            })
+            .service(client.clone())
+    };
+    let metrics = metrics_handle();
+    if let [one] = settings.hosts.as_slice() {
+        let _probe = settings.readiness_probe.map(|every| {
+            AbortOnDrop(tokio::spawn(probe_loop(
+                readiness.clone(),
+                one.clone(),
+                settings.ollama_api_key.clone(),
+                every,
+            )))
+        });
+        let svc = ServiceBuilder::new()
+            .layer(TraceLayer::new_for_http())
+            .map_result(finish_response)
+            .layer(settings.layer.clone())
+            .service(host(one));
+        let svc = Health {
+            inner: svc,
+            readiness: readiness.clone(),
+            metrics,
+            key: settings.metrics_key.clone(),
+        };
+        return accept(listener, &settings, shutdown, svc, readiness).await;
+    }
+    let mut pool = Pool::builder(TokioTimer)
+        .refresh_every(settings.pool_refresh)
+        .body_timeout(settings.client_timeout);
+    if let Some(n) = settings.max_body_bytes {
+        pool = pool.max_body_bytes(n);
+    }
+    let pool = pool.build(settings.hosts.iter().map(|b| (base_display(b), host(b))))?;
+    let _maintain = AbortOnDrop(tokio::spawn(pool.maintain::<Incoming, _>()));
     let _probe = settings.readiness_probe.map(|every| {
-        AbortOnDrop(tokio::spawn(probe_loop(
+        AbortOnDrop(tokio::spawn(pool_probe_loop(
             readiness.clone(),
-            settings.ollama.clone(),
-            settings.ollama_api_key.clone(),
+            pool.clone(),
             every,
         )))
     });
-
-    let client: Client<_, RequestBody<Incoming>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let base = settings.ollama.clone();
-    let ollama_key = settings.ollama_api_key.clone();
-    let shown: std::sync::Arc<str> = base_display(&settings.ollama).into();
     let svc = ServiceBuilder::new()
         .layer(TraceLayer::new_for_http())
         .map_result(finish_response)
         .layer(settings.layer.clone())
-        .map_err(move |e| OllamaError::new(shown.clone(), e))
-        .map_request(move |req: Request<RequestBody<Incoming>>| {
-            rebase(&base, ollama_key.as_ref(), req)
-        })
-        .service(client);
+        .service(pool);
     let svc = Health {
         inner: svc,
         readiness: readiness.clone(),
-        metrics: metrics_handle(),
+        metrics,
         key: settings.metrics_key.clone(),
     };
+    accept(listener, &settings, shutdown, svc, readiness).await
+}
 
+/// Accepts connections and serves `svc` on them until `shutdown`
+/// resolves, then lets in-flight requests finish (up to the grace period).
+async fn accept<S, B>(
+    listener: TcpListener,
+    settings: &Settings,
+    shutdown: impl Future<Output = ()>,
+    svc: Health<S>,
+    readiness: Readiness,
+) -> Result<(), BoxError>
+where
+    Health<S>: tower::Service<Request<Incoming>, Response = Response<B>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    <Health<S> as tower::Service<Request<Incoming>>>::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
     let graceful = GracefulShutdown::new();
     let builder = server_builder(settings.client_timeout);
     let first_byte = Some(settings.client_timeout).filter(|d| !d.is_zero());

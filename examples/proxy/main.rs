@@ -39,7 +39,10 @@ the start of a shutdown. GET /metrics: Prometheus metrics (needs PROXY_API_KEY
 when one is set).
 
 Settings (environment variables, default in brackets):
-  OLLAMA_BASE_URL        where Ollama is [http://localhost:11434]
+  OLLAMA_BASE_URL        where Ollama is; several hosts separated by commas
+                         form a pool [http://localhost:11434]
+  POOL_REFRESH_SECS      with several hosts, how often each is asked for its
+                         models and loaded models [10]
   OLLAMA_API_KEY         sent to Ollama as Authorization: Bearer <key> [none]
   LISTEN_ADDR            where the proxy listens [127.0.0.1:4000]
   PROXY_API_KEY          key clients must send (Authorization: Bearer or x-api-key) [none]

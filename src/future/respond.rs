@@ -35,20 +35,27 @@ pub(super) fn error_headers() -> HeaderMap {
 }
 
 /// What requests for Ollama take from the client's: its URI's scheme and
-/// authority, extensions and `User-Agent`. The rest (the client's
-/// credentials, `Host`, hop-by-hop headers) stays behind.
+/// authority, extensions, `User-Agent` and the header naming its
+/// conversation (for a [`Pool`](crate::Pool) to keep it on one host). The
+/// rest (the client's credentials, `Host`, hop-by-hop headers) stays
+/// behind.
 pub(super) struct Template {
     uri: Uri,
     extensions: http::Extensions,
     user_agent: Option<HeaderValue>,
+    session: Option<(&'static str, HeaderValue)>,
 }
 
 impl From<http::request::Parts> for Template {
     fn from(parts: http::request::Parts) -> Self {
+        let session = crate::pool::SESSION_HEADERS
+            .iter()
+            .find_map(|name| Some((*name, parts.headers.get(*name)?.clone())));
         Template {
             uri: parts.uri,
             extensions: parts.extensions,
             user_agent: parts.headers.get(header::USER_AGENT).cloned(),
+            session,
         }
     }
 }
@@ -85,6 +92,9 @@ pub(super) fn upstream_request<B>(
     }
     if let Some(ua) = &template.user_agent {
         h.insert(header::USER_AGENT, ua.clone());
+    }
+    if let Some((name, value)) = &template.session {
+        h.insert(*name, value.clone());
     }
     Ok(req)
 }

@@ -14,6 +14,7 @@ pub use self::maintain::Maintain;
 use self::attempt::Routing;
 use self::body::UntilEos;
 use self::route::Kind;
+pub(crate) use self::route::SESSION_HEADERS;
 use self::state::{choose, Choice, Health, HostState, Sessions, Want};
 use crate::body::RequestBody;
 use crate::error::BoxError;
