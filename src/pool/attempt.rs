@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tower::load::completion::TrackCompletionFuture;
-use tower::load::pending_requests::Handle;
 use tower_service::Service;
 
 /// What the pool learnt of a request, carried in its extensions from one
@@ -146,7 +145,7 @@ pin_project! {
         S: Service<Request<RequestBody<B>>, Response = Response<R>>,
     {
         Calling { req: Option<Request<RequestBody<B>>>, host: usize },
-        Waiting { #[pin] fut: TrackCompletionFuture<S::Future, super::body::UntilEos, Handle>, host: usize },
+        Waiting { #[pin] fut: TrackCompletionFuture<S::Future, super::body::UntilEos, super::body::InFlight>, host: usize },
         Done { res: Option<Response<PoolBody<R>>> },
     }
 }

@@ -7,6 +7,8 @@ use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tower::load::completion::TrackCompletion;
 
@@ -25,7 +27,7 @@ pin_project! {
 pin_project! {
     #[project = InnerProj]
     enum Inner<B> {
-        Host { #[pin] body: B, handle: Option<tower::load::pending_requests::Handle> },
+        Host { #[pin] body: B, handle: Option<InFlight> },
         Full { data: Option<Bytes> },
     }
 }
@@ -104,20 +106,34 @@ impl<B> std::fmt::Debug for PoolBody<B> {
     }
 }
 
-/// Moves a request's in-flight handle into its response's body
-/// ([`tower::load::PendingRequests`] would otherwise count it done at the
-/// headers).
+/// One request in flight on a host: counted from the call until it is
+/// dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    pub(crate) fn start(count: &Arc<AtomicUsize>) -> InFlight {
+        count.fetch_add(1, Ordering::AcqRel);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Moves a request's [`InFlight`] into its response's body, so that a
+/// stream counts until it ends, not until its headers (tower's
+/// `CompleteOnResponse` would drop it there).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct UntilEos;
 
-impl<B: Body> TrackCompletion<tower::load::pending_requests::Handle, Response<B>> for UntilEos {
+impl<B: Body> TrackCompletion<InFlight, Response<B>> for UntilEos {
     type Output = Response<PoolBody<B>>;
 
-    fn track_completion(
-        &self,
-        handle: tower::load::pending_requests::Handle,
-        res: Response<B>,
-    ) -> Self::Output {
+    fn track_completion(&self, handle: InFlight, res: Response<B>) -> Self::Output {
         res.map(|body| {
             let handle = (!body.is_end_stream()).then_some(handle);
             PoolBody {
@@ -131,8 +147,7 @@ impl<B: Body> TrackCompletion<tower::load::pending_requests::Handle, Response<B>
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
-    use tower::load::{Load, PendingRequests};
-    use tower::{service_fn, Service, ServiceExt};
+    use tower::load::completion::TrackCompletionFuture;
 
     /// A body fed through a channel.
     struct Fed(tokio::sync::mpsc::Receiver<Bytes>);
@@ -148,48 +163,54 @@ mod tests {
         }
     }
 
-    fn counts(n: usize) -> tower::load::pending_requests::Count {
-        // `Count` shows no number; compare with a service holding `n`.
-        let mut idle = PendingRequests::new(
-            service_fn(|_: ()| async { Ok::<_, BoxError>(()) }),
-            tower::load::CompleteOnResponse::default(),
-        );
-        let held: Vec<_> = (0..n).map(|_| idle.call(())).collect();
-        let load = idle.load();
-        drop(held);
-        load
+    fn counted<B: Body>(
+        count: &Arc<AtomicUsize>,
+        res: Response<B>,
+    ) -> TrackCompletionFuture<std::future::Ready<Result<Response<B>, BoxError>>, UntilEos, InFlight>
+    {
+        TrackCompletionFuture::new(
+            UntilEos,
+            InFlight::start(count),
+            std::future::ready(Ok(res)),
+        )
     }
 
     #[tokio::test]
     async fn a_stream_is_in_flight_until_its_body_ends() {
+        let count = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-        let rx = std::sync::Mutex::new(Some(rx));
-        let host = service_fn(move |_req: ()| {
-            let rx = rx.lock().unwrap().take().unwrap();
-            async move { Ok::<_, BoxError>(Response::new(Fed(rx))) }
-        });
-        let mut counted = PendingRequests::new(host, UntilEos);
-        let res = counted.ready().await.unwrap().call(()).await.unwrap();
-        assert_eq!(counted.load(), counts(1), "headers are in, the body is not");
+        let fut = counted(&count, Response::new(Fed(rx)));
+        assert_eq!(count.load(Ordering::Acquire), 1, "called");
+        let res = fut.await.unwrap();
+        assert_eq!(
+            count.load(Ordering::Acquire),
+            1,
+            "headers are in, the body is not"
+        );
         let mut body = res.into_body();
         tx.send(Bytes::from("a")).await.unwrap();
         let frame = body.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), "a");
-        assert_eq!(counted.load(), counts(1));
+        assert_eq!(count.load(Ordering::Acquire), 1);
         drop(tx);
         assert!(body.frame().await.is_none());
-        assert_eq!(counted.load(), counts(0), "the body ended");
+        assert_eq!(count.load(Ordering::Acquire), 0, "the body ended");
     }
 
     #[tokio::test]
-    async fn a_dropped_body_is_no_longer_in_flight() {
-        let host = service_fn(|_req: ()| async {
-            Ok::<_, BoxError>(Response::new(http_body_util::Full::new(Bytes::from("x"))))
-        });
-        let mut counted = PendingRequests::new(host, UntilEos);
-        let res = counted.ready().await.unwrap().call(()).await.unwrap();
-        assert_eq!(counted.load(), counts(1));
+    async fn a_dropped_body_or_future_is_no_longer_in_flight() {
+        let count = Arc::new(AtomicUsize::new(0));
+        let full = || Response::new(http_body_util::Full::new(Bytes::from("x")));
+        let res = counted(&count, full()).await.unwrap();
+        assert_eq!(count.load(Ordering::Acquire), 1);
         drop(res);
-        assert_eq!(counted.load(), counts(0));
+        assert_eq!(count.load(Ordering::Acquire), 0);
+        drop(counted(&count, full()));
+        assert_eq!(count.load(Ordering::Acquire), 0);
+        // An empty body is done at its headers.
+        let empty = Response::new(http_body_util::Empty::<Bytes>::new());
+        let res = counted(&count, empty).await.unwrap();
+        assert_eq!(count.load(Ordering::Acquire), 0);
+        drop(res);
     }
 }

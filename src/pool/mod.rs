@@ -12,7 +12,7 @@ pub use self::body::PoolBody;
 pub use self::maintain::Maintain;
 
 use self::attempt::Routing;
-use self::body::UntilEos;
+use self::body::{InFlight, UntilEos};
 use self::route::Kind;
 pub(crate) use self::route::SESSION_HEADERS;
 use self::state::{choose, Choice, Health, HostState, Sessions, Want};
@@ -35,7 +35,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
-use tower::load::{Load, PendingRequests};
+use tower::load::completion::TrackCompletionFuture;
+use tower::load::Load;
 use tower::retry::Retry;
 use tower_service::Service;
 
@@ -60,7 +61,8 @@ pub const MAX_HOSTS: usize = 64;
 ///    header, or the model, system prompt and first user message), so
 ///    Ollama's prompt cache is hit;
 /// 4. hosts where the model is loaded (their `/api/ps`, and every model they
-///    answered since);
+///    answered since) and that have a free slot
+///    ([`warm_slots`](PoolBuilder::warm_slots));
 /// 5. the fewest requests in flight through this pool (a stream counts
 ///    until its body ends), ties taken in turns.
 ///
@@ -157,6 +159,7 @@ pub(crate) struct Settings {
     busy_cooldown: Duration,
     sessions: usize,
     session_ttl: Duration,
+    warm_slots: usize,
     max_body_bytes: usize,
     body_timeout: Duration,
 }
@@ -193,6 +196,16 @@ impl PoolBuilder {
         self
     }
 
+    /// How many requests in flight a host with the model loaded takes
+    /// before it is no better than a host without (default 1: Ollama's
+    /// `OLLAMA_NUM_PARALLEL`, whose default is 1; past it requests queue).
+    /// A new conversation then goes to an idle host and pays for a load,
+    /// instead of queueing behind a busy one.
+    pub fn warm_slots(mut self, slots: usize) -> Self {
+        self.settings.warm_slots = slots;
+        self
+    }
+
     /// The largest request body read to find its model (default 32 MiB);
     /// a larger one is a 413.
     pub fn max_body_bytes(mut self, limit: usize) -> Self {
@@ -217,7 +230,11 @@ impl PoolBuilder {
             .into_iter()
             .map(|(name, svc)| {
                 let name: String = name.into();
-                (name.into(), Mutex::new(PendingRequests::new(svc, UntilEos)))
+                let host = Host {
+                    service: Mutex::new(svc),
+                    in_flight: Arc::new(AtomicUsize::new(0)),
+                };
+                (name.into(), host)
             })
             .unzip();
         if names.is_empty() || names.len() > MAX_HOSTS {
@@ -268,6 +285,7 @@ impl Pool<()> {
                 busy_cooldown: Duration::from_secs(2),
                 sessions: 10_000,
                 session_ttl: Duration::from_secs(600),
+                warm_slots: 1,
                 max_body_bytes: 32 * 1024 * 1024,
                 body_timeout: Duration::from_secs(30),
             },
@@ -307,11 +325,26 @@ struct Fleet {
     sessions: Sessions,
 }
 
+/// One host's service, and how many of its answers are still coming.
+pub(crate) struct Host<S> {
+    service: Mutex<S>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl<S> Load for Host<S> {
+    type Metric = usize;
+
+    /// Requests in flight: from the call until the response's body ends.
+    fn load(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+}
+
 /// What every clone of a pool shares.
 pub(crate) struct Shared<S> {
     names: Box<[Arc<str>]>,
-    /// Each host's service, counting its requests in flight.
-    services: Box<[Mutex<PendingRequests<S, UntilEos>>]>,
+    /// Each host's service and its requests in flight.
+    services: Box<[Host<S>]>,
     /// Locked before a service, never while one is held.
     fleet: Mutex<Fleet>,
     /// Where ties start.
@@ -338,9 +371,9 @@ impl<S> Shared<S> {
         let mut fleet = self.lock_fleet();
         let pinned = want.session.and_then(|k| fleet.sessions.get(k, now));
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        let choice = choose(&fleet.hosts, want, tried, now, pinned, turn, |i| {
-            lock(&self.services[i]).load()
-        });
+        let warm = self.settings.warm_slots;
+        let loads = self.services.iter().map(Load::load);
+        let choice = choose(&fleet.hosts, want, tried, now, pinned, turn, warm, loads);
         if let Choice::Host(i) = choice {
             if let Some(key) = want.session {
                 fleet.sessions.set(key, i, now);
@@ -361,7 +394,16 @@ impl<S> Shared<S> {
         let now = self.timer.now();
         let fleet = self.lock_fleet();
         matches!(
-            choose(&fleet.hosts, want, tried, now, None, 0, |_| 0),
+            choose(
+                &fleet.hosts,
+                want,
+                tried,
+                now,
+                None,
+                0,
+                0,
+                std::iter::repeat(0)
+            ),
             Choice::Host(_)
         )
     }
@@ -375,11 +417,7 @@ impl<S> Shared<S> {
         req: &mut Option<Request<RequestBody<B>>>,
     ) -> Poll<
         Result<
-            tower::load::completion::TrackCompletionFuture<
-                S::Future,
-                UntilEos,
-                tower::load::pending_requests::Handle,
-            >,
+            tower::load::completion::TrackCompletionFuture<S::Future, UntilEos, InFlight>,
             S::Error,
         >,
     >
@@ -387,10 +425,20 @@ impl<S> Shared<S> {
         S: Service<Request<RequestBody<B>>, Response = Response<R>>,
         R: Body,
     {
-        let mut svc = lock(&self.services[host]);
+        let Some(host) = self.services.get(host) else {
+            return Poll::Pending;
+        };
+        let mut svc = lock(&host.service);
         ready!(svc.poll_ready(cx))?;
         match req.take() {
-            Some(req) => Poll::Ready(Ok(svc.call(req))),
+            Some(req) => {
+                let counted = InFlight::start(&host.in_flight);
+                Poll::Ready(Ok(TrackCompletionFuture::new(
+                    UntilEos,
+                    counted,
+                    svc.call(req),
+                )))
+            }
             None => Poll::Pending,
         }
     }

@@ -112,32 +112,29 @@ pub(crate) enum Choice {
     NoHost,
 }
 
-/// How a host suits a request, best first: its tier, whether its list is
-/// unknown, whether it is not the conversation's, whether the model is cold.
-type Rank = (u8, u8, u8, u8);
-
 /// Chooses a host for `want` among those not in `tried` (a bit per host).
 ///
 /// In order: hosts that are up before those cooling down after a 503 and
 /// those down; hosts that list the model before those whose list is not
-/// known; the conversation's host; hosts with the model loaded; the fewest
-/// requests in flight (`load`); then by turns, starting at `turn`.
-pub(crate) fn choose<L: Ord>(
+/// known; the conversation's host; hosts with the model loaded and fewer
+/// than `warm` requests in flight; the fewest requests in flight (`loads`,
+/// one per host); then by turns, starting at `turn`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn choose(
     hosts: &[HostState],
     want: &Want,
     tried: u64,
     now: Instant,
     pinned: Option<usize>,
     turn: usize,
-    load: impl Fn(usize) -> L,
+    warm: usize,
+    loads: impl Iterator<Item = usize>,
 ) -> Choice {
     let n = hosts.len();
-    // The index, its rank, and its load (read only when the ranks tie).
-    let mut best: Option<(usize, Rank, L)> = None;
+    let mut best: Option<(usize, [usize; 6])> = None;
     let mut listed_anywhere = false;
     let mut unknown_lists = false;
-    let after_turn = |i: usize| (i + n - turn % n) % n;
-    for (i, host) in hosts.iter().enumerate() {
+    for ((i, host), load) in hosts.iter().enumerate().zip(loads) {
         let listed = match &want.model {
             None => Some(true),
             Some(model) => host.has(model),
@@ -151,30 +148,24 @@ pub(crate) fn choose<L: Ord>(
             continue;
         }
         let tier = host.tier(now);
-        let unknown = u8::from(listed.is_none());
-        let sticky = u8::from(!(pinned == Some(i) && tier == 0));
-        let cold = match &want.model {
-            Some(model) => u8::from(!host.loaded.contains(model)),
-            None => 0,
+        let warm = match &want.model {
+            Some(model) => host.loaded.contains(model) && load < warm,
+            None => true,
         };
-        let rank = (tier, unknown, sticky, cold);
-        if let Some((j, best_rank, best_load)) = &best {
-            if rank > *best_rank {
-                continue;
-            }
-            let l = load(i);
-            let better = rank < *best_rank
-                || l < *best_load
-                || (l == *best_load && after_turn(i) < after_turn(*j));
-            if better {
-                best = Some((i, rank, l));
-            }
-        } else {
-            best = Some((i, rank, load(i)));
+        let rank = [
+            usize::from(tier),
+            usize::from(listed.is_none()),
+            usize::from(!(pinned == Some(i) && tier == 0)),
+            usize::from(!warm),
+            load,
+            (i + n - turn % n) % n,
+        ];
+        if best.as_ref().map_or(true, |(_, b)| rank < *b) {
+            best = Some((i, rank));
         }
     }
     match best {
-        Some((i, _, _)) => Choice::Host(i),
+        Some((i, _)) => Choice::Host(i),
         None if !listed_anywhere && !unknown_lists => Choice::NoModel,
         None => Choice::NoHost,
     }
@@ -282,6 +273,10 @@ mod tests {
         }
     }
 
+    fn idle() -> std::iter::Repeat<usize> {
+        std::iter::repeat(0)
+    }
+
     fn want(model: &str) -> Want {
         Want {
             model: Some(canonical(model)),
@@ -308,9 +303,9 @@ mod tests {
             host(Health::Up, Some(&["a"]), &[]),
             host(Health::Up, Some(&["b"]), &[]),
         ];
-        let choice = choose(&hosts, &want("b"), 0, now, None, 0, |_| 0);
+        let choice = choose(&hosts, &want("b"), 0, now, None, 0, 1, idle());
         assert_eq!(choice, Choice::Host(1));
-        let choice = choose(&hosts, &want("c"), 0, now, None, 0, |_| 0);
+        let choice = choose(&hosts, &want("c"), 0, now, None, 0, 1, idle());
         assert_eq!(choice, Choice::NoModel);
     }
 
@@ -323,11 +318,53 @@ mod tests {
             host(Health::Up, Some(&["a"]), &[]),
         ];
         // Host 1 has it loaded, even with more in flight.
-        let choice = choose(&hosts, &want("a"), 0, now, None, 0, |i| [0, 5, 1][i]);
+        let choice = choose(
+            &hosts,
+            &want("a"),
+            0,
+            now,
+            None,
+            0,
+            9,
+            [0, 5, 1].into_iter(),
+        );
         assert_eq!(choice, Choice::Host(1));
         // Tried already: then the least busy of the others.
-        let choice = choose(&hosts, &want("a"), 0b10, now, None, 0, |i| [3, 5, 1][i]);
+        let choice = choose(
+            &hosts,
+            &want("a"),
+            0b10,
+            now,
+            None,
+            0,
+            9,
+            [3, 5, 1].into_iter(),
+        );
         assert_eq!(choice, Choice::Host(2));
+        // With its one slot taken, the loaded host is no better than idle
+        // cold ones: the least busy wins.
+        let choice = choose(
+            &hosts,
+            &want("a"),
+            0,
+            now,
+            None,
+            0,
+            1,
+            [1, 1, 0].into_iter(),
+        );
+        assert_eq!(choice, Choice::Host(2));
+        let choice = choose(
+            &hosts,
+            &want("a"),
+            0,
+            now,
+            None,
+            0,
+            1,
+            [1, 0, 1].into_iter(),
+        );
+        assert_eq!(choice, Choice::Host(1));
     }
 
     #[test]
@@ -339,7 +376,7 @@ mod tests {
             host(Health::Up, Some(&["a"]), &[]),
         ];
         let picks: Vec<_> = (0..6)
-            .map(|turn| choose(&hosts, &want("a"), 0, now, None, turn, |_| 0))
+            .map(|turn| choose(&hosts, &want("a"), 0, now, None, turn, 9, idle()))
             .collect();
         let expect: Vec<_> = [0, 1, 2, 0, 1, 2].map(Choice::Host).into();
         assert_eq!(picks, expect);
@@ -352,10 +389,19 @@ mod tests {
             host(Health::Up, Some(&["a"]), &["a"]),
             host(Health::Up, Some(&["a"]), &[]),
         ];
-        let choice = choose(&hosts, &want("a"), 0, now, Some(1), 0, |i| [0, 9][i]);
+        let choice = choose(
+            &hosts,
+            &want("a"),
+            0,
+            now,
+            Some(1),
+            0,
+            9,
+            [0, 9].into_iter(),
+        );
         assert_eq!(choice, Choice::Host(1));
         hosts[1].health = Health::Down;
-        let choice = choose(&hosts, &want("a"), 0, now, Some(1), 0, |_| 0);
+        let choice = choose(&hosts, &want("a"), 0, now, Some(1), 0, 9, idle());
         assert_eq!(choice, Choice::Host(0));
     }
 
@@ -368,7 +414,7 @@ mod tests {
             host(Health::Busy { until: later }, Some(&["a"]), &[]),
         ];
         assert_eq!(
-            choose(&hosts, &want("a"), 0, now, None, 0, |_| 0),
+            choose(&hosts, &want("a"), 0, now, None, 0, 9, idle()),
             Choice::Host(1)
         );
         // Once the cool-down is over it is a host like any other.
@@ -377,11 +423,11 @@ mod tests {
             host(Health::Busy { until: now }, Some(&["a"]), &["a"]),
         ];
         assert_eq!(
-            choose(&hosts, &want("a"), 0, now, None, 0, |_| 0),
+            choose(&hosts, &want("a"), 0, now, None, 0, 9, idle()),
             Choice::Host(1)
         );
         assert_eq!(
-            choose(&hosts, &want("a"), 0b11, now, None, 0, |_| 0),
+            choose(&hosts, &want("a"), 0b11, now, None, 0, 9, idle()),
             Choice::NoHost
         );
     }
@@ -394,15 +440,15 @@ mod tests {
             host(Health::Up, Some(&["a"]), &[]),
         ];
         assert_eq!(
-            choose(&hosts, &want("a"), 0, now, None, 0, |_| 0),
+            choose(&hosts, &want("a"), 0, now, None, 0, 9, idle()),
             Choice::Host(1)
         );
         assert_eq!(
-            choose(&hosts, &want("zzz"), 0, now, None, 0, |_| 0),
+            choose(&hosts, &want("zzz"), 0, now, None, 0, 9, idle()),
             Choice::Host(0)
         );
         assert_eq!(
-            choose(&hosts, &want("zzz"), 0b1, now, None, 0, |_| 0),
+            choose(&hosts, &want("zzz"), 0b1, now, None, 0, 9, idle()),
             Choice::NoHost
         );
     }
