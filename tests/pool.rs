@@ -1,0 +1,512 @@
+//! Several Ollama hosts behind one proxy: the proxy of `examples/proxy`
+//! with `OLLAMA_BASE_URL` naming several fake Ollamas, each with its own
+//! models, loaded models and faults, driven over real sockets the way
+//! clients drive it.
+
+mod common;
+
+use common::fake_ollama::{FakeConfig, FakeOllama, SERVER_BUSY};
+use common::proxy::{self, send, Proxy};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// A fake with these models, these of them loaded.
+async fn host(models: &[&str], loaded: &[&str]) -> FakeOllama {
+    FakeOllama::start_with(FakeConfig {
+        models: Some(models.iter().map(|m| m.to_string()).collect()),
+        loaded: loaded.iter().map(|m| m.to_string()).collect(),
+    })
+    .await
+}
+
+/// The proxy in front of `hosts`, once it has learnt every host's models.
+async fn pool(hosts: &[&FakeOllama], env: &[(&str, &str)]) -> Proxy {
+    let urls: Vec<String> = hosts.iter().map(|h| h.base_url()).collect();
+    let mut env = env.to_vec();
+    env.push(("POOL_REFRESH_SECS", "1"));
+    let p = proxy::start(&urls.join(","), &env).await;
+    let expected = {
+        let mut all = std::collections::BTreeSet::new();
+        for h in hosts {
+            let tags = send("GET", &format!("{}/api/tags", h.base_url()), &[], None).await;
+            for m in tags.json()["models"].as_array().unwrap() {
+                all.insert(m["name"].as_str().unwrap().to_string());
+            }
+        }
+        all
+    };
+    assert!(
+        wait_for(|| async { tag_names(&p).await == expected }).await,
+        "the pool learns every host's models"
+    );
+    p
+}
+
+async fn tag_names(p: &Proxy) -> std::collections::BTreeSet<String> {
+    let tags = send("GET", &format!("{}/api/tags", p.url), &[], None).await;
+    if tags.status != 200 {
+        return Default::default();
+    }
+    tags.json()["models"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter_map(|m| m["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls `cond` every 20 ms for up to 10 s.
+async fn wait_for<F, Fut>(cond: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..500 {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+fn chat(model: &str, user: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": user}]})
+}
+
+async fn openai_chat(p: &Proxy, model: &str, user: &str) -> proxy::Answer {
+    let body = chat(model, user);
+    send("POST", &format!("{}/v1/chat/completions", p.url), &[], Some(&body)).await
+}
+
+/// Which hosts got a generation for `model`, as counts.
+fn spread(hosts: &[&FakeOllama], model: &str) -> Vec<usize> {
+    hosts.iter().map(|h| h.requests_for_model(model)).collect()
+}
+
+#[tokio::test]
+async fn requests_go_to_the_hosts_that_have_the_model() {
+    let a = host(&["qwen3"], &[]).await;
+    let b = host(&["llama3.2"], &[]).await;
+    let p = pool(&[&a, &b], &[]).await;
+
+    for i in 0..3 {
+        let res = openai_chat(&p, "llama3.2", &format!("hello {i}")).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        let res = openai_chat(&p, "qwen3", &format!("hello {i}")).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+    }
+    assert_eq!(spread(&[&a, &b], "llama3.2"), [0, 3]);
+    assert_eq!(spread(&[&a, &b], "qwen3"), [3, 0]);
+
+    // Native requests passed through are routed the same way.
+    let native = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": false});
+    let res = send("POST", &format!("{}/api/chat", p.url), &[], Some(&native)).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(spread(&[&a, &b], "llama3.2"), [0, 4]);
+    let show = json!({"model": "qwen3"});
+    let res = send("POST", &format!("{}/api/show", p.url), &[], Some(&show)).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(a.requests_to("/api/show").len(), 1);
+    assert_eq!(b.requests_to("/api/show").len(), 0);
+}
+
+#[tokio::test]
+async fn a_model_no_host_has_is_a_404_in_the_client_s_dialect() {
+    let a = host(&["qwen3"], &[]).await;
+    let b = host(&["llama3.2"], &[]).await;
+    let p = pool(&[&a, &b], &[]).await;
+
+    let res = openai_chat(&p, "nosuch-model", "hi").await;
+    assert_eq!(res.status, 404, "{}", res.body);
+    let err = res.json();
+    assert_eq!(err["error"]["type"], "not_found_error", "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("nosuch-model"));
+
+    let messages = json!({"model": "nosuch-model", "max_tokens": 16,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let res = send("POST", &format!("{}/v1/messages", p.url), &[], Some(&messages)).await;
+    assert_eq!(res.status, 404, "{}", res.body);
+    let err = res.json();
+    assert_eq!(err["type"], "error");
+    assert_eq!(err["error"]["type"], "not_found_error");
+    assert!(err["error"]["message"].as_str().unwrap().contains("nosuch-model"));
+
+    // No host was asked.
+    assert_eq!(a.requests_to("/api/chat").len() + b.requests_to("/api/chat").len(), 0);
+}
+
+#[tokio::test]
+async fn tags_and_models_list_every_model_of_every_reachable_host_once() {
+    let a = host(&["qwen3", "llama3.2"], &["qwen3"]).await;
+    let mut b = host(&["llama3.2", "nomic-embed-text"], &[]).await;
+    let p = pool(&[&a, &b], &[]).await;
+
+    let names = tag_names(&p).await;
+    let want: std::collections::BTreeSet<String> =
+        ["qwen3:latest", "llama3.2:latest", "nomic-embed-text:latest"]
+            .map(String::from)
+            .into();
+    assert_eq!(names, want);
+    let models = send("GET", &format!("{}/v1/models", p.url), &[], None).await;
+    assert_eq!(models.status, 200, "{}", models.body);
+    let mut ids: Vec<String> = models.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["llama3.2:latest", "nomic-embed-text:latest", "qwen3:latest"]);
+    let ps = send("GET", &format!("{}/api/ps", p.url), &[], None).await;
+    assert_eq!(ps.json()["models"][0]["name"], "qwen3:latest");
+    assert_eq!(ps.json()["models"].as_array().unwrap().len(), 1);
+
+    // A host that stops answering leaves the list at the next refresh.
+    b.stop().await;
+    assert!(
+        wait_for(|| async { tag_names(&p).await.len() == 2 }).await,
+        "nomic-embed-text leaves with its host"
+    );
+}
+
+#[tokio::test]
+async fn a_host_with_the_model_loaded_comes_first() {
+    let a = host(&["qwen3"], &[]).await;
+    let b = host(&["qwen3"], &["qwen3"]).await;
+    let c = host(&["qwen3"], &[]).await;
+    let p = pool(&[&a, &b, &c], &[]).await;
+    // New conversations, one after another: the warm host takes them all.
+    for i in 0..5 {
+        let res = openai_chat(&p, "qwen3", &format!("conversation {i}")).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+    }
+    assert_eq!(spread(&[&a, &b, &c], "qwen3"), [0, 5, 0]);
+}
+
+/// Opens a streamed chat and returns once its head is in; the stream stays
+/// open while the response is held.
+async fn open_stream(p: &Proxy, user: &str) -> hyper::Response<Incoming> {
+    let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let body = json!({"model": "qwen3", "stream": true,
+        "messages": [{"role": "user", "content": user}]});
+    let req = hyper::Request::post(format!("{}/v1/chat/completions", p.url))
+        .header("content-type", "application/json")
+        .body(Full::new(body.to_string().into()))
+        .unwrap();
+    let res = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .expect("a head within 10 s")
+        .expect("an answer");
+    assert_eq!(res.status(), 200);
+    res
+}
+
+#[tokio::test]
+async fn concurrent_streams_spread_over_equal_hosts_and_count_until_they_end() {
+    let hosts = [
+        host(&["qwen3"], &[]).await,
+        host(&["qwen3"], &[]).await,
+        host(&["qwen3"], &[]).await,
+    ];
+    let refs: Vec<&FakeOllama> = hosts.iter().collect();
+    let p = pool(&refs, &[]).await;
+    // Six streams that stall after their first token: each stays in flight.
+    let mut open = Vec::new();
+    for i in 0..6 {
+        open.push(open_stream(&p, &format!("[stall] number {i}")).await);
+    }
+    assert!(
+        wait_for(|| async { hosts.iter().all(|h| h.in_flight() == 2) }).await,
+        "two streams on each host: {:?}",
+        hosts.iter().map(FakeOllama::in_flight).collect::<Vec<_>>()
+    );
+    // The clients go away: every generation is cancelled upstream.
+    drop(open);
+    assert!(
+        wait_for(|| async { hosts.iter().all(|h| h.in_flight() == 0) }).await,
+        "the streams end on every host"
+    );
+    assert_eq!(hosts.iter().map(FakeOllama::cancelled).sum::<usize>(), 6);
+    // Nothing counts as in flight any more: the next six spread again.
+    for i in 0..6 {
+        open.push(open_stream(&p, &format!("[stall] again {i}")).await);
+    }
+    assert!(
+        wait_for(|| async { hosts.iter().all(|h| h.in_flight() == 2) }).await,
+        "two streams on each host again: {:?}",
+        hosts.iter().map(FakeOllama::in_flight).collect::<Vec<_>>()
+    );
+}
+
+/// The turns of a conversation as Claude Code or an SDK sends them: the
+/// whole history every time.
+fn turn(system: &str, users: &[&str]) -> Value {
+    let mut messages = vec![json!({"role": "system", "content": system})];
+    for (i, u) in users.iter().enumerate() {
+        messages.push(json!({"role": "user", "content": u}));
+        if i + 1 < users.len() {
+            messages.push(json!({"role": "assistant", "content": format!("answer {i}")}));
+        }
+    }
+    json!({"model": "qwen3", "messages": messages})
+}
+
+/// Which host (index) got the last generation.
+fn last_host(hosts: &[&FakeOllama], before: &[usize]) -> usize {
+    let now = spread(hosts, "qwen3");
+    let moved: Vec<usize> = (0..hosts.len()).filter(|&i| now[i] != before[i]).collect();
+    assert_eq!(moved.len(), 1, "one host got the turn: {before:?} -> {now:?}");
+    moved[0]
+}
+
+#[tokio::test]
+async fn a_conversation_stays_on_its_host_and_moves_when_that_host_dies() {
+    let mut hosts = vec![
+        host(&["qwen3"], &["qwen3"]).await,
+        host(&["qwen3"], &["qwen3"]).await,
+        host(&["qwen3"], &["qwen3"]).await,
+    ];
+    let p = {
+        let refs: Vec<&FakeOllama> = hosts.iter().collect();
+        pool(&refs, &[]).await
+    };
+    let url = format!("{}/v1/chat/completions", p.url);
+    let mut users = vec!["Plan a trip"];
+    let mut pinned = None;
+    let later = ["And Paris?", "What about trains?", "Thanks"];
+    for (n, next) in later.iter().enumerate() {
+        let refs: Vec<&FakeOllama> = hosts.iter().collect();
+        let before = spread(&refs, "qwen3");
+        let res = send("POST", &url, &[], Some(&turn("Be brief.", &users))).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        let now = last_host(&refs, &before);
+        assert_eq!(*pinned.get_or_insert(now), now, "turn {n} stays on its host");
+        // Other conversations come and go in between: they spread.
+        let before = spread(&refs, "qwen3");
+        for i in 0..3 {
+            let other = turn("Be brief.", &[&format!("other {n} {i}")]);
+            assert_eq!(send("POST", &url, &[], Some(&other)).await.status, 200);
+        }
+        let after = spread(&refs, "qwen3");
+        let touched = (0..3).filter(|&i| after[i] > before[i]).count();
+        assert_eq!(touched, 3, "new conversations go round: {before:?} -> {after:?}");
+        users.push(next);
+    }
+    // Its host dies: the next turn moves, and stays where it moved.
+    let first = pinned.unwrap();
+    hosts[first].stop().await;
+    let refs: Vec<&FakeOllama> = hosts.iter().collect();
+    let before = spread(&refs, "qwen3");
+    let res = send("POST", &url, &[], Some(&turn("Be brief.", &users))).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let moved = last_host(&refs, &before);
+    assert_ne!(moved, first);
+    users.push("One more");
+    for _ in 0..2 {
+        let before = spread(&refs, "qwen3");
+        let res = send("POST", &url, &[], Some(&turn("Be brief.", &users))).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        assert_eq!(last_host(&refs, &before), moved, "re-pinned");
+    }
+}
+
+#[tokio::test]
+async fn claude_code_s_session_header_keeps_its_requests_together() {
+    let hosts = [
+        host(&["qwen3"], &["qwen3"]).await,
+        host(&["qwen3"], &["qwen3"]).await,
+    ];
+    let refs: Vec<&FakeOllama> = hosts.iter().collect();
+    let p = pool(&refs, &[]).await;
+    let url = format!("{}/v1/messages", p.url);
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..6 {
+        // Different first messages: only the header ties them together.
+        let body = json!({"model": "qwen3", "max_tokens": 64,
+            "messages": [{"role": "user", "content": format!("task {i}")}]});
+        let headers = [("x-claude-code-session-id", "5f8c-session")];
+        let before = spread(&refs, "qwen3");
+        let res = send("POST", &url, &headers, Some(&body)).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        seen.insert(last_host(&refs, &before));
+    }
+    assert_eq!(seen.len(), 1, "one host for the session");
+}
+
+#[tokio::test]
+async fn a_host_that_refuses_connections_is_skipped_before_the_first_byte() {
+    let mut a = host(&["qwen3"], &["qwen3"]).await;
+    let b = host(&["qwen3"], &[]).await;
+    let p = pool(&[&a, &b], &[]).await;
+    // The warm host goes away between two refreshes: the request it would
+    // have had goes to the other host, invisibly.
+    a.stop().await;
+    let res = openai_chat(&p, "qwen3", "hello").await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(b.requests_for_model("qwen3"), 1);
+    // A stream too.
+    let res = send(
+        "POST",
+        &format!("{}/v1/chat/completions", p.url),
+        &[],
+        Some(&json!({"model": "qwen3", "stream": true, "messages": [{"role": "user", "content": "again"}]})),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert!(res.failed.is_none());
+    assert_eq!(b.requests_for_model("qwen3"), 2);
+    // It comes back: once a probe sees it, it is used again (and warm).
+    a.restart().await;
+    assert!(
+        wait_for(|| async {
+            openai_chat(&p, "qwen3", "are you back").await.status == 200
+                && a.requests_for_model("qwen3") > 0
+        })
+        .await,
+        "the host is used again after it answers a probe"
+    );
+}
+
+#[tokio::test]
+async fn a_busy_host_is_skipped_and_rested() {
+    let a = host(&["qwen3"], &["qwen3"]).await;
+    let b = host(&["qwen3"], &[]).await;
+    let p = pool(&[&a, &b], &[]).await;
+    a.set_busy(true);
+    let res = openai_chat(&p, "qwen3", "first").await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(a.requests_to("/api/chat").len(), 1, "tried the warm host");
+    assert_eq!(b.requests_for_model("qwen3"), 1, "then the other");
+    // While it cools down it is not asked.
+    let res = openai_chat(&p, "qwen3", "second").await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(a.requests_to("/api/chat").len(), 1);
+    assert_eq!(b.requests_for_model("qwen3"), 2);
+
+    // Every host busy: the client gets Ollama's 503 in its own dialect.
+    b.set_busy(true);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let res = openai_chat(&p, "qwen3", "third").await;
+    assert_eq!(res.status, 503, "{}", res.body);
+    assert!(res.body.contains("server busy"), "{}", res.body);
+    assert!(SERVER_BUSY.starts_with("server busy"));
+}
+
+#[tokio::test]
+async fn a_stream_that_dies_after_its_first_bytes_is_not_retried() {
+    let a = host(&["qwen3"], &["qwen3"]).await;
+    let b = host(&["qwen3"], &[]).await;
+    let p = pool(&[&a, &b], &[]).await;
+    a.set_die_mid_stream(true);
+    let res = send(
+        "POST",
+        &format!("{}/v1/chat/completions", p.url),
+        &[],
+        Some(&json!({"model": "qwen3", "stream": true, "messages": [{"role": "user", "content": "hi"}]})),
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    // What reached the client stays: an in-band error ends it.
+    assert!(res.body.contains("Partial"), "{}", res.body);
+    assert!(res.body.contains("\"error\""), "{}", res.body);
+    assert_eq!(b.requests_for_model("qwen3"), 0, "no second host after bytes went out");
+}
+
+#[tokio::test]
+async fn a_slow_host_s_waiting_requests_count_against_it() {
+    let a = host(&["qwen3"], &["qwen3"]).await;
+    let b = host(&["qwen3"], &["qwen3"]).await;
+    let p = pool(&[&a, &b], &[]).await;
+    a.set_header_delay(Duration::from_secs(3));
+    b.set_header_delay(Duration::from_secs(3));
+    // Four requests at once on two equal hosts: two each, whatever the
+    // order they arrive in, because a request counts from its call.
+    let calls: Vec<_> = (0..4)
+        .map(|i| {
+            let p = &p;
+            async move { openai_chat(p, "qwen3", &format!("slow {i}")).await.status }
+        })
+        .collect();
+    let statuses = futures_join(calls).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(spread(&[&a, &b], "qwen3"), [2, 2]);
+}
+
+async fn futures_join<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(Box::pin(f));
+    }
+    let mut out = Vec::new();
+    // Poll them together.
+    let mut pending: Vec<_> = set.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (slot, res) in pending.iter_mut().zip(results.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *res = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    for r in results {
+        out.extend(r);
+    }
+    out
+}
+
+#[tokio::test]
+async fn anthropic_and_responses_clients_stream_through_the_pool() {
+    let a = host(&["qwen3"], &[]).await;
+    let b = host(&["llama3.2"], &[]).await;
+    let p = pool(&[&a, &b], &[]).await;
+
+    let messages = json!({"model": "llama3.2", "max_tokens": 64, "stream": true,
+        "messages": [{"role": "user", "content": "Hello there"}]});
+    let res = send("POST", &format!("{}/v1/messages", p.url), &[], Some(&messages)).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let events = res.sse();
+    assert_eq!(events.first().unwrap().0.as_deref(), Some("message_start"));
+    assert_eq!(events.last().unwrap().0.as_deref(), Some("message_stop"));
+    let text: String = events
+        .iter()
+        .filter(|(n, _)| n.as_deref() == Some("content_block_delta"))
+        .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|d| d["delta"]["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(text, "Hello! You said: Hello there");
+    assert_eq!(spread(&[&a, &b], "llama3.2"), [0, 1]);
+
+    let responses = json!({"model": "qwen3", "stream": true, "input": "Hi pool"});
+    let res = send("POST", &format!("{}/v1/responses", p.url), &[], Some(&responses)).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let events = res.sse();
+    let done = events
+        .iter()
+        .find(|(n, _)| n.as_deref() == Some("response.completed"))
+        .expect("response.completed");
+    let done: Value = serde_json::from_str(&done.1).unwrap();
+    assert_eq!(done["response"]["status"], "completed");
+    assert_eq!(spread(&[&a, &b], "qwen3"), [1, 0]);
+    // The body of a stream through the pool is whole: nothing lost.
+    let _ = BodyExt::collect(Full::new(bytes::Bytes::new())).await;
+}
