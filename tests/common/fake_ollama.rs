@@ -270,7 +270,8 @@ impl Shared {
 pub struct FakeOllama {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    server: JoinHandle<()>,
+    /// The accept loop; `None` once stopped.
+    server: Option<JoinHandle<()>>,
 }
 
 impl FakeOllama {
@@ -302,16 +303,19 @@ impl FakeOllama {
         FakeOllama {
             addr,
             shared,
-            server,
+            server: Some(server),
         }
     }
 
     /// Stops serving: the port refuses new connections and every open connection (and so every
     /// stream in flight) is cut. State (requests, counters, loaded models, faults) is kept.
     pub async fn stop(&mut self) {
-        self.server.abort();
-        // The accept loop's future (listener and connection set) is dropped once this resolves.
-        let _ = (&mut self.server).await;
+        if let Some(server) = self.server.take() {
+            server.abort();
+            // The accept loop's future (listener and connection set) is dropped once this
+            // resolves.
+            let _ = server.await;
+        }
     }
 
     /// Stops (if running) and serves again on the same address, with the same state: a host
@@ -323,7 +327,7 @@ impl FakeOllama {
         let listener = TcpListener::bind(self.addr)
             .await
             .unwrap_or_else(|e| panic!("fake_ollama: rebind {}: {e}", self.addr));
-        self.server = tokio::spawn(accept_loop(listener, self.shared.clone()));
+        self.server = Some(tokio::spawn(accept_loop(listener, self.shared.clone())));
     }
 
     /// Canonical names of the loaded models, most recently used first (as `/api/ps` lists them).
@@ -453,7 +457,9 @@ impl Drop for FakeOllama {
     fn drop(&mut self) {
         // Aborting the accept loop drops its JoinSet, which aborts every connection task; that
         // drops the response bodies, so the streaming tasks notice and stop too.
-        self.server.abort();
+        if let Some(server) = &self.server {
+            server.abort();
+        }
     }
 }
 
