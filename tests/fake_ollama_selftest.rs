@@ -5,7 +5,10 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::fake_ollama::{FakeOllama, AWKWARD_FRAME_SIZES, CREATED_AT, RUNNER_STOPPED};
+use common::fake_ollama::{
+    FakeConfig, FakeOllama, AWKWARD_FRAME_SIZES, CREATED_AT, EXPIRES_AT, RUNNER_STOPPED,
+    SERVER_BUSY,
+};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -767,4 +770,454 @@ async fn scripted_calls_name_any_tool() {
         .await,
     );
     assert!(concat(&lines, "/message/content").starts_with("Hello! You said:"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several hosts: per-instance models, loaded models, faults, stop/restart
+// ---------------------------------------------------------------------------------------------
+
+fn config(models: Option<&[&str]>, loaded: &[&str]) -> FakeConfig {
+    FakeConfig {
+        models: models.map(|ms| ms.iter().map(|m| m.to_string()).collect()),
+        loaded: loaded.iter().map(|m| m.to_string()).collect(),
+    }
+}
+
+async fn tag_names(fake: &FakeOllama) -> Vec<String> {
+    let v = send(fake, "GET", "/api/tags", &[], "").await.json().await;
+    v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn ps(fake: &FakeOllama) -> Value {
+    send(fake, "GET", "/api/ps", &[], "").await.json().await
+}
+
+fn ps_names(v: &Value) -> Vec<String> {
+    v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn subset_instance_has_only_its_models() {
+    // Two hosts in one runtime, each with its own catalogue.
+    let small = FakeOllama::start_with(config(Some(&["llama3.2", "qwen3:8b"]), &[])).await;
+    let full = FakeOllama::start().await;
+
+    assert_eq!(tag_names(&small).await, ["qwen3:latest", "llama3.2:latest"]);
+    assert!(tag_names(&full).await.contains(&"gpt-oss:20b".to_string()));
+
+    // Another catalogue model is unknown here, exactly as an unknown model.
+    let not_found = json!({"error":"model 'gpt-oss:20b' not found"});
+    for (path, body) in [
+        ("/api/show", json!({"model":"gpt-oss:20b"})),
+        (
+            "/api/chat",
+            json!({"model":"gpt-oss:20b","messages":user("hi")}),
+        ),
+        (
+            "/api/generate",
+            json!({"model":"gpt-oss:20b","prompt":"hi"}),
+        ),
+        ("/api/embed", json!({"model":"gpt-oss:20b","input":"hi"})),
+    ] {
+        let resp = post(&small, path, body).await;
+        assert_eq!(resp.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(resp.json().await, not_found, "{path}");
+    }
+    let resp = post(
+        &small,
+        "/api/embed",
+        json!({"model":"nomic-embed-text","input":"hi"}),
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::NOT_FOUND);
+
+    // Its own models answer, under any spelling.
+    let resp = post(&small, "/api/show", json!({"model":"qwen3"})).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    let resp = post(
+        &small,
+        "/api/chat",
+        json!({"model":"qwen3:8b","think":false,"stream":false,"messages":user("hi")}),
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(
+        resp.json().await["message"]["content"],
+        "Hello! You said: hi"
+    );
+    let resp = post(&full, "/api/show", json!({"model":"gpt-oss:20b"})).await;
+    assert_eq!(resp.status, StatusCode::OK);
+
+    // Only the accepted generation counts; requests are counted per model, aliases included.
+    assert_eq!(small.generations(), 1);
+    assert_eq!(full.generations(), 0);
+    assert_eq!(small.requests_for_model("qwen3"), 1);
+    assert_eq!(small.requests_for_model("QWEN3:latest"), 1);
+    assert_eq!(small.requests_for_model("gpt-oss:20b"), 2);
+    assert_eq!(small.requests_for_model("llama3.2"), 0);
+}
+
+#[tokio::test]
+async fn ps_lists_loaded_models_and_first_use_loads() {
+    let fake = FakeOllama::start_with(config(None, &["qwen3:8b"])).await;
+    assert_eq!(fake.loaded(), ["qwen3:latest"]);
+
+    let v = ps(&fake).await;
+    let models = v["models"].as_array().unwrap();
+    assert_eq!(models.len(), 1);
+    let m = models[0].as_object().unwrap();
+    let keys: Vec<&str> = m.keys().map(String::as_str).collect();
+    let mut want = [
+        "name",
+        "model",
+        "size",
+        "digest",
+        "details",
+        "expires_at",
+        "size_vram",
+        "context_length",
+    ];
+    want.sort_unstable();
+    assert_eq!(keys, want);
+    assert_eq!(m["name"], "qwen3:latest");
+    assert_eq!(m["model"], "qwen3:latest");
+    assert_eq!(m["size"], 5_225_388_164u64);
+    assert_eq!(m["size_vram"], m["size"]);
+    assert_eq!(m["expires_at"], EXPIRES_AT);
+    assert_eq!(m["context_length"], 40960);
+    assert_eq!(m["details"]["family"], "qwen3");
+    let tags = send(&fake, "GET", "/api/tags", &[], "").await.json().await;
+    let tag = tags["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "qwen3:latest")
+        .unwrap()
+        .clone();
+    assert_eq!(m["digest"], tag["digest"]);
+    assert_eq!(m["details"], tag["details"]);
+
+    // A rejected request loads nothing; a generation loads its model (most recent first).
+    let resp = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","think":true,"messages":user("hi")}),
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::BAD_REQUEST);
+    assert_eq!(ps_names(&ps(&fake).await), ["qwen3:latest"]);
+    let text = post(
+        &fake,
+        "/api/generate",
+        json!({"model":"llama3.2","prompt":"hi"}),
+    )
+    .await
+    .text()
+    .await;
+    assert!(text.contains("\"done\":true"));
+    assert_eq!(
+        ps_names(&ps(&fake).await),
+        ["llama3.2:latest", "qwen3:latest"]
+    );
+    assert_eq!(fake.loaded(), ["llama3.2:latest", "qwen3:latest"]);
+
+    // Embeddings load too; a load request with keep_alive 0 unloads.
+    let resp = post(
+        &fake,
+        "/api/embed",
+        json!({"model":"nomic-embed-text","input":"x"}),
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(fake.loaded()[0], "nomic-embed-text:latest");
+    let v = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","messages":[],"keep_alive":0}),
+    )
+    .await
+    .json()
+    .await;
+    assert_eq!(v["done_reason"], "unload");
+    assert_eq!(fake.loaded(), ["nomic-embed-text:latest", "qwen3:latest"]);
+    // A load request is not a generation.
+    assert_eq!(fake.generations(), 1);
+
+    fake.set_loaded(&["gpt-oss:20b", "llama3.2"]);
+    assert_eq!(
+        ps_names(&ps(&fake).await),
+        ["gpt-oss:20b", "llama3.2:latest"]
+    );
+    fake.set_loaded(&[]);
+    assert_eq!(ps(&fake).await, json!({"models":[]}));
+}
+
+#[tokio::test]
+async fn busy_host_answers_503_then_recovers() {
+    let fake = FakeOllama::start().await;
+    fake.set_busy(true);
+    let want = format!("{{\"error\":{}}}", Value::from(SERVER_BUSY));
+    for (path, body) in [
+        (
+            "/api/chat",
+            json!({"model":"llama3.2","messages":user("hi")}),
+        ),
+        ("/api/generate", json!({"model":"llama3.2","prompt":"hi"})),
+        (
+            "/api/embed",
+            json!({"model":"nomic-embed-text","input":"hi"}),
+        ),
+        ("/api/show", json!({"model":"llama3.2"})),
+        // Even an invalid request: busy comes first.
+        ("/api/chat", json!({"model":"nope","messages":user("hi")})),
+    ] {
+        let resp = post(&fake, path, body).await;
+        assert_eq!(resp.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(resp.text().await, want, "{path}");
+    }
+    // Recorded all the same, but nothing generated or loaded.
+    assert_eq!(fake.requests().len(), 5);
+    assert_eq!(fake.generations(), 0);
+    assert!(fake.loaded().is_empty());
+    // Listing endpoints still answer.
+    assert_eq!(
+        send(&fake, "GET", "/api/tags", &[], "").await.status,
+        StatusCode::OK
+    );
+
+    fake.set_busy(false);
+    let resp = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","stream":false,"messages":user("hi")}),
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(fake.generations(), 1);
+}
+
+#[tokio::test]
+async fn header_delay_holds_back_the_response_head() {
+    let fake = FakeOllama::start().await;
+    fake.set_header_delay(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let resp = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","messages":user("hi")}),
+    )
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(resp.text().await.contains("\"done\":true"));
+
+    fake.set_header_delay(Duration::ZERO);
+    let started = std::time::Instant::now();
+    let _ = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","messages":user("hi")}),
+    )
+    .await
+    .text()
+    .await;
+    assert!(started.elapsed() < Duration::from_millis(250));
+}
+
+#[tokio::test]
+async fn die_mid_stream_cuts_streams_after_two_lines() {
+    let fake = FakeOllama::start().await;
+    fake.set_die_mid_stream(true);
+    let (frames, err) = send(
+        &fake,
+        "POST",
+        "/api/chat",
+        &[("x-fake-chunking", "lines")],
+        &json!({"model":"llama3.2","messages":user("one two three four")}).to_string(),
+    )
+    .await
+    .frames()
+    .await;
+    assert!(err.is_some(), "the body must end with an error");
+    let text = String::from_utf8(frames.concat()).unwrap();
+    let (complete, partial) = text.rsplit_once('\n').unwrap();
+    let lines = ndjson(&format!("{complete}\n"));
+    assert_eq!(lines.len(), 2);
+    assert_eq!(concat(&lines, "/message/content"), "Hello! You");
+    assert!(lines.iter().all(|l| l["done"] == false));
+    assert!(!partial.is_empty() && serde_json::from_str::<Value>(partial).is_err());
+
+    // Thinking lines come first; a plan with fewer content lines is padded.
+    let (frames, err) = post(
+        &fake,
+        "/api/generate",
+        json!({"model":"qwen3","prompt":"[json]"}),
+    )
+    .await
+    .frames()
+    .await;
+    assert!(err.is_some());
+    let text = String::from_utf8(frames.concat()).unwrap();
+    let (complete, _) = text.rsplit_once('\n').unwrap();
+    let lines = ndjson(&format!("{complete}\n"));
+    assert_eq!(lines.len(), 5);
+    assert_eq!(concat(&lines, "/thinking"), "Let me think about this.");
+    assert_eq!(concat(&lines, "/response"), r#"{"ok":true} answer"#);
+
+    // Non-streaming requests are unaffected; clearing the fault restores streams.
+    let resp = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","stream":false,"messages":user("hi")}),
+    )
+    .await;
+    assert_eq!(resp.json().await["done"], true);
+    fake.set_die_mid_stream(false);
+    let lines = ndjson(
+        &post(
+            &fake,
+            "/api/chat",
+            json!({"model":"llama3.2","messages":user("one two three four")}),
+        )
+        .await
+        .text()
+        .await,
+    );
+    assert_eq!(lines.last().unwrap()["done"], true);
+}
+
+/// Sends a request and reads the whole body; returns the time taken.
+async fn timed(fake: &FakeOllama, path: &str, body: Value) -> Duration {
+    let started = std::time::Instant::now();
+    let resp = post(fake, path, body).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    let text = resp.text().await;
+    assert!(text.contains("\"done\":true"), "{text}");
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn prompt_cost_rewards_a_shared_prefix() {
+    let fake = FakeOllama::start().await;
+    fake.set_prompt_cost(Duration::from_millis(200));
+
+    // 4 KiB uncached: 800 ms; the same prompt plus a few bytes: about 1 ms.
+    let prompt = "a".repeat(4096);
+    let first = timed(
+        &fake,
+        "/api/generate",
+        json!({"model":"llama3.2","stream":false,"prompt":prompt}),
+    )
+    .await;
+    let second = timed(
+        &fake,
+        "/api/generate",
+        json!({"model":"llama3.2","stream":false,"prompt":format!("{prompt} more")}),
+    )
+    .await;
+    assert!(first >= Duration::from_millis(700), "first took {first:?}");
+    assert!(
+        second < first / 2,
+        "second took {second:?}, first {first:?}"
+    );
+
+    // Chat, streamed: the slot holds the generate prompt, so 1 KiB + "user" is uncached
+    // (~200 ms); a follow-up turn extends that prompt and is cheap again.
+    let question = "x".repeat(1024);
+    let mut messages = vec![json!({"role":"user","content":question})];
+    let cold = timed(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","messages":messages}),
+    )
+    .await;
+    assert!(
+        cold >= Duration::from_millis(180),
+        "cold chat took {cold:?}"
+    );
+    messages.push(json!({"role":"assistant","content":"Hello!"}));
+    messages.push(json!({"role":"user","content":"and then?"}));
+    let warm = timed(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","messages":messages}),
+    )
+    .await;
+    assert!(warm < cold / 2, "warm chat took {warm:?}, cold {cold:?}");
+
+    // Slots are per model and per instance: qwen3 here, and the same prompt on another
+    // instance, are cold.
+    let other = FakeOllama::start().await;
+    other.set_prompt_cost(Duration::from_millis(200));
+    let elsewhere = timed(
+        &other,
+        "/api/generate",
+        json!({"model":"llama3.2","stream":false,"prompt":"b".repeat(1024)}),
+    )
+    .await;
+    assert!(elsewhere >= Duration::from_millis(180), "{elsewhere:?}");
+}
+
+#[tokio::test]
+async fn stop_refuses_and_cuts_then_restart_serves_again() {
+    let mut fake = FakeOllama::start_with(config(Some(&["llama3.2"]), &["llama3.2"])).await;
+    let addr = fake.addr;
+    let mut resp = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","messages":user("[slow]")}),
+    )
+    .await;
+    let first = resp.body.frame().await.unwrap().unwrap();
+    assert!(!first.into_data().unwrap().is_empty());
+
+    fake.stop().await;
+    let err = TcpStream::connect(addr).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    // The stream in flight is cut, well before its 40 s of tokens.
+    let rest = tokio::time::timeout(Duration::from_secs(2), resp.frames())
+        .await
+        .expect("the stream must end when the fake stops");
+    assert!(rest.1.is_some(), "a cut stream ends with an error");
+    assert!(fake.wait_idle(Duration::from_secs(2)).await);
+    assert_eq!(fake.cancelled(), 1);
+
+    // Back on the same port, with the same state.
+    fake.restart().await;
+    assert_eq!(fake.addr, addr);
+    assert_eq!(tag_names(&fake).await, ["llama3.2:latest"]);
+    assert_eq!(fake.loaded(), ["llama3.2:latest"]);
+    let v = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","stream":false,"messages":user("hi")}),
+    )
+    .await
+    .json()
+    .await;
+    assert_eq!(v["message"]["content"], "Hello! You said: hi");
+    assert_eq!(fake.generations(), 2);
+    assert_eq!(fake.requests_for_model("llama3.2"), 2);
+
+    // Dropping still stops it.
+    drop(fake);
+    let mut refused = false;
+    for _ in 0..100 {
+        if TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused);
 }

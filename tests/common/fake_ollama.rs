@@ -34,18 +34,59 @@
 //! frame sizes cycling through [`AWKWARD_FRAME_SIZES`], `lines` ⇒ one frame per line, `whole` ⇒
 //! one frame, `bytes` ⇒ one byte per frame. `[slow]` and `[stall]` always send whole lines.
 //!
-//! Counters ([`FakeOllama::in_flight`], [`FakeOllama::cancelled`], [`FakeOllama::completed`])
-//! cover every generation on `/api/chat` and `/api/generate`, streaming or not.
+//! Counters ([`FakeOllama::in_flight`], [`FakeOllama::cancelled`], [`FakeOllama::completed`],
+//! [`FakeOllama::generations`]) cover every generation on `/api/chat` and `/api/generate`,
+//! streaming or not.
+//!
+//! ## Several hosts: models, loaded models, faults
+//!
+//! Each instance has its own state, so a test can start several in one runtime as a fleet.
+//! [`FakeOllama::start_with`] / [`FakeOllama::serve_with`] take a [`FakeConfig`]
+//! ([`FakeOllama::start`] / [`FakeOllama::serve`] use the default):
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `models: None` | the whole catalogue (the default) |
+//! | `models: Some(names)` | only these catalogue models (aliases and an implicit `:latest` allowed): `/api/tags` lists only them, and `/api/show`, `/api/chat`, `/api/generate`, `/api/embed` answer any other model exactly as an unknown one (404 `model '…' not found`) |
+//! | `loaded` | models loaded at start |
+//!
+//! `GET /api/ps` lists the loaded models in Ollama's shape (`name`, `model`, `size`, `digest`,
+//! `details`, `expires_at` = [`EXPIRES_AT`], `size_vram` = `size`, `context_length`), most
+//! recently used first. As in Ollama, a model is loaded by its first use: an accepted generation
+//! on `/api/chat` or `/api/generate`, a successful `/api/embed`, or a load request (no messages
+//! / empty prompt); the latter with `keep_alive: 0` unloads it. [`FakeOllama::loaded`] and
+//! [`FakeOllama::set_loaded`] read and replace the set.
+//!
+//! Faults, settable through `&self` at any time:
+//!
+//! | setter | behaviour |
+//! |---|---|
+//! | [`FakeOllama::set_busy`] | every `POST` to `/api/chat`, `/api/generate`, `/api/embed`, `/api/show` answers HTTP 503 `{"error":SERVER_BUSY}` right after being recorded (before the `Host` check and validation) |
+//! | [`FakeOllama::set_header_delay`] | generations (and embeddings) wait that long before the response head (a slow host); the wait counts as in flight |
+//! | [`FakeOllama::set_die_mid_stream`] | streamed generations send their thinking lines, two content lines (their own, padded with `Partial`, ` answer`), half a line, then the connection is aborted as with `[drop]` (non-streaming requests are unaffected) |
+//! | [`FakeOllama::set_prompt_cost`] | a prompt cache (below) |
+//!
+//! Prompt cache: per model, each instance keeps the prompt text of its last generation (one
+//! slot, like a runner with `OLLAMA_NUM_PARALLEL=1`). The prompt text is, for `/api/chat`, each
+//! message's `role` then `content`, concatenated in order; for `/api/generate`, `system` then
+//! `prompt`. A generation first sleeps `per_kib × uncached / 1024`, where `uncached` is the
+//! prompt's length in bytes minus its longest common prefix with the slot, then the slot holds
+//! this prompt. The sleep comes after the response head and before the first line when
+//! streaming, before the answer otherwise. The default cost is zero (no sleep).
+//!
+//! [`FakeOllama::stop`] closes the port and cuts every connection; [`FakeOllama::restart`] serves
+//! again on the same address with the same state. Dropping the handle stops the server too.
 
 #![allow(dead_code)]
 
 use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::hash::BuildHasher;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -84,6 +125,8 @@ pub const SLOW_TOKENS: usize = 2000;
 pub const STALL_DURATION: Duration = Duration::from_secs(3600);
 /// The thinking lines emitted when thinking is on.
 pub const THINKING_TOKENS: [&str; 3] = ["Let me think", " about this", "."];
+/// `expires_at` of every model in `/api/ps`.
+pub const EXPIRES_AT: &str = "2026-08-21T10:05:00.101Z";
 
 // ---------------------------------------------------------------------------------------------
 // Public API
@@ -108,6 +151,17 @@ impl Recorded {
     }
 }
 
+/// What one instance serves and what it has loaded at start (see the module docs).
+#[derive(Default, Clone, Debug)]
+pub struct FakeConfig {
+    /// `None`: the whole catalogue. `Some(names)`: only these catalogue models (names as a
+    /// client would write them: `qwen3`, `qwen3:8b` and `qwen3:latest` are the same model);
+    /// every other model is unknown to this instance. An unknown name panics.
+    pub models: Option<Vec<String>>,
+    /// Models loaded at start (listed by `/api/ps`); each must exist on the instance.
+    pub loaded: Vec<String>,
+}
+
 /// State shared between the handle and the server tasks.
 #[derive(Default)]
 struct Shared {
@@ -115,36 +169,220 @@ struct Shared {
     in_flight: AtomicUsize,
     cancelled: AtomicUsize,
     completed: AtomicUsize,
+    /// Generations accepted (`/api/chat`, `/api/generate` requests that got past validation).
+    generations: AtomicUsize,
+    /// Canonical names of the models this instance has; `None` = the whole catalogue.
+    available: Option<Vec<&'static str>>,
+    /// Canonical names of the loaded models, most recently used first (as `/api/ps` sorts by
+    /// expiry).
+    loaded: Mutex<Vec<&'static str>>,
+    busy: AtomicBool,
+    die_mid_stream: AtomicBool,
+    header_delay: Mutex<Duration>,
+    /// Sleep per KiB of uncached prompt; zero = no prompt cache model.
+    prompt_cost: Mutex<Duration>,
+    /// Per model (canonical name): the prompt text of its last generation.
+    prompt_slots: Mutex<HashMap<&'static str, String>>,
+}
+
+impl Shared {
+    fn new(config: &FakeConfig) -> Shared {
+        let available = config.models.as_ref().map(|names| {
+            let mut specs: Vec<&'static str> = Vec::new();
+            for name in names {
+                let m = find_model(name)
+                    .unwrap_or_else(|| panic!("fake_ollama: unknown model {name:?} in FakeConfig"));
+                if !specs.contains(&m.name) {
+                    specs.push(m.name);
+                }
+            }
+            specs
+        });
+        let shared = Shared {
+            available,
+            ..Shared::default()
+        };
+        let loaded: Vec<&str> = config.loaded.iter().map(String::as_str).collect();
+        shared.set_loaded(&loaded);
+        shared
+    }
+
+    fn has(&self, m: &ModelSpec) -> bool {
+        match &self.available {
+            Some(names) => names.contains(&m.name),
+            None => true,
+        }
+    }
+
+    /// The model if this instance has it (catalogue lookup, restricted to `available`).
+    fn find(&self, requested: &str) -> Option<&'static ModelSpec> {
+        find_model(requested).filter(|m| self.has(m))
+    }
+
+    /// The models of this instance, in catalogue order.
+    fn models(&self) -> Vec<&'static ModelSpec> {
+        MODELS.iter().filter(|m| self.has(m)).collect()
+    }
+
+    fn set_loaded(&self, names: &[&str]) {
+        let mut loaded: Vec<&'static str> = Vec::new();
+        for name in names {
+            let m = self.find(name).unwrap_or_else(|| {
+                panic!("fake_ollama: cannot load {name:?}: not a model of this instance")
+            });
+            if !loaded.contains(&m.name) {
+                loaded.push(m.name);
+            }
+        }
+        *self.loaded.lock().unwrap() = loaded;
+    }
+
+    /// Marks `m` loaded and most recently used.
+    fn touch(&self, m: &'static ModelSpec) {
+        let mut loaded = self.loaded.lock().unwrap();
+        loaded.retain(|n| *n != m.name);
+        loaded.insert(0, m.name);
+    }
+
+    fn unload(&self, m: &'static ModelSpec) {
+        self.loaded.lock().unwrap().retain(|n| *n != m.name);
+    }
+
+    /// The prompt-cache delay for `prompt` on `m`'s slot, which then holds `prompt`.
+    fn prompt_delay(&self, m: &'static ModelSpec, prompt: &str) -> Duration {
+        let mut slots = self.prompt_slots.lock().unwrap();
+        let cached = slots.get(m.name).map_or(0, |previous| {
+            previous
+                .bytes()
+                .zip(prompt.bytes())
+                .take_while(|(a, b)| a == b)
+                .count()
+        });
+        slots.insert(m.name, prompt.to_string());
+        let uncached = (prompt.len() - cached) as u128;
+        let per_kib = self.prompt_cost.lock().unwrap().as_nanos();
+        let nanos = per_kib * uncached / 1024;
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
 }
 
 /// A running fake Ollama server. Dropping it stops the server.
 pub struct FakeOllama {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    server: JoinHandle<()>,
+    /// The accept loop; `None` once stopped.
+    server: Option<JoinHandle<()>>,
 }
 
 impl FakeOllama {
     /// Binds `127.0.0.1:0` and serves on the current tokio runtime.
     pub async fn start() -> FakeOllama {
+        Self::start_with(FakeConfig::default()).await
+    }
+
+    /// Like [`FakeOllama::start`], with a model subset and models loaded at start.
+    pub async fn start_with(config: FakeConfig) -> FakeOllama {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("fake_ollama: bind 127.0.0.1:0");
-        Self::serve(listener).await
+        Self::serve_with(listener, config).await
     }
 
     /// Serves on an already bound listener.
     pub async fn serve(listener: TcpListener) -> FakeOllama {
+        Self::serve_with(listener, FakeConfig::default()).await
+    }
+
+    /// Like [`FakeOllama::serve`], with a model subset and models loaded at start.
+    pub async fn serve_with(listener: TcpListener, config: FakeConfig) -> FakeOllama {
         let addr = listener
             .local_addr()
             .expect("fake_ollama: listener has no local address");
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new(&config));
         let server = tokio::spawn(accept_loop(listener, shared.clone()));
         FakeOllama {
             addr,
             shared,
-            server,
+            server: Some(server),
         }
+    }
+
+    /// Stops serving: the port refuses new connections and every open connection (and so every
+    /// stream in flight) is cut. State (requests, counters, loaded models, faults) is kept.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            // The accept loop's future (listener and connection set) is dropped once this
+            // resolves.
+            let _ = server.await;
+        }
+    }
+
+    /// Stops (if running) and serves again on the same address, with the same state: a host
+    /// that comes back. Models stay loaded; call `set_loaded(&[])` for a cold restart.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        // tokio (mio) sets SO_REUSEADDR on Unix, so connections of the previous listener left in
+        // TIME_WAIT do not block the bind.
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .unwrap_or_else(|e| panic!("fake_ollama: rebind {}: {e}", self.addr));
+        self.server = Some(tokio::spawn(accept_loop(listener, self.shared.clone())));
+    }
+
+    /// Canonical names of the loaded models, most recently used first (as `/api/ps` lists them).
+    pub fn loaded(&self) -> Vec<String> {
+        let loaded = self.shared.loaded.lock().unwrap();
+        loaded.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// Replaces the set of loaded models (in this order). Panics on a model the instance lacks.
+    pub fn set_loaded(&self, names: &[&str]) {
+        self.shared.set_loaded(names);
+    }
+
+    /// While set, `POST` to `/api/chat`, `/api/generate`, `/api/embed` and `/api/show` answers
+    /// HTTP 503 [`SERVER_BUSY`] right after the request is recorded.
+    pub fn set_busy(&self, busy: bool) {
+        self.shared.busy.store(busy, Ordering::SeqCst);
+    }
+
+    /// Generations (and embeddings) wait `delay` before sending the response head.
+    pub fn set_header_delay(&self, delay: Duration) {
+        *self.shared.header_delay.lock().unwrap() = delay;
+    }
+
+    /// While set, streamed generations send two content lines, then the connection is aborted.
+    pub fn set_die_mid_stream(&self, die: bool) {
+        self.shared.die_mid_stream.store(die, Ordering::SeqCst);
+    }
+
+    /// Prompt processing cost per KiB of prompt not shared with the model's cached prompt.
+    pub fn set_prompt_cost(&self, per_kib: Duration) {
+        *self.shared.prompt_cost.lock().unwrap() = per_kib;
+    }
+
+    /// Generation requests (`/api/chat`, `/api/generate`) accepted, i.e. not rejected before
+    /// generating (load-only requests with no messages or prompt are not generations).
+    pub fn generations(&self) -> usize {
+        self.shared.generations.load(Ordering::SeqCst)
+    }
+
+    /// Recorded requests to `/api/chat` or `/api/generate` whose `model` names the same model as
+    /// `model` (aliases and the implicit `:latest` included).
+    pub fn requests_for_model(&self, model: &str) -> usize {
+        let want = model_key(model);
+        self.requests()
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.path.split('?').next(),
+                    Some("/api/chat" | "/api/generate")
+                )
+            })
+            .filter_map(|r| r.body.get("model").and_then(Value::as_str))
+            .filter(|m| model_key(m) == want)
+            .count()
     }
 
     /// `http://127.0.0.1:PORT` (an unspecified bind address is reported as loopback).
@@ -219,7 +457,9 @@ impl Drop for FakeOllama {
     fn drop(&mut self) {
         // Aborting the accept loop drops its JoinSet, which aborts every connection task; that
         // drops the response bodies, so the streaming tasks notice and stop too.
-        self.server.abort();
+        if let Some(server) = &self.server {
+            server.abort();
+        }
     }
 }
 
@@ -348,6 +588,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
             return ApiError::bad_request(format!("failed to read body: {e}")).into_response()
         }
     };
+    let path = parts.uri.path();
     shared.requests.lock().unwrap().push(Recorded {
         method: parts.method.to_string(),
         path: parts.uri.path_and_query().map_or_else(
@@ -358,6 +599,14 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
     });
 
+    let busy_path = matches!(
+        path,
+        "/api/chat" | "/api/generate" | "/api/embed" | "/api/show"
+    );
+    if busy_path && parts.method == Method::POST && shared.busy.load(Ordering::SeqCst) {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, SERVER_BUSY).into_response();
+    }
+
     if !host_allowed(&parts) {
         return respond(StatusCode::FORBIDDEN, None, Bytes::new());
     }
@@ -366,20 +615,30 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
     let method = &parts.method;
     let read = method == Method::GET || method == Method::HEAD;
     let post = method == Method::POST;
-    match parts.uri.path() {
+    match path {
         "/" if read => respond(StatusCode::OK, Some(TEXT_CT), "Ollama is running"),
         "/api/version" if read => {
             json_response(StatusCode::OK, Obj::new().str("version", VERSION).finish())
         }
-        "/api/tags" if read => json_response(StatusCode::OK, tags_body()),
-        "/api/ps" if read => json_response(StatusCode::OK, r#"{"models":[]}"#.to_string()),
-        "/api/show" if post => show(&body).unwrap_or_else(ApiError::into_response),
-        "/api/embed" if post => embed(&body).unwrap_or_else(ApiError::into_response),
-        "/api/chat" if post => match prepare_chat(&body) {
+        "/api/tags" if read => json_response(StatusCode::OK, tags_body(&shared)),
+        "/api/ps" if read => json_response(StatusCode::OK, ps_body(&shared)),
+        "/api/show" if post => show(&body, &shared).unwrap_or_else(ApiError::into_response),
+        "/api/embed" if post => match embed(&body, &shared) {
+            Ok((resp, model)) => {
+                shared.touch(model);
+                let delay = *shared.header_delay.lock().unwrap();
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                resp
+            }
+            Err(e) => e.into_response(),
+        },
+        "/api/chat" if post => match prepare_chat(&body, &shared) {
             Ok(prepared) => deliver(prepared, chunking, shared).await,
             Err(e) => e.into_response(),
         },
-        "/api/generate" if post => match prepare_generate(&body) {
+        "/api/generate" if post => match prepare_generate(&body, &shared) {
             Ok(prepared) => deliver(prepared, chunking, shared).await,
             Err(e) => e.into_response(),
         },
@@ -588,6 +847,15 @@ fn find_model(requested: &str) -> Option<&'static ModelSpec> {
     })
 }
 
+/// What two model names must share to name the same model: the canonical name for catalogue
+/// models (aliases included), else the normalised name.
+fn model_key(name: &str) -> String {
+    find_model(name).map_or_else(
+        || normalise_model_name(name),
+        |m| normalise_model_name(m.name),
+    )
+}
+
 /// A stable fake sha256 digest derived from the model name (FNV-1a, four rounds).
 fn digest(name: &str) -> String {
     (0u64..4)
@@ -613,9 +881,10 @@ fn details_json(m: &ModelSpec) -> String {
         .finish()
 }
 
-fn tags_body() -> String {
-    let models: Vec<String> = MODELS
-        .iter()
+fn tags_body(shared: &Shared) -> String {
+    let models: Vec<String> = shared
+        .models()
+        .into_iter()
         .map(|m| {
             let mut o = Obj::new()
                 .str("name", m.name)
@@ -636,8 +905,30 @@ fn tags_body() -> String {
     format!(r#"{{"models":[{}]}}"#, models.join(","))
 }
 
+/// `GET /api/ps`: the loaded models, most recently used first.
+fn ps_body(shared: &Shared) -> String {
+    let loaded = shared.loaded.lock().unwrap().clone();
+    let models: Vec<String> = loaded
+        .iter()
+        .filter_map(|name| find_model(name))
+        .map(|m| {
+            Obj::new()
+                .str("name", m.name)
+                .str("model", m.name)
+                .num("size", m.size)
+                .str("digest", &digest(m.name))
+                .raw("details", &details_json(m))
+                .str("expires_at", EXPIRES_AT)
+                .num("size_vram", m.size)
+                .num("context_length", m.context_length)
+                .finish()
+        })
+        .collect();
+    format!(r#"{{"models":[{}]}}"#, models.join(","))
+}
+
 /// `POST /api/show`.
-fn show(body: &[u8]) -> Result<Resp, ApiError> {
+fn show(body: &[u8], shared: &Shared) -> Result<Resp, ApiError> {
     let req = decode_object(body, "ShowRequest")?;
     check_type(&req, "model", "ShowRequest", "string", Value::is_string)?;
     // `name` is the deprecated spelling of `model`.
@@ -648,7 +939,7 @@ fn show(body: &[u8]) -> Result<Resp, ApiError> {
     if name.is_empty() {
         return Err(ApiError::bad_request("model is required"));
     }
-    let m = find_model(name).ok_or_else(|| not_found(name))?;
+    let m = shared.find(name).ok_or_else(|| not_found(name))?;
     let mut info = Map::new();
     info.insert("general.architecture".into(), json!(m.architecture));
     info.insert(
@@ -1004,6 +1295,7 @@ fn validate_common(
     req: &Map<String, Value>,
     capability_error: &str,
     needs_tools: bool,
+    shared: &Shared,
 ) -> Result<Common, ApiError> {
     let requested = str_field(req, "model").unwrap_or("").to_string();
     if requested.is_empty() {
@@ -1020,7 +1312,9 @@ fn validate_common(
         }
         _ => {}
     }
-    let model = find_model(&requested).ok_or_else(|| not_found(&requested))?;
+    let model = shared
+        .find(&requested)
+        .ok_or_else(|| not_found(&requested))?;
     if !model.has("completion") {
         return Err(ApiError::bad_request(format!(
             "\"{requested}\" does not support {capability_error}"
@@ -1132,6 +1426,11 @@ struct Plan {
     api: Api,
     /// The model name as requested (echoed in every line).
     model: String,
+    /// The catalogue entry of that model.
+    spec: &'static ModelSpec,
+    /// The text the prompt cache compares: every message's role and content (chat), or the
+    /// system prompt and the prompt (generate).
+    prompt_text: String,
     stream: bool,
     events: Vec<Event>,
     /// Tool calls carried by the done line (gpt-oss).
@@ -1242,6 +1541,29 @@ impl Plan {
             self.done_reason = "length";
             self.ending = Ending::Done;
         }
+    }
+
+    /// The host dies mid-stream: thinking lines, then two content lines (the plan's own, else
+    /// the `[drop]` ones), then half a line and an abort.
+    fn die_mid_stream(&mut self) {
+        let mut kept = Vec::new();
+        let mut contents = 0;
+        for event in self.events.drain(..) {
+            match event {
+                Event::Think(_) => kept.push(event),
+                Event::Content(_) if contents < 2 => {
+                    kept.push(event);
+                    contents += 1;
+                }
+                Event::Content(_) | Event::Calls(_) => {}
+            }
+        }
+        for token in ["Partial", " answer"].iter().skip(contents) {
+            kept.push(Event::Content(token.to_string()));
+        }
+        self.events = kept;
+        self.done_calls.clear();
+        self.ending = Ending::Drop;
     }
 
     /// Generated tokens: one per thinking/content/tool-call line.
@@ -1374,14 +1696,14 @@ impl Plan {
 }
 
 /// Parses and plans `POST /api/chat`.
-fn prepare_chat(body: &[u8]) -> Result<Prepared, ApiError> {
+fn prepare_chat(body: &[u8], shared: &Shared) -> Result<Prepared, ApiError> {
     let req = decode_object(body, "ChatRequest")?;
     validate_chat_fields(&req)?;
     let tools: &[Value] = req
         .get("tools")
         .and_then(Value::as_array)
         .map_or(&[], Vec::as_slice);
-    let common = validate_common(&req, "chat", !tools.is_empty())?;
+    let common = validate_common(&req, "chat", !tools.is_empty(), shared)?;
     let messages: Vec<&Map<String, Value>> = req
         .get("messages")
         .and_then(Value::as_array)
@@ -1402,7 +1724,11 @@ fn prepare_chat(body: &[u8]) -> Result<Prepared, ApiError> {
             .bool("done", true)
             .str("done_reason", reason)
             .finish();
-        return Ok(Prepared::Immediate(json_response(StatusCode::OK, out)));
+        return Ok(Prepared::Load {
+            resp: json_response(StatusCode::OK, out),
+            model: common.model,
+            unload: reason == "unload",
+        });
     }
 
     let role = |m: &Map<String, Value>| str_field(m, "role").unwrap_or("").to_ascii_lowercase();
@@ -1477,9 +1803,16 @@ fn prepare_chat(body: &[u8]) -> Result<Prepared, ApiError> {
     };
 
     let chars: usize = messages.iter().map(|m| content(m).chars().count()).sum();
+    let prompt_text: String = messages
+        .iter()
+        .flat_map(|m| [str_field(m, "role"), str_field(m, "content")])
+        .flatten()
+        .collect();
     let mut plan = Plan {
         api: Api::Chat,
         model: common.requested.clone(),
+        spec: common.model,
+        prompt_text,
         stream: common.stream,
         events,
         done_calls,
@@ -1494,10 +1827,10 @@ fn prepare_chat(body: &[u8]) -> Result<Prepared, ApiError> {
 }
 
 /// Parses and plans `POST /api/generate`.
-fn prepare_generate(body: &[u8]) -> Result<Prepared, ApiError> {
+fn prepare_generate(body: &[u8], shared: &Shared) -> Result<Prepared, ApiError> {
     let req = decode_object(body, "GenerateRequest")?;
     validate_generate_fields(&req)?;
-    let common = validate_common(&req, "generate", false)?;
+    let common = validate_common(&req, "generate", false, shared)?;
     let prompt = str_field(&req, "prompt").unwrap_or("");
     if prompt.is_empty() {
         let reason = if keep_alive_zero(&req) {
@@ -1512,7 +1845,11 @@ fn prepare_generate(body: &[u8]) -> Result<Prepared, ApiError> {
             .bool("done", true)
             .str("done_reason", reason)
             .finish();
-        return Ok(Prepared::Immediate(json_response(StatusCode::OK, out)));
+        return Ok(Prepared::Load {
+            resp: json_response(StatusCode::OK, out),
+            model: common.model,
+            unload: reason == "unload",
+        });
     }
     let suffix = str_field(&req, "suffix").filter(|s| !s.is_empty());
     let system = str_field(&req, "system").unwrap_or("");
@@ -1547,6 +1884,8 @@ fn prepare_generate(body: &[u8]) -> Result<Prepared, ApiError> {
     let mut plan = Plan {
         api: Api::Generate,
         model: common.requested.clone(),
+        spec: common.model,
+        prompt_text: format!("{system}{prompt}"),
         stream: common.stream,
         events,
         done_calls: Vec::new(),
@@ -1597,8 +1936,12 @@ fn weather_tool_name(tools: &[Value]) -> String {
 
 /// What to do with a validated chat/generate request.
 enum Prepared {
-    /// A response that involves no generation (e.g. `done_reason:"load"`).
-    Immediate(Resp),
+    /// No generation, just loading (`done_reason:"load"`) or unloading (`"unload"`) the model.
+    Load {
+        resp: Resp,
+        model: &'static ModelSpec,
+        unload: bool,
+    },
     Plan(Plan),
 }
 
@@ -1779,20 +2122,50 @@ fn spawn_stream(content_type: &'static str, outs: Vec<Out>, guard: FlightGuard) 
 }
 
 async fn deliver(prepared: Prepared, chunking: Chunking, shared: Arc<Shared>) -> Resp {
-    let plan = match prepared {
-        Prepared::Immediate(resp) => return resp,
+    let mut plan = match prepared {
+        Prepared::Load {
+            resp,
+            model,
+            unload,
+        } => {
+            if unload {
+                shared.unload(model);
+            } else {
+                shared.touch(model);
+            }
+            return resp;
+        }
         Prepared::Plan(plan) => plan,
     };
-    let guard = FlightGuard::new(shared);
+    shared.generations.fetch_add(1, Ordering::SeqCst);
+    shared.touch(plan.spec);
+    let prompt_delay = shared.prompt_delay(plan.spec, &plan.prompt_text);
+    let header_delay = *shared.header_delay.lock().unwrap();
+    let guard = FlightGuard::new(shared.clone());
+    if !header_delay.is_zero() {
+        // A slow host: nothing, not even the head, for a while (a client that goes away
+        // meanwhile drops this future, and the guard counts a cancellation).
+        tokio::time::sleep(header_delay).await;
+    }
     if plan.stream {
+        if shared.die_mid_stream.load(Ordering::SeqCst) {
+            plan.die_mid_stream();
+        }
         // Paced scenarios always send whole lines, with their pauses.
         let mode = if plan.slow || plan.ending == Ending::Stall {
             Chunking::Lines
         } else {
             chunking
         };
-        let outs = frame_steps(plan.stream_steps(), mode);
+        let mut steps = plan.stream_steps();
+        if !prompt_delay.is_zero() {
+            steps.insert(0, Step::Sleep(prompt_delay));
+        }
+        let outs = frame_steps(steps, mode);
         return spawn_stream(NDJSON_CT, outs, guard);
+    }
+    if !prompt_delay.is_zero() {
+        tokio::time::sleep(prompt_delay).await;
     }
     match plan.ending {
         Ending::Error => {
@@ -1842,7 +2215,8 @@ fn embedding(input: &str, dims: usize) -> Vec<f32> {
     raw.iter().map(|v| (v / norm) as f32).collect()
 }
 
-fn embed(body: &[u8]) -> Result<Resp, ApiError> {
+/// `POST /api/embed`: the response and the model (which it loads).
+fn embed(body: &[u8], shared: &Shared) -> Result<(Resp, &'static ModelSpec), ApiError> {
     let req = decode_object(body, "EmbedRequest")?;
     check_type(&req, "model", "EmbedRequest", "string", Value::is_string)?;
     check_type(&req, "dimensions", "EmbedRequest", "int", Value::is_number)?;
@@ -1850,7 +2224,7 @@ fn embed(body: &[u8]) -> Result<Resp, ApiError> {
     if requested.is_empty() {
         return Err(ApiError::bad_request("model is required"));
     }
-    let m = find_model(requested).ok_or_else(|| not_found(requested))?;
+    let m = shared.find(requested).ok_or_else(|| not_found(requested))?;
     if !m.has("embedding") {
         return Err(ApiError::bad_request(format!(
             "\"{requested}\" does not support embeddings"
@@ -1883,7 +2257,7 @@ fn embed(body: &[u8]) -> Result<Resp, ApiError> {
         .num("load_duration", 1)
         .num("prompt_eval_count", chars.div_ceil(4) as u64)
         .finish();
-    Ok(json_response(StatusCode::OK, out))
+    Ok((json_response(StatusCode::OK, out), m))
 }
 
 // ---------------------------------------------------------------------------------------------
