@@ -172,7 +172,7 @@ struct Shared {
     /// Generations accepted (`/api/chat`, `/api/generate` requests that got past validation).
     generations: AtomicUsize,
     /// Canonical names of the models this instance has; `None` = the whole catalogue.
-    available: Option<Vec<&'static str>>,
+    available: Mutex<Option<Vec<&'static str>>>,
     /// Canonical names of the loaded models, most recently used first (as `/api/ps` sorts by
     /// expiry).
     loaded: Mutex<Vec<&'static str>>,
@@ -185,21 +185,25 @@ struct Shared {
     prompt_slots: Mutex<HashMap<&'static str, String>>,
 }
 
+/// The canonical names of these catalogue models; an unknown one panics.
+fn catalogue_names<S: AsRef<str>>(names: &[S]) -> Vec<&'static str> {
+    let mut specs: Vec<&'static str> = Vec::new();
+    for name in names {
+        let name = name.as_ref();
+        let m = find_model(name)
+            .unwrap_or_else(|| panic!("fake_ollama: unknown model {name:?} in FakeConfig"));
+        if !specs.contains(&m.name) {
+            specs.push(m.name);
+        }
+    }
+    specs
+}
+
 impl Shared {
     fn new(config: &FakeConfig) -> Shared {
-        let available = config.models.as_ref().map(|names| {
-            let mut specs: Vec<&'static str> = Vec::new();
-            for name in names {
-                let m = find_model(name)
-                    .unwrap_or_else(|| panic!("fake_ollama: unknown model {name:?} in FakeConfig"));
-                if !specs.contains(&m.name) {
-                    specs.push(m.name);
-                }
-            }
-            specs
-        });
+        let available = config.models.as_ref().map(|names| catalogue_names(names));
         let shared = Shared {
-            available,
+            available: Mutex::new(available),
             ..Shared::default()
         };
         let loaded: Vec<&str> = config.loaded.iter().map(String::as_str).collect();
@@ -208,7 +212,7 @@ impl Shared {
     }
 
     fn has(&self, m: &ModelSpec) -> bool {
-        match &self.available {
+        match &*self.available.lock().unwrap() {
             Some(names) => names.contains(&m.name),
             None => true,
         }
@@ -334,6 +338,22 @@ impl FakeOllama {
     pub fn loaded(&self) -> Vec<String> {
         let loaded = self.shared.loaded.lock().unwrap();
         loaded.iter().map(|n| n.to_string()).collect()
+    }
+
+    /// Replaces the models this instance has (as `FakeConfig::models`), as `ollama rm` or
+    /// `ollama pull` would; loaded models it no longer has are unloaded.
+    pub fn set_models(&self, names: Option<&[&str]>) {
+        *self.shared.available.lock().unwrap() = names.map(catalogue_names);
+        let keep: Vec<&str> = self
+            .shared
+            .loaded
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .filter(|n| find_model(n).is_some_and(|m| self.shared.has(m)))
+            .collect();
+        self.shared.set_loaded(&keep);
     }
 
     /// Replaces the set of loaded models (in this order). Panics on a model the instance lacks.
