@@ -296,7 +296,7 @@ fn last_host(hosts: &[&FakeOllama], before: &[usize]) -> usize {
 
 #[tokio::test]
 async fn a_conversation_stays_on_its_host_and_moves_when_that_host_dies() {
-    let mut hosts = vec![
+    let mut hosts = [
         host(&["qwen3"], &["qwen3"]).await,
         host(&["qwen3"], &["qwen3"]).await,
         host(&["qwen3"], &["qwen3"]).await,
