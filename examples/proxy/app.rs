@@ -52,6 +52,11 @@ pub struct Settings {
     pub hosts: Vec<Uri>,
     /// How often a pool asks its hosts for their models (`POOL_REFRESH_SECS`).
     pub pool_refresh: Duration,
+    /// Conversations a pool remembers (`POOL_SESSIONS`; 0: no stickiness).
+    pub pool_sessions: usize,
+    /// Requests a host with the model loaded takes before it is no better
+    /// than one without (`POOL_WARM_SLOTS`).
+    pub pool_warm_slots: usize,
     /// `MAX_BODY_BYTES`, which a pool also applies to native requests it
     /// reads to find their model.
     pub max_body_bytes: Option<usize>,
@@ -193,6 +198,11 @@ impl Settings {
         if pool_refresh.is_zero() {
             return Err("POOL_REFRESH_SECS must be at least 1".into());
         }
+        let pool_sessions = bytes("POOL_SESSIONS")?.unwrap_or(10_000);
+        let pool_warm_slots = bytes("POOL_WARM_SLOTS")?.unwrap_or(1);
+        if pool_warm_slots == 0 {
+            return Err("POOL_WARM_SLOTS must be at least 1".into());
+        }
         let ollama_api_key = match non_empty("OLLAMA_API_KEY") {
             Some(k) => {
                 let mut v = HeaderValue::from_str(&format!("Bearer {}", k.trim()))
@@ -229,6 +239,8 @@ impl Settings {
             ollama,
             hosts,
             pool_refresh,
+            pool_sessions,
+            pool_warm_slots,
             max_body_bytes,
             ollama_api_key,
             layer,
@@ -666,6 +678,8 @@ pub async fn serve(
     }
     let mut pool = Pool::builder(TokioTimer)
         .refresh_every(settings.pool_refresh)
+        .sessions(settings.pool_sessions, Duration::from_secs(600))
+        .warm_slots(settings.pool_warm_slots)
         .body_timeout(settings.client_timeout);
     if let Some(n) = settings.max_body_bytes {
         pool = pool.max_body_bytes(n);

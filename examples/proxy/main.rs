@@ -43,6 +43,9 @@ Settings (environment variables, default in brackets):
                          form a pool [http://localhost:11434]
   POOL_REFRESH_SECS      with several hosts, how often each is asked for its
                          models and loaded models [10]
+  POOL_SESSIONS          conversations kept on their host; 0 off [10000]
+  POOL_WARM_SLOTS        requests a host with the model loaded takes before an
+                         idle host without it is as good (OLLAMA_NUM_PARALLEL) [1]
   OLLAMA_API_KEY         sent to Ollama as Authorization: Bearer <key> [none]
   LISTEN_ADDR            where the proxy listens [127.0.0.1:4000]
   PROXY_API_KEY          key clients must send (Authorization: Bearer or x-api-key) [none]
