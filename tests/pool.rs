@@ -598,3 +598,120 @@ async fn anthropic_and_responses_clients_stream_through_the_pool() {
     assert_eq!(done["response"]["status"], "completed");
     assert_eq!(spread(&[&a, &b], "qwen3"), [1, 0]);
 }
+
+/// The value of `name`'s samples whose labels include every `k="v"` given.
+fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn readiness_and_metrics_follow_the_hosts() {
+    let mut a = host(&["qwen3"], &["qwen3"]).await;
+    let mut b = host(&["qwen3"], &[]).await;
+    let p = pool(&[&a, &b], &[("READINESS_PROBE_SECS", "1")]).await;
+    let ready = || async { send("GET", &format!("{}/readyz", p.url), &[], None).await };
+    assert!(wait_for(|| async { ready().await.status == 200 }).await);
+    let a_label = format!("server_address=\"{}\"", a.base_url());
+    let b_label = format!("server_address=\"{}\"", b.base_url());
+    let scrape = || async {
+        send("GET", &format!("{}/metrics", p.url), &[], None)
+            .await
+            .body
+    };
+
+    let before = scrape().await;
+    let session = [("x-session-id", "metrics-session")];
+    let url = format!("{}/v1/chat/completions", p.url);
+    for i in 0..2 {
+        let body = chat("qwen3", &format!("count me {i}"));
+        assert_eq!(send("POST", &url, &session, Some(&body)).await.status, 200);
+    }
+    let after = scrape().await;
+    let routed = |text: &str, affinity: &str| {
+        let label = format!("affinity=\"{affinity}\"");
+        sample(
+            text,
+            "ollama_translate_pool_requests_total",
+            &[&a_label, &label],
+        )
+    };
+    assert_eq!(
+        routed(&after, "new") - routed(&before, "new"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(routed(&after, "kept") - routed(&before, "kept"), 1.0);
+    assert_eq!(
+        sample(&after, "ollama_translate_pool_host_up", &[&a_label]),
+        1.0
+    );
+
+    // One host down: still ready, and the gauge says which.
+    a.stop().await;
+    let body = chat("qwen3", "after the fall");
+    assert_eq!(send("POST", &url, &[], Some(&body)).await.status, 200);
+    assert!(
+        wait_for(|| async {
+            sample(
+                &scrape().await,
+                "ollama_translate_pool_host_up",
+                &[&a_label],
+            ) == 0.0
+        })
+        .await
+    );
+    let text = scrape().await;
+    assert_eq!(
+        sample(&text, "ollama_translate_pool_host_up", &[&b_label]),
+        1.0
+    );
+    assert!(
+        sample(
+            &text,
+            "ollama_translate_pool_failovers_total",
+            &["reason=\"unreachable\""]
+        ) >= 1.0
+    );
+    assert_eq!(ready().await.status, 200);
+
+    // Both down: not ready, naming the hosts.
+    b.stop().await;
+    assert!(wait_for(|| async { ready().await.status == 503 }).await);
+    let why = ready().await.json();
+    let reason = why["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&a.base_url()) && reason.contains(&b.base_url()),
+        "{reason}"
+    );
+    let res = openai_chat(&p, "qwen3", "nobody home").await;
+    assert_eq!(res.status, 502, "{}", res.body);
+}
+
+#[tokio::test]
+async fn other_requests_pass_through_and_native_bodies_are_bounded() {
+    let a = host(&["qwen3"], &[]).await;
+    let b = host(&["llama3.2"], &[]).await;
+    let p = pool(&[&a, &b], &[("MAX_BODY_BYTES", "4096")]).await;
+    let version = send("GET", &format!("{}/api/version", p.url), &[], None).await;
+    assert_eq!(version.status, 200, "{}", version.body);
+    assert!(version.json()["version"].is_string());
+    let root = send("GET", &format!("{}/", p.url), &[], None).await;
+    assert_eq!(root.body, "Ollama is running");
+
+    let big = json!({"model": "qwen3", "stream": false,
+        "messages": [{"role": "user", "content": "x".repeat(8192)}]});
+    let res = send("POST", &format!("{}/api/chat", p.url), &[], Some(&big)).await;
+    assert_eq!(res.status, 413, "{}", res.body);
+    assert!(res.json()["error"].as_str().unwrap().contains("4096"));
+    assert_eq!(a.requests_to("/api/chat").len(), 0, "never sent");
+    // And the proxy keeps serving.
+    let small = json!({"model": "qwen3", "stream": false,
+        "messages": [{"role": "user", "content": "small"}]});
+    let res = send("POST", &format!("{}/api/chat", p.url), &[], Some(&small)).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(a.requests_for_model("qwen3"), 1);
+}
