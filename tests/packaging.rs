@@ -142,6 +142,76 @@ fn the_compose_file_wires_ollama_to_the_proxy() {
     );
 }
 
+#[test]
+fn the_kubernetes_example_uses_the_proxy_s_settings_and_paths() {
+    let k8s = read("deploy/kubernetes.yaml");
+    let known = settings_the_proxy_reads();
+    let lines: Vec<&str> = k8s.lines().map(str::trim).collect();
+    // `- name: KEY` then `value: "…"` (or `valueFrom:`).
+    let mut env = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let Some(k) = l.strip_prefix("- name: ") else {
+            continue;
+        };
+        if !k.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+            continue;
+        }
+        assert!(
+            known.contains(&k.to_string()),
+            "{k} is not a setting of the proxy"
+        );
+        let value = lines[i + 1]
+            .strip_prefix("value: ")
+            .map(|v| v.trim_matches('"'));
+        env.push((k.to_string(), value.map(str::to_string)));
+    }
+    let get = |k: &str| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .unwrap_or_else(|| panic!("{k} is set"))
+            .1
+            .clone()
+    };
+    assert_eq!(get("LISTEN_ADDR").as_deref(), Some("0.0.0.0:4000"));
+    assert!(
+        k8s.contains("containerPort: 4000"),
+        "the port it listens on"
+    );
+    let hosts = get("OLLAMA_BASE_URL").unwrap();
+    assert!(hosts.split(',').count() > 1, "several hosts: {hosts}");
+    assert!(
+        hosts.split(',').all(|h| h.starts_with("http://")),
+        "{hosts}"
+    );
+    // The signing key is shared by every replica, from a secret.
+    assert_eq!(
+        get("THINKING_KEY"),
+        None,
+        "THINKING_KEY comes from a secret"
+    );
+    assert!(k8s.contains("key: thinking-key"));
+    assert!(k8s.contains("path: /readyz") && k8s.contains("path: /livez"));
+    let user = read("Dockerfile")
+        .lines()
+        .find_map(|l| l.strip_prefix("USER ").map(str::to_string))
+        .unwrap();
+    assert!(
+        k8s.contains(&format!("runAsUser: {user}")),
+        "the image's user"
+    );
+    let secs = |k: &str| get(k).unwrap().parse::<u64>().unwrap();
+    let grace: u64 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("terminationGracePeriodSeconds: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        grace > secs("SHUTDOWN_DRAIN_SECS") + secs("SHUTDOWN_GRACE_SECS"),
+        "the drain and the grace fit in the pod's grace period"
+    );
+}
+
 #[tokio::test]
 async fn the_health_check_asks_the_running_proxy() {
     let fake = FakeOllama::start().await;
