@@ -715,3 +715,63 @@ async fn other_requests_pass_through_and_native_bodies_are_bounded() {
     assert_eq!(res.status, 200, "{}", res.body);
     assert_eq!(a.requests_for_model("qwen3"), 1);
 }
+
+/// Sends a request head and `sent` bytes of a body that claims `declared`,
+/// then holds the connection open; returns the socket.
+async fn partial_post(p: &Proxy, declared: usize, sent: usize) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(&p.addr).await.unwrap();
+    let head = format!(
+        "POST /api/chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let body = format!("{{\"model\":\"qwen3\",\"x\":\"{}", "y".repeat(sent));
+    s.write_all(&body.as_bytes()[..sent]).await.unwrap();
+    s
+}
+
+/// The status line and body of what the proxy answers on `s`.
+async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn native_bodies_the_pool_reads_share_a_budget_and_a_deadline() {
+    let a = host(&["qwen3"], &[]).await;
+    let b = host(&["qwen3"], &[]).await;
+    let env = [
+        ("REQUEST_MEMORY_BYTES", "10000"),
+        ("CLIENT_TIMEOUT_SECS", "2"),
+    ];
+    let p = pool(&[&a, &b], &env).await;
+    // One slow body holds 6 000 bytes of the budget; a second one that
+    // needs 6 000 more gets a 503 to retry later.
+    let mut first = partial_post(&p, 20_000, 6_000).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = partial_post(&p, 20_000, 6_000).await;
+    let answer = read_answer(&mut second).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    // The first never finishes: a 408 at the deadline.
+    let answer = read_answer(&mut first).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive within 2 s"), "{answer}");
+    // The budget is given back: a whole request goes through.
+    let body =
+        json!({"model": "qwen3", "stream": false, "messages": [{"role": "user", "content": "ok"}]});
+    let res = send("POST", &format!("{}/api/chat", p.url), &[], Some(&body)).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(
+        a.requests_to("/api/chat").len() + b.requests_to("/api/chat").len(),
+        1
+    );
+}

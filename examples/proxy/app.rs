@@ -60,6 +60,9 @@ pub struct Settings {
     /// `MAX_BODY_BYTES`, which a pool also applies to native requests it
     /// reads to find their model.
     pub max_body_bytes: Option<usize>,
+    /// `REQUEST_MEMORY_BYTES`, which a pool also applies to the native
+    /// bodies it reads.
+    pub request_memory: Option<usize>,
     /// Sent to Ollama as `Authorization: Bearer …` (an Ollama behind an
     /// authenticating reverse proxy).
     pub ollama_api_key: Option<HeaderValue>,
@@ -176,7 +179,8 @@ impl Settings {
         if let Some(n) = bytes("MAX_ANSWER_BYTES")? {
             layer = layer.max_answer_bytes(n);
         }
-        if let Some(n) = bytes("REQUEST_MEMORY_BYTES")? {
+        let request_memory = bytes("REQUEST_MEMORY_BYTES")?;
+        if let Some(n) = request_memory {
             layer = layer.request_memory(n);
         }
         let client_timeout = secs("CLIENT_TIMEOUT_SECS", 30)?;
@@ -242,6 +246,7 @@ impl Settings {
             pool_sessions,
             pool_warm_slots,
             max_body_bytes,
+            request_memory,
             ollama_api_key,
             layer,
             shutdown_grace,
@@ -683,6 +688,9 @@ pub async fn serve(
         .body_timeout(settings.client_timeout);
     if let Some(n) = settings.max_body_bytes {
         pool = pool.max_body_bytes(n);
+    }
+    if let Some(n) = settings.request_memory {
+        pool = pool.read_memory(n);
     }
     let pool = pool.build(settings.hosts.iter().map(|b| (base_display(b), host(b))))?;
     let _maintain = AbortOnDrop(tokio::spawn(pool.maintain::<Incoming, _>()));

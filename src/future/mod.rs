@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tower_service::Service;
 
-pub(crate) use read::Budget;
+pub(crate) use read::{Budget, Hold, ReadBody};
 pub(crate) use translate::Translate;
 
 pin_project! {

@@ -99,6 +99,8 @@ where
                 }
             }
             Choice::NoModel => {
+                // Maybe it was pulled since the last look: look again soon.
+                self.shared.wake.wake();
                 let model = routing.0.want.model.as_deref().unwrap_or_default();
                 let message = format!("model \"{model}\" not found, try pulling it first");
                 AttemptState::Done {

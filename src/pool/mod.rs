@@ -18,14 +18,13 @@ pub(crate) use self::route::SESSION_HEADERS;
 use self::state::{choose, Choice, Health, HostState, Sessions, Want};
 use crate::body::RequestBody;
 use crate::error::BoxError;
+use crate::future::{Budget, Hold, ReadBody};
 use crate::telemetry;
-use crate::timer::{Sleep, Timer};
+use crate::timer::Timer;
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::combinators::Collect;
-use http_body_util::{BodyExt, Limited};
 use pin_project_lite::pin_project;
 use std::collections::HashSet;
 use std::fmt;
@@ -142,6 +141,7 @@ impl<S> fmt::Debug for Pool<S> {
 pub struct PoolBuilder {
     timer: Arc<dyn Timer>,
     settings: Settings,
+    budget: Arc<Budget>,
 }
 
 impl fmt::Debug for PoolBuilder {
@@ -213,6 +213,13 @@ impl PoolBuilder {
         self
     }
 
+    /// How much memory the bodies being read may hold together (default
+    /// 256 MiB); past it, a 503 (with `Retry-After: 1`).
+    pub fn read_memory(mut self, bytes: usize) -> Self {
+        self.budget = Budget::new(bytes);
+        self
+    }
+
     /// How long reading that body may take (default 30 s); past it, a 408.
     pub fn body_timeout(mut self, timeout: Duration) -> Self {
         self.settings.body_timeout = timeout;
@@ -252,6 +259,7 @@ impl PoolBuilder {
                 fleet: Mutex::new(fleet),
                 turn: AtomicUsize::new(0),
                 settings: self.settings,
+                budget: self.budget,
                 timer: self.timer,
                 wake: Wake::default(),
             }),
@@ -289,6 +297,7 @@ impl Pool<()> {
                 max_body_bytes: 32 * 1024 * 1024,
                 body_timeout: Duration::from_secs(30),
             },
+            budget: Budget::new(256 * 1024 * 1024),
         }
     }
 }
@@ -350,6 +359,8 @@ pub(crate) struct Shared<S> {
     /// Where ties start.
     turn: AtomicUsize,
     settings: Settings,
+    /// Shared by the bodies being read.
+    budget: Arc<Budget>,
     timer: Arc<dyn Timer>,
     /// Asks [`Pool::maintain`] to look again.
     wake: Wake,
@@ -591,14 +602,16 @@ where
             return self.dispatch(req, kind, want);
         }
         let (parts, body) = req.into_parts();
-        let sleep = self
-            .shared
-            .timer
-            .sleep_until(self.shared.timer.now() + self.shared.settings.body_timeout);
+        let settings = &self.shared.settings;
+        let timer = &self.shared.timer;
+        let deadline = (
+            timer.sleep_until(timer.now() + settings.body_timeout),
+            settings.body_timeout,
+        );
+        let hold = Hold::new(self.shared.budget.clone());
         PoolFuture {
             state: State::Reading {
-                collect: Limited::new(body, self.shared.settings.max_body_bytes).collect(),
-                sleep,
+                read: ReadBody::new(body, settings.max_body_bytes, hold, Some(deadline)),
                 parts: Some(parts),
                 kind,
                 pool: self.clone(),
@@ -659,8 +672,7 @@ pin_project! {
     {
         Reading {
             #[pin]
-            collect: Collect<Limited<RequestBody<B>>>,
-            sleep: Sleep,
+            read: ReadBody<RequestBody<B>>,
             parts: Option<http::request::Parts>,
             kind: Kind,
             pool: Pool<S>,
@@ -701,41 +713,24 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Reading {
-                    collect,
-                    sleep,
+                    read,
                     parts,
                     kind,
                     pool,
                 } => {
-                    let read = match collect.poll(cx) {
-                        Poll::Ready(read) => read,
-                        Poll::Pending => {
-                            ready!(sleep.as_mut().poll(cx));
-                            let limit = pool.shared.settings.body_timeout.as_secs();
-                            let message =
-                                format!("the request body did not arrive within {limit} s");
-                            let res = ollama_error(StatusCode::REQUEST_TIMEOUT, &message);
-                            this.state.set(State::Done { res: Some(res) });
-                            continue;
-                        }
-                    };
-                    let next = match (read, parts.take()) {
-                        (Ok(collected), Some(parts)) => {
-                            let whole = collected.to_bytes();
+                    let next = match (ready!(read.poll(cx)), parts.take()) {
+                        (Ok((whole, hold)), Some(parts)) => {
                             let want = route::want(*kind, &parts.headers, &whole);
+                            drop(hold);
                             let req = Request::from_parts(parts, RequestBody::rewritten(whole));
                             pool.dispatch(req, *kind, want).state
                         }
                         (Err(e), _) => {
-                            let res = if e.is::<http_body_util::LengthLimitError>() {
-                                let limit = pool.shared.settings.max_body_bytes;
-                                let message =
-                                    format!("the request body is larger than {limit} bytes");
-                                ollama_error(StatusCode::PAYLOAD_TOO_LARGE, &message)
-                            } else {
-                                let message = format!("could not read the request body: {e}");
-                                ollama_error(StatusCode::BAD_REQUEST, &message)
-                            };
+                            let mut res = ollama_error(e.status, &e.message);
+                            if e.status == StatusCode::SERVICE_UNAVAILABLE {
+                                res.headers_mut()
+                                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                            }
                             State::Done { res: Some(res) }
                         }
                         (Ok(_), None) => State::Done { res: None },
