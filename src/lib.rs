@@ -95,6 +95,16 @@
 //! * **tonic**: `examples/tonic.rs` serves gRPC and the client APIs on one
 //!   port; see its module docs for the composition and why.
 //!
+//! # Several Ollama hosts
+//!
+//! A [`Pool`] is one service over several hosts' clients: the layer wraps
+//! it exactly as it wraps one. It sends each request to a host that has
+//! the model, preferring the conversation's host, then one with the model
+//! loaded, then the least busy, and tries the next host on a refused
+//! connection, a 503 or a 404 before anything reaches the client. Its
+//! [`Pool::maintain`] future (spawn it) keeps what it knows of the hosts
+//! fresh. See [`pool`].
+//!
 //! # Time, limits and features
 //!
 //! Keep-alives and the idle timeouts need a clock: [`OllamaTranslateLayer::timer`]
@@ -102,7 +112,8 @@
 //! Every buffer has a bound ([`OllamaTranslateLayer::max_request_bytes`],
 //! [`OllamaTranslateLayer::max_answer_bytes`],
 //! [`OllamaTranslateLayer::request_memory`]). The crate has no cargo
-//! features: everything above is always built, and it pulls in no runtime.
+//! features: everything above is always built, and it starts no runtime
+//! (tower's `load` and `retry` bring in tokio's `time` types, unused).
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(unsafe_code)]
 #![cfg_attr(

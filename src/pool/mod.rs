@@ -1,5 +1,8 @@
 //! [`Pool`]: several Ollama hosts behind one service that speaks Ollama's
-//! native API.
+//! native API, and the pieces it is made of: [`Attempt`] (one try at the
+//! best host) and [`Failover`] (the [`tower::retry::Policy`] that tries
+//! the next one), [`PoolBody`] (a host's body, counted in flight until it
+//! ends) and [`Maintain`] (what keeps the pool's view fresh).
 
 mod attempt;
 mod body;
