@@ -134,6 +134,86 @@ struct Translator {
     /// in-band error already sent (hyper drops unflushed data on a body error).
     yielded_before_error: bool,
     ended: bool,
+    /// When to wait a turn for more before handing out what is ready.
+    gather: Gather,
+}
+
+/// Frames are handed out at most this big when more is ready at once.
+const GATHER_BYTES: usize = 16 * 1024;
+
+/// Empty turns a stream waits, in a row, for its next chunk before handing
+/// out what it has.
+const GATHER_TURNS: u8 = 4;
+
+/// The most frames a stream sends without waiting after rounds in which
+/// waiting gained nothing (doubling from 1).
+const GATHER_BACKOFF: u16 = 64;
+
+/// Whether a stream waits a few turns of the executor for its next chunk
+/// before handing out what is ready.
+///
+/// A server writes (one system call) whenever the response body has
+/// nothing more right now. Tokens often arrive in bursts — several lines
+/// in one read from Ollama — but a client connection hands them over one
+/// chunk per turn of its task, so the body would find nothing more after
+/// every token and each token would cost a write of its own. Waking itself
+/// and returning `Pending` lets that task run; when the next chunk comes,
+/// the tokens leave together. No timer is involved: a wait is a turn of the
+/// executor (microseconds), and only [`GATHER_TURNS`] in a row.
+///
+/// When tokens really come one at a time (a model generating), waiting
+/// gains nothing: after such a round the stream sends 1, 2, 4 … up to
+/// [`GATHER_BACKOFF`] frames without waiting before it tries again, so a
+/// paced token is almost never held back, and a stream that turns bursty
+/// is caught within that many frames.
+#[derive(Debug, Default)]
+struct Gather {
+    /// Empty turns in a row in this round.
+    turns: u8,
+    /// This round has waited at least once.
+    waited: bool,
+    /// Waiting brought data this round.
+    gained: bool,
+    /// Frames left to send without waiting.
+    skip: u16,
+    /// The last backoff.
+    backoff: u16,
+}
+
+impl Gather {
+    /// The upstream has nothing right now and `ready` bytes are waiting to
+    /// go out: true to wait one more turn.
+    fn wait(&mut self, ready: usize) -> bool {
+        if self.skip > 0 || ready >= GATHER_BYTES || self.turns >= GATHER_TURNS {
+            return false;
+        }
+        self.turns += 1;
+        self.waited = true;
+        true
+    }
+
+    /// Data came from the upstream.
+    fn arrived(&mut self) {
+        if self.turns > 0 {
+            self.gained = true;
+            self.turns = 0;
+        }
+    }
+
+    /// A frame goes out: the round ends.
+    fn sent(&mut self) {
+        if self.skip > 0 {
+            self.skip -= 1;
+        } else if self.gained {
+            self.backoff = 0;
+        } else if self.waited {
+            self.backoff = (self.backoff.saturating_mul(2) + 1).min(GATHER_BACKOFF);
+            self.skip = self.backoff;
+        }
+        self.turns = 0;
+        self.waited = false;
+        self.gained = false;
+    }
 }
 
 impl<B> TranslateBody<B> {
@@ -166,6 +246,7 @@ impl<B> TranslateBody<B> {
                     error: None,
                     yielded_before_error: false,
                     ended: false,
+                    gather: Gather::default(),
                 }),
             },
         }
@@ -286,6 +367,15 @@ impl Translator {
         self.measure();
     }
 
+    /// What is ready, as one frame for the client.
+    fn frame(&mut self) -> Frame<Bytes> {
+        if let Some(meter) = self.meter.as_mut() {
+            meter.chunk();
+        }
+        self.gather.sent();
+        Frame::data(self.out.split().freeze())
+    }
+
     /// Handles one poll of the inner body; `Pending` when it has nothing
     /// and no deadline fell due.
     fn poll_upstream<B>(&mut self, body: Pin<&mut B>, cx: &mut Context<'_>) -> Poll<()>
@@ -398,11 +488,9 @@ where
             InnerProj::Passthrough { body } => poll_as_bytes(body, cx),
             InnerProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             InnerProj::Translate { mut body, state } => loop {
-                if !state.out.is_empty() {
-                    if let Some(meter) = state.meter.as_mut() {
-                        meter.chunk();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(state.out.split().freeze()))));
+                let full = state.out.len() >= GATHER_BYTES;
+                if !state.out.is_empty() && (state.upstream_done || full) {
+                    return Poll::Ready(Some(Ok(state.frame())));
                 }
                 if state.upstream_done {
                     if state.ended {
@@ -416,7 +504,18 @@ where
                     state.ended = true;
                     return Poll::Ready(state.error.take().map(Err));
                 }
-                ready!(state.poll_upstream(body.as_mut(), cx));
+                match state.poll_upstream(body.as_mut(), cx) {
+                    Poll::Ready(()) => state.gather.arrived(),
+                    Poll::Pending if state.out.is_empty() => return Poll::Pending,
+                    Poll::Pending => {
+                        // Streams only: an answer read whole gains nothing.
+                        if state.total_limit.is_none() && state.gather.wait(state.out.len()) {
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                        return Poll::Ready(Some(Ok(state.frame())));
+                    }
+                }
             },
         }
     }
@@ -565,6 +664,7 @@ impl<B> std::fmt::Debug for RequestBody<B> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::VecDeque;
 
     /// Counts lines and keeps the longest; whole-body when asked.
     struct Lines {
@@ -606,7 +706,174 @@ mod tests {
             error: None,
             yielded_before_error: false,
             ended: false,
+            gather: Gather::default(),
         }
+    }
+
+    /// Echoes each line, newline included.
+    struct Echo;
+
+    impl Transcode for Echo {
+        fn line(&mut self, line: &[u8], out: &mut BytesMut) {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\n");
+        }
+        fn finish(&mut self, _out: &mut BytesMut) -> Result<(), BoxError> {
+            Ok(())
+        }
+        fn abort(&mut self, _failure: Failure, _message: &str, _out: &mut BytesMut) {}
+    }
+
+    /// Hands over one line per poll, and between lines says `Pending`:
+    /// with `burst`, after waking its waker at once (the next line is
+    /// already in the connection's buffer and comes a turn later, as
+    /// hyper's client hands chunks over); without, the next line comes when
+    /// the test sets `ready` (a model generating).
+    struct HandOver {
+        lines: VecDeque<Bytes>,
+        ready: bool,
+        burst: bool,
+        polls: usize,
+    }
+
+    impl Body for HandOver {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            self.polls += 1;
+            if !self.ready {
+                if self.burst {
+                    self.ready = true;
+                    cx.waker().wake_by_ref();
+                }
+                return Poll::Pending;
+            }
+            self.ready = false;
+            Poll::Ready(self.lines.pop_front().map(|l| Ok(Frame::data(l))))
+        }
+    }
+
+    fn lines(n: usize) -> VecDeque<Bytes> {
+        (0..n)
+            .map(|i| Bytes::from(format!("token {i}\n")))
+            .collect()
+    }
+
+    fn echo(body: HandOver) -> TranslateBody<HandOver> {
+        let limits = Limits {
+            line: 1024,
+            total: None,
+        };
+        TranslateBody::translate(body, Box::new(Echo), None, limits, None)
+    }
+
+    struct Noop;
+
+    impl std::task::Wake for Noop {
+        fn wake(self: std::sync::Arc<Self>) {}
+    }
+
+    fn poll_once(body: &mut TranslateBody<HandOver>) -> Poll<Option<Bytes>> {
+        let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
+        let mut cx = Context::from_waker(&waker);
+        Pin::new(body)
+            .poll_frame(&mut cx)
+            .map(|f| f.map(|f| f.unwrap().into_data().unwrap()))
+    }
+
+    #[test]
+    fn tokens_handed_over_one_per_turn_leave_together() {
+        let mut body = echo(HandOver {
+            lines: lines(200),
+            ready: true,
+            burst: true,
+            polls: 0,
+        });
+        let (mut frames, mut text) = (0, Vec::new());
+        for _ in 0..10_000 {
+            match poll_once(&mut body) {
+                Poll::Ready(Some(data)) => {
+                    frames += 1;
+                    text.extend_from_slice(&data);
+                }
+                Poll::Ready(None) => break,
+                Poll::Pending => {}
+            }
+        }
+        let want: Vec<u8> = lines(200).iter().flat_map(|l| l.to_vec()).collect();
+        assert_eq!(text, want, "every token, in order");
+        assert!(frames <= 2, "{frames} frames for 200 tokens");
+    }
+
+    #[test]
+    fn paced_tokens_are_not_held_back() {
+        let mut body = echo(HandOver {
+            lines: lines(100),
+            ready: false,
+            burst: false,
+            polls: 0,
+        });
+        let mut frames = 0;
+        for i in 0..100 {
+            // The next token arrives; until it leaves, the server polls.
+            let Inner::Translate { body: inner, .. } = &mut body.inner else {
+                unreachable!()
+            };
+            inner.ready = true;
+            let before = inner.polls;
+            let mut polls = 0;
+            let data = loop {
+                polls += 1;
+                match poll_once(&mut body) {
+                    Poll::Ready(Some(data)) => break data,
+                    Poll::Ready(None) => panic!("ended early"),
+                    Poll::Pending => assert!(polls <= 1 + GATHER_TURNS as usize),
+                }
+            };
+            assert_eq!(data, format!("token {i}\n"), "each token on its own");
+            frames += 1;
+            let Inner::Translate { body: inner, .. } = &body.inner else {
+                unreachable!()
+            };
+            assert!(inner.polls - before <= 2 + GATHER_TURNS as usize);
+        }
+        assert_eq!(frames, 100);
+        // Waiting gained nothing, so it is tried less and less: over 100
+        // tokens only a handful of rounds waited at all.
+        let Inner::Translate { body: inner, .. } = &body.inner else {
+            unreachable!()
+        };
+        assert!(
+            inner.polls < 100 * 2 + 8 * GATHER_TURNS as usize,
+            "{} polls",
+            inner.polls
+        );
+    }
+
+    #[test]
+    fn waiting_backs_off_while_it_gains_nothing_and_resumes_when_it_does() {
+        let mut g = Gather::default();
+        let mut waits = 0;
+        for _ in 0..200 {
+            while g.wait(10) {
+                waits += 1;
+            }
+            g.sent();
+        }
+        // 1 + 2 + 4 + … + 64, then every 65 frames: a few rounds waited.
+        assert!(waits <= 8 * GATHER_TURNS as usize, "{waits}");
+        // A burst: waiting pays off, so the next round waits again at once.
+        while g.skip > 0 {
+            g.sent();
+        }
+        assert!(g.wait(10));
+        g.arrived();
+        g.sent();
+        assert!(g.wait(10), "no backoff after a round that gained");
+        assert!(!g.wait(GATHER_BYTES), "never past the frame size");
     }
 
     #[test]
