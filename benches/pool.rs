@@ -14,18 +14,20 @@
 //! Cases:
 //!
 //! * `claude_code` — a Claude Code-sized native `/api/chat` body (~80 KB: a
-//!   ~16 KB system prompt, 10 tools with JSON schemas and 50 messages with
+//!   ~21 KB system prompt, 10 tools with JSON schemas and 50 messages with
 //!   tool calls and results), built once; each iteration clones the
 //!   `Bytes` and wraps it as `RequestBody::rewritten`. With 4 hosts (the
 //!   model on 2 of them, loaded on one) and with 16 hosts (the model on 4,
 //!   loaded on 2); every host lists 20 models.
 //! * `small` — a ~200-byte `/api/chat` body, 4 hosts.
 //! * `tags` — `GET /api/tags`: through the pool it is the union of 4 hosts'
-//!   lists (20 models each, realistic entries), rendered from what the pool
-//!   learnt; direct, it is one host's pre-rendered list.
+//!   lists (20 models each, realistic entries, half of them also on the
+//!   next host: 50 distinct), rendered from what the pool learnt; direct,
+//!   it is one host's pre-rendered list of 20.
 //!
 //! The stand-in hosts answer at once from memory (`/api/chat`: one done
-//! line). Before measuring, [`Pool::maintain`] runs until every host is
+//! line naming the host; a sanity check before measuring makes sure the
+//! pool picked a host that has the model loaded). Before measuring, [`Pool::maintain`] runs until every host is
 //! healthy and has listed its models, then it is stopped, so nothing runs in
 //! the background. Sessions are on (the default), and every iteration
 //! repeats the same conversation's turn: it is pinned to its host after the
@@ -87,7 +89,7 @@ fn host_models(h: usize, has_model: bool) -> Vec<String> {
     while names.len() < MODELS_PER_HOST {
         // Half of them also on host h + 1.
         let owner = if k % 2 == 0 { h } else { h + 1 };
-        names.push(format!("model-{owner}-{k}:latest"));
+        names.push(format!("model-{owner}-{}:latest", k / 2));
         k += 1;
     }
     names
@@ -98,14 +100,12 @@ fn host_models(h: usize, has_model: bool) -> Vec<String> {
 struct Host {
     tags: Bytes,
     ps: Bytes,
+    /// The answer to a generation: one done line naming this host.
+    done: Bytes,
 }
 
-/// What a stand-in host answers to a generation: one done line.
-const DONE: &[u8] = br#"{"model":"qwen3:8b","created_at":"2026-08-21T10:00:01.5Z","message":{"role":"assistant","content":"Done."},"done":true,"done_reason":"stop","total_duration":1510029631,"load_duration":20128371,"prompt_eval_count":26,"prompt_eval_duration":41264000,"eval_count":2,"eval_duration":1447000}
-"#;
-
 impl Host {
-    fn new(models: &[String], loaded: bool) -> Host {
+    fn new(h: usize, models: &[String], loaded: bool) -> Host {
         let tags: Vec<Value> = models.iter().enumerate().map(|(i, m)| tag(m, i)).collect();
         let running = if loaded {
             vec![
@@ -117,6 +117,9 @@ impl Host {
         Host {
             tags: Bytes::from(json!({ "models": tags }).to_string()),
             ps: Bytes::from(json!({ "models": running }).to_string()),
+            done: Bytes::from(format!(
+                "{{\"model\":\"qwen3:8b\",\"created_at\":\"2026-08-21T10:00:01.5Z\",\"message\":{{\"role\":\"assistant\",\"content\":\"Done by host {h:02}.\"}},\"done\":true,\"done_reason\":\"stop\",\"total_duration\":1510029631,\"load_duration\":20128371,\"prompt_eval_count\":26,\"prompt_eval_duration\":41264000,\"eval_count\":2,\"eval_duration\":1447000}}\n"
+            )),
         }
     }
 }
@@ -134,7 +137,7 @@ impl Service<HostRequest> for Host {
         let body = match req.uri().path() {
             "/api/tags" => self.tags.clone(),
             "/api/ps" => self.ps.clone(),
-            _ => Bytes::from_static(DONE),
+            _ => self.done.clone(),
         };
         std::future::ready(Ok(Response::new(Full::new(body))))
     }
@@ -148,7 +151,7 @@ fn hosts(n: usize, every: usize) -> Vec<(String, Host)> {
             let has = h % every == 1;
             let loaded = has && (h / every) % 2 == 0;
             let name = format!("http://10.0.0.{}:11434", h + 1);
-            (name, Host::new(&host_models(h, has), loaded))
+            (name, Host::new(h, &host_models(h, has), loaded))
         })
         .collect()
 }
@@ -176,7 +179,7 @@ fn pool(rt: &tokio::runtime::Runtime, hosts: Vec<(String, Host)>) -> Pool<Host> 
 // ------------------------------------------------------------ request bodies
 
 fn system_prompt() -> String {
-    "You are an interactive CLI tool that helps users with software engineering tasks. Use the instructions below and the tools available to you to assist the user.\n\nIMPORTANT: Assist with defensive security tasks only. Refuse to create, modify, or improve code that may be used maliciously.\n\n# Tone and style\nYou should be concise, direct, and to the point. When you run a non-trivial bash command, you should explain what the command does and why you are running it.\n".repeat(36)
+    "You are an interactive CLI tool that helps users with software engineering tasks. Use the instructions below and the tools available to you to assist the user.\n\nIMPORTANT: Assist with defensive security tasks only. Refuse to create, modify, or improve code that may be used maliciously.\n\n# Tone and style\nYou should be concise, direct, and to the point. When you run a non-trivial bash command, you should explain what the command does and why you are running it.\n".repeat(50)
 }
 
 /// A native tool of roughly 3.8 KB.
@@ -301,17 +304,25 @@ fn bench(c: &mut Criterion) {
     // Straight to a host that has the model.
     let (_, direct) = hosts(4, 2).swap_remove(1);
 
-    // Sanity: the pool routes to a host with the model, and unions the lists.
-    for p in [&four] {
-        let out = rt.block_on(send(p.clone(), "POST", "/api/chat", claude.clone()));
-        assert!(out.starts_with(br#"{"model":"qwen3:8b""#), "{out:?}");
-        let tags = rt.block_on(send(p.clone(), "GET", "/api/tags", Bytes::new()));
-        let tags: Value = serde_json::from_slice(&tags).unwrap();
-        let n = tags["models"].as_array().unwrap().len();
-        assert!(n > 2 * MODELS_PER_HOST, "union of {n} models");
-    }
-    let out = rt.block_on(send(sixteen.clone(), "POST", "/api/chat", claude.clone()));
-    assert!(out.starts_with(br#"{"model":"qwen3:8b""#), "{out:?}");
+    // Sanity: the pool routes to a host with the model loaded (4 hosts:
+    // host 1; 16 hosts: 1 or 9), and unions the lists.
+    let answer = |pool: &Pool<Host>| {
+        let out = rt.block_on(send(pool.clone(), "POST", "/api/chat", claude.clone()));
+        let out: Value = serde_json::from_slice(&out).unwrap();
+        out["message"]["content"].as_str().unwrap().to_string()
+    };
+    assert_eq!(answer(&four), "Done by host 01.");
+    let by = answer(&sixteen);
+    assert!(by == "Done by host 01." || by == "Done by host 09.", "{by}");
+    let tags = rt.block_on(send(four.clone(), "GET", "/api/tags", Bytes::new()));
+    let tags: Value = serde_json::from_slice(&tags).unwrap();
+    let n = tags["models"].as_array().unwrap().len();
+    assert!(n > 2 * MODELS_PER_HOST, "union of {n} models");
+    eprintln!(
+        "claude_code body {} bytes, small body {} bytes, /api/tags union of 4 hosts: {n} models",
+        claude.len(),
+        small.len()
+    );
 
     let cases: [(&str, &str, &str, &Bytes); 3] = [
         ("claude_code", "POST", "/api/chat", &claude),
