@@ -29,16 +29,19 @@
 //! the next turn of every conversation at once (in parallel, in a shuffled
 //! order, 2 ms apart), and waits for all of them; so turns of different
 //! conversations interleave on the hosts, as they would with several
-//! Claude Code sessions sharing a pool. The first turn of each conversation
-//! is cold either way and is not counted.
+//! Claude Code sessions sharing a pool. A batch is a set of conversations
+//! from first turn to last; batches follow one another (new conversations
+//! each time, the same arrival orders in both modes). The first turn of
+//! each conversation is cold either way and is not counted.
 //!
 //! TTFB is from sending the request to the first SSE `data:` line that
 //! carries content (`choices[0].delta.content`, non-empty), measured by the
 //! client. The table gives mean, p50 and p90 per mode over the counted turns,
-//! and sticky / non-sticky in the same run. Below it, for each mode, the
-//! host (a, b, c) that served each conversation's turns, read from the
-//! fakes' request logs, and how many counted turns found their own previous
-//! prompt in that host's slot ("warm").
+//! and sticky / non-sticky in the same run; "warm" counts the turns whose
+//! host's slot still held that conversation's previous prompt, "moved" the
+//! turns served by another host than the turn before (both read from the
+//! fakes' request logs). Below it, for each mode and batch, the host (a, b,
+//! c) of every turn: one word per conversation, one letter per turn.
 //!
 //! Honest numbers need as many conversations as hosts (the default): a
 //! host has one slot per model, so with more conversations than hosts some
@@ -53,6 +56,7 @@
 //! * `POOLBENCH_CONVERSATIONS` — conversations at once (default 3, one per
 //!   host);
 //! * `POOLBENCH_TURNS` — turns per conversation (default 10);
+//! * `POOLBENCH_BATCHES` — batches of conversations per mode (default 5);
 //! * `POOLBENCH_COST_US_PER_KIB` — the fakes' prompt cost, microseconds per
 //!   uncached KiB (default 2000);
 //! * `POOLBENCH_SYSTEM_KB`, `POOLBENCH_TURN_KB` — the shared system prompt's
@@ -60,13 +64,15 @@
 //! * `POOLBENCH_SHUFFLE` — `0` sends each round's turns in the same order
 //!   every round (see below; default `1`).
 //!
-//! Why shuffle: without stickiness the pool takes ties in turns, one step
-//! per request. When every round sends the conversations' turns in the same
-//! order, and there are as many of them as hosts, each round starts the
-//! rotation where the last one did, so conversation `i` lands on the same
-//! host every round: accidentally sticky. Real sessions are not in lockstep.
+//! Why shuffle: without stickiness, the `k`-th turn to arrive in a round
+//! finds `k - 1` hosts busy and takes the next idle one in a rotation that
+//! moves one step per request. With as many conversations as hosts, every
+//! round moves it a whole turn, back where it started; so when every round
+//! sends the turns in the same order, conversation `i` lands on the same
+//! host every round: accidentally sticky (`POOLBENCH_SHUFFLE=0` shows it:
+//! both modes then measure the same). Real sessions are not in lockstep.
 //!
-//! The whole run takes about 15 s with the defaults.
+//! The whole run takes about 5 s with the defaults.
 // A benchmark harness: a failed unwrap is a broken run, not a result.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -651,6 +657,7 @@ async fn main() {
         }
     }
 
+    drop(client);
     for mut fake in fakes {
         fake.stop().await;
     }
