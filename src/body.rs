@@ -105,7 +105,7 @@ pin_project! {
 pin_project! {
     #[project = InnerProj]
     enum Inner<B> {
-        Passthrough { #[pin] body: B },
+        Passthrough { #[pin] body: B, held: Held },
         Translate { #[pin] body: B, state: Box<Translator> },
         Full { data: Option<Bytes> },
     }
@@ -216,10 +216,116 @@ impl Gather {
     }
 }
 
+/// What a body passed through holds back: the data of chunks that came
+/// together (the first kept as it came, the rest copied after it), and
+/// what follows them (trailers, an error, the end). The stream's bytes are
+/// unchanged; only how they are cut into frames is (see [`Gather`]).
+#[derive(Debug, Default)]
+struct Held {
+    first: Option<Bytes>,
+    more: BytesMut,
+    /// Trailers or an error, to hand out after the data.
+    next: Option<Result<Frame<Bytes>, BoxError>>,
+    /// The inner body has ended or failed.
+    done: bool,
+    /// Yielded once before an error, so the server flushes the data
+    /// before it (hyper drops unflushed data on a body error).
+    yielded: bool,
+    gather: Gather,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.len() == 0 && self.next.is_none()
+    }
+
+    fn len(&self) -> usize {
+        self.first.as_ref().map_or(0, Bytes::len) + self.more.len()
+    }
+
+    fn keep(&mut self, data: Bytes) {
+        match &self.first {
+            None if self.more.is_empty() => self.first = Some(data),
+            _ => {
+                if let Some(first) = self.first.take() {
+                    self.more.extend_from_slice(&first);
+                }
+                self.more.extend_from_slice(&data);
+            }
+        }
+    }
+
+    fn frame(&mut self) -> Option<Frame<Bytes>> {
+        self.gather.sent();
+        if !self.more.is_empty() {
+            return Some(Frame::data(self.more.split().freeze()));
+        }
+        self.first.take().map(Frame::data)
+    }
+
+    fn poll<B>(
+        &mut self,
+        mut body: Pin<&mut B>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>
+    where
+        B: Body,
+        B::Error: Into<BoxError>,
+    {
+        loop {
+            let len = self.len();
+            if len > 0 && (self.done || self.next.is_some() || len >= GATHER_BYTES) {
+                return Poll::Ready(self.frame().map(Ok));
+            }
+            if let Some(next) = self.next.take() {
+                if next.is_err() && !self.yielded {
+                    self.yielded = true;
+                    self.next = Some(next);
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                return Poll::Ready(Some(next));
+            }
+            if self.done {
+                return Poll::Ready(None);
+            }
+            match body.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(mut data) => {
+                        self.keep(data.copy_to_bytes(data.remaining()));
+                        self.gather.arrived();
+                    }
+                    Err(frame) => {
+                        self.next = Some(Ok(
+                            frame.map_data(|mut d: B::Data| d.copy_to_bytes(d.remaining()))
+                        ));
+                    }
+                },
+                Poll::Ready(Some(Err(e))) => {
+                    self.next = Some(Err(e.into()));
+                    self.done = true;
+                }
+                Poll::Ready(None) => self.done = true,
+                Poll::Pending if len == 0 => return Poll::Pending,
+                Poll::Pending => {
+                    if self.gather.wait(len) {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    return Poll::Ready(self.frame().map(Ok));
+                }
+            }
+        }
+    }
+}
+
 impl<B> TranslateBody<B> {
     pub(crate) fn passthrough(body: B) -> Self {
         TranslateBody {
-            inner: Inner::Passthrough { body },
+            inner: Inner::Passthrough {
+                body,
+                held: Held::default(),
+            },
         }
     }
 
@@ -485,7 +591,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().inner.project() {
-            InnerProj::Passthrough { body } => poll_as_bytes(body, cx),
+            InnerProj::Passthrough { body, held } => held.poll(body, cx),
             InnerProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             InnerProj::Translate { mut body, state } => loop {
                 let full = state.out.len() >= GATHER_BYTES;
@@ -522,7 +628,9 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Passthrough { body } => body.is_end_stream(),
+            Inner::Passthrough { body, held } => {
+                held.is_empty() && (held.done || body.is_end_stream())
+            }
             Inner::Full { data } => data.is_none(),
             Inner::Translate { state, .. } => state.ended,
         }
@@ -530,7 +638,8 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Passthrough { body } => body.size_hint(),
+            Inner::Passthrough { body, held } if held.is_empty() => body.size_hint(),
+            Inner::Passthrough { .. } => SizeHint::default(),
             Inner::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
@@ -851,6 +960,76 @@ mod tests {
             "{} polls",
             inner.polls
         );
+    }
+
+    /// Polls until the end: the frames' data, and the error if any.
+    fn drain(body: &mut TranslateBody<HandOver>) -> (Vec<Bytes>, Option<BoxError>) {
+        let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
+        let mut cx = Context::from_waker(&waker);
+        let mut frames = Vec::new();
+        for _ in 0..100_000 {
+            match Pin::new(&mut *body).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(f))) => frames.push(f.into_data().unwrap()),
+                Poll::Ready(Some(Err(e))) => return (frames, Some(e)),
+                Poll::Ready(None) => return (frames, None),
+                Poll::Pending => {}
+            }
+        }
+        panic!("no end");
+    }
+
+    #[test]
+    fn passed_through_bursts_leave_together_and_unchanged() {
+        let inner = HandOver {
+            lines: lines(300),
+            ready: true,
+            burst: true,
+            polls: 0,
+        };
+        let mut body = TranslateBody::passthrough(inner);
+        let (frames, err) = drain(&mut body);
+        assert!(err.is_none());
+        let all: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
+        let want: Vec<u8> = lines(300).iter().flat_map(|l| l.to_vec()).collect();
+        assert_eq!(all, want);
+        assert!(frames.len() <= 2, "{} frames for 300 chunks", frames.len());
+        assert!(body.is_end_stream());
+    }
+
+    /// Two chunks, then an error.
+    struct Breaks(u8);
+
+    impl Body for Breaks {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            self.0 += 1;
+            Poll::Ready(Some(match self.0 {
+                1 => Ok(Frame::data(Bytes::from("a"))),
+                2 => Ok(Frame::data(Bytes::from("b"))),
+                _ => Err("cut".into()),
+            }))
+        }
+    }
+
+    #[test]
+    fn a_passed_through_error_comes_after_the_data_and_a_flush() {
+        let mut body = TranslateBody::passthrough(Breaks(0));
+        let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
+        let mut cx = Context::from_waker(&waker);
+        let mut poll = || Pin::new(&mut body).poll_frame(&mut cx);
+        match poll() {
+            Poll::Ready(Some(Ok(f))) => assert_eq!(f.into_data().unwrap(), "ab"),
+            other => panic!("{other:?}"),
+        }
+        assert!(poll().is_pending(), "a yield, so the data is written first");
+        match poll() {
+            Poll::Ready(Some(Err(e))) => assert_eq!(e.to_string(), "cut"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
