@@ -68,26 +68,21 @@ impl<S> Pool<S> {
         R::Data: Send,
         R::Error: Into<BoxError>,
     {
+        let probe = |shared: Arc<Shared<S>>, host: usize| -> BoxFuture<()> {
+            Box::pin(probe::<S, B, R>(shared, host))
+        };
         Maintain {
-            run: Box::pin(run::<S, B, R>(self.shared.clone())),
+            run: Box::pin(run(self.shared.clone(), probe)),
         }
     }
 }
 
-async fn run<S, B, R>(shared: Arc<Shared<S>>)
-where
-    S: Service<Request<RequestBody<B>>, Response = Response<R>> + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-    B: Send + 'static,
-    R: Body + Send + 'static,
-    R::Data: Send,
-    R::Error: Into<BoxError>,
-{
+/// Rounds of `probe` on every host, as often as the settings say.
+async fn run<S>(shared: Arc<Shared<S>>, probe: impl Fn(Arc<Shared<S>>, usize) -> BoxFuture<()>) {
     loop {
         shared.wake.asked.store(false, Ordering::Release);
         let round: Vec<BoxFuture<()>> = (0..shared.names.len())
-            .map(|host| Box::pin(probe::<S, B, R>(shared.clone(), host)) as BoxFuture<()>)
+            .map(|host| probe(shared.clone(), host))
             .collect();
         JoinAll(round.into_iter().map(Some).collect()).await;
         let timer = &shared.timer;
