@@ -49,6 +49,20 @@ use tokio::net::TcpStream;
 
 const TOKENS: usize = 256;
 
+/// The pace of the `rate50` model: one line every 20 ms (50 tokens/s).
+const RATE_GAP: Duration = Duration::from_millis(20);
+
+/// Token lines of a `rate50` answer (`LOADBENCH_PACED_TOKENS`, default 250:
+/// a stream of ~5 s at 50 tokens/s). The fake reads it from the environment
+/// it inherits.
+fn paced_tokens() -> usize {
+    std::env::var("LOADBENCH_PACED_TOKENS")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(250)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--fake") {
@@ -89,10 +103,11 @@ mod fake {
     ];
 
     impl Script {
-        pub(super) fn new() -> Script {
-            let mut lines = Vec::with_capacity(TOKENS + 1);
+        /// `tokens` token lines and the done line.
+        pub(super) fn new(tokens: usize) -> Script {
+            let mut lines = Vec::with_capacity(tokens + 1);
             let mut text = String::new();
-            for i in 0..TOKENS {
+            for i in 0..tokens {
                 let w = WORDS[i % WORDS.len()];
                 text.push_str(w);
                 lines.push(Bytes::from(format!(
@@ -102,7 +117,7 @@ mod fake {
             }
             let done = |content: &str| {
                 format!(
-                    "{{\"model\":\"qwen3:8b\",\"created_at\":\"2026-08-21T10:00:01.5Z\",\"message\":{{\"role\":\"assistant\",\"content\":\"{content}\"}},\"done\":true,\"done_reason\":\"stop\",\"total_duration\":1510029631,\"load_duration\":20128371,\"prompt_eval_count\":26,\"prompt_eval_duration\":41264000,\"eval_count\":{TOKENS},\"eval_duration\":1447000000}}\n"
+                    "{{\"model\":\"qwen3:8b\",\"created_at\":\"2026-08-21T10:00:01.5Z\",\"message\":{{\"role\":\"assistant\",\"content\":\"{content}\"}},\"done\":true,\"done_reason\":\"stop\",\"total_duration\":1510029631,\"load_duration\":20128371,\"prompt_eval_count\":26,\"prompt_eval_duration\":41264000,\"eval_count\":{tokens},\"eval_duration\":1447000000}}\n"
                 )
             };
             lines.push(Bytes::from(done("")));
@@ -118,6 +133,8 @@ mod fake {
         Fast,
         Paced,
         Slow,
+        /// One line every `RATE_GAP` from the start of the answer.
+        Rate,
     }
 
     /// The NDJSON answer, one frame per line.
@@ -127,6 +144,9 @@ mod fake {
         pace: Pace,
         yielded: bool,
         sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+        /// When the answer started (`Rate`: line k is due at start + k × gap,
+        /// so a late line does not delay the ones after it).
+        start: tokio::time::Instant,
     }
 
     impl Body for Lines {
@@ -163,6 +183,18 @@ mod fake {
                         }
                         this.sleep = None;
                     }
+                    Pace::Rate => {
+                        let due = this.start + RATE_GAP * this.next as u32;
+                        let s = this
+                            .sleep
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                        if s.deadline() != due {
+                            s.as_mut().reset(due);
+                        }
+                        if s.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                    }
                 }
             }
             let line = this.script.lines[this.next].clone();
@@ -176,6 +208,7 @@ mod fake {
     async fn handle(
         req: Request<Incoming>,
         script: Arc<Script>,
+        rate_script: Arc<Script>,
     ) -> Result<Response<FakeBody>, Infallible> {
         let path = req.uri().path().to_string();
         let body = req
@@ -196,7 +229,13 @@ mod fake {
         let pace = match v.get("model").and_then(serde_json::Value::as_str) {
             Some("slow") => Pace::Slow,
             Some("paced") => Pace::Paced,
+            Some("rate50") => Pace::Rate,
             _ => Pace::Fast,
+        };
+        let script = if pace == Pace::Rate {
+            rate_script
+        } else {
+            script
         };
         let res = if stream {
             let mut res = Response::new(FakeBody::Left(Lines {
@@ -205,6 +244,7 @@ mod fake {
                 pace,
                 yielded: false,
                 sleep: None,
+                start: tokio::time::Instant::now(),
             }));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -236,7 +276,8 @@ mod fake {
                 "fake-ollama listening on {}",
                 listener.local_addr().unwrap()
             );
-            let script = Arc::new(Script::new());
+            let script = Arc::new(Script::new(TOKENS));
+            let rate_script = Arc::new(Script::new(paced_tokens()));
             loop {
                 let (stream, _) = match listener.accept().await {
                     Ok(a) => a,
@@ -247,8 +288,11 @@ mod fake {
                 };
                 let _ = stream.set_nodelay(true);
                 let script = script.clone();
+                let rate_script = rate_script.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| handle(req, script.clone()));
+                    let svc = hyper::service::service_fn(move |req| {
+                        handle(req, script.clone(), rate_script.clone())
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
