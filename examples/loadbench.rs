@@ -19,13 +19,51 @@
 //! them (`fast`), or flushing each line on its own (`paced`, model name
 //! `paced`: one line per TCP write, as a real model streams), or one line
 //! every 5 s (`slow`, model name `slow`, to hold streams open for the memory
-//! figures).
+//! figures), or one line every 20 ms (`rate50`, model name `rate50`: 50
+//! tokens/s, each line in its own write, `LOADBENCH_PACED_TOKENS` lines).
+//!
+//! Last, `paced streams`: many streams at a model's real pace, to show that
+//! the proxy keeps up and adds no latency. A fake and a proxy of its own
+//! start for it, the proxy pinned to CPU 0 (`taskset -c 0`), the fake to
+//! CPU 1 (`taskset -c 1`), and this process moves to CPU 1 for the
+//! scenario (`taskset -a -p`; `libc` is no dependency); the first line of
+//! its table says which pinning applied. `LOADBENCH_PACED_STREAMS` `rate50`
+//! streams open over 1 s, straight to the fake (`/api/chat`) and then
+//! through the proxy (`/v1/chat/completions`, `stream: true`). Columns:
+//! - streams completed: streams that ended with `"done":true` / `[DONE]`;
+//! - % of pace: tokens received per second over all streams while every
+//!   stream is open (the last one's first token to the first one's last),
+//!   divided by streams × 50 (the sum of each stream's own rate when that
+//!   window is under 0.5 s);
+//! - TTFB p50/p99: from the connect to the first content token;
+//! - gap p50/p99/max: time between consecutive content tokens of a stream
+//!   at the client (tokens read together count 0); the pace is 20 ms, so
+//!   what matters is how far above 20 ms the p99 is;
+//! - proxy CPU µs/token, writes/token, switches/token: the proxy's CPU time,
+//!   write system calls and context switches during the run per received
+//!   token (in brackets on the direct row: the idle proxy);
+//! - proxy RSS before / peak: before the streams open, and the highest of
+//!   samples every 50 ms while they run; KiB per stream = (peak − before) /
+//!   streams.
+//!
+//! Below the table, each side's CPU use of the fake, the load generator and
+//! the proxy (busy % of the run's wall time: near 100 % on CPU 1 means the
+//! fake and the generator, not the proxy, set the pace).
+//!
+//! Open files: every child starts with its soft limit raised to its hard
+//! limit, and so does this process (it re-runs itself once under `sh -c
+//! 'ulimit -n …'`); `paced streams` opens fewer streams, saying so, when a
+//! hard limit is too low (2 sockets per stream in the proxy, 1 in the fake
+//! and here).
 //!
 //! Environment: `LOADBENCH_SECS` (seconds per scenario, default 3),
 //! `LOADBENCH_SLOW` (stream counts for the memory figures, default
 //! `1000,10000`; empty to skip), `LOADBENCH_ONLY` (run only the scenarios
-//! whose name contains it, e.g. `stream c=32`). The whole run takes about
-//! three minutes on 2 vCPUs.
+//! whose name contains it, e.g. `stream c=32` or `paced streams`),
+//! `LOADBENCH_PACED_STREAMS` (streams of `paced streams`, default 2000;
+//! empty or 0 to skip), `LOADBENCH_PACED_TOKENS` (token lines of a `rate50`
+//! answer, default 250: ~5 s per stream). The whole run takes about three
+//! minutes on 2 vCPUs, `paced streams` about 15 s of it.
 // A benchmark harness: a failed unwrap is a broken run, not a result.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -847,6 +885,8 @@ struct PacedRun {
     first_error: Option<String>,
     elapsed: Duration,
     proxy_cpu: f64,
+    /// The kernel's share of `proxy_cpu`.
+    proxy_sys: f64,
     proxy_calls: Calls,
     rss_before_kib: u64,
     rss_peak_kib: u64,
@@ -919,6 +959,7 @@ async fn run_paced(
         first_error,
         elapsed,
         proxy_cpu: cpu1.0 - cpu0.0,
+        proxy_sys: cpu1.1 - cpu0.1,
         proxy_calls: Calls {
             writes: calls1.writes - calls0.writes,
             switches: calls1.switches - calls0.switches,
@@ -1124,10 +1165,11 @@ fn paced_scenario(rt: &tokio::runtime::Runtime, wanted: usize, warm: &Scenario) 
         ));
         let secs = o.elapsed.as_secs_f64();
         notes.push_str(&format!(
-            "{via}: {tokens_seen} tokens in {secs:.1} s; CPU busy: fake {:.0} %, load generator {:.0} %, proxy {:.0} %{}\n",
+            "{via}: {tokens_seen} tokens in {secs:.1} s; CPU busy: fake {:.0} %, load generator {:.0} %, proxy {:.0} % (kernel {:.0} % of it){}\n",
             100.0 * o.fake_cpu / secs,
             100.0 * o.generator_cpu / secs,
             100.0 * o.proxy_cpu / secs,
+            100.0 * o.proxy_sys / o.proxy_cpu.max(1e-9),
             match &o.first_error {
                 Some(e) => format!("; {} streams failed, first: {e}", o.failed),
                 None => String::new(),
