@@ -19,13 +19,51 @@
 //! them (`fast`), or flushing each line on its own (`paced`, model name
 //! `paced`: one line per TCP write, as a real model streams), or one line
 //! every 5 s (`slow`, model name `slow`, to hold streams open for the memory
-//! figures).
+//! figures), or one line every 20 ms (`rate50`, model name `rate50`: 50
+//! tokens/s, each line in its own write, `LOADBENCH_PACED_TOKENS` lines).
+//!
+//! Last, `paced streams`: many streams at a model's real pace, to show that
+//! the proxy keeps up and adds no latency. A fake and a proxy of its own
+//! start for it, the proxy pinned to CPU 0 (`taskset -c 0`), the fake to
+//! CPU 1 (`taskset -c 1`), and this process moves to CPU 1 for the
+//! scenario (`taskset -a -p`; `libc` is no dependency); the first line of
+//! its table says which pinning applied. `LOADBENCH_PACED_STREAMS` `rate50`
+//! streams open over 1 s, straight to the fake (`/api/chat`) and then
+//! through the proxy (`/v1/chat/completions`, `stream: true`). Columns:
+//! - streams completed: streams that ended with `"done":true` / `[DONE]`;
+//! - % of pace: tokens received per second over all streams while every
+//!   stream is open (the last one's first token to the first one's last),
+//!   divided by streams × 50 (the sum of each stream's own rate when that
+//!   window is under 0.5 s);
+//! - TTFB p50/p99: from the connect to the first content token;
+//! - gap p50/p99/max: time between consecutive content tokens of a stream
+//!   at the client (tokens read together count 0); the pace is 20 ms, so
+//!   what matters is how far above 20 ms the p99 is;
+//! - proxy CPU µs/token, writes/token, switches/token: the proxy's CPU time,
+//!   write system calls and context switches during the run per received
+//!   token (in brackets on the direct row: the idle proxy);
+//! - proxy RSS before / peak: before the streams open, and the highest of
+//!   samples every 50 ms while they run; KiB per stream = (peak − before) /
+//!   streams.
+//!
+//! Below the table, each side's CPU use of the fake, the load generator and
+//! the proxy (busy % of the run's wall time: near 100 % on CPU 1 means the
+//! fake and the generator, not the proxy, set the pace).
+//!
+//! Open files: every child starts with its soft limit raised to its hard
+//! limit, and so does this process (it re-runs itself once under `sh -c
+//! 'ulimit -n …'`); `paced streams` opens fewer streams, saying so, when a
+//! hard limit is too low (2 sockets per stream in the proxy, 1 in the fake
+//! and here).
 //!
 //! Environment: `LOADBENCH_SECS` (seconds per scenario, default 3),
 //! `LOADBENCH_SLOW` (stream counts for the memory figures, default
 //! `1000,10000`; empty to skip), `LOADBENCH_ONLY` (run only the scenarios
-//! whose name contains it, e.g. `stream c=32`). The whole run takes about
-//! three minutes on 2 vCPUs.
+//! whose name contains it, e.g. `stream c=32` or `paced streams`),
+//! `LOADBENCH_PACED_STREAMS` (streams of `paced streams`, default 2000;
+//! empty or 0 to skip), `LOADBENCH_PACED_TOKENS` (token lines of a `rate50`
+//! answer, default 250: ~5 s per stream). The whole run takes about three
+//! minutes on 2 vCPUs, `paced streams` about 15 s of it.
 // A benchmark harness: a failed unwrap is a broken run, not a result.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -49,13 +87,51 @@ use tokio::net::TcpStream;
 
 const TOKENS: usize = 256;
 
+/// The pace of the `rate50` model: one line every 20 ms (50 tokens/s).
+const RATE_GAP: Duration = Duration::from_millis(20);
+
+/// Token lines of a `rate50` answer (`LOADBENCH_PACED_TOKENS`, default 250:
+/// a stream of ~5 s at 50 tokens/s). The fake reads it from the environment
+/// it inherits.
+fn paced_tokens() -> usize {
+    std::env::var("LOADBENCH_PACED_TOKENS")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(250)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--fake") {
         fake::run();
         return;
     }
+    raise_own_fd_limit();
     orchestrate();
+}
+
+/// The load generator holds one socket per stream: like `spawn` does for
+/// the children, raise the soft open-file limit to the hard one, by running
+/// this binary again once under `sh -c 'ulimit -n …'` (std has no
+/// `setrlimit`, and `libc` is no dependency).
+fn raise_own_fd_limit() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("LOADBENCH_FDS_RAISED").is_some() {
+        return;
+    }
+    let (soft, hard) = fd_limits(std::process::id());
+    if soft >= hard {
+        return;
+    }
+    let err = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n \"$(ulimit -Hn)\" 2>/dev/null; exec \"$0\" \"$@\"")
+        .arg(std::env::current_exe().unwrap())
+        .args(std::env::args().skip(1))
+        .env("LOADBENCH_FDS_RAISED", "1")
+        .exec();
+    eprintln!("loadbench: cannot raise the open-file limit ({err}); keeping {soft}");
 }
 
 // ---------------------------------------------------------------- fake Ollama
@@ -89,10 +165,11 @@ mod fake {
     ];
 
     impl Script {
-        pub(super) fn new() -> Script {
-            let mut lines = Vec::with_capacity(TOKENS + 1);
+        /// `tokens` token lines and the done line.
+        pub(super) fn new(tokens: usize) -> Script {
+            let mut lines = Vec::with_capacity(tokens + 1);
             let mut text = String::new();
-            for i in 0..TOKENS {
+            for i in 0..tokens {
                 let w = WORDS[i % WORDS.len()];
                 text.push_str(w);
                 lines.push(Bytes::from(format!(
@@ -102,7 +179,7 @@ mod fake {
             }
             let done = |content: &str| {
                 format!(
-                    "{{\"model\":\"qwen3:8b\",\"created_at\":\"2026-08-21T10:00:01.5Z\",\"message\":{{\"role\":\"assistant\",\"content\":\"{content}\"}},\"done\":true,\"done_reason\":\"stop\",\"total_duration\":1510029631,\"load_duration\":20128371,\"prompt_eval_count\":26,\"prompt_eval_duration\":41264000,\"eval_count\":{TOKENS},\"eval_duration\":1447000000}}\n"
+                    "{{\"model\":\"qwen3:8b\",\"created_at\":\"2026-08-21T10:00:01.5Z\",\"message\":{{\"role\":\"assistant\",\"content\":\"{content}\"}},\"done\":true,\"done_reason\":\"stop\",\"total_duration\":1510029631,\"load_duration\":20128371,\"prompt_eval_count\":26,\"prompt_eval_duration\":41264000,\"eval_count\":{tokens},\"eval_duration\":1447000000}}\n"
                 )
             };
             lines.push(Bytes::from(done("")));
@@ -118,6 +195,8 @@ mod fake {
         Fast,
         Paced,
         Slow,
+        /// One line every `RATE_GAP` from the start of the answer.
+        Rate,
     }
 
     /// The NDJSON answer, one frame per line.
@@ -127,6 +206,9 @@ mod fake {
         pace: Pace,
         yielded: bool,
         sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+        /// When the answer started (`Rate`: line k is due at start + k × gap,
+        /// so a late line does not delay the ones after it).
+        start: tokio::time::Instant,
     }
 
     impl Body for Lines {
@@ -163,6 +245,18 @@ mod fake {
                         }
                         this.sleep = None;
                     }
+                    Pace::Rate => {
+                        let due = this.start + RATE_GAP * this.next as u32;
+                        let s = this
+                            .sleep
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                        if s.deadline() != due {
+                            s.as_mut().reset(due);
+                        }
+                        if s.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                    }
                 }
             }
             let line = this.script.lines[this.next].clone();
@@ -176,6 +270,7 @@ mod fake {
     async fn handle(
         req: Request<Incoming>,
         script: Arc<Script>,
+        rate_script: Arc<Script>,
     ) -> Result<Response<FakeBody>, Infallible> {
         let path = req.uri().path().to_string();
         let body = req
@@ -196,7 +291,13 @@ mod fake {
         let pace = match v.get("model").and_then(serde_json::Value::as_str) {
             Some("slow") => Pace::Slow,
             Some("paced") => Pace::Paced,
+            Some("rate50") => Pace::Rate,
             _ => Pace::Fast,
+        };
+        let script = if pace == Pace::Rate {
+            rate_script
+        } else {
+            script
         };
         let res = if stream {
             let mut res = Response::new(FakeBody::Left(Lines {
@@ -205,6 +306,7 @@ mod fake {
                 pace,
                 yielded: false,
                 sleep: None,
+                start: tokio::time::Instant::now(),
             }));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -236,7 +338,8 @@ mod fake {
                 "fake-ollama listening on {}",
                 listener.local_addr().unwrap()
             );
-            let script = Arc::new(Script::new());
+            let script = Arc::new(Script::new(TOKENS));
+            let rate_script = Arc::new(Script::new(paced_tokens()));
             loop {
                 let (stream, _) = match listener.accept().await {
                     Ok(a) => a,
@@ -247,8 +350,11 @@ mod fake {
                 };
                 let _ = stream.set_nodelay(true);
                 let script = script.clone();
+                let rate_script = rate_script.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| handle(req, script.clone()));
+                    let svc = hyper::service::service_fn(move |req| {
+                        handle(req, script.clone(), rate_script.clone())
+                    });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
@@ -413,14 +519,23 @@ fn open_fds(pid: u32) -> usize {
 
 /// The soft `Max open files` of a process.
 fn fd_limit(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/limits"))
-        .ok()
-        .and_then(|l| {
-            l.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3).and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(1024)
+    fd_limits(pid).0
+}
+
+/// The soft and hard `Max open files` of a process (`unlimited`: `u64::MAX`).
+fn fd_limits(pid: u32) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+    let Some(line) = text.lines().find(|l| l.starts_with("Max open files")) else {
+        return (1024, 1024);
+    };
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let limit = |i: usize, or: u64| match f.get(i) {
+        Some(&"unlimited") => u64::MAX,
+        Some(v) => v.parse().unwrap_or(or),
+        None => or,
+    };
+    let soft = limit(3, 1024);
+    (soft, limit(4, soft))
 }
 
 // ---------------------------------------------------------------- load
@@ -659,6 +774,413 @@ async fn slow_streams(proxy: &Proc, n: usize) -> SlowResult {
     }
 }
 
+// ---------------------------------------------------------------- paced streams
+
+/// How long the paced streams take to open, one after the other.
+const PACED_RAMP: Duration = Duration::from_secs(1);
+
+/// One `rate50` stream as the client saw it.
+struct PacedStream {
+    /// From the start of the connect to the first token.
+    ttfb: Option<Duration>,
+    /// When each token arrived, in µs since the start of the run.
+    arrivals: Vec<u32>,
+    /// The answer ended as it should (`"done":true` or `data: [DONE]`).
+    completed: bool,
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Whether `line` (without its newline) carries a token: a native
+/// `"done":false` line, or an OpenAI chunk whose delta has content (not the
+/// role-only first chunk nor the finish chunk).
+fn is_token(line: &[u8], sse: bool) -> bool {
+    if sse {
+        line.starts_with(b"data: ") && contains(line, b"\"delta\":{\"content\":\"")
+    } else {
+        line.ends_with(b"\"done\":false}")
+    }
+}
+
+/// Opens one stream at `at`, reads it to the end and notes when each token
+/// arrived (every token of one read arrives at the same time).
+async fn paced_stream(
+    addr: SocketAddr,
+    path: &'static str,
+    body: Bytes,
+    sse: bool,
+    t0: Instant,
+    at: Instant,
+) -> Result<PacedStream, String> {
+    let tail: &[u8] = if sse {
+        b"data: [DONE]"
+    } else {
+        b"\"done\":true"
+    };
+    tokio::time::sleep_until(at.into()).await;
+    let start = Instant::now();
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    tcp.set_nodelay(true).unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(conn);
+    let req = Request::post(path)
+        .header(header::HOST, "127.0.0.1")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+        .unwrap();
+    let res = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    if res.status() != StatusCode::OK {
+        return Err(format!("status {}", res.status()));
+    }
+    let mut b = res.into_body();
+    let mut out = PacedStream {
+        ttfb: None,
+        arrivals: Vec::with_capacity(paced_tokens()),
+        completed: false,
+    };
+    let mut partial = Vec::new();
+    while let Some(frame) = b.frame().await {
+        let Ok(d) = frame.map_err(|e| format!("body: {e}"))?.into_data() else {
+            continue;
+        };
+        let now = Instant::now();
+        let at_us = (now - t0).as_micros() as u32;
+        for piece in d.split_inclusive(|&c| c == b'\n') {
+            let line: &[u8] = if partial.is_empty() {
+                piece
+            } else {
+                partial.extend_from_slice(piece);
+                &partial
+            };
+            let Some(line) = line.strip_suffix(b"\n") else {
+                if partial.is_empty() {
+                    partial.extend_from_slice(piece);
+                }
+                continue;
+            };
+            if is_token(line, sse) {
+                out.ttfb.get_or_insert(now - start);
+                out.arrivals.push(at_us);
+            } else if contains(line, tail) {
+                out.completed = true;
+            }
+            partial.clear();
+        }
+    }
+    Ok(out)
+}
+
+struct PacedRun {
+    streams: Vec<PacedStream>,
+    failed: usize,
+    first_error: Option<String>,
+    elapsed: Duration,
+    proxy_cpu: f64,
+    /// The kernel's share of `proxy_cpu`.
+    proxy_sys: f64,
+    proxy_calls: Calls,
+    rss_before_kib: u64,
+    rss_peak_kib: u64,
+    /// CPU seconds of the fake and of this process (the load generator).
+    fake_cpu: f64,
+    generator_cpu: f64,
+}
+
+/// Opens `n` `rate50` streams to `addr`, spread over `PACED_RAMP`, and
+/// waits for all of them; samples the proxy's resident memory meanwhile.
+async fn run_paced(
+    addr: SocketAddr,
+    path: &'static str,
+    body: Bytes,
+    sse: bool,
+    n: usize,
+    proxy_pid: u32,
+    fake_pid: u32,
+) -> PacedRun {
+    let me = std::process::id();
+    let rss_before_kib = rss_kib(proxy_pid);
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kib(proxy_pid));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak.max(rss_kib(proxy_pid))
+        })
+    };
+    let cpu0 = cpu_seconds(proxy_pid);
+    let calls0 = calls(proxy_pid);
+    let (fake0, gen0) = (cpu_seconds(fake_pid).0, cpu_seconds(me).0);
+    let t0 = Instant::now();
+    let limit = PACED_RAMP + RATE_GAP * paced_tokens() as u32 + Duration::from_secs(30);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let at = t0 + PACED_RAMP.mul_f64(i as f64 / n as f64);
+        let stream = paced_stream(addr, path, body.clone(), sse, t0, at);
+        set.spawn(async move {
+            tokio::time::timeout(limit, stream)
+                .await
+                .unwrap_or_else(|_| Err("timed out".into()))
+        });
+    }
+    let mut streams = Vec::with_capacity(n);
+    let mut failed = 0;
+    let mut first_error = None;
+    while let Some(r) = set.join_next().await {
+        match r.unwrap() {
+            Ok(s) => streams.push(s),
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let elapsed = t0.elapsed();
+    let cpu1 = cpu_seconds(proxy_pid);
+    let calls1 = calls(proxy_pid);
+    let (fake1, gen1) = (cpu_seconds(fake_pid).0, cpu_seconds(me).0);
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let rss_peak_kib = sampler.join().unwrap();
+    PacedRun {
+        streams,
+        failed,
+        first_error,
+        elapsed,
+        proxy_cpu: cpu1.0 - cpu0.0,
+        proxy_sys: cpu1.1 - cpu0.1,
+        proxy_calls: Calls {
+            writes: calls1.writes - calls0.writes,
+            switches: calls1.switches - calls0.switches,
+        },
+        rss_before_kib,
+        rss_peak_kib,
+        fake_cpu: fake1 - fake0,
+        generator_cpu: gen1 - gen0,
+    }
+}
+
+/// Tokens per second over all `n` streams, as a share of `n` × 50: counted
+/// while every stream is open (from the last stream's first token to the
+/// first stream's last token), or, when that window is shorter than 0.5 s,
+/// as the sum of each stream's own rate (first to last token).
+fn share_of_pace(streams: &[PacedStream], n: usize) -> f64 {
+    let pace = n as f64 / RATE_GAP.as_secs_f64();
+    let with = || streams.iter().filter(|s| s.arrivals.len() >= 2);
+    let from = with().map(|s| s.arrivals[0]).max().unwrap_or(0);
+    let to = with()
+        .map(|s| *s.arrivals.last().unwrap())
+        .min()
+        .unwrap_or(0);
+    if to > from && to - from >= 500_000 {
+        let tokens: usize = with()
+            .map(|s| {
+                s.arrivals.partition_point(|&t| t <= to) - s.arrivals.partition_point(|&t| t < from)
+            })
+            .sum();
+        return tokens as f64 / ((to - from) as f64 / 1e6) / pace;
+    }
+    let rates: f64 = with()
+        .map(|s| {
+            let span = (s.arrivals.last().unwrap() - s.arrivals[0]).max(1);
+            (s.arrivals.len() - 1) as f64 / (span as f64 / 1e6)
+        })
+        .sum();
+    rates / pace
+}
+
+/// Runs `taskset` with `args`; whether it worked.
+fn taskset(args: &[&str]) -> bool {
+    Command::new("taskset")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The CPU list this process may run on (`taskset -c -p`), e.g. `0,1`.
+fn own_cpus() -> Option<String> {
+    let out = Command::new("taskset")
+        .args(["-c", "-p", &std::process::id().to_string()])
+        .output()
+        .ok()?;
+    let text = String::from_utf8(out.stdout).ok()?;
+    Some(text.rsplit(": ").next()?.trim().to_string()).filter(|l| !l.is_empty())
+}
+
+/// `n` streams paced at 50 tokens/s, straight to a fake and through a
+/// proxy of their own (pinned to CPU 0 when `taskset` can, the fake and the
+/// load generator to CPU 1); returns the table.
+fn paced_scenario(rt: &tokio::runtime::Runtime, wanted: usize, warm: &Scenario) -> String {
+    let me = std::env::current_exe().unwrap();
+    let proxy_bin = me.with_file_name("proxy");
+    let me_str = me.to_str().unwrap();
+    let proxy_str = proxy_bin.to_str().unwrap();
+    let tokens = paced_tokens();
+    // Two CPUs (0 and 1) to pin to, and the tool to do it.
+    let pin = taskset(&["-c", "0", "true"]) && taskset(&["-c", "1", "true"]);
+    let taskset_bin = std::path::Path::new("taskset");
+    let fake_env = [("LOADBENCH_PACED_TOKENS", tokens.to_string())];
+    let fake = if pin {
+        spawn(
+            taskset_bin,
+            &["-c", "1", me_str, "--fake"],
+            &fake_env,
+            " on ",
+        )
+    } else {
+        spawn(&me, &["--fake"], &fake_env, " on ")
+    };
+    let proxy_env = [
+        ("LISTEN_ADDR", "127.0.0.1:0".to_string()),
+        ("OLLAMA_BASE_URL", format!("http://{}", fake.addr)),
+        ("RUST_LOG", "warn".into()),
+    ];
+    let proxy = if pin {
+        spawn(taskset_bin, &["-c", "0", proxy_str], &proxy_env, " on ")
+    } else {
+        spawn(&proxy_bin, &[], &proxy_env, " on ")
+    };
+    // The load generator follows the fake to CPU 1 for this scenario only
+    // (`taskset -p` on this process: `libc` is no dependency here).
+    let own = own_cpus();
+    let me_pid = std::process::id().to_string();
+    let gen_pinned = pin && own.is_some() && taskset(&["-a", "-c", "-p", "1", &me_pid]);
+    let pinning = match (pin, gen_pinned) {
+        (true, true) => "proxy on CPU 0 (taskset -c 0); fake Ollama and load generator on CPU 1 (taskset -c 1; the generator via taskset -a -p for this scenario only)".to_string(),
+        (true, false) => "proxy on CPU 0 (taskset -c 0), fake Ollama on CPU 1 (taskset -c 1); the load generator is NOT pinned (taskset -p failed)".to_string(),
+        (false, _) => "none: taskset is missing or CPUs 0 and 1 are not both available; the proxy, the fake and the load generator share all CPUs".to_string(),
+    };
+
+    // Sockets: 2 per stream in the proxy, 1 in the fake and in this process.
+    let proxy_limit = fd_limit(proxy.pid());
+    let fake_limit = fd_limit(fake.pid());
+    let own_limit = fd_limit(std::process::id());
+    let reachable = ((proxy_limit.saturating_sub(64) / 2)
+        .min(fake_limit.saturating_sub(64))
+        .min(own_limit.saturating_sub(64))) as usize;
+    let n = wanted.min(reachable);
+    if n < wanted {
+        eprintln!(
+            "loadbench: {wanted} paced streams need {} sockets in the proxy, {wanted} in the fake and {wanted} here, but the open-file limits are {proxy_limit}, {fake_limit} and {own_limit}; opening {n}",
+            2 * wanted
+        );
+    }
+    eprintln!("loadbench: paced streams: {n} × {tokens} tokens at 50/s; pinning: {pinning}");
+
+    let body = Bytes::from(format!(
+        r#"{{"model":"rate50","stream":true,"messages":{USER}}}"#
+    ));
+    let (d, p) = rt.block_on(async {
+        // Warm the proxy up (connections, allocator) before its "before".
+        let _ = run_scenario(warm, proxy.addr, proxy.pid(), 0.5).await;
+        let d = run_paced(
+            fake.addr,
+            "/api/chat",
+            body.clone(),
+            false,
+            n,
+            proxy.pid(),
+            fake.pid(),
+        )
+        .await;
+        eprintln!("loadbench: paced streams direct done");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let p = run_paced(
+            proxy.addr,
+            "/v1/chat/completions",
+            body,
+            true,
+            n,
+            proxy.pid(),
+            fake.pid(),
+        )
+        .await;
+        eprintln!("loadbench: paced streams proxy done");
+        (d, p)
+    });
+    if gen_pinned {
+        taskset(&["-a", "-c", "-p", own.as_deref().unwrap(), &me_pid]);
+    }
+    drop(proxy);
+    drop(fake);
+
+    let mut table = format!(
+        "paced streams: {n} streams × {tokens} tokens at 50 tokens/s (a line every {} ms), opened over {:.0} s; pinning: {pinning}\n\n",
+        RATE_GAP.as_millis(),
+        PACED_RAMP.as_secs_f64()
+    );
+    table.push_str("| via | streams completed | % of pace | TTFB p50 ms | TTFB p99 ms | gap p50 ms | gap p99 ms | gap max ms | proxy CPU µs/token | proxy writes/token | proxy switches/token | proxy RSS before MiB | proxy RSS peak MiB | KiB per stream |\n");
+    table.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let mut notes = String::new();
+    for (via, o) in [("direct", &d), ("proxy chat", &p)] {
+        let is_proxy = via != "direct";
+        let completed = o.streams.iter().filter(|s| s.completed).count();
+        let tokens_seen: usize = o.streams.iter().map(|s| s.arrivals.len()).sum();
+        let mut ttfb: Vec<Duration> = o.streams.iter().filter_map(|s| s.ttfb).collect();
+        let mut gaps: Vec<Duration> = o
+            .streams
+            .iter()
+            .flat_map(|s| s.arrivals.windows(2).map(|w| w[1] - w[0]))
+            .map(|us| Duration::from_micros(us.into()))
+            .collect();
+        let gap_max = gaps.iter().max().copied().unwrap_or_default();
+        let per_tok = |v: f64| v / tokens_seen.max(1) as f64;
+        let dash = || "—".to_string();
+        table.push_str(&format!(
+            "| {via} | {completed} / {n} | {:.1} % | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            100.0 * share_of_pace(&o.streams, n),
+            ms(pct(&mut ttfb, 50)),
+            ms(pct(&mut ttfb, 99)),
+            ms(pct(&mut gaps, 50)),
+            ms(pct(&mut gaps, 99)),
+            ms(gap_max),
+            if is_proxy {
+                format!("{:.2}", per_tok(o.proxy_cpu * 1e6))
+            } else {
+                format!("({:.2})", per_tok(o.proxy_cpu * 1e6))
+            },
+            if is_proxy { format!("{:.2}", per_tok(o.proxy_calls.writes as f64)) } else { dash() },
+            if is_proxy { format!("{:.2}", per_tok(o.proxy_calls.switches as f64)) } else { dash() },
+            if is_proxy { format!("{:.1}", o.rss_before_kib as f64 / 1024.0) } else { dash() },
+            if is_proxy { format!("{:.1}", o.rss_peak_kib as f64 / 1024.0) } else { dash() },
+            if is_proxy {
+                format!("{:.1}", o.rss_peak_kib.saturating_sub(o.rss_before_kib) as f64 / n.max(1) as f64)
+            } else {
+                dash()
+            },
+        ));
+        let secs = o.elapsed.as_secs_f64();
+        notes.push_str(&format!(
+            "{via}: {tokens_seen} tokens in {secs:.1} s; CPU busy: fake {:.0} %, load generator {:.0} %, proxy {:.0} % (kernel {:.0} % of it){}\n",
+            100.0 * o.fake_cpu / secs,
+            100.0 * o.generator_cpu / secs,
+            100.0 * o.proxy_cpu / secs,
+            100.0 * o.proxy_sys / o.proxy_cpu.max(1e-9),
+            match &o.first_error {
+                Some(e) => format!("; {} streams failed, first: {e}", o.failed),
+                None => String::new(),
+            }
+        ));
+    }
+    table.push('\n');
+    table.push_str(&notes);
+    table
+}
+
 // ---------------------------------------------------------------- orchestration
 
 const USER: &str = r#"[{"role":"user","content":"Write a short story about a fox."}]"#;
@@ -673,6 +1195,11 @@ fn orchestrate() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    // Unset: 2000; empty or 0: skip.
+    let paced: usize = match std::env::var("LOADBENCH_PACED_STREAMS") {
+        Err(_) => 2000,
+        Ok(v) => v.trim().parse().unwrap_or(0),
+    };
     let me = std::env::current_exe().unwrap();
     let proxy_bin = me.with_file_name("proxy");
     assert!(
@@ -1003,4 +1530,17 @@ fn orchestrate() {
     );
     drop(proxy);
     drop(fake);
+
+    if paced > 0 && "paced streams".contains(only.as_str()) {
+        let warm = sc(
+            "warm-up",
+            "proxy chat",
+            "/v1/chat/completions",
+            chat_stream,
+            "[DONE]",
+            8,
+            true,
+        );
+        println!("\n{}", paced_scenario(&rt, paced, &warm));
+    }
 }
