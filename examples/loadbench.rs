@@ -21,6 +21,8 @@
 //! every 5 s (`slow`, model name `slow`, to hold streams open for the memory
 //! figures), or one line every 20 ms (`rate50`, model name `rate50`: 50
 //! tokens/s, each line in its own write, `LOADBENCH_PACED_TOKENS` lines).
+//! The model `short` answers with 16 token lines (the `non-stream 16
+//! tokens` rows: what a request costs apart from its tokens).
 //!
 //! Last, `paced streams`: many streams at a model's real pace, to show that
 //! the proxy keeps up and adds no latency. A fake and a proxy of its own
@@ -86,6 +88,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const TOKENS: usize = 256;
+/// Token lines of a `short` answer (the non-streamed 16-token rows).
+const SHORT_TOKENS: usize = 16;
 
 /// The pace of the `rate50` model: one line every 20 ms (50 tokens/s).
 const RATE_GAP: Duration = Duration::from_millis(20);
@@ -267,11 +271,12 @@ mod fake {
 
     type FakeBody = http_body_util::Either<Lines, Full<Bytes>>;
 
+    /// `scripts`: the usual answer, the `rate50` one and the `short` one.
     async fn handle(
         req: Request<Incoming>,
-        script: Arc<Script>,
-        rate_script: Arc<Script>,
+        scripts: [Arc<Script>; 3],
     ) -> Result<Response<FakeBody>, Infallible> {
+        let [script, rate_script, short_script] = scripts;
         let path = req.uri().path().to_string();
         let body = req
             .into_body()
@@ -294,8 +299,11 @@ mod fake {
             Some("rate50") => Pace::Rate,
             _ => Pace::Fast,
         };
+        let short = v.get("model").and_then(serde_json::Value::as_str) == Some("short");
         let script = if pace == Pace::Rate {
             rate_script
+        } else if short {
+            short_script
         } else {
             script
         };
@@ -340,6 +348,7 @@ mod fake {
             );
             let script = Arc::new(Script::new(TOKENS));
             let rate_script = Arc::new(Script::new(paced_tokens()));
+            let short_script = Arc::new(Script::new(SHORT_TOKENS));
             loop {
                 let (stream, _) = match listener.accept().await {
                     Ok(a) => a,
@@ -349,12 +358,9 @@ mod fake {
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let script = script.clone();
-                let rate_script = rate_script.clone();
+                let scripts = [script.clone(), rate_script.clone(), short_script.clone()];
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        handle(req, script.clone(), rate_script.clone())
-                    });
+                    let svc = hyper::service::service_fn(move |req| handle(req, scripts.clone()));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
@@ -555,6 +561,8 @@ struct Scenario {
     tail: &'static str,
     conc: usize,
     stream: bool,
+    /// Token lines in each answer.
+    tokens: usize,
 }
 
 struct Outcome {
@@ -657,11 +665,11 @@ async fn run_scenario(s: &Scenario, addr: SocketAddr, proxy_pid: u32, secs: f64)
 }
 
 /// `count` per streamed token of `requests` answers, for proxied rows.
-fn per_token(is_proxy: bool, count: u64, requests: usize) -> String {
+fn per_token(is_proxy: bool, count: u64, tokens: usize) -> String {
     if !is_proxy {
         return "—".to_string();
     }
-    format!("{:.2}", count as f64 / (requests * TOKENS).max(1) as f64)
+    format!("{:.2}", count as f64 / tokens.max(1) as f64)
 }
 
 fn pct(v: &mut [Duration], p: usize) -> Duration {
@@ -1256,7 +1264,11 @@ fn orchestrate() {
         tail,
         conc,
         stream,
+        tokens: TOKENS,
     };
+    let chat_short: &str = Box::leak(
+        format!(r#"{{"model":"short","stream":false,"messages":{USER}}}"#).into_boxed_str(),
+    );
     let native_tail = "\"done\":true";
     let pairs: Vec<(Scenario, Scenario)> = vec![
         (
@@ -1419,6 +1431,32 @@ fn orchestrate() {
                 false,
             ),
         ),
+        (
+            Scenario {
+                tokens: SHORT_TOKENS,
+                ..sc(
+                    "non-stream 16 tokens c=32",
+                    "direct",
+                    "/api/chat",
+                    chat_short,
+                    "\"done\":true",
+                    32,
+                    false,
+                )
+            },
+            Scenario {
+                tokens: SHORT_TOKENS,
+                ..sc(
+                    "non-stream 16 tokens c=32",
+                    "proxy chat",
+                    "/v1/chat/completions",
+                    chat_short,
+                    "total_tokens",
+                    32,
+                    false,
+                )
+            },
+        ),
     ];
 
     // `LOADBENCH_ONLY=c=32` keeps the scenarios whose name contains it.
@@ -1439,12 +1477,13 @@ fn orchestrate() {
         for (direct, proxied) in &pairs {
             let d = run_scenario(direct, fake.addr, proxy.pid(), secs).await;
             let p = run_scenario(proxied, proxy.addr, proxy.pid(), secs).await;
-            let d_tps = (d.samples.len() * TOKENS) as f64 / d.elapsed.as_secs_f64();
+            let d_tps = (d.samples.len() * direct.tokens) as f64 / d.elapsed.as_secs_f64();
             let mut d_ttfb: Vec<Duration> = d.samples.iter().map(|s| s.ttfb).collect();
             let d_ttfb50 = pct(&mut d_ttfb, 50);
             for (s, o) in [(direct, &d), (proxied, &p)] {
                 let n = o.samples.len();
-                let tps = (n * TOKENS) as f64 / o.elapsed.as_secs_f64();
+                let tokens = n * s.tokens;
+                let tps = tokens as f64 / o.elapsed.as_secs_f64();
                 let mut ttfb: Vec<Duration> = o.samples.iter().map(|s| s.ttfb).collect();
                 let mut lat: Vec<Duration> = o.samples.iter().map(|s| s.total).collect();
                 let (t50, t99) = (pct(&mut ttfb, 50), pct(&mut ttfb, 99));
@@ -1471,9 +1510,9 @@ fn orchestrate() {
                     ms(pct(&mut lat, 50)),
                     ms(pct(&mut lat, 99)),
                     if is_proxy {
-                        format!("{:.2}", o.proxy_cpu * 1e6 / (n * TOKENS).max(1) as f64)
+                        format!("{:.2}", o.proxy_cpu * 1e6 / tokens.max(1) as f64)
                     } else {
-                        format!("({:.2})", o.proxy_cpu * 1e6 / (n * TOKENS).max(1) as f64)
+                        format!("({:.2})", o.proxy_cpu * 1e6 / tokens.max(1) as f64)
                     },
                     if is_proxy {
                         format!("{:.0}", o.proxy_cpu * 1e6 / n.max(1) as f64)
@@ -1485,8 +1524,8 @@ fn orchestrate() {
                     } else {
                         dash()
                     },
-                    per_token(is_proxy, o.proxy_calls.writes, n),
-                    per_token(is_proxy, o.proxy_calls.switches, n),
+                    per_token(is_proxy, o.proxy_calls.writes, tokens),
+                    per_token(is_proxy, o.proxy_calls.switches, tokens),
                 ));
                 let _ = (s.stream, o.bytes);
             }
