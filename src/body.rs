@@ -165,8 +165,9 @@ const GATHER_BACKOFF: u16 = 64;
 /// gains nothing: after such a round the stream sends 1, 2, 4 … up to
 /// [`GATHER_BACKOFF`] frames without waiting before it tries again, so a
 /// paced token is almost never held back, and a stream that turns bursty
-/// is caught within that many frames.
-#[derive(Debug, Default)]
+/// is caught within that many frames. The first frame never waits, so the
+/// time to the first token is what it would be without gathering.
+#[derive(Debug)]
 struct Gather {
     /// Empty turns in a row in this round.
     turns: u8,
@@ -178,6 +179,19 @@ struct Gather {
     skip: u16,
     /// The last backoff.
     backoff: u16,
+}
+
+impl Default for Gather {
+    fn default() -> Self {
+        Gather {
+            turns: 0,
+            waited: false,
+            gained: false,
+            // The first frame goes at once.
+            skip: 1,
+            backoff: 0,
+        }
+    }
 }
 
 impl Gather {
