@@ -68,9 +68,17 @@ pin_project! {
     ///
     /// For requests the layer translated, it turns Ollama's NDJSON (or JSON)
     /// into the client's dialect as frames arrive: every complete line is
-    /// translated and sent at once, a line split across frames is held until
-    /// its end arrives, and memory stays constant however long the stream is.
-    /// For everything else it passes the inner body through untouched.
+    /// translated as it comes, a line split across frames is held until its
+    /// end arrives, and memory stays constant however long the stream is.
+    /// For everything else it passes the inner body's bytes through
+    /// untouched.
+    ///
+    /// Either way, lines (or chunks) that arrive together leave together: when
+    /// the inner body has nothing more right now, a stream may wait a few
+    /// turns of the executor (never a timer) for the next chunk before it
+    /// hands out what it has, so that a burst costs one write instead of one
+    /// per token. The first frame never waits, and a stream whose waits gain
+    /// nothing (tokens really coming one at a time) backs off.
     ///
     /// ```
     /// use bytes::Bytes;
