@@ -10,8 +10,11 @@
 //! binary re-run with `--fake`) and the proxy (`proxy` next to this binary,
 //! started with `LISTEN_ADDR=127.0.0.1:0`). The proxy's CPU time and resident
 //! memory are its own, read from `/proc/<pid>/stat` and `/proc/<pid>/status`;
-//! its write system calls (`/proc/<pid>/io`) and context switches (every
-//! thread's `/proc/<pid>/task/*/status`) are reported per streamed token.
+//! its write system calls (`/proc/<pid>/io`), read system calls (`perf
+//! stat` on the `read`, `readv` and `recvfrom` tracepoints, since socket
+//! reads do not show in `/proc/<pid>/io`; `—` where `perf` is missing or not
+//! permitted) and context switches (every thread's
+//! `/proc/<pid>/task/*/status`) are reported per streamed token.
 //!
 //! Every scenario runs twice, back to back: straight to the fake ("direct")
 //! and through the proxy. The fake answers every `/api/chat` with 256 token
@@ -41,9 +44,10 @@
 //! - gap p50/p99/max: time between consecutive content tokens of a stream
 //!   at the client (tokens read together count 0); the pace is 20 ms, so
 //!   what matters is how far above 20 ms the p99 is;
-//! - proxy CPU µs/token, writes/token, switches/token: the proxy's CPU time,
-//!   write system calls and context switches during the run per received
-//!   token (in brackets on the direct row: the idle proxy);
+//! - proxy CPU µs/token, writes/token, reads/token, switches/token: the
+//!   proxy's CPU time, write and read system calls and context switches
+//!   during the run per received token (in brackets on the direct row: the
+//!   idle proxy);
 //! - proxy RSS before / peak: before the streams open, and the highest of
 //!   samples every 50 ms while they run; KiB per stream = (peak − before) /
 //!   streams.
@@ -466,7 +470,7 @@ fn cpu_seconds(pid: u32) -> (f64, f64) {
 }
 
 /// Write system calls (`syscw` of `/proc/<pid>/io`: `write`/`writev`; a
-/// socket's `recv` does not count in `syscr`, so reads are not reported) and
+/// socket's `recv` does not count in `syscr`: see [`Reads`]) and
 /// context switches (voluntary + involuntary, summed over every thread in
 /// `/proc/<pid>/task`) of a process so far.
 #[derive(Clone, Copy, Default)]
@@ -494,6 +498,45 @@ fn calls(pid: u32) -> Calls {
     Calls {
         writes: field(&io, "syscw:"),
         switches,
+    }
+}
+
+/// Counts a process's read system calls while it runs: `perf stat` on the
+/// `read`, `readv` and `recvfrom` tracepoints (socket reads do not show in
+/// `/proc/<pid>/io`). `None` where `perf` cannot (not installed, not
+/// permitted): the column then says `—`.
+struct Reads(Option<Child>);
+
+impl Reads {
+    fn start(pid: u32) -> Reads {
+        let child = Command::new("perf")
+            .args(["stat", "-x,", "-e"])
+            .arg("syscalls:sys_enter_read,syscalls:sys_enter_readv,syscalls:sys_enter_recvfrom")
+            .args(["-p", &pid.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok();
+        // perf attaches to the threads as it starts.
+        std::thread::sleep(Duration::from_millis(100));
+        Reads(child)
+    }
+
+    /// Stops counting (SIGINT makes perf print its counts); the total.
+    fn stop(self) -> Option<u64> {
+        let child = self.0?;
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output().ok()?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        let counts: Vec<u64> = text
+            .lines()
+            .filter(|l| l.contains("syscalls:sys_enter_"))
+            .filter_map(|l| l.split(',').next()?.parse().ok())
+            .collect();
+        (counts.len() == 3).then(|| counts.iter().sum())
     }
 }
 
@@ -573,6 +616,8 @@ struct Outcome {
     proxy_sys: f64,
     /// The proxy's system calls and context switches during the run.
     proxy_calls: Calls,
+    /// The proxy's read system calls during the run, where `perf` counts them.
+    proxy_reads: Option<u64>,
     bytes: u64,
 }
 
@@ -633,6 +678,7 @@ async fn worker(
 
 async fn run_scenario(s: &Scenario, addr: SocketAddr, proxy_pid: u32, secs: f64) -> Outcome {
     let body = Bytes::from_static(s.body.as_bytes());
+    let reads = (s.via != "direct").then(|| Reads::start(proxy_pid));
     let cpu0 = cpu_seconds(proxy_pid);
     let calls0 = calls(proxy_pid);
     let t0 = Instant::now();
@@ -660,6 +706,7 @@ async fn run_scenario(s: &Scenario, addr: SocketAddr, proxy_pid: u32, secs: f64)
             writes: calls1.writes - calls0.writes,
             switches: calls1.switches - calls0.switches,
         },
+        proxy_reads: reads.and_then(Reads::stop),
         bytes,
     }
 }
@@ -896,6 +943,8 @@ struct PacedRun {
     /// The kernel's share of `proxy_cpu`.
     proxy_sys: f64,
     proxy_calls: Calls,
+    /// Read system calls, where `perf` counts them.
+    proxy_reads: Option<u64>,
     rss_before_kib: u64,
     rss_peak_kib: u64,
     /// CPU seconds of the fake and of this process (the load generator).
@@ -928,6 +977,8 @@ async fn run_paced(
             peak.max(rss_kib(proxy_pid))
         })
     };
+    // The proxy is idle during the direct run: counting it says 0.
+    let reads = sse.then(|| Reads::start(proxy_pid));
     let cpu0 = cpu_seconds(proxy_pid);
     let calls0 = calls(proxy_pid);
     let (fake0, gen0) = (cpu_seconds(fake_pid).0, cpu_seconds(me).0);
@@ -972,6 +1023,7 @@ async fn run_paced(
             writes: calls1.writes - calls0.writes,
             switches: calls1.switches - calls0.switches,
         },
+        proxy_reads: reads.and_then(Reads::stop),
         rss_before_kib,
         rss_peak_kib,
         fake_cpu: fake1 - fake0,
@@ -1131,8 +1183,8 @@ fn paced_scenario(rt: &tokio::runtime::Runtime, wanted: usize, warm: &Scenario) 
         RATE_GAP.as_millis(),
         PACED_RAMP.as_secs_f64()
     );
-    table.push_str("| via | streams completed | % of pace | TTFB p50 ms | TTFB p99 ms | gap p50 ms | gap p99 ms | gap max ms | proxy CPU µs/token | proxy writes/token | proxy switches/token | proxy RSS before MiB | proxy RSS peak MiB | KiB per stream |\n");
-    table.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    table.push_str("| via | streams completed | % of pace | TTFB p50 ms | TTFB p99 ms | gap p50 ms | gap p99 ms | gap max ms | proxy CPU µs/token | proxy writes/token | proxy reads/token | proxy switches/token | proxy RSS before MiB | proxy RSS peak MiB | KiB per stream |\n");
+    table.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let mut notes = String::new();
     for (via, o) in [("direct", &d), ("proxy chat", &p)] {
         let is_proxy = via != "direct";
@@ -1149,7 +1201,7 @@ fn paced_scenario(rt: &tokio::runtime::Runtime, wanted: usize, warm: &Scenario) 
         let per_tok = |v: f64| v / tokens_seen.max(1) as f64;
         let dash = || "—".to_string();
         table.push_str(&format!(
-            "| {via} | {completed} / {n} | {:.1} % | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {via} | {completed} / {n} | {:.1} % | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             100.0 * share_of_pace(&o.streams, n),
             ms(pct(&mut ttfb, 50)),
             ms(pct(&mut ttfb, 99)),
@@ -1162,6 +1214,10 @@ fn paced_scenario(rt: &tokio::runtime::Runtime, wanted: usize, warm: &Scenario) 
                 format!("({:.2})", per_tok(o.proxy_cpu * 1e6))
             },
             if is_proxy { format!("{:.2}", per_tok(o.proxy_calls.writes as f64)) } else { dash() },
+            match (is_proxy, o.proxy_reads) {
+                (true, Some(r)) => format!("{:.2}", per_tok(r as f64)),
+                _ => dash(),
+            },
             if is_proxy { format!("{:.2}", per_tok(o.proxy_calls.switches as f64)) } else { dash() },
             if is_proxy { format!("{:.1}", o.rss_before_kib as f64 / 1024.0) } else { dash() },
             if is_proxy { format!("{:.1}", o.rss_peak_kib as f64 / 1024.0) } else { dash() },
@@ -1466,8 +1522,10 @@ fn orchestrate() {
         .filter(|(d, _)| d.name.contains(only.as_str()))
         .collect();
     let mut table = String::new();
-    table.push_str("| scenario | via | requests | tokens/s | vs direct | TTFB p50 ms | TTFB p99 ms | added TTFB p50 ms | latency p50 ms | latency p99 ms | proxy CPU µs/token | proxy CPU µs/request | kernel share | proxy writes/token | proxy switches/token |\n");
-    table.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    table.push_str("| scenario | via | requests | tokens/s | vs direct | TTFB p50 ms | TTFB p99 ms | added TTFB p50 ms | latency p50 ms | latency p99 ms | proxy CPU µs/token | proxy CPU µs/request | kernel share | proxy writes/token | proxy reads/token | proxy switches/token |\n");
+    table.push_str(
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
     rt.block_on(async {
         // Warm up: connections, allocator, page cache.
         if let Some((d, p)) = pairs.first() {
@@ -1490,7 +1548,7 @@ fn orchestrate() {
                 let is_proxy = s.via != "direct";
                 let dash = || "—".to_string();
                 table.push_str(&format!(
-                    "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                     s.name,
                     s.via,
                     n,
@@ -1525,6 +1583,10 @@ fn orchestrate() {
                         dash()
                     },
                     per_token(is_proxy, o.proxy_calls.writes, tokens),
+                    match o.proxy_reads {
+                        Some(reads) => per_token(is_proxy, reads, tokens),
+                        None => "—".to_string(),
+                    },
                     per_token(is_proxy, o.proxy_calls.switches, tokens),
                 ));
                 let _ = (s.stream, o.bytes);
