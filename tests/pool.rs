@@ -775,3 +775,72 @@ async fn native_bodies_the_pool_reads_share_a_budget_and_a_deadline() {
         1
     );
 }
+
+/// A loopback port that takes no connections: a listener whose accept queue
+/// is full, so the kernel drops new connections' SYNs and `connect` waits.
+/// Keep what it returns alive for as long as the port should stay silent.
+async fn silent_port() -> (tokio::net::TcpListener, Vec<tokio::net::TcpStream>, String) {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        match tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => held.push(s),
+            _ => return (listener, held, format!("http://{addr}")),
+        }
+    }
+    panic!("the accept queue never filled");
+}
+
+#[tokio::test]
+async fn a_host_that_takes_no_connection_is_given_up_after_the_connect_timeout() {
+    let (_listener, _held, silent) = silent_port().await;
+    let good = host(&["qwen3"], &[]).await;
+    let urls = format!("{silent},{}", good.base_url());
+    let p = proxy::start(&urls, &[("POOL_REFRESH_SECS", "1")]).await;
+    // Requests that name no model may go to either host; the silent one
+    // costs the connect timeout, then the request moves on.
+    let started = std::time::Instant::now();
+    for _ in 0..2 {
+        let version = send("GET", &format!("{}/api/version", p.url), &[], None).await;
+        assert_eq!(version.status, 200, "{}", version.body);
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(12), "{took:?}");
+    // Once known to be down, it is not tried again.
+    let started = std::time::Instant::now();
+    for _ in 0..4 {
+        let version = send("GET", &format!("{}/api/version", p.url), &[], None).await;
+        assert_eq!(version.status, 200, "{}", version.body);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(good.requests_to("/api/version").len(), 6);
+
+    // Alone, such a host is a 502 naming it, after the connect timeout
+    // rather than the upstream idle timeout.
+    let alone = proxy::start(&silent, &[]).await;
+    let started = std::time::Instant::now();
+    let res = openai_chat(&alone, "qwen3", "anyone there").await;
+    assert_eq!(res.status, 502, "{}", res.body);
+    assert!(
+        res.body.contains(silent.trim_start_matches("http://")),
+        "{}",
+        res.body
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+}

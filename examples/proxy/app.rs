@@ -579,7 +579,7 @@ async fn probe_loop(
     every: Duration,
 ) {
     let client: Client<HttpConnector, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+        Client::builder(TokioExecutor::new()).build(connector());
     let shown = base_display(&base);
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -621,6 +621,21 @@ async fn pool_probe_loop<S>(readiness: Readiness, pool: Pool<S>, every: Duration
     }
 }
 
+/// How long connecting to Ollama may take. A host that does not answer a
+/// connection (down behind a firewall, a full accept queue) is then an error
+/// — a 502, or with several hosts the next host — instead of a wait as long as
+/// the upstream idle timeout.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connector for Ollama: what `build_http` makes (plain HTTP, TCP
+/// keep-alive at the pool's idle timeout), with [`CONNECT_TIMEOUT`].
+fn connector() -> HttpConnector {
+    let mut c = HttpConnector::new();
+    c.set_keepalive(Some(Duration::from_secs(90)));
+    c.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    c
+}
+
 /// Aborts a spawned task when dropped (with `serve`'s future).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -645,7 +660,7 @@ pub async fn serve(
 
     let readiness = Readiness::new(settings.readiness_probe.is_some());
     let client: Client<_, RequestBody<Incoming>> =
-        Client::builder(TokioExecutor::new()).build_http();
+        Client::builder(TokioExecutor::new()).build(connector());
     let ollama_key = settings.ollama_api_key.clone();
     let host = move |base: &Uri| {
         let base = base.clone();
