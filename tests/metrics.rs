@@ -6,18 +6,8 @@
 mod common;
 
 use common::fake_ollama::FakeOllama;
-use common::proxy::{send, start, Proxy};
+use common::proxy::{sample, send, start, Proxy};
 use serde_json::{json, Value};
-
-/// The value of `name`'s samples whose labels include every `k="v"` given.
-fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 async fn scrape(p: &Proxy, headers: &[(&str, &str)]) -> String {
     let a = send("GET", &format!("{}/metrics", p.url), headers, None).await;

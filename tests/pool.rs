@@ -6,7 +6,7 @@
 mod common;
 
 use common::fake_ollama::{FakeConfig, FakeOllama, SERVER_BUSY};
-use common::proxy::{self, send, Proxy};
+use common::proxy::{self, sample, send, Proxy};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -506,50 +506,15 @@ async fn a_slow_host_s_waiting_requests_count_against_it() {
     b.set_header_delay(Duration::from_secs(3));
     // Four requests at once on two equal hosts: two each, whatever the
     // order they arrive in, because a request counts from its call.
-    let calls: Vec<_> = (0..4)
-        .map(|i| {
-            let p = &p;
-            async move { openai_chat(p, "qwen3", &format!("slow {i}")).await.status }
-        })
-        .collect();
-    let statuses = futures_join(calls).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..4 {
+        let url = format!("{}/v1/chat/completions", p.url);
+        let body = chat("qwen3", &format!("slow {i}"));
+        calls.spawn(async move { send("POST", &url, &[], Some(&body)).await.status });
+    }
+    let statuses = calls.join_all().await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(spread(&[&a, &b], "qwen3"), [2, 2]);
-}
-
-async fn futures_join<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in futs {
-        set.push(Box::pin(f));
-    }
-    let mut out = Vec::new();
-    // Poll them together.
-    let mut pending: Vec<_> = set.into_iter().map(Some).collect();
-    let mut results: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut all = true;
-        for (slot, res) in pending.iter_mut().zip(results.iter_mut()) {
-            if let Some(f) = slot {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        *res = Some(v);
-                        *slot = None;
-                    }
-                    std::task::Poll::Pending => all = false,
-                }
-            }
-        }
-        if all {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await;
-    for r in results {
-        out.extend(r);
-    }
-    out
 }
 
 #[tokio::test]
@@ -597,15 +562,6 @@ async fn anthropic_and_responses_clients_stream_through_the_pool() {
     let done: Value = serde_json::from_str(&done.1).unwrap();
     assert_eq!(done["response"]["status"], "completed");
     assert_eq!(spread(&[&a, &b], "qwen3"), [1, 0]);
-}
-
-/// The value of `name`'s samples whose labels include every `k="v"` given.
-fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test]

@@ -114,6 +114,17 @@ impl Answer {
     }
 }
 
+/// The value of `name`'s samples in a Prometheus scrape whose labels
+/// include every `k="v"` given (summed).
+pub fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Sends a request and reads the whole answer (each step within 30 s).
 pub async fn send(
     method: &str,
