@@ -223,6 +223,8 @@ pub(crate) struct Config {
     pub(crate) timing: crate::timer::Timing,
     /// When set, every request must carry this key.
     pub(crate) api_key: Option<Arc<str>>,
+    /// Where web searches run, and their bounds.
+    pub(crate) web_search: crate::search::WebSearchConfig,
 }
 
 /// Default cap on one line of Ollama's stream and on an answer collected
@@ -263,6 +265,7 @@ impl fmt::Debug for Config {
             cannot_think,
             timing,
             api_key,
+            web_search,
         } = self;
         f.debug_struct("Config")
             .field("think_models", think_models)
@@ -280,6 +283,7 @@ impl fmt::Debug for Config {
             .field("cannot_think", cannot_think)
             .field("timing", timing)
             .field("api_key", &api_key.as_ref().map(|_| Redacted))
+            .field("web_search", web_search)
             .finish()
     }
 }
@@ -310,6 +314,7 @@ impl Default for Config {
                 body_timeout: Some(std::time::Duration::from_secs(60)),
             },
             api_key: None,
+            web_search: crate::search::WebSearchConfig::new(),
         }
     }
 }

@@ -229,6 +229,17 @@ impl OllamaTranslateLayer {
         self.config_mut().timing.body_timeout = Some(after).filter(|d| !d.is_zero());
         self
     }
+
+    /// Where the web searches of server tools run (Anthropic's
+    /// `web_search_*` tools, the Responses `web_search` tool), and their
+    /// bounds (default: [`WebSearchConfig::new`](crate::search::WebSearchConfig::new),
+    /// through the wrapped Ollama's own `/api/experimental/web_search`).
+    /// [`WebSearchConfig::off`](crate::search::WebSearchConfig::off) drops
+    /// the server tools instead. See [`search`](crate::search).
+    pub fn web_search(mut self, config: crate::search::WebSearchConfig) -> Self {
+        self.config_mut().web_search = config;
+        self
+    }
 }
 
 impl<S> Layer<S> for OllamaTranslateLayer {

@@ -130,6 +130,7 @@ mod json;
 mod layer;
 mod ollama;
 pub mod pool;
+pub mod search;
 mod service;
 mod signing;
 pub mod telemetry;

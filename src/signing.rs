@@ -69,6 +69,25 @@ pub(crate) fn verify(key: &Key, purpose: &str, text: &str, signature: &str) -> b
         .is_ok()
 }
 
+/// `text` with its signature, as one string (`v1.<base64 text>.<signature>`):
+/// what we hand a client to give back later (reasoning, search hits). Not
+/// secret, only ours.
+pub(crate) fn seal(key: &Key, purpose: &str, text: &str) -> String {
+    format!(
+        "v1.{}.{}",
+        crate::util::base64_encode(text.as_bytes()),
+        sign(key, purpose, text)
+    )
+}
+
+/// The text inside a [`seal`]ed string, if we sealed it for `purpose`.
+pub(crate) fn open(key: &Key, purpose: &str, sealed: &str) -> Option<String> {
+    let rest = sealed.strip_prefix("v1.")?;
+    let (b64, sig) = rest.rsplit_once('.')?;
+    let text = String::from_utf8(crate::util::base64_decode(b64)?).ok()?;
+    verify(key, purpose, &text, sig).then_some(text)
+}
+
 /// The 32 bytes of a 64-character lower-case hex string (the only form
 /// [`sign`] writes); `None` for anything else.
 fn decode_hex(s: &str) -> Option<[u8; 32]> {

@@ -46,7 +46,6 @@ use crate::error::ApiError;
 use crate::json::{write_str, write_u64};
 use crate::ollama::{Done, Encoder, Event};
 use crate::signing::{self, Key};
-use crate::util::{base64_decode, base64_encode};
 use crate::util::{random_id, unix_now};
 use bytes::BytesMut;
 use http::request::Parts;
@@ -626,19 +625,12 @@ impl InputBuilder<'_> {
 
 /// `encrypted_content` for our own thinking text.
 pub(crate) fn seal_reasoning(key: &Key, text: &str) -> String {
-    format!(
-        "v1.{}.{}",
-        base64_encode(text.as_bytes()),
-        signing::sign(key, REASONING_PURPOSE, text)
-    )
+    signing::seal(key, REASONING_PURPOSE, text)
 }
 
 /// The thinking text inside an `encrypted_content`, if we made it.
 pub(crate) fn open_reasoning(key: &Key, sealed: &str) -> Option<String> {
-    let rest = sealed.strip_prefix("v1.")?;
-    let (b64, sig) = rest.rsplit_once('.')?;
-    let text = String::from_utf8(base64_decode(b64)?).ok()?;
-    signing::verify(key, REASONING_PURPOSE, &text, sig).then_some(text)
+    signing::open(key, REASONING_PURPOSE, sealed)
 }
 
 /// An output item being streamed. `item_ref` is its

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// A native `/api/chat` request.
-#[derive(Serialize, Debug, Default)]
+#[derive(Serialize, Debug, Default, Clone)]
 pub(crate) struct ChatRequest {
     pub(crate) model: String,
     pub(crate) messages: Vec<Message>,
@@ -108,6 +108,10 @@ pub(crate) enum Endpoint {
     Tags,
     /// `POST /api/show`.
     Show,
+    /// `POST /api/experimental/web_search`: `{"query","max_results"}` →
+    /// `{"results":[{"title","url","content"}]}`, which Ollama forwards to
+    /// ollama.com with its own sign-in.
+    WebSearch,
 }
 
 impl Endpoint {
@@ -127,6 +131,7 @@ impl Endpoint {
             Endpoint::Embed => "/api/embed",
             Endpoint::Tags => "/api/tags",
             Endpoint::Show => "/api/show",
+            Endpoint::WebSearch => "/api/experimental/web_search",
         }
     }
 }
