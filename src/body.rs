@@ -1,7 +1,9 @@
 //! The response body that translates Ollama's stream as it flows, and the
 //! request body handed to the inner service.
 
+use crate::agent::{Rounds, Step};
 use crate::error::{error_chain, ApiError, BoxError, Failure, StreamError};
+use crate::ollama::{RoundEnd, ServerCall, ServerResult};
 use crate::telemetry::{Meter, Usage};
 use crate::timer::{Deadlines, Due};
 use bytes::{Buf, Bytes, BytesMut};
@@ -41,6 +43,20 @@ pub(crate) trait Transcode: Send {
     fn usage(&self) -> Option<Usage<'_>> {
         None
     }
+    /// The upstream body ended after a round of the model that called
+    /// server tools the layer runs (see [`crate::agent`]): that round.
+    /// Default: none (the answer is complete).
+    fn take_round(&mut self) -> Option<RoundEnd> {
+        None
+    }
+    /// The layer runs a server tool call of the round.
+    fn server_call(&mut self, _call: &ServerCall<'_>, _out: &mut BytesMut) {}
+    /// What it gave.
+    fn server_result(&mut self, _result: &ServerResult<'_>, _out: &mut BytesMut) {}
+    /// The answer ends with the round that called server tools.
+    fn end_turn(&mut self, _out: &mut BytesMut) {}
+    /// The follow-up's body begins.
+    fn next_round(&mut self) {}
 }
 
 /// How much of Ollama's answer a translated body keeps.
@@ -114,7 +130,7 @@ pin_project! {
     #[project = InnerProj]
     enum Inner<B> {
         Passthrough { #[pin] body: B, held: Held },
-        Translate { #[pin] body: B, state: Box<Translator> },
+        Translate { #[pin] body: B, state: Box<Translator>, agent: Option<Box<dyn Rounds<B>>> },
         Full { data: Option<Bytes> },
     }
 }
@@ -144,6 +160,12 @@ struct Translator {
     ended: bool,
     /// When to wait a turn for more before handing out what is ready.
     gather: Gather,
+    /// The layer runs server tools for this answer (an [`Agent`] is there).
+    looping: bool,
+    /// A round that called server tools ended: for the agent to take.
+    round: Option<RoundEnd>,
+    /// The agent is running a round's tools; the inner body has ended.
+    between_rounds: bool,
 }
 
 /// Frames are handed out at most this big when more is ready at once.
@@ -358,10 +380,26 @@ impl<B> TranslateBody<B> {
         limits: Limits,
         meter: Option<Meter>,
     ) -> Self {
+        Self::translate_with(body, transcoder, deadlines, limits, meter, None)
+    }
+
+    /// [`Self::translate`], with the agent that runs the answer's server
+    /// tools between rounds.
+    pub(crate) fn translate_with(
+        body: B,
+        transcoder: Box<dyn Transcode>,
+        deadlines: Option<Deadlines>,
+        limits: Limits,
+        meter: Option<Meter>,
+        agent: Option<Box<dyn Rounds<B>>>,
+    ) -> Self {
         TranslateBody {
             inner: Inner::Translate {
                 body,
                 state: Box::new(Translator {
+                    looping: agent.is_some(),
+                    round: None,
+                    between_rounds: false,
                     transcoder,
                     deadlines,
                     limit: limits.line,
@@ -376,6 +414,7 @@ impl<B> TranslateBody<B> {
                     ended: false,
                     gather: Gather::default(),
                 }),
+                agent,
             },
         }
     }
@@ -460,17 +499,72 @@ impl Translator {
         self.fail(Failure::UpstreamGarbage, Box::new(StreamError(msg)));
     }
 
-    /// The inner body ended: flush the last line and let the transcoder finish.
+    /// The inner body ended: flush the last line and let the transcoder
+    /// finish, unless the round called server tools the agent runs.
     fn eof(&mut self) {
-        self.upstream_done = true;
         if !self.partial.is_empty() {
             let last = self.partial.split();
             self.transcoder.line(trim_cr(&last), &mut self.out);
         }
+        if self.looping {
+            if let Some(round) = self.transcoder.take_round() {
+                self.round = Some(round);
+                self.between_rounds = true;
+                return;
+            }
+        }
+        self.finish();
+    }
+
+    /// The answer is over.
+    fn finish(&mut self) {
+        self.upstream_done = true;
         if let Err(e) = self.transcoder.finish(&mut self.out) {
             self.error = Some(e);
         }
         self.measure();
+    }
+
+    /// What the agent did between rounds; `Pending` when it waits and no
+    /// deadline fell due.
+    fn poll_agent<B>(
+        &mut self,
+        mut body: Pin<&mut B>,
+        agent: &mut dyn Rounds<B>,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        if let Some(round) = self.round.take() {
+            agent.begin(round);
+        }
+        let before = self.out.len();
+        let step = agent.poll(cx, &mut *self.transcoder, &mut self.out);
+        if let Some(d) = self.deadlines.as_mut() {
+            if self.out.len() != before {
+                d.sent();
+            }
+        }
+        match step {
+            Poll::Ready(Step::Continue(next)) => {
+                body.set(next);
+                self.between_rounds = false;
+                self.transcoder.next_round();
+                if let Some(d) = self.deadlines.as_mut() {
+                    d.received(false);
+                }
+            }
+            Poll::Ready(Step::EndTurn) => {
+                self.between_rounds = false;
+                self.transcoder.end_turn(&mut self.out);
+                self.finish();
+            }
+            Poll::Ready(Step::Fail(failure, message)) => {
+                self.between_rounds = false;
+                self.fail(failure, Box::new(StreamError(message)));
+            }
+            Poll::Pending if self.out.len() != before => {}
+            Poll::Pending => return self.poll_deadlines(cx),
+        }
+        Poll::Ready(())
     }
 
     /// The answer is over: what it used and how it ended, for the meter.
@@ -615,7 +709,11 @@ where
         match self.project().inner.project() {
             InnerProj::Passthrough { body, held } => held.poll(body, cx),
             InnerProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            InnerProj::Translate { mut body, state } => loop {
+            InnerProj::Translate {
+                mut body,
+                state,
+                agent,
+            } => loop {
                 let full = state.out.len() >= GATHER_BYTES;
                 if !state.out.is_empty() && (state.upstream_done || full) {
                     return Poll::Ready(Some(Ok(state.frame())));
@@ -632,7 +730,13 @@ where
                     state.ended = true;
                     return Poll::Ready(state.error.take().map(Err));
                 }
-                match state.poll_upstream(body.as_mut(), cx) {
+                let polled = match agent.as_deref_mut() {
+                    Some(agent) if state.between_rounds => {
+                        state.poll_agent(body.as_mut(), agent, cx)
+                    }
+                    _ => state.poll_upstream(body.as_mut(), cx),
+                };
+                match polled {
                     Poll::Ready(()) => state.gather.arrived(),
                     Poll::Pending if state.out.is_empty() => return Poll::Pending,
                     Poll::Pending => {
@@ -838,6 +942,9 @@ mod tests {
             yielded_before_error: false,
             ended: false,
             gather: Gather::default(),
+            looping: false,
+            round: None,
+            between_rounds: false,
         }
     }
 

@@ -121,6 +121,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
 )]
 
+mod agent;
 mod body;
 mod config;
 mod dialect;

@@ -94,11 +94,16 @@ impl<S> OllamaTranslate<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for OllamaTranslate<S>
 where
-    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    ReqBody: Body,
+    ReqBody: Body + Send + 'static,
     ReqBody::Error: Into<BoxError>,
-    ResBody: Body,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
     ResBody::Error: Into<BoxError>,
 {
     type Response = Response<TranslateBody<ResBody>>;

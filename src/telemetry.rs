@@ -39,6 +39,14 @@ pub const POOL_FAILOVERS: &str = "ollama_translate.pool.failovers";
 /// `server.address`.
 pub const POOL_HOST_UP: &str = "ollama_translate.pool.host_up";
 
+/// Web searches the layer ran for a model's server tool, by `backend`
+/// (`ollama`, `searxng`, `ollama_api`, `custom`) and `outcome` (`ok`, or an
+/// error code: `unavailable`, `too_many_requests`, `invalid_input`,
+/// `query_too_long`, `max_uses_exceeded`).
+pub const WEB_SEARCHES: &str = "ollama_translate.web_searches";
+/// How long each web search took, by `backend` and `outcome`.
+pub const WEB_SEARCH_DURATION: &str = "ollama_translate.web_search.duration";
+
 /// Advised boundaries for token counts.
 pub const TOKEN_BUCKETS: &[f64] = &[
     1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
@@ -81,6 +89,15 @@ fn describe() {
             UPSTREAM_ERRORS,
             "Calls to Ollama that failed, by error type"
         );
+        metrics::describe_counter!(
+            WEB_SEARCHES,
+            "Web searches run for server tools, by backend and outcome"
+        );
+        metrics::describe_histogram!(
+            WEB_SEARCH_DURATION,
+            Unit::Seconds,
+            "Duration of a web search, by backend and outcome"
+        );
     });
 }
 
@@ -121,6 +138,20 @@ pub(crate) fn pool_failover(reason: &'static str) {
 pub(crate) fn pool_host_up(host: &str, up: bool) {
     describe();
     gauge!(POOL_HOST_UP, "server.address" => host.to_string()).set(if up { 1.0 } else { 0.0 });
+}
+
+/// One web search ran (or was refused before it ran: `duration` is `None`).
+pub(crate) fn web_search(
+    backend: &'static str,
+    outcome: &'static str,
+    duration: Option<std::time::Duration>,
+) {
+    describe();
+    counter!(WEB_SEARCHES, "backend" => backend, "outcome" => outcome).increment(1);
+    if let Some(d) = duration {
+        metrics::histogram!(WEB_SEARCH_DURATION, "backend" => backend, "outcome" => outcome)
+            .record(d.as_secs_f64());
+    }
 }
 
 /// One failed call to Ollama.

@@ -50,8 +50,10 @@ pub(crate) mod responses;
 pub(crate) use crate::body::Transcode;
 use crate::config::{Config, ReasoningMode};
 use crate::error::{ApiError, BoxError, Failure, StreamError};
+use crate::ollama::request::ChatRequest;
 use crate::ollama::request::{Endpoint, GenerationRequest};
-use crate::ollama::{Decoder, Encoder};
+use crate::ollama::{Decoder, Encoder, RoundEnd, Rounds, ServerCall, ServerResult};
+use crate::search::{self, SearchTool};
 use crate::telemetry::Usage;
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode};
@@ -79,6 +81,21 @@ impl<E: Encoder> Transcode for Decoder<E> {
             output: Some(output),
             finish_reason,
         })
+    }
+    fn take_round(&mut self) -> Option<RoundEnd> {
+        Decoder::take_round(self)
+    }
+    fn server_call(&mut self, call: &ServerCall<'_>, out: &mut BytesMut) {
+        Decoder::server_call(self, call, out);
+    }
+    fn server_result(&mut self, result: &ServerResult<'_>, out: &mut BytesMut) {
+        Decoder::server_result(self, result, out);
+    }
+    fn end_turn(&mut self, out: &mut BytesMut) {
+        Decoder::end_turn(self, out);
+    }
+    fn next_round(&mut self) {
+        Decoder::next_round(self);
     }
 }
 
@@ -193,6 +210,9 @@ pub(crate) struct Upstream {
     pub(crate) thinking: Option<GenerationRequest>,
     /// The model as the client named it, for metrics and traces.
     pub(crate) model: Option<String>,
+    /// The request offers a web-search server tool the layer runs: the
+    /// native request as sent (for the follow-ups) and what the tool asks.
+    pub(crate) search: Option<(ChatRequest, SearchTool)>,
 }
 
 impl Upstream {
@@ -209,6 +229,7 @@ impl Upstream {
             transcoder,
             thinking: None,
             model: None,
+            search: None,
         }
     }
 
@@ -245,6 +266,9 @@ pub(crate) struct ChatCall {
     endpoint: Endpoint,
     body: Bytes,
     thinking: Option<GenerationRequest>,
+    search: Option<(ChatRequest, SearchTool)>,
+    /// Bytes of a round's text kept for a follow-up.
+    round_cap: usize,
 }
 
 impl ChatCall {
@@ -255,7 +279,27 @@ impl ChatCall {
         native: impl Into<GenerationRequest>,
         dialect: &'static str,
     ) -> Result<Self, ApiError> {
-        let mut native = native.into();
+        Self::build(config, native.into(), dialect, None)
+    }
+
+    /// [`Self::new`] for a chat whose tools include the web-search
+    /// function the layer runs (`tool`, when the dialect found one): the
+    /// request is kept for the follow-ups.
+    pub(crate) fn searching(
+        config: &Config,
+        native: ChatRequest,
+        dialect: &'static str,
+        tool: Option<SearchTool>,
+    ) -> Result<Self, ApiError> {
+        Self::build(config, native.into(), dialect, tool)
+    }
+
+    fn build(
+        config: &Config,
+        mut native: GenerationRequest,
+        dialect: &'static str,
+        tool: Option<SearchTool>,
+    ) -> Result<Self, ApiError> {
         native::apply_rules(config, &mut native);
         let model = native.model().to_string();
         let stream = std::mem::replace(native.settings_mut().stream, true);
@@ -267,7 +311,13 @@ impl ChatCall {
         })?;
         let endpoint = native.endpoint();
         tracing::debug!(model = ?model, stream, bytes = body.len(), dialect, path = endpoint.path(), "→ Ollama");
+        let search = match (&native, tool) {
+            (GenerationRequest::Chat(chat), Some(tool)) => Some((chat.clone(), tool)),
+            _ => None,
+        };
         Ok(ChatCall {
+            search,
+            round_cap: config.max_answer_bytes,
             reasoning: config.reasoning_for(&model),
             asked_for_thinking: false,
             num_ctx: native.num_ctx(),
@@ -295,7 +345,12 @@ impl ChatCall {
     /// The upstream call, answered through `encoder`.
     pub(crate) fn upstream<E: Encoder + 'static>(self, encoder: E) -> Upstream {
         let forward = self.reasoning.forwards(self.asked_for_thinking);
-        let transcoder = Decoder::new(encoder, forward).watch_context(&self.model, self.num_ctx);
+        let mut transcoder =
+            Decoder::new(encoder, forward).watch_context(&self.model, self.num_ctx);
+        if self.search.is_some() {
+            transcoder =
+                transcoder.server_tools(Rounds::new(vec![search::FUNCTION], self.round_cap));
+        }
         Upstream {
             endpoint: self.endpoint,
             body: self.body,
@@ -307,6 +362,7 @@ impl ChatCall {
             transcoder: Box::new(transcoder),
             thinking: self.thinking,
             model: Some(self.model),
+            search: self.search,
         }
     }
 }

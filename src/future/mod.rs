@@ -136,11 +136,16 @@ where
 
 impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody, ResBody>
 where
-    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    ReqBody: Body,
+    ReqBody: Body + Send + 'static,
     ReqBody::Error: Into<BoxError>,
-    ResBody: Body,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
     ResBody::Error: Into<BoxError>,
 {
     type Output = Result<Response<TranslateBody<ResBody>>, S::Error>;

@@ -1,5 +1,6 @@
 //! Building requests for Ollama and responses for clients.
 
+use crate::agent::Rounds;
 use crate::body::{Limits, RequestBody, Transcode, TranslateBody, MAX_ERROR_BODY};
 use crate::dialect::{Delivery, Dialect, UpstreamError, JSON, SSE};
 use crate::error::ApiError;
@@ -39,6 +40,7 @@ pub(super) fn error_headers() -> HeaderMap {
 /// conversation (for a [`Pool`](crate::Pool) to keep it on one host). The
 /// rest (the client's credentials, `Host`, hop-by-hop headers) stays
 /// behind.
+#[derive(Clone)]
 pub(super) struct Template {
     uri: Uri,
     extensions: http::Extensions,
@@ -100,7 +102,7 @@ pub(super) fn upstream_request<B>(
 }
 
 /// What a translated answer needs once Ollama's headers are in.
-pub(super) struct Answer {
+pub(super) struct Answer<B> {
     pub(super) dialect: &'static dyn Dialect,
     pub(super) delivery: Delivery,
     pub(super) transcoder: Box<dyn Transcode>,
@@ -109,11 +111,13 @@ pub(super) struct Answer {
     pub(super) limit: usize,
     /// Measures generating and embedding calls.
     pub(super) meter: Option<Meter>,
+    /// Runs the answer's server tools between rounds.
+    pub(super) agent: Option<Box<dyn Rounds<B>>>,
 }
 
 /// Ollama's response with its body translated: the dialect's content type
 /// on success, Ollama's error re-rendered in the dialect otherwise.
-pub(super) fn translated<B>(res: Response<B>, mut answer: Answer) -> Response<TranslateBody<B>> {
+pub(super) fn translated<B>(res: Response<B>, mut answer: Answer<B>) -> Response<TranslateBody<B>> {
     let (mut parts, body) = res.into_parts();
     // Only what belongs to the translated answer: Ollama's own headers
     // (cookies, lengths, encodings, anything `X-`) describe another body.
@@ -128,7 +132,7 @@ pub(super) fn translated<B>(res: Response<B>, mut answer: Answer) -> Response<Tr
         if let (Some(meter), Delivery::Stream) = (answer.meter.as_mut(), answer.delivery) {
             meter.streaming();
         }
-        TranslateBody::translate(
+        TranslateBody::translate_with(
             body,
             answer.transcoder,
             answer.timing.deadlines(),
@@ -137,6 +141,7 @@ pub(super) fn translated<B>(res: Response<B>, mut answer: Answer) -> Response<Tr
                 total: (answer.delivery != Delivery::Stream).then_some(answer.limit),
             },
             answer.meter,
+            answer.agent,
         )
     } else {
         tracing::debug!(

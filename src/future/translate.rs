@@ -6,6 +6,7 @@ use super::collect::CollectAnswer;
 use super::read::{self, too_large, Hold, ReadBody};
 use super::respond::{self, Answer, Template};
 use super::Carry;
+use crate::agent::{Agent, Call, Rounds};
 use crate::body::{RequestBody, TranslateBody};
 use crate::config::Config;
 use crate::dialect::{Delivery, Dialect};
@@ -58,7 +59,7 @@ pin_project! {
         ResBody::Error: Into<BoxError>,
     {
         Read { #[pin] read: Carry<ReadBody<ReqBody>, Job<S>> },
-        Call { #[pin] call: Carry<CallOllama<S, ReqBody, ResBody>, Answer> },
+        Call { #[pin] call: Carry<CallOllama<S, ReqBody, ResBody>, Answer<ResBody>> },
         Collect {
             #[pin] collect: Carry<CollectAnswer<ResBody>, (http::response::Parts, &'static dyn Dialect)>,
         },
@@ -141,10 +142,16 @@ fn start_call<S, ReqBody, ResBody>(
     mut job: Job<S>,
 ) -> Result<Step<S, ReqBody, ResBody>, ApiError>
 where
-    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>> + Clone,
-    ReqBody: Body,
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    ReqBody: Body + Send + 'static,
     ReqBody::Error: Into<BoxError>,
-    ResBody: Body,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
     ResBody::Error: Into<BoxError>,
 {
     let (bytes, mut hold) = read?;
@@ -162,6 +169,11 @@ where
     drop((hold, bytes));
     let template = Template::from(job.parts);
     let req = respond::upstream_request(&template, up.endpoint, up.body)?;
+    let agent = up.search.map(|(native, tool)| {
+        let call = caller(job.service.clone(), template.clone());
+        let agent = Agent::new(call, native, job.config.clone(), tool);
+        Box::new(agent) as Box<dyn Rounds<ResBody>>
+    });
     let retry = up
         .thinking
         .map(|r| ThinkRetry::new(job.service.clone(), template, r, job.config.clone()));
@@ -173,6 +185,7 @@ where
         transcoder: up.transcoder,
         timing: job.config.timing.clone(),
         limit: job.config.max_answer_bytes,
+        agent,
     };
     let call = CallOllama::new(fut, retry, &job.config.timing);
     Ok(Step::Call {
@@ -180,13 +193,44 @@ where
     })
 }
 
+/// Calls `service` with native requests made from `template`: the
+/// agent's follow-ups and searches.
+fn caller<S, ReqBody, ResBody>(service: S, template: Template) -> Call<ResBody>
+where
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    ReqBody: Body + Send + 'static,
+    ResBody: Send + 'static,
+{
+    Box::new(move |endpoint, body| {
+        let req = respond::upstream_request::<ReqBody>(&template, endpoint, body);
+        let mut service = service.clone();
+        Box::pin(async move {
+            let req = req.map_err(|e| BoxError::from(e.message))?;
+            std::future::poll_fn(|cx| service.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
+            service.call(req).await.map_err(Into::into)
+        })
+    })
+}
+
 impl<S, ReqBody, ResBody> Future for Translate<S, ReqBody, ResBody>
 where
-    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>> + Clone,
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    ReqBody: Body,
+    ReqBody: Body + Send + 'static,
     ReqBody::Error: Into<BoxError>,
-    ResBody: Body,
+    ResBody: Body + Send + 'static,
+    ResBody::Data: Send,
     ResBody::Error: Into<BoxError>,
 {
     type Output = Response<TranslateBody<ResBody>>;

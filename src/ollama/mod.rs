@@ -7,6 +7,7 @@
 //! all become [`Event::Error`]. Dialect encoders only ever see events.
 
 use crate::error::{ApiError, BoxError, Failure, StreamError};
+use crate::search::{SearchErrorCode, SearchHit};
 use bytes::BytesMut;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -61,6 +62,80 @@ pub(crate) trait Encoder: Send {
     /// Nothing has arrived from upstream for a while; write a keep-alive if
     /// the dialect has one. Default: nothing.
     fn idle(&mut self, _out: &mut BytesMut) {}
+    /// The layer runs a server tool the model called (a web search). Only
+    /// dialects that offer server tools get it. Default: nothing.
+    fn server_call(&mut self, _call: &ServerCall<'_>, _out: &mut BytesMut) {}
+    /// What that server tool gave. Default: nothing.
+    fn server_result(&mut self, _result: &ServerResult<'_>, _out: &mut BytesMut) {}
+}
+
+/// A server tool call the layer runs for the model (see [`crate::search`]).
+#[derive(Debug)]
+pub(crate) struct ServerCall<'a> {
+    /// Random, unique in the answer; dialects prefix it (`srvtoolu_`, `ws_`).
+    pub(crate) id: &'a str,
+    /// The query, or what the model sent when it is not one.
+    pub(crate) query: &'a str,
+}
+
+/// What a server tool call gave.
+#[derive(Debug)]
+pub(crate) struct ServerResult<'a> {
+    /// The [`ServerCall::id`].
+    pub(crate) id: &'a str,
+    pub(crate) query: &'a str,
+    /// The hits the model was given, or why there are none.
+    pub(crate) outcome: Result<&'a [SearchHit], SearchErrorCode>,
+}
+
+/// A round of the model that called server tools, taken from the decoder
+/// when its stream ended: what the follow-up request needs.
+#[derive(Debug, Default)]
+pub(crate) struct RoundEnd {
+    /// The round's text and thinking (for the assistant message).
+    pub(crate) text: String,
+    pub(crate) thinking: String,
+    /// The server tool calls, in order: name and arguments (an object's JSON).
+    pub(crate) calls: Vec<(String, String)>,
+    /// The model also called client tools: the turn ends after the search.
+    pub(crate) client_calls: bool,
+}
+
+/// What a [`Decoder`] keeps when the layer runs server tools: the names of
+/// the functions it runs, the round being taken down, and the usage of the
+/// rounds so far.
+#[derive(Debug, Default)]
+pub(crate) struct Rounds {
+    names: Vec<&'static str>,
+    round: RoundEnd,
+    /// The most bytes of text and thinking kept per round.
+    cap: usize,
+    /// The round ended with server calls: its reason, until the turn ends.
+    held: Option<Option<String>>,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+impl Rounds {
+    /// Rounds whose calls to `names` the layer runs; at most `cap` bytes
+    /// of a round's text are kept for the follow-up.
+    pub(crate) fn new(names: Vec<&'static str>, cap: usize) -> Self {
+        Rounds {
+            names,
+            cap,
+            ..Rounds::default()
+        }
+    }
+
+    fn capture(&mut self, thinking: Option<&str>, content: Option<&str>) {
+        let room = |s: &String, add: &str| s.len() + add.len() <= self.cap;
+        if let Some(t) = thinking.filter(|t| room(&self.round.thinking, t)) {
+            self.round.thinking.push_str(t);
+        }
+        if let Some(c) = content.filter(|c| room(&self.round.text, c)) {
+            self.round.text.push_str(c);
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -128,6 +203,8 @@ pub(crate) struct Decoder<E> {
     thinking_buf: String,
     /// Tool-call arguments that had to be rewritten into an object, reused.
     arguments_buf: String,
+    /// Server tools the layer runs, when the request offers any.
+    rounds: Option<Box<Rounds>>,
 }
 
 impl<E: Encoder> Decoder<E> {
@@ -143,7 +220,15 @@ impl<E: Encoder> Decoder<E> {
             content_buf: String::new(),
             thinking_buf: String::new(),
             arguments_buf: String::new(),
+            rounds: None,
         }
+    }
+
+    /// Calls to these server tools are not the client's: they end the
+    /// round, and the layer runs them (see [`Decoder::take_round`]).
+    pub(crate) fn server_tools(mut self, rounds: Rounds) -> Self {
+        self.rounds = Some(Box::new(rounds));
+        self
     }
 
     /// Warn when `prompt_eval_count` shows the prompt filled `num_ctx`.
@@ -175,6 +260,9 @@ impl<E: Encoder> Decoder<E> {
                 if let Some((content, thinking)) =
                     fast::token_line(text, &mut self.content_buf, &mut self.thinking_buf)
                 {
+                    if let Some(r) = self.rounds.as_mut() {
+                        r.capture(thinking, Some(content));
+                    }
                     // The same events, in the same order, as below.
                     if !emit_deltas(
                         &mut self.encoder,
@@ -216,6 +304,9 @@ impl<E: Encoder> Decoder<E> {
             Some(m) => (m.content, m.thinking, m.tool_calls),
             None => (parsed.response, parsed.thinking, None),
         };
+        if let Some(r) = self.rounds.as_mut() {
+            r.capture(thinking.as_deref(), content.as_deref());
+        }
         let mut emitted = emit_deltas(
             &mut self.encoder,
             self.forward_thinking,
@@ -225,22 +316,43 @@ impl<E: Encoder> Decoder<E> {
         );
         for call in calls.iter().flatten() {
             let arguments = tool_arguments(call.function.arguments, &mut self.arguments_buf);
+            emitted = true;
+            if let Some(r) = self.rounds.as_mut() {
+                if r.names.contains(&&*call.function.name) {
+                    r.round
+                        .calls
+                        .push((call.function.name.to_string(), arguments.to_string()));
+                    continue;
+                }
+                r.round.client_calls = true;
+            }
             let call = ToolCall {
                 id: call.id.as_deref().filter(|id| !id.is_empty()),
                 name: &call.function.name,
                 arguments,
             };
             self.encoder.event(Event::ToolCall(call), out);
-            emitted = true;
         }
         if parsed.done {
-            let done = Done {
+            let mut done = Done {
                 reason: parsed.done_reason.as_deref().filter(|r| !r.is_empty()),
                 prompt_tokens: parsed.prompt_eval_count.unwrap_or(0),
                 completion_tokens: parsed.eval_count.unwrap_or(0),
             };
             self.check_context(&done);
             self.finished = true;
+            if let Some(r) = self.rounds.as_mut() {
+                // Every round's tokens count; the answer reports their sum.
+                r.prompt_tokens += done.prompt_tokens;
+                r.completion_tokens += done.completion_tokens;
+                done.prompt_tokens = r.prompt_tokens;
+                done.completion_tokens = r.completion_tokens;
+                if !r.round.calls.is_empty() {
+                    r.held = Some(done.reason.map(str::to_string));
+                    self.usage = Some((done.prompt_tokens, done.completion_tokens, None));
+                    return;
+                }
+            }
             self.usage = Some((
                 done.prompt_tokens,
                 done.completion_tokens,
@@ -382,11 +494,61 @@ impl<E: Encoder> Decoder<E> {
         self.usage.as_ref().map(|(i, o, r)| (*i, *o, r.as_deref()))
     }
 
-    /// A keep-alive is due: the encoder's, while the answer is going.
+    /// A keep-alive is due: the encoder's, while the answer is going
+    /// (also while the layer runs a round's server tools).
     pub(crate) fn idle(&mut self, out: &mut BytesMut) {
-        if !self.finished {
+        let between_rounds = self.rounds.as_ref().is_some_and(|r| r.held.is_some());
+        if (!self.finished || between_rounds) && self.failure.is_none() {
             self.encoder.idle(out);
         }
+    }
+
+    /// The round that just ended called server tools: what the layer must
+    /// run and continue from. `None` when the answer is complete.
+    pub(crate) fn take_round(&mut self) -> Option<RoundEnd> {
+        let r = self.rounds.as_mut()?;
+        if r.held.is_none() || r.round.calls.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut r.round))
+    }
+
+    /// The layer ran a server tool call: the client hears of it.
+    pub(crate) fn server_call(&mut self, call: &ServerCall<'_>, out: &mut BytesMut) {
+        self.encoder.server_call(call, out);
+    }
+
+    /// What the server tool gave.
+    pub(crate) fn server_result(&mut self, result: &ServerResult<'_>, out: &mut BytesMut) {
+        self.encoder.server_result(result, out);
+    }
+
+    /// The turn ends after a round with server calls (the model also called
+    /// a client tool, or the rounds are spent): the held end, with every
+    /// round's tokens.
+    pub(crate) fn end_turn(&mut self, out: &mut BytesMut) {
+        let Some(r) = self.rounds.as_mut() else {
+            return;
+        };
+        let Some(reason) = r.held.take() else {
+            return;
+        };
+        let done = Done {
+            reason: reason.as_deref(),
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+        };
+        self.usage = Some((done.prompt_tokens, done.completion_tokens, reason.clone()));
+        self.encoder.event(Event::Done(done), out);
+    }
+
+    /// The follow-up's stream begins.
+    pub(crate) fn next_round(&mut self) {
+        if let Some(r) = self.rounds.as_mut() {
+            r.held = None;
+            r.round = RoundEnd::default();
+        }
+        self.finished = false;
     }
 }
 

@@ -39,7 +39,7 @@
 //! # let _ = layer;
 //! ```
 
-mod http;
+pub(crate) mod http;
 
 pub use self::http::{HttpSearch, SearchFormat};
 
