@@ -1,4 +1,5 @@
 use super::*;
+use crate::util::{base64_decode, base64_encode};
 
 use crate::dialect::{JSON, SSE};
 use crate::ollama::Decoder;
