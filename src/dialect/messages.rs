@@ -60,7 +60,8 @@ use crate::config::Config;
 use crate::error::{ApiError, BoxError, Failure, StreamError};
 use crate::json::{write_str, write_u64};
 use crate::ollama::request::Endpoint;
-use crate::ollama::{Done, Encoder, Event};
+use crate::ollama::{Done, Encoder, Event, ServerCall, ServerResult};
+use crate::search::{self, SearchErrorCode, SearchHit, SearchTool};
 use crate::signing::{self, Key};
 use crate::util::random_id;
 use bytes::{Bytes, BytesMut};
@@ -83,7 +84,7 @@ dialect!(Messages, "messages", prepare_messages, error_body);
 /// [`Dialect::prepare`](super::Dialect::prepare) for [`Messages`].
 fn prepare_messages(config: &Config, _parts: &Parts, body: &[u8]) -> Result<Upstream, ApiError> {
     let parsed = parse_request(config, body, false)?;
-    let call = ChatCall::new(config, parsed.native, "messages")?
+    let call = ChatCall::searching(config, parsed.native, "messages", parsed.search)?
         .asked_for_thinking(parsed.asked_for_thinking);
     let head = Head::new(&parsed.client_model, config.thinking_key);
     let up = if call.stream {
@@ -173,6 +174,8 @@ pub(crate) struct Parsed {
     pub(crate) client_model: String,
     /// The request enables thinking (`enabled`, or Claude Code's `adaptive`).
     pub(crate) asked_for_thinking: bool,
+    /// The request offers the web-search server tool, which the layer runs.
+    pub(crate) search: Option<SearchTool>,
 }
 
 /// The Ollama model for a client's model name: an alias, else the default
@@ -210,9 +213,12 @@ pub(crate) fn parse_request(
 
     native.think = parse_thinking(config, &root, &native.model)?;
 
-    let tools = parse_tools(root.remove("tools"))?;
+    let mut search = None;
+    let tools = parse_tools(config, root.remove("tools"), &mut search)?;
     let tool_choice_none = tool_choice_none(&root)?;
-    if !tools.is_empty() && !tool_choice_none {
+    if tool_choice_none {
+        search = None;
+    } else if !tools.is_empty() {
         native.tools = Some(tools);
     }
 
@@ -226,6 +232,7 @@ pub(crate) fn parse_request(
         native,
         client_model,
         asked_for_thinking,
+        search,
     })
 }
 
@@ -495,7 +502,7 @@ fn parse_messages(
             }
         };
         if role == "assistant" {
-            out.push(assistant_message(config, blocks, &p, &mut call_names)?);
+            assistant_messages(config, blocks, &p, &mut call_names, out)?;
         } else {
             user_messages(role, blocks, &p, &call_names, out)?;
         }
@@ -503,17 +510,56 @@ fn parse_messages(
     Ok(())
 }
 
-/// An assistant turn: text, tool calls, and verified thinking.
-fn assistant_message(
+/// An assistant turn: text, tool calls, and verified thinking. A web search
+/// the layer ran in it (`server_tool_use`, then `web_search_tool_result`)
+/// becomes the call and its tool message, as the model saw them: the turn
+/// is split there.
+fn assistant_messages(
     config: &Config,
     blocks: Vec<Value>,
     p: &str,
     call_names: &mut HashMap<String, String>,
-) -> Result<Message, ApiError> {
+    out: &mut Vec<Message>,
+) -> Result<(), ApiError> {
     let mut msg = Message::new("assistant", String::new());
+    // server_tool_use id → query, for its result.
+    let mut searches: HashMap<String, String> = HashMap::new();
     for (j, block) in blocks.into_iter().enumerate() {
         let bp = format!("{p}.content.{j}");
         match block_type(&block) {
+            "server_tool_use" => {
+                let id = block.get("id").and_then(Value::as_str).unwrap_or_default();
+                let query = block
+                    .get("input")
+                    .and_then(|i| i.get("query"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if block.get("name").and_then(Value::as_str) != Some(search::FUNCTION) {
+                    tracing::debug!(param = %bp, "dropping a server_tool_use that is not a web search");
+                    continue;
+                }
+                searches.insert(id.to_string(), query.to_string());
+                msg.tool_calls.push(NativeToolCall {
+                    id: Some(id.to_string()),
+                    function: ToolFunction {
+                        name: search::FUNCTION.to_string(),
+                        arguments: json!({ "query": query }),
+                    },
+                });
+            }
+            "web_search_tool_result" => {
+                let id = block.get("tool_use_id").and_then(Value::as_str).unwrap_or_default();
+                let Some(query) = searches.remove(id) else {
+                    tracing::debug!(param = %bp, "dropping a web_search_tool_result without its server_tool_use");
+                    continue;
+                };
+                let text = search_result_text(&config.thinking_key, &query, block.get("content"));
+                out.push(std::mem::replace(&mut msg, Message::new("assistant", String::new())));
+                let mut tool = Message::new("tool", text);
+                tool.tool_name = Some(search::FUNCTION.to_string());
+                tool.tool_call_id = Some(id.to_string());
+                out.push(tool);
+            }
             "text" => msg.content.push_str(&block_text(block, &bp)?),
             "tool_use" => {
                 let Value::Object(mut b) = block else {
@@ -569,7 +615,46 @@ fn assistant_message(
             }
         }
     }
-    Ok(msg)
+    let empty = msg.content.is_empty() && msg.tool_calls.is_empty() && msg.thinking.is_none();
+    // A turn that ended with a search result has nothing after it.
+    if !(empty && out.last().is_some_and(|m| m.role == "tool")) {
+        out.push(msg);
+    }
+    Ok(())
+}
+
+/// What the model read for a web search sent back in the history: the hits
+/// whose `encrypted_content` we sealed, as they were; others only by title
+/// and address (their text is not ours to trust); or the search's error.
+fn search_result_text(key: &Key, query: &str, content: Option<&Value>) -> String {
+    match content {
+        Some(Value::Array(items)) => {
+            let hits: Vec<SearchHit> = items
+                .iter()
+                .filter_map(|item| {
+                    let sealed = item.get("encrypted_content").and_then(Value::as_str);
+                    if let Some(hit) = sealed.and_then(|s| search::open_hit(key, s)) {
+                        return Some(hit);
+                    }
+                    let url = item.get("url").and_then(Value::as_str)?;
+                    let title = item.get("title").and_then(Value::as_str).unwrap_or_default();
+                    Some(SearchHit::new(url, title, ""))
+                })
+                .collect();
+            search::model_text(query, Ok(&hits))
+        }
+        Some(error) => {
+            let code = match error.get("error_code").and_then(Value::as_str) {
+                Some("max_uses_exceeded") => SearchErrorCode::MaxUsesExceeded,
+                Some("too_many_requests") => SearchErrorCode::TooManyRequests,
+                Some("invalid_input") => SearchErrorCode::InvalidInput,
+                Some("query_too_long") => SearchErrorCode::QueryTooLong,
+                _ => SearchErrorCode::Unavailable,
+            };
+            search::model_text(query, Err(code))
+        }
+        None => search::model_text(query, Ok(&[])),
+    }
 }
 
 /// A user turn: tool results first (as `tool` messages), then one message
@@ -690,9 +775,15 @@ fn parse_thinking(
     }
 }
 
-/// `tools`: custom tools become function tools; Anthropic's server and
-/// built-in tools (`web_search_…`, `bash_…`, …) are dropped.
-fn parse_tools(v: Option<Value>) -> Result<Vec<Value>, ApiError> {
+/// `tools`: custom tools become function tools; the web-search server tool
+/// (`web_search_…`) becomes the `web_search` function the layer runs
+/// (`search` says what it asks), unless the layer's search is off; other
+/// Anthropic-defined tools (`web_fetch_…`, `bash_…`, …) are dropped.
+fn parse_tools(
+    config: &Config,
+    v: Option<Value>,
+    search: &mut Option<SearchTool>,
+) -> Result<Vec<Value>, ApiError> {
     let tools = match v {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(a)) => a,
@@ -709,7 +800,9 @@ fn parse_tools(v: Option<Value>) -> Result<Vec<Value>, ApiError> {
         match tool.get("type").and_then(Value::as_str) {
             None | Some("custom") => {}
             Some(kind) => {
-                tracing::debug!(kind, "dropping an Anthropic-defined tool Ollama cannot run");
+                if let Some(function) = server_tool(config, kind, &tool, i, search)? {
+                    out.push(function);
+                }
                 continue;
             }
         }
@@ -717,6 +810,12 @@ fn parse_tools(v: Option<Value>) -> Result<Vec<Value>, ApiError> {
             Some(Value::String(n)) if !n.is_empty() => n,
             _ => return Err(Wording::Bare.required(&format!("tools.{i}.name"))),
         };
+        if name == search::FUNCTION && config.web_search.is_enabled() {
+            return Err(ApiError::invalid(
+                format!("tools.{i}.name"),
+                "a tool named \"web_search\" clashes with the web search this proxy runs: rename it",
+            ));
+        }
         out.push(function_tool(
             name,
             tool.remove("description"),
@@ -725,6 +824,84 @@ fn parse_tools(v: Option<Value>) -> Result<Vec<Value>, ApiError> {
         )?);
     }
     Ok(out)
+}
+
+/// An Anthropic-defined tool at `tools.{i}`: the web-search function for a
+/// `web_search_*` tool (recorded in `search`), or `None` for one the layer
+/// drops.
+fn server_tool(
+    config: &Config,
+    kind: &str,
+    tool: &Map<String, Value>,
+    i: usize,
+    search: &mut Option<SearchTool>,
+) -> Result<Option<Value>, ApiError> {
+    if !kind.starts_with("web_search_") {
+        if kind.starts_with("web_fetch_") {
+            tracing::info!(kind, "dropping the web_fetch server tool: the proxy never fetches a URL a client or a model names");
+        } else {
+            tracing::debug!(kind, "dropping an Anthropic-defined tool Ollama cannot run");
+        }
+        return Ok(None);
+    }
+    if !config.web_search.is_enabled() {
+        tracing::debug!(kind, "dropping the web search tool: web search is off");
+        return Ok(None);
+    }
+    let p = |field: &str| format!("tools.{i}.{field}");
+    let max_uses = match tool.get("max_uses") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 => Some(u32::try_from(n).unwrap_or(u32::MAX)),
+            _ => return Err(ApiError::invalid(p("max_uses"), "must be a positive integer")),
+        },
+    };
+    let domains = |field: &str| -> Result<Vec<String>, ApiError> {
+        match tool.get(field) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|d| {
+                    d.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| ApiError::invalid(p(field), "must be an array of strings"))
+                })
+                .collect(),
+            Some(_) => Err(ApiError::invalid(p(field), "must be an array of strings")),
+        }
+    };
+    let allowed_domains = domains("allowed_domains")?;
+    let blocked_domains = domains("blocked_domains")?;
+    if !allowed_domains.is_empty() && !blocked_domains.is_empty() {
+        return Err(ApiError::invalid(
+            p("allowed_domains"),
+            "allowed_domains and blocked_domains cannot both be set",
+        ));
+    }
+    let location = tool.get("user_location").and_then(location_text);
+    *search = Some(SearchTool {
+        max_uses,
+        allowed_domains,
+        blocked_domains,
+    });
+    Ok(Some(search::function(location.as_deref())))
+}
+
+/// `user_location` (`city`, `region`, `country`, `timezone`) as text.
+fn location_text(v: &Value) -> Option<String> {
+    let parts: Vec<&str> = ["city", "region", "country"]
+        .iter()
+        .filter_map(|k| v.get(*k).and_then(Value::as_str))
+        .filter(|s| !s.trim().is_empty())
+        .collect();
+    let mut text = parts.join(", ");
+    if let Some(tz) = v.get("timezone").and_then(Value::as_str) {
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(&format!("(time zone {tz})"));
+    }
+    (!text.is_empty()).then_some(text)
 }
 
 /// What is constant for one response.
@@ -785,6 +962,8 @@ struct StreamEncoder {
     /// The open thinking block's text, to sign at its end.
     thinking: String,
     tool_calls: bool,
+    /// Web searches run for this answer.
+    searches: u64,
 }
 
 impl StreamEncoder {
@@ -807,6 +986,7 @@ impl StreamEncoder {
             index: 0,
             thinking: String::new(),
             tool_calls: false,
+            searches: 0,
         }
     }
 
@@ -930,6 +1110,11 @@ impl Encoder for StreamEncoder {
                 write_u64(out, done.prompt_tokens);
                 out.extend_from_slice(b",\"output_tokens\":");
                 write_u64(out, done.completion_tokens);
+                if self.searches > 0 {
+                    out.extend_from_slice(b",\"server_tool_use\":{\"web_search_requests\":");
+                    write_u64(out, self.searches);
+                    out.extend_from_slice(b"}");
+                }
                 out.extend_from_slice(b"}}\n\n");
                 out.extend_from_slice(MESSAGE_STOP);
             }
@@ -940,6 +1125,82 @@ impl Encoder for StreamEncoder {
         self.start(out);
         self.ping(out);
     }
+
+    fn server_call(&mut self, call: &ServerCall<'_>, out: &mut BytesMut) {
+        self.start(out);
+        self.close(out);
+        out.extend_from_slice(BLOCK_START);
+        write_u64(out, self.index);
+        out.extend_from_slice(b",\"content_block\":{\"type\":\"server_tool_use\",\"id\":");
+        write_str(out, &server_tool_id(call.id));
+        out.extend_from_slice(b",\"name\":\"web_search\",\"input\":{}}");
+        out.extend_from_slice(END);
+        out.extend_from_slice(BLOCK_DELTA);
+        write_u64(out, self.index);
+        out.extend_from_slice(b",\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":");
+        write_str(out, &json!({"query": call.query}).to_string());
+        out.extend_from_slice(b"}");
+        out.extend_from_slice(END);
+        self.stop_block(out);
+    }
+
+    fn server_result(&mut self, result: &ServerResult<'_>, out: &mut BytesMut) {
+        self.start(out);
+        if result.outcome.is_ok() {
+            self.searches += 1;
+        }
+        let block = search_result_block(&self.key, result);
+        out.extend_from_slice(BLOCK_START);
+        write_u64(out, self.index);
+        out.extend_from_slice(b",\"content_block\":");
+        out.extend_from_slice(block.to_string().as_bytes());
+        out.extend_from_slice(END);
+        self.stop_block(out);
+    }
+}
+
+/// The `srvtoolu_…` id of a server tool call.
+fn server_tool_id(id: &str) -> String {
+    format!("srvtoolu_{id}")
+}
+
+/// The `server_tool_use` block of a web search.
+fn server_tool_use_block(call: &ServerCall<'_>) -> Value {
+    json!({
+        "type": "server_tool_use",
+        "id": server_tool_id(call.id),
+        "name": search::FUNCTION,
+        "input": {"query": call.query},
+    })
+}
+
+/// The `web_search_tool_result` block of a search: its hits (each with its
+/// sealed `encrypted_content`) or its error.
+fn search_result_block(key: &Key, result: &ServerResult<'_>) -> Value {
+    let content = match result.outcome {
+        Ok(hits) => Value::Array(
+            hits.iter()
+                .map(|hit| {
+                    let mut item = json!({
+                        "type": "web_search_result",
+                        "url": hit.url,
+                        "title": hit.title,
+                        "encrypted_content": search::seal_hit(key, hit),
+                    });
+                    if let Some(age) = &hit.page_age {
+                        item["page_age"] = Value::from(age.as_str());
+                    }
+                    item
+                })
+                .collect(),
+        ),
+        Err(code) => json!({"type": "web_search_tool_result_error", "error_code": code.as_str()}),
+    };
+    json!({
+        "type": "web_search_tool_result",
+        "tool_use_id": server_tool_id(result.id),
+        "content": content,
+    })
 }
 
 /// Builds one `message` object.
@@ -949,6 +1210,8 @@ struct Collector {
     open: Option<Block>,
     text: String,
     tool_calls: bool,
+    /// Web searches run for this answer.
+    searches: u64,
 }
 
 impl Collector {
@@ -959,6 +1222,7 @@ impl Collector {
             open: None,
             text: String::new(),
             tool_calls: false,
+            searches: 0,
         }
     }
 
@@ -1005,7 +1269,7 @@ impl Encoder for Collector {
             }
             Event::Done(done) => {
                 self.close();
-                let body = json!({
+                let mut body = json!({
                     "id": self.head.id,
                     "type": "message",
                     "role": "assistant",
@@ -1020,6 +1284,9 @@ impl Encoder for Collector {
                         "output_tokens": done.completion_tokens,
                     },
                 });
+                if self.searches > 0 {
+                    body["usage"]["server_tool_use"] = json!({"web_search_requests": self.searches});
+                }
                 out.extend_from_slice(body.to_string().as_bytes());
             }
             Event::Error(message) => {
@@ -1027,6 +1294,18 @@ impl Encoder for Collector {
                 write_error_object(&err, out);
             }
         }
+    }
+
+    fn server_call(&mut self, call: &ServerCall<'_>, _out: &mut BytesMut) {
+        self.close();
+        self.content.push(server_tool_use_block(call));
+    }
+
+    fn server_result(&mut self, result: &ServerResult<'_>, _out: &mut BytesMut) {
+        if result.outcome.is_ok() {
+            self.searches += 1;
+        }
+        self.content.push(search_result_block(&self.head.key, result));
     }
 }
 

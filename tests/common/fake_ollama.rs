@@ -17,6 +17,7 @@
 //! | `[garbage]` | one content line `Hello`, then the line `this is not json`, then a done line (non-streaming: the body `this is not json`) |
 //! | `[length]` | the default echo, with `done_reason:"length"` |
 //! | `[json]` (or a `format` field) | the single content token `{"ok":true}` |
+//! | `[search:QUERY]`, `[searches:N:QUERY]` or `web search for the query: Q` (and a `web_search` function in `tools`) | a `web_search` call `{"query":…}` (see [`scripted_search`]); `[preamble]` adds `Let me search.` first |
 //! | last message has role `tool` | `Tool said: <that message's content>` |
 //! | `[call:NAME:{json}]` (and non-empty `tools`) | one call of tool `NAME` with those arguments |
 //! | `weather` (and non-empty `tools`) | a `get_weather` call `{"city":"Tokyo"}`; with `two cities` also `{"city":"Paris"}` in the same chunk. `[preamble]` adds a text chunk `Let me check.` first |
@@ -49,6 +50,9 @@
 //! | `models: None` | the whole catalogue (the default) |
 //! | `models: Some(names)` | only these catalogue models (aliases and an implicit `:latest` allowed): `/api/tags` lists only them, and `/api/show`, `/api/chat`, `/api/generate`, `/api/embed` answer any other model exactly as an unknown one (404 `model '…' not found`) |
 //! | `loaded` | models loaded at start |
+//!
+//! `POST /api/experimental/web_search` answers as a signed-in Ollama does, scripted by the query
+//! (see [`web_search`]).
 //!
 //! `GET /api/ps` lists the loaded models in Ollama's shape (`name`, `model`, `size`, `digest`,
 //! `details`, `expires_at` = [`EXPIRES_AT`], `size_vram` = `size`, `context_length`), most
@@ -654,6 +658,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
             }
             Err(e) => e.into_response(),
         },
+        "/api/experimental/web_search" if post => web_search(&body).await,
         "/api/chat" if post => match prepare_chat(&body, &shared) {
             Ok(prepared) => deliver(prepared, chunking, shared).await,
             Err(e) => e.into_response(),
@@ -1774,6 +1779,23 @@ fn prepare_chat(body: &[u8], shared: &Shared) -> Result<Prepared, ApiError> {
     {
         events.extend(evs);
         (ending, slow, reason)
+    } else if let Some(query) = scripted_search(&user_text, &messages, tools) {
+        // `[search:…]`: the model calls the web_search function the proxy runs.
+        let call = ToolCall {
+            id: random_call_id(),
+            index: 0,
+            name: "web_search".into(),
+            arguments: json!({ "query": query }),
+        };
+        if lower.contains("[preamble]") {
+            events.push(Event::Content("Let me search.".into()));
+        }
+        if common.model.calls_on_done {
+            done_calls = vec![call];
+        } else {
+            events.push(Event::Calls(vec![call]));
+        }
+        (Ending::Done, false, "stop")
     } else if role(last) == "tool" {
         events.extend(content_events(&format!("Tool said: {}", content(last))));
         (Ending::Done, false, "stop")
@@ -1925,6 +1947,85 @@ fn keep_alive_zero(req: &Map<String, Value>) -> bool {
         Some(Value::String(s)) => matches!(s.as_str(), "0" | "0s" | "0m" | "0h"),
         _ => false,
     }
+}
+
+/// The query the model searches for, when the request offers a `web_search` function and
+/// the user's text asks for it: `[search:QUERY]` (one search), `[searches:N:QUERY]` (a search
+/// per round until N `web_search` tool messages are in the conversation, the k-th for
+/// `QUERY k`), or Claude Code's WebSearch sub-request, `Perform a web search for the query: Q`.
+fn scripted_search(text: &str, messages: &[&Map<String, Value>], tools: &[Value]) -> Option<String> {
+    let offered = tools.iter().any(|t| {
+        t.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) == Some("web_search")
+    });
+    if !offered {
+        return None;
+    }
+    let done = messages
+        .iter()
+        .filter(|m| str_field(m, "role") == Some("tool") && str_field(m, "tool_name") == Some("web_search"))
+        .count();
+    let last_is_tool = messages.last().is_some_and(|m| str_field(m, "role") == Some("tool"));
+    if let Some(start) = text.find("[searches:") {
+        let rest = &text[start + "[searches:".len()..];
+        let (n, rest) = rest.split_once(':')?;
+        let query = rest.split(']').next()?;
+        let n: usize = n.parse().ok()?;
+        return (done < n).then(|| format!("{query} {}", done + 1));
+    }
+    if last_is_tool {
+        return None;
+    }
+    if let Some(start) = text.find("[search:") {
+        let rest = &text[start + "[search:".len()..];
+        return rest.split(']').next().map(str::to_string);
+    }
+    let marker = "web search for the query: ";
+    let start = text.find(marker)? + marker.len();
+    Some(text[start..].lines().next()?.trim().to_string())
+}
+
+/// `POST /api/experimental/web_search` (`{"query","max_results"}` →
+/// `{"results":[{"title","url","content"}]}`), scripted by the query: `nothing` ⇒ no results,
+/// `unavailable` ⇒ HTTP 500, `ratelimited` ⇒ HTTP 429, `unsupported` ⇒ gin's plain 404, `slow`
+/// ⇒ the answer after 3 s; otherwise three hits (`https://site{i}.example/…`,
+/// `https://blocked.example/…`, `https://docs.rs/…`), cut to `max_results`.
+async fn web_search(body: &[u8]) -> Resp {
+    let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let query = req.get("query").and_then(Value::as_str).unwrap_or("").to_string();
+    let max = req.get("max_results").and_then(Value::as_u64).unwrap_or(5) as usize;
+    let lower = query.to_lowercase();
+    if lower.contains("unavailable") {
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "web search failed").into_response();
+    }
+    if lower.contains("ratelimited") {
+        return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many requests").into_response();
+    }
+    if lower.contains("unsupported") {
+        return respond(StatusCode::NOT_FOUND, Some("text/plain"), "404 page not found");
+    }
+    if lower.contains("slow") {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let slug: String = query
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect();
+    let results: Vec<Value> = if lower.contains("nothing") {
+        Vec::new()
+    } else {
+        [
+            (format!("https://site1.example/{slug}"), "Site one"),
+            (format!("https://blocked.example/{slug}"), "Blocked site"),
+            (format!("https://docs.rs/{slug}"), "Docs"),
+        ]
+        .into_iter()
+        .take(max)
+        .map(|(url, title)| {
+            json!({"title": format!("{title} on {query}"), "url": url, "content": format!("{title} says: {query} is well documented.")})
+        })
+        .collect()
+    };
+    json_response(StatusCode::OK, json!({ "results": results }).to_string())
 }
 
 /// `[call:NAME:{json arguments}]` anywhere in the user's text: a call of that
