@@ -17,7 +17,7 @@
 //! | `[garbage]` | one content line `Hello`, then the line `this is not json`, then a done line (non-streaming: the body `this is not json`) |
 //! | `[length]` | the default echo, with `done_reason:"length"` |
 //! | `[json]` (or a `format` field) | the single content token `{"ok":true}` |
-//! | `[search:QUERY]`, `[searches:N:QUERY]` or `web search for the query: Q` (and a `web_search` function in `tools`) | a `web_search` call `{"query":…}` (see [`scripted_search`]); `[preamble]` adds `Let me search.` first |
+//! | `[search:QUERY]`, `[searches:N:QUERY]` or `web search for the query: Q` (and a `web_search` function in `tools`) | a `web_search` call `{"query":…}` (see [`scripted_search`]); several `[search:…]` ⇒ one call each, in one chunk; with `[call:NAME:{json}]` too, also that call, last in the same chunk; `[preamble]` adds `Let me search.` first |
 //! | last message has role `tool` | `Tool said: <that message's content>` |
 //! | `[call:NAME:{json}]` (and non-empty `tools`) | one call of tool `NAME` with those arguments |
 //! | `weather` (and non-empty `tools`) | a `get_weather` call `{"city":"Tokyo"}`; with `two cities` also `{"city":"Paris"}` in the same chunk. `[preamble]` adds a text chunk `Let me check.` first |
@@ -1779,21 +1779,30 @@ fn prepare_chat(body: &[u8], shared: &Shared) -> Result<Prepared, ApiError> {
     {
         events.extend(evs);
         (ending, slow, reason)
-    } else if let Some(query) = scripted_search(&user_text, &messages, tools) {
-        // `[search:…]`: the model calls the web_search function the proxy runs.
-        let call = ToolCall {
-            id: random_call_id(),
-            index: 0,
-            name: "web_search".into(),
-            arguments: json!({ "query": query }),
-        };
+    } else if let Some(queries) = scripted_search(&user_text, &messages, tools) {
+        // `[search:…]`: the model calls the web_search function the proxy runs (once per
+        // query, all in one chunk), and with `[call:…]` that tool too, in the same chunk.
+        let client_call = scripted_call(&user_text)
+            .filter(|(name, _)| name != "web_search");
+        let calls: Vec<ToolCall> = queries
+            .into_iter()
+            .map(|query| ("web_search".to_string(), json!({ "query": query })))
+            .chain(client_call)
+            .enumerate()
+            .map(|(i, (name, arguments))| ToolCall {
+                id: random_call_id(),
+                index: if common.model.calls_on_done { 0 } else { i },
+                name,
+                arguments,
+            })
+            .collect();
         if lower.contains("[preamble]") {
             events.push(Event::Content("Let me search.".into()));
         }
         if common.model.calls_on_done {
-            done_calls = vec![call];
+            done_calls = calls;
         } else {
-            events.push(Event::Calls(vec![call]));
+            events.push(Event::Calls(calls));
         }
         (Ending::Done, false, "stop")
     } else if role(last) == "tool" {
@@ -1949,11 +1958,16 @@ fn keep_alive_zero(req: &Map<String, Value>) -> bool {
     }
 }
 
-/// The query the model searches for, when the request offers a `web_search` function and
-/// the user's text asks for it: `[search:QUERY]` (one search), `[searches:N:QUERY]` (a search
-/// per round until N `web_search` tool messages are in the conversation, the k-th for
-/// `QUERY k`), or Claude Code's WebSearch sub-request, `Perform a web search for the query: Q`.
-fn scripted_search(text: &str, messages: &[&Map<String, Value>], tools: &[Value]) -> Option<String> {
+/// The queries the model searches for, when the request offers a `web_search` function and
+/// the user's text asks for it: `[search:QUERY]` (one search; each further `[search:…]` is
+/// another call in the same chunk), `[searches:N:QUERY]` (a search per round until N
+/// `web_search` tool messages are in the conversation, the k-th for `QUERY k`), or Claude
+/// Code's WebSearch sub-request, `Perform a web search for the query: Q`.
+fn scripted_search(
+    text: &str,
+    messages: &[&Map<String, Value>],
+    tools: &[Value],
+) -> Option<Vec<String>> {
     let offered = tools.iter().any(|t| {
         t.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) == Some("web_search")
     });
@@ -1970,18 +1984,22 @@ fn scripted_search(text: &str, messages: &[&Map<String, Value>], tools: &[Value]
         let (n, rest) = rest.split_once(':')?;
         let query = rest.split(']').next()?;
         let n: usize = n.parse().ok()?;
-        return (done < n).then(|| format!("{query} {}", done + 1));
+        return (done < n).then(|| vec![format!("{query} {}", done + 1)]);
     }
     if last_is_tool {
         return None;
     }
-    if let Some(start) = text.find("[search:") {
-        let rest = &text[start + "[search:".len()..];
-        return rest.split(']').next().map(str::to_string);
+    let queries: Vec<String> = text
+        .split("[search:")
+        .skip(1)
+        .map(|rest| rest.split(']').next().unwrap_or_default().to_string())
+        .collect();
+    if !queries.is_empty() {
+        return Some(queries);
     }
     let marker = "web search for the query: ";
     let start = text.find(marker)? + marker.len();
-    Some(text[start..].lines().next()?.trim().to_string())
+    Some(vec![text[start..].lines().next()?.trim().to_string()])
 }
 
 /// `POST /api/experimental/web_search` (`{"query","max_results"}` →
