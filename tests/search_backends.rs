@@ -423,6 +423,78 @@ async fn refusals_name_the_likely_cause_and_never_the_key() {
 }
 
 #[tokio::test]
+async fn error_pages_are_cut_and_empty_ones_blame_no_one() {
+    let fake = Fake::start(|s| match s.method {
+        // A SearXNG (or the proxy in front of it) refusing with no body.
+        Method::GET => (403, Bytes::new()),
+        // A gateway's HTML error page, 200 KB of it.
+        _ => (
+            502,
+            Bytes::from(format!("<html>{}</html>", "é".repeat(100_000))),
+        ),
+    })
+    .await;
+    let e = failing(
+        &search_at(&fake.url, SearchFormat::OllamaApi),
+        request("q", 5, &[], &[]),
+    )
+    .await;
+    assert_eq!(e.code, SearchErrorCode::Unavailable);
+    assert!(e.message.contains("502: <html>"), "{}", e.message);
+    assert!(e.message.len() < 1024, "{} bytes", e.message.len());
+    assert!(e.message.ends_with('…'), "{}", e.message);
+
+    let e = failing(
+        &search_at(&fake.url, SearchFormat::Searxng),
+        request("q", 5, &[], &[]),
+    )
+    .await;
+    assert_eq!(e.code, SearchErrorCode::Unavailable);
+    assert!(
+        e.message.contains("403: no message") && e.message.contains("json format"),
+        "{}",
+        e.message
+    );
+    assert!(
+        !e.message.contains("Host"),
+        "not Ollama's Host check: {}",
+        e.message
+    );
+    fake.stop().await;
+}
+
+/// The key's header is marked sensitive: HTTP/2 keeps it out of its
+/// compression tables, and `Debug` does not print it.
+#[tokio::test]
+async fn the_key_header_is_sensitive() {
+    let seen: Arc<Mutex<Option<http::HeaderValue>>> = Arc::default();
+    let seen2 = seen.clone();
+    let backend = tower::service_fn(move |req: Request<Full<Bytes>>| {
+        *seen2.lock().unwrap() = req.headers().get("authorization").cloned();
+        async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}")))) }
+    });
+    let search = HttpSearch::<_, Full<Bytes>>::new(
+        backend,
+        "https://ollama.com".parse().unwrap(),
+        SearchFormat::OllamaApi,
+    )
+    .api_key("sk-sensitive");
+    assert!(search
+        .search(request("q", 5, &[], &[]))
+        .await
+        .unwrap()
+        .is_empty());
+    let value = seen
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("an Authorization header");
+    assert_eq!(value, "Bearer sk-sensitive");
+    assert!(value.is_sensitive());
+    assert!(!format!("{value:?}").contains("sk-sensitive"));
+}
+
+#[tokio::test]
 async fn an_answer_over_the_bound_is_unavailable() {
     // Declared with a Content-Length: one byte too many.
     let big = {
