@@ -823,8 +823,8 @@ struct ResponseEncoder {
     call_ids: HashSet<String>,
     /// `web_search_call` items list their sources.
     sources: bool,
-    /// The web search running: its item id, output index and query.
-    searching: Option<(String, u64, String)>,
+    /// The web search running: its item id and output index.
+    searching: Option<(String, u64)>,
 }
 
 /// Writes `event: <ty>\ndata: {"type":"<ty>","sequence_number":N` — the
@@ -1259,7 +1259,7 @@ impl ResponseEncoder {
 
     /// A `web_search_call` event for the running search.
     fn search_event(&mut self, out: &mut BytesMut, ty: &str) {
-        if let (true, Some((id, index, _))) = (self.stream, &self.searching) {
+        if let (true, Some((id, index))) = (self.stream, &self.searching) {
             let (id, index) = (id.clone(), *index);
             begin_event(&mut self.seq, out, ty);
             write_item_ref(out, &id, index);
@@ -1336,7 +1336,7 @@ impl Encoder for ResponseEncoder {
             let item = web_search_item(&id, "in_progress", call.query, None);
             self.output_item_event(out, "response.output_item.added", index, item.as_bytes());
         }
-        self.searching = Some((id, index, call.query.to_string()));
+        self.searching = Some((id, index));
         self.search_event(out, "response.web_search_call.in_progress");
         self.search_event(out, "response.web_search_call.searching");
     }
@@ -1352,11 +1352,11 @@ impl Encoder for ResponseEncoder {
         if status == "completed" {
             self.search_event(out, "response.web_search_call.completed");
         }
-        let Some((id, index, query)) = self.searching.take() else {
+        let Some((id, index)) = self.searching.take() else {
             return;
         };
         let sources = self.sources.then_some(hits);
-        let item = web_search_item(&id, status, &query, sources);
+        let item = web_search_item(&id, status, result.query, sources);
         if self.stream {
             self.output_item_event(out, "response.output_item.done", index, item.as_bytes());
         }
