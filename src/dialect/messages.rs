@@ -538,14 +538,8 @@ fn assistant_messages(
                     tracing::debug!(param = %bp, "dropping a server_tool_use that is not a web search");
                     continue;
                 }
+                // The call is the model's only with its result, below.
                 searches.insert(id.to_string(), query.to_string());
-                msg.tool_calls.push(NativeToolCall {
-                    id: Some(id.to_string()),
-                    function: ToolFunction {
-                        name: search::FUNCTION.to_string(),
-                        arguments: json!({ "query": query }),
-                    },
-                });
             }
             "web_search_tool_result" => {
                 let id = block
@@ -557,6 +551,13 @@ fn assistant_messages(
                     continue;
                 };
                 let text = search_result_text(&config.thinking_key, &query, block.get("content"));
+                msg.tool_calls.push(NativeToolCall {
+                    id: Some(id.to_string()),
+                    function: ToolFunction {
+                        name: search::FUNCTION.to_string(),
+                        arguments: json!({ "query": query }),
+                    },
+                });
                 out.push(std::mem::replace(
                     &mut msg,
                     Message::new("assistant", String::new()),
