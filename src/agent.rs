@@ -300,7 +300,11 @@ where
         };
         let query = match &checked {
             Ok(q) => q.clone(),
-            Err(_) => arguments.to_string(),
+            // What the model sent, when it is a string at all.
+            Err(_) => serde_json::from_str::<serde_json::Value>(arguments)
+                .ok()
+                .and_then(|v| v.get("query")?.as_str().map(str::to_string))
+                .unwrap_or_default(),
         };
         transcoder.server_call(
             &ServerCall {
