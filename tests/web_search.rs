@@ -304,8 +304,18 @@ async fn a_search_streams_its_blocks_in_order_then_the_answer() {
         ("llama3.2", "web_search_20260209", false, 0),
         // Harmony: the call comes on the done line; thinking is always on
         // (and dropped: this request does not ask for it).
-        ("gpt-oss:20b", "web_search_20250305", true, THINKING_TOKENS.len()),
-        ("gpt-oss:20b", "web_search_20260209", false, THINKING_TOKENS.len()),
+        (
+            "gpt-oss:20b",
+            "web_search_20250305",
+            true,
+            THINKING_TOKENS.len(),
+        ),
+        (
+            "gpt-oss:20b",
+            "web_search_20260209",
+            false,
+            THINKING_TOKENS.len(),
+        ),
         ("qwen3", "web_search_20250305", false, THINKING_TOKENS.len()),
     ];
     for (model, kind, preamble, thinking) in cases {
@@ -755,7 +765,11 @@ async fn max_uses_bounds_the_searches_of_a_request() {
             .unwrap()
             .contains("max_uses"));
     }
-    assert_eq!(fake.requests_to(CHAT).len(), 2, "bad requests never reach Ollama");
+    assert_eq!(
+        fake.requests_to(CHAT).len(),
+        2,
+        "bad requests never reach Ollama"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -770,7 +784,10 @@ async fn domain_filters_keep_and_drop_hits() {
     for (filter, kept) in [
         (json!({"allowed_domains": ["docs.rs"]}), vec![2]),
         // Subdomains are on their domain; the scheme and a path are ignored.
-        (json!({"allowed_domains": ["https://DOCS.rs/", "www.site1.example"]}), vec![2]),
+        (
+            json!({"allowed_domains": ["https://DOCS.rs/", "www.site1.example"]}),
+            vec![2],
+        ),
         // Whole labels only: docs.rs is not on ocs.rs.
         (json!({"allowed_domains": ["ocs.rs"]}), vec![]),
         (json!({"blocked_domains": ["blocked.example"]}), vec![0, 2]),
@@ -867,7 +884,12 @@ async fn a_failed_search_is_an_error_block_and_the_answer_goes_on() {
     // whether the backend was asked)
     let cases = [
         ("[search:unavailable]", "unavailable", "unavailable", true),
-        ("[search:ratelimited]", "ratelimited", "too_many_requests", true),
+        (
+            "[search:ratelimited]",
+            "ratelimited",
+            "too_many_requests",
+            true,
+        ),
         // An Ollama without /api/experimental/web_search (gin's 404).
         ("[search:unsupported]", "unsupported", "unavailable", true),
         (
@@ -956,10 +978,7 @@ async fn a_failed_search_is_an_error_block_and_the_answer_goes_on() {
     // outcomes with the `ollama` backend.)
     let after = scrape().await;
     let grew = |outcome: &str| {
-        let labels = [
-            "backend=\"ollama\"",
-            &*format!("outcome=\"{outcome}\""),
-        ];
+        let labels = ["backend=\"ollama\"", &*format!("outcome=\"{outcome}\"")];
         let name = "ollama_translate_web_searches_total";
         sample(&after, name, &labels) - sample(&before, name, &labels)
     };
@@ -1349,7 +1368,10 @@ async fn hits_not_sealed_by_this_key_give_only_titles_and_addresses() {
     let sent = messages_sent(&fake, &p, &history(text, &foreign)).await;
     let mut mixed = bare.clone();
     mixed.push_str(&format!("{}\n", hits[2].2));
-    assert_eq!(sent[2]["content"], mixed, "only the sealed third hit has text");
+    assert_eq!(
+        sent[2]["content"], mixed,
+        "only the sealed third hit has text"
+    );
 
     // Another key: the first proxy's hits are not ours.
     let other = proxy(&fake, &[("THINKING_KEY", "another key")]).await;
@@ -1510,7 +1532,10 @@ async fn a_backend_of_the_embedders_is_bounded_by_the_layer() {
     check_call(&bs[0], "tower layers");
     let items = bs[1]["content"].as_array().unwrap();
     let urls: Vec<&str> = items.iter().map(|i| i["url"].as_str().unwrap()).collect();
-    assert_eq!(urls, ["https://custom.example/0", "https://custom.example/1"]);
+    assert_eq!(
+        urls,
+        ["https://custom.example/0", "https://custom.example/1"]
+    );
     assert_eq!(items[1]["title"], "Custom 1");
     assert_eq!(items[1]["page_age"], "1 days ago");
     assert_eq!(
@@ -1532,7 +1557,9 @@ async fn a_backend_of_the_embedders_is_bounded_by_the_layer() {
     let follow_up = bodies(&fake, CHAT).pop().unwrap();
     let told = follow_up["messages"][2]["content"].as_str().unwrap();
     assert!(
-        told.contains("\n[1] Custom 0\nURL: https://custom.example/0\nAge: 0 days ago\ntower layers é"),
+        told.contains(
+            "\n[1] Custom 0\nURL: https://custom.example/0\nAge: 0 days ago\ntower layers é"
+        ),
         "{told}"
     );
     assert!(!told.contains("[3]"), "{told}");
@@ -1629,4 +1656,3 @@ async fn search_off_drops_the_tool() {
     assert_eq!(status, 200);
     assert_eq!(offered(&bodies(&fake, CHAT)[1]), ["web_search"]);
 }
-

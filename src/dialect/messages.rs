@@ -29,10 +29,22 @@
 //! * **`system` and user text blocks** are joined with a blank line. Plain
 //!   text `document` blocks become text; other document sources and image
 //!   URLs are a 400. Blocks Ollama has no place for (`redacted_thinking`,
-//!   Anthropic server-tool blocks such as `server_tool_use` and
-//!   `web_search_tool_result`, unknown types) are dropped with a debug log;
+//!   a `server_tool_use` without its result, unknown types) are dropped with
+//!   a debug log;
 //!   unknown fields (`metadata`, `cache_control`, `context_management`,
 //!   `output_config`, `service_tier`, …) are ignored.
+//! * **Web search.** A `web_search_*` server tool is offered to the model
+//!   as the `web_search` function the layer runs (see [`crate::search`] and
+//!   [`crate::agent`]): each call streams a `server_tool_use` block
+//!   (`srvtoolu_…`) and a `web_search_tool_result` block whose hits carry
+//!   `encrypted_content`, our sealed copy of what the model read; the
+//!   model's follow-up streams on in the same message.
+//!   `usage.server_tool_use.web_search_requests` counts the searches that
+//!   ran. Sent back, the pair becomes the call and its tool message (the
+//!   turn is split there), with the hits' text only when the seal is ours.
+//!   `max_uses`, `allowed_domains`/`blocked_domains` (not both: a 400) and
+//!   `user_location` are honoured; a custom tool named `web_search` beside
+//!   it is a 400. `web_fetch_*` is dropped.
 //! * **Stop reasons.** Any tool call ⇒ `tool_use`; `length` ⇒ `max_tokens`;
 //!   else `end_turn`. Ollama does not say which stop sequence matched, so
 //!   `stop_sequence` is never reported.
@@ -538,7 +550,19 @@ fn assistant_messages(
                     tracing::debug!(param = %bp, "dropping a server_tool_use that is not a web search");
                     continue;
                 }
+                // The call is the model's only with its result, below.
                 searches.insert(id.to_string(), query.to_string());
+            }
+            "web_search_tool_result" => {
+                let id = block
+                    .get("tool_use_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let Some(query) = searches.remove(id) else {
+                    tracing::debug!(param = %bp, "dropping a web_search_tool_result without its server_tool_use");
+                    continue;
+                };
+                let text = search_result_text(&config.thinking_key, &query, block.get("content"));
                 msg.tool_calls.push(NativeToolCall {
                     id: Some(id.to_string()),
                     function: ToolFunction {
@@ -546,15 +570,10 @@ fn assistant_messages(
                         arguments: json!({ "query": query }),
                     },
                 });
-            }
-            "web_search_tool_result" => {
-                let id = block.get("tool_use_id").and_then(Value::as_str).unwrap_or_default();
-                let Some(query) = searches.remove(id) else {
-                    tracing::debug!(param = %bp, "dropping a web_search_tool_result without its server_tool_use");
-                    continue;
-                };
-                let text = search_result_text(&config.thinking_key, &query, block.get("content"));
-                out.push(std::mem::replace(&mut msg, Message::new("assistant", String::new())));
+                out.push(std::mem::replace(
+                    &mut msg,
+                    Message::new("assistant", String::new()),
+                ));
                 let mut tool = Message::new("tool", text);
                 tool.tool_name = Some(search::FUNCTION.to_string());
                 tool.tool_call_id = Some(id.to_string());
@@ -637,7 +656,10 @@ fn search_result_text(key: &Key, query: &str, content: Option<&Value>) -> String
                         return Some(hit);
                     }
                     let url = item.get("url").and_then(Value::as_str)?;
-                    let title = item.get("title").and_then(Value::as_str).unwrap_or_default();
+                    let title = item
+                        .get("title")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
                     Some(SearchHit::new(url, title, ""))
                 })
                 .collect();
@@ -853,7 +875,12 @@ fn server_tool(
         None | Some(Value::Null) => None,
         Some(v) => match v.as_u64() {
             Some(n) if n >= 1 => Some(u32::try_from(n).unwrap_or(u32::MAX)),
-            _ => return Err(ApiError::invalid(p("max_uses"), "must be a positive integer")),
+            _ => {
+                return Err(ApiError::invalid(
+                    p("max_uses"),
+                    "must be a positive integer",
+                ))
+            }
         },
     };
     let domains = |field: &str| -> Result<Vec<String>, ApiError> {
@@ -1285,7 +1312,8 @@ impl Encoder for Collector {
                     },
                 });
                 if self.searches > 0 {
-                    body["usage"]["server_tool_use"] = json!({"web_search_requests": self.searches});
+                    body["usage"]["server_tool_use"] =
+                        json!({"web_search_requests": self.searches});
                 }
                 out.extend_from_slice(body.to_string().as_bytes());
             }
@@ -1305,7 +1333,8 @@ impl Encoder for Collector {
         if result.outcome.is_ok() {
             self.searches += 1;
         }
-        self.content.push(search_result_block(&self.head.key, result));
+        self.content
+            .push(search_result_block(&self.head.key, result));
     }
 }
 

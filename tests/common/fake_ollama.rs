@@ -181,6 +181,8 @@ struct Shared {
     /// expiry).
     loaded: Mutex<Vec<&'static str>>,
     busy: AtomicBool,
+    /// `/api/experimental/web_search` answers gin's 404, as an Ollama without it does.
+    no_search: AtomicBool,
     die_mid_stream: AtomicBool,
     header_delay: Mutex<Duration>,
     /// Sleep per KiB of uncached prompt; zero = no prompt cache model.
@@ -369,6 +371,12 @@ impl FakeOllama {
     /// HTTP 503 [`SERVER_BUSY`] right after the request is recorded.
     pub fn set_busy(&self, busy: bool) {
         self.shared.busy.store(busy, Ordering::SeqCst);
+    }
+
+    /// Whether `/api/experimental/web_search` is missing (gin's plain 404), as on an Ollama
+    /// too old for it.
+    pub fn set_no_search(&self, missing: bool) {
+        self.shared.no_search.store(missing, Ordering::SeqCst);
     }
 
     /// Generations (and embeddings) wait `delay` before sending the response head.
@@ -658,7 +666,9 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
             }
             Err(e) => e.into_response(),
         },
-        "/api/experimental/web_search" if post => web_search(&body).await,
+        "/api/experimental/web_search" if post && !shared.no_search.load(Ordering::SeqCst) => {
+            web_search(&body).await
+        }
         "/api/chat" if post => match prepare_chat(&body, &shared) {
             Ok(prepared) => deliver(prepared, chunking, shared).await,
             Err(e) => e.into_response(),
@@ -1782,8 +1792,7 @@ fn prepare_chat(body: &[u8], shared: &Shared) -> Result<Prepared, ApiError> {
     } else if let Some(queries) = scripted_search(&user_text, &messages, tools) {
         // `[search:…]`: the model calls the web_search function the proxy runs (once per
         // query, all in one chunk), and with `[call:…]` that tool too, in the same chunk.
-        let client_call = scripted_call(&user_text)
-            .filter(|(name, _)| name != "web_search");
+        let client_call = scripted_call(&user_text).filter(|(name, _)| name != "web_search");
         let calls: Vec<ToolCall> = queries
             .into_iter()
             .map(|query| ("web_search".to_string(), json!({ "query": query })))
@@ -1969,16 +1978,23 @@ fn scripted_search(
     tools: &[Value],
 ) -> Option<Vec<String>> {
     let offered = tools.iter().any(|t| {
-        t.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) == Some("web_search")
+        t.get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            == Some("web_search")
     });
     if !offered {
         return None;
     }
     let done = messages
         .iter()
-        .filter(|m| str_field(m, "role") == Some("tool") && str_field(m, "tool_name") == Some("web_search"))
+        .filter(|m| {
+            str_field(m, "role") == Some("tool") && str_field(m, "tool_name") == Some("web_search")
+        })
         .count();
-    let last_is_tool = messages.last().is_some_and(|m| str_field(m, "role") == Some("tool"));
+    let last_is_tool = messages
+        .last()
+        .is_some_and(|m| str_field(m, "role") == Some("tool"));
     if let Some(start) = text.find("[searches:") {
         let rest = &text[start + "[searches:".len()..];
         let (n, rest) = rest.split_once(':')?;
@@ -2009,24 +2025,39 @@ fn scripted_search(
 /// `https://blocked.example/…`, `https://docs.rs/…`), cut to `max_results`.
 async fn web_search(body: &[u8]) -> Resp {
     let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let query = req.get("query").and_then(Value::as_str).unwrap_or("").to_string();
+    let query = req
+        .get("query")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let max = req.get("max_results").and_then(Value::as_u64).unwrap_or(5) as usize;
     let lower = query.to_lowercase();
     if lower.contains("unavailable") {
-        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "web search failed").into_response();
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "web search failed")
+            .into_response();
     }
     if lower.contains("ratelimited") {
         return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many requests").into_response();
     }
     if lower.contains("unsupported") {
-        return respond(StatusCode::NOT_FOUND, Some("text/plain"), "404 page not found");
+        return respond(
+            StatusCode::NOT_FOUND,
+            Some("text/plain"),
+            "404 page not found",
+        );
     }
     if lower.contains("slow") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let slug: String = query
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     let results: Vec<Value> = if lower.contains("nothing") {
         Vec::new()
