@@ -772,6 +772,186 @@ async fn scripted_calls_name_any_tool() {
     assert!(concat(&lines, "/message/content").starts_with("Hello! You said:"));
 }
 
+fn search_tools() -> Value {
+    json!([{"type":"function","function":{"name":"web_search","parameters":{"type":"object"}}},
+           {"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}])
+}
+
+/// The calls (name, arguments, index) of a streamed answer, and the lines.
+async fn calls_of(fake: &FakeOllama, body: Value) -> (Vec<(String, Value, u64)>, Vec<Value>) {
+    let lines = ndjson(&post(fake, "/api/chat", body).await.text().await);
+    let calls = lines
+        .iter()
+        .filter_map(|l| l["message"]["tool_calls"].as_array())
+        .flatten()
+        .map(|c| {
+            assert!(is_call_id(c["id"].as_str().unwrap()));
+            (
+                c["function"]["name"].as_str().unwrap().to_string(),
+                c["function"]["arguments"].clone(),
+                c["function"]["index"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    (calls, lines)
+}
+
+#[tokio::test]
+async fn scripted_searches_call_web_search() {
+    let fake = FakeOllama::start().await;
+    let chat = |model: &str, messages: Value| json!({"model": model, "think": false, "tools": search_tools(), "messages": messages});
+    let web = |q: &str| ("web_search".to_string(), json!({ "query": q }));
+
+    // One search, after a preamble.
+    let (calls, lines) = calls_of(
+        &fake,
+        chat("llama3.2", user("[preamble] [search:rust tower]")),
+    )
+    .await;
+    assert_eq!(lines[0]["message"]["content"], "Let me search.");
+    let (name, args, _) = &calls[0];
+    assert_eq!((name.clone(), args.clone()), web("rust tower"));
+    assert_eq!(calls.len(), 1);
+
+    // Several searches, and a client call: all in one chunk, in that order.
+    let text = r#"[search:one] [search:two] [call:get_weather:{"city":"Oslo"}]"#;
+    let (calls, lines) = calls_of(&fake, chat("llama3.2", user(text))).await;
+    let with_calls: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"].get("tool_calls").is_some())
+        .collect();
+    assert_eq!(with_calls.len(), 1, "one chunk");
+    let want = [
+        ("web_search".to_string(), json!({"query": "one"}), 0),
+        ("web_search".to_string(), json!({"query": "two"}), 1),
+        ("get_weather".to_string(), json!({"city": "Oslo"}), 2),
+    ];
+    assert_eq!(calls, want);
+
+    // Harmony: on the done line, every index 0.
+    let (calls, lines) = calls_of(&fake, chat("gpt-oss:20b", user(text))).await;
+    let done = lines.last().unwrap();
+    assert_eq!(done["done"], true);
+    assert_eq!(done["message"]["tool_calls"].as_array().unwrap().len(), 3);
+    assert!(calls.iter().all(|(_, _, i)| *i == 0), "{calls:?}");
+
+    // After its results, the model answers from them.
+    let after = json!([
+        {"role": "user", "content": "[search:rust tower]"},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "web_search", "arguments": {"query": "rust tower"}}}]},
+        {"role": "tool", "content": "results", "tool_name": "web_search"},
+    ]);
+    let (calls, lines) = calls_of(&fake, chat("llama3.2", after)).await;
+    assert!(calls.is_empty());
+    assert_eq!(concat(&lines, "/message/content"), "Tool said: results");
+
+    // `[searches:N:Q]`: one a round until N results are in.
+    for done in 0..3 {
+        let mut messages = vec![json!({"role": "user", "content": "[searches:2:axum]"})];
+        for _ in 0..done {
+            messages.push(json!({"role": "tool", "content": "r", "tool_name": "web_search"}));
+        }
+        let (calls, lines) = calls_of(&fake, chat("llama3.2", json!(messages))).await;
+        if done < 2 {
+            let (name, args, _) = &calls[0];
+            let q = format!("axum {}", done + 1);
+            assert_eq!((name.clone(), args.clone()), web(&q));
+        } else {
+            assert!(calls.is_empty());
+            assert_eq!(concat(&lines, "/message/content"), "Tool said: r");
+        }
+    }
+
+    // Claude Code's WebSearch sub-request.
+    let (calls, _) = calls_of(
+        &fake,
+        chat(
+            "llama3.2",
+            user("Perform a web search for the query: tokio 2\nThanks"),
+        ),
+    )
+    .await;
+    let (name, args, _) = &calls[0];
+    assert_eq!((name.clone(), args.clone()), web("tokio 2"));
+
+    // No web_search function offered: no search.
+    let (calls, lines) = calls_of(
+        &fake,
+        json!({"model": "llama3.2", "tools": weather_tool(), "messages": user("[search:x]")}),
+    )
+    .await;
+    assert!(calls.is_empty());
+    assert_eq!(
+        concat(&lines, "/message/content"),
+        "Hello! You said: [search:x]"
+    );
+}
+
+#[tokio::test]
+async fn web_search_endpoint_is_scripted_by_the_query() {
+    let fake = FakeOllama::start().await;
+    let path = "/api/experimental/web_search";
+    let res = post(
+        &fake,
+        path,
+        json!({"query": "Rust Tower", "max_results": 5}),
+    )
+    .await;
+    assert_eq!(res.status, 200);
+    let v = res.json().await;
+    let urls: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            "https://site1.example/rust-tower",
+            "https://blocked.example/rust-tower",
+            "https://docs.rs/rust-tower"
+        ]
+    );
+    assert_eq!(v["results"][2]["title"], "Docs on Rust Tower");
+    assert_eq!(
+        v["results"][2]["content"],
+        "Docs says: Rust Tower is well documented."
+    );
+    let v = post(&fake, path, json!({"query": "q", "max_results": 2}))
+        .await
+        .json()
+        .await;
+    assert_eq!(v["results"].as_array().unwrap().len(), 2);
+    let v = post(&fake, path, json!({"query": "nothing here"}))
+        .await
+        .json()
+        .await;
+    assert_eq!(v, json!({"results": []}));
+
+    for (query, status) in [("unavailable", 500), ("ratelimited", 429)] {
+        let res = post(&fake, path, json!({ "query": query })).await;
+        assert_eq!(res.status, status, "{query}");
+        assert!(res.json().await["error"].is_string(), "{query}");
+    }
+    let res = post(&fake, path, json!({"query": "unsupported"})).await;
+    assert_eq!(res.status, 404);
+    assert_eq!(res.content_type(), "text/plain");
+    assert_eq!(res.text().await, "404 page not found");
+
+    // A host that cannot search.
+    fake.set_no_search(true);
+    let res = post(&fake, path, json!({"query": "q"})).await;
+    assert_eq!(res.status, 404);
+    fake.set_no_search(false);
+    assert_eq!(post(&fake, path, json!({"query": "q"})).await.status, 200);
+    assert_eq!(fake.requests_to(path).len(), 8);
+    assert_eq!(
+        fake.requests_to(path)[0].body,
+        json!({"query": "Rust Tower", "max_results": 5})
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Several hosts: per-instance models, loaded models, faults, stop/restart
 // ---------------------------------------------------------------------------------------------
