@@ -1049,6 +1049,55 @@ async fn a_slow_search_gets_pings() {
     assert_eq!(evs.last().unwrap().0, "message_stop");
 }
 
+#[tokio::test]
+async fn a_client_that_goes_away_during_a_search_gets_no_follow_up() {
+    let fake = FakeOllama::start().await;
+    let p = proxy(&fake, &[]).await;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::post(format!("{}/v1/messages", p.url))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            searching("[search:slow crates]").to_string(),
+        )))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    let mut seen = String::new();
+    while !seen.contains("\"server_tool_use\"") {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("the call's block within 10 s")
+            .expect("more body")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(std::str::from_utf8(&data).unwrap());
+        }
+    }
+    assert_eq!(fake.requests_to(SEARCH).len(), 1);
+    drop(body);
+    drop(client);
+    // Past the search's 3 s: no follow-up was asked for.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(fake.requests_to(CHAT).len(), 1);
+    assert!(fake.wait_idle(Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn tool_choice_none_drops_the_search_too() {
+    let fake = FakeOllama::start().await;
+    let p = proxy(&fake, &[]).await;
+    let mut body = searching("[search:rust tower]");
+    body["tool_choice"] = json!({"type": "none"});
+    let bs = blocks(&events(&post(&p.url, &body).await));
+    assert_eq!(
+        bs,
+        [json!({"type": "text", "text": "Hello! You said: [search:rust tower]"})]
+    );
+    assert!(bodies(&fake, CHAT)[0].get("tools").is_none());
+    assert!(fake.requests_to(SEARCH).is_empty());
+}
+
 /// Starts a streamed search for a `slow` query, and once the search runs,
 /// `meanwhile`; the answer.
 async fn during_a_slow_search(
@@ -1406,6 +1455,20 @@ async fn a_failed_search_in_the_history_is_told_as_failed() {
     let sent = messages_sent(&fake, &p, &history(text, &orphan)).await;
     let roles: Vec<&str> = sent.iter().map(|m| m["role"].as_str().unwrap()).collect();
     assert_eq!(roles, ["user", "assistant", "user"]);
+    assert_eq!(sent[1]["content"], turn[2]["text"]);
+    assert!(sent[1].get("tool_calls").is_none(), "{}", sent[1]);
+
+    // So is a call without its result (a stream cut during the search):
+    // the model never made a call it did not see answered.
+    let cut = vec![
+        json!({"type": "text", "text": "Let me search."}),
+        turn[0].clone(),
+    ];
+    let sent = messages_sent(&fake, &p, &history(text, &cut)).await;
+    let roles: Vec<&str> = sent.iter().map(|m| m["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["user", "assistant", "user"]);
+    assert_eq!(sent[1]["content"], "Let me search.");
+    assert!(sent[1].get("tool_calls").is_none(), "{}", sent[1]);
 }
 
 // ---------------------------------------------------------------------------------------------
