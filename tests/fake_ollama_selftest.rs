@@ -810,7 +810,7 @@ async fn scripted_loads_search_then_call_the_tool_found() {
     )
     .await;
     assert_eq!(call_of(&m), ("CronList".into(), json!({"all":true})));
-    // …unless it is still not offered.
+    // …unless it is still not offered, or the search result does not name it.
     let m = chat(
         json!([tool("tool_search")]),
         json!([ask, {"role":"assistant","content":"",
@@ -818,6 +818,12 @@ async fn scripted_loads_search_then_call_the_tool_found() {
     )
     .await;
     assert_eq!(m["content"], "CronList is not offered");
+    let m = chat(
+        json!([tool("ToolSearch"), tool("CronList")]),
+        json!([ask, searched, {"role":"tool","content":""}, loaded]),
+    )
+    .await;
+    assert_eq!(m["content"], "The search result does not name CronList");
 
     // 3. After the tool answered: its result.
     let called = json!({"role":"assistant","content":"","tool_calls":[

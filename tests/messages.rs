@@ -458,7 +458,7 @@ async fn claude_code_tool_search_loads_a_deferred_tool_then_calls_it() {
 
     // A deferred tool no tool_reference loaded stays out of reach.
     let unloaded = json!({"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": search_id, "content": "No matching deferred tools found"}]});
+        {"type": "tool_result", "tool_use_id": search_id, "content": "CronList: no match"}]});
     let a = post(
         &p,
         "/v1/messages",
