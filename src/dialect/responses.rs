@@ -346,6 +346,10 @@ fn function_name<'a>(tool: &'a Value, param: &str) -> Result<&'a str, ApiError> 
 /// for it).
 pub(crate) const TOOL_SEARCH: &str = "tool_search";
 
+/// The description of a client-run `tool_search` that has none.
+const TOOL_SEARCH_DESCRIPTION: &str =
+    "Searches for tools that are not loaded yet; the tools found can be called afterwards.";
+
 /// One function a `function` or `namespace` tool offers.
 struct Function {
     /// The native tool, named `flat`.
@@ -443,7 +447,7 @@ fn parse_tools(
     v: Option<&Value>,
 ) -> Result<(Vec<Value>, HashMap<String, (String, String)>, bool), ApiError> {
     let mut found = Vec::new();
-    let mut search = None;
+    let mut client_search = false;
     let tools = optional_array(v, "tools", Wording::Named)?;
     for (i, tool) in tools.iter().enumerate() {
         let param = format!("tools[{i}]");
@@ -455,27 +459,35 @@ fn parse_tools(
             tracing::debug!("dropping a hosted tool_search Ollama cannot run");
             continue;
         }
-        if search.is_none() {
-            search = Some(function_tool(
-                TOOL_SEARCH,
-                Some(tool.get("description").cloned().unwrap_or_else(|| {
-                    Value::from("Searches for tools that are not loaded yet; the tools found can be called afterwards.")
-                })),
-                Some(tool.get("parameters").cloned().unwrap_or_else(|| {
-                    json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]})
-                })),
-                |v| {
-                    Wording::Named.wrong_type(
-                        &format!("{param}.parameters"),
-                        "a JSON Schema object",
-                        v,
-                    )
-                },
-            )?);
+        if client_search {
+            continue;
         }
+        client_search = true;
+        let parameters = tool
+            .get("parameters")
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}));
+        let native = function_tool(
+            TOOL_SEARCH,
+            Some(
+                tool.get("description")
+                    .cloned()
+                    .unwrap_or_else(|| Value::from(TOOL_SEARCH_DESCRIPTION)),
+            ),
+            Some(parameters),
+            |v| {
+                Wording::Named.wrong_type(&format!("{param}.parameters"), "a JSON Schema object", v)
+            },
+        )?;
+        found.push(Function {
+            native,
+            flat: TOOL_SEARCH.to_string(),
+            member: None,
+            description: None,
+            deferred: false,
+        });
     }
-    let client_search = search.is_some();
-    let mut out = Vec::with_capacity(found.len() + 1);
+    let mut out = Vec::with_capacity(found.len());
     let mut namespaced = HashMap::new();
     let mut waiting = 0;
     for f in found {
@@ -491,7 +503,6 @@ fn parse_tools(
     if waiting > 0 {
         tracing::debug!(waiting, "deferred tools wait for a tool_search_output");
     }
-    out.extend(search);
     Ok((out, namespaced, client_search))
 }
 
@@ -823,8 +834,11 @@ impl InputBuilder<'_> {
         for (j, tool) in tools.iter().enumerate() {
             functions(tool, &format!("{p}.tools[{j}]"), &mut self.loaded.functions)?;
         }
-        let lines: Vec<String> = self.loaded.functions[first..]
+        let lines: Vec<String> = self
+            .loaded
+            .functions
             .iter()
+            .skip(first)
             .map(|f| tool_loaded_text(&f.flat, f.description.as_deref()))
             .collect();
         let content = if lines.is_empty() {

@@ -377,6 +377,13 @@ fn client_tool_search_is_a_function_and_deferred_tools_wait() {
             "parameters":{"type":"object","properties":{"query":{"type":"string"},"limit":{"type":"number"}},"required":["query"]}}})
     );
     assert!(first.namespaced.is_empty());
+    let mut swapped = tool_search_body(json!("x"));
+    swapped["tools"].as_array_mut().unwrap().swap(0, 1);
+    assert_eq!(
+        offered(&parse(&c, swapped).unwrap()),
+        ["tool_search", "exec_command"],
+        "the request's order"
+    );
 
     // The search and its output, sent back: the call, one line per tool
     // loaded, and the loaded tools callable (flattened, not twice).
