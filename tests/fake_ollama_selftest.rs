@@ -952,6 +952,77 @@ async fn web_search_endpoint_is_scripted_by_the_query() {
     );
 }
 
+#[tokio::test]
+async fn scripted_loads_search_then_call_the_tool_found() {
+    let fake = FakeOllama::start().await;
+    let tool = |name: &str| json!({"type":"function","function":{"name":name,"parameters":{"type":"object"}}});
+    let ask = json!({"role":"user","content":r#"list them [load:CronList:{"all":true}]"#});
+    let chat = |tools: Value, messages: Value| {
+        let fake = &fake;
+        async move {
+            let body = json!({"model":"qwen3","think":false,"stream":false,"tools":tools,"messages":messages});
+            post(fake, "/api/chat", body).await.json().await["message"].clone()
+        }
+    };
+    let call_of = |m: &Value| {
+        let f = &m["tool_calls"][0]["function"];
+        (
+            f["name"].as_str().unwrap().to_string(),
+            f["arguments"].clone(),
+        )
+    };
+
+    // 1. The search tool first.
+    let m = chat(json!([tool("Bash"), tool("ToolSearch")]), json!([ask])).await;
+    assert_eq!(
+        call_of(&m),
+        ("ToolSearch".into(), json!({"query":"select:CronList"}))
+    );
+
+    // 2. After the search answered (and a later plain user message): the tool found…
+    let searched = json!({"role":"assistant","content":"","tool_calls":[
+        {"function":{"name":"ToolSearch","arguments":{"query":"select:CronList"}}}]});
+    let found = json!({"role":"tool","content":"Tool \"CronList\" is now available."});
+    let loaded = json!({"role":"user","content":"Tool loaded."});
+    let m = chat(
+        json!([tool("ToolSearch"), tool("CronList")]),
+        json!([ask, searched, found, loaded]),
+    )
+    .await;
+    assert_eq!(call_of(&m), ("CronList".into(), json!({"all":true})));
+    // …unless it is still not offered, or the search result does not name it.
+    let m = chat(
+        json!([tool("tool_search")]),
+        json!([ask, {"role":"assistant","content":"",
+        "tool_calls":[{"function":{"name":"tool_search","arguments":{}}}]}, found]),
+    )
+    .await;
+    assert_eq!(m["content"], "CronList is not offered");
+    let m = chat(
+        json!([tool("ToolSearch"), tool("CronList")]),
+        json!([ask, searched, {"role":"tool","content":""}, loaded]),
+    )
+    .await;
+    assert_eq!(m["content"], "The search result does not name CronList");
+
+    // 3. After the tool answered: its result.
+    let called = json!({"role":"assistant","content":"","tool_calls":[
+        {"function":{"name":"CronList","arguments":{"all":true}}}]});
+    let m = chat(
+        json!([tool("ToolSearch"), tool("CronList")]),
+        json!([ask, searched, found, loaded, called, {"role":"tool","content":"No jobs"}]),
+    )
+    .await;
+    assert_eq!(m["content"], "Tool said: No jobs");
+
+    // Without a search tool the keyword is just text.
+    let m = chat(json!([tool("Bash")]), json!([ask])).await;
+    assert!(m["content"]
+        .as_str()
+        .unwrap()
+        .starts_with("Hello! You said:"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Several hosts: per-instance models, loaded models, faults, stop/restart
 // ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use common::child::ProxyChild;
 use common::evil::{Answer, Evil, Seen};
 use common::fake_ollama::FakeOllama;
-use common::proxy::{send, start};
+use common::proxy::{send, send_bytes, start};
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -403,38 +403,97 @@ async fn ollama_s_own_headers_stay_behind() {
     }
 }
 
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
 #[tokio::test]
-async fn compressed_request_bodies_get_a_415() {
+async fn compressed_request_bodies_are_decoded_and_other_encodings_get_a_415() {
     let fake = FakeOllama::start().await;
     let p = start(&fake.base_url(), &[]).await;
-    let gzip = [("content-encoding", "gzip")];
+    let url = format!("{}/v1/chat/completions", p.url);
+    let json = chat(false).to_string();
+    let zstd_body = zstd::encode_all(json.as_bytes(), 3).unwrap();
+    for (coding, body) in [("gzip", gzip(json.as_bytes())), ("zstd", zstd_body)] {
+        let h = [("content-encoding", coding)];
+        let a = send_bytes("POST", &url, &h, Some(body.into())).await;
+        assert_eq!(a.status, 200, "{coding}: {}", a.body);
+        assert!(a.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Hello!"));
+    }
+    assert_eq!(fake.requests_to("/api/chat").len(), 2);
+    // Ollama gets plain JSON, never the client's coding.
+    let last = fake.requests_to("/api/chat").pop().unwrap();
+    assert!(last.header("content-encoding").is_none());
+    // Bytes that are not what the coding says: a 400 in the client's dialect.
+    let anthropic = json!({"model": "llama3.2", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let a = send_bytes(
+        "POST",
+        &format!("{}/v1/messages", p.url),
+        &[("content-encoding", "gzip")],
+        Some(anthropic.to_string().into()),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{}", a.body);
+    assert_eq!(a.json()["type"], "error");
+    assert!(a.body.contains("cannot be decoded"), "{}", a.body);
+    // Codings the proxy does not decode stay a 415.
     let a = send(
         "POST",
-        &format!("{}/v1/chat/completions", p.url),
-        &gzip,
+        &url,
+        &[("content-encoding", "br")],
         Some(&chat(false)),
     )
     .await;
     assert_eq!(a.status, 415, "{}", a.body);
     assert_eq!(a.json()["error"]["code"], "unsupported_content_encoding");
-    let body = json!({"model": "llama3.2", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
-    let a = send(
-        "POST",
-        &format!("{}/v1/messages", p.url),
-        &gzip,
-        Some(&body),
-    )
-    .await;
-    assert_eq!(a.status, 415);
-    assert_eq!(a.json()["type"], "error");
     let identity = [("content-encoding", "identity")];
-    let a = send(
-        "POST",
-        &format!("{}/v1/chat/completions", p.url),
-        &identity,
-        Some(&chat(false)),
-    )
-    .await;
+    let a = send("POST", &url, &identity, Some(&chat(false))).await;
     assert_eq!(a.status, 200, "{}", a.body);
-    assert_eq!(fake.requests_to("/api/chat").len(), 1);
+    assert_eq!(fake.requests_to("/api/chat").len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decompression_bomb_is_a_413_with_memory_flat() {
+    let fake = FakeOllama::start().await;
+    let Some(p) = child(&fake.base_url(), &[("MAX_BODY_BYTES", "1048576")]).await else {
+        return;
+    };
+    // 1 GiB of JSON whitespace inside a string: a few hundred KB compressed.
+    let mut e = zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap();
+    {
+        use std::io::Write;
+        e.write_all(br#"{"model":"llama3.2","input":""#).unwrap();
+        let chunk = vec![b' '; 1 << 20];
+        for _ in 0..1024 {
+            e.write_all(&chunk).unwrap();
+        }
+        e.write_all(br#""}"#).unwrap();
+    }
+    let bomb = e.finish().unwrap();
+    assert!(bomb.len() < 512 * 1024, "{} bytes", bomb.len());
+    let before = p.rss_kib();
+    for path in ["/v1/responses", "/v1/chat/completions"] {
+        let a = send_bytes(
+            "POST",
+            &format!("{}{path}", p.url),
+            &[("content-encoding", "zstd")],
+            Some(bomb.clone().into()),
+        )
+        .await;
+        assert_eq!(a.status, 413, "{path}: {}", a.body);
+        assert!(
+            a.body.contains("decoded request body is larger"),
+            "{}",
+            a.body
+        );
+    }
+    let grown = p.rss_kib().saturating_sub(before);
+    assert!(grown < 32 * 1024, "the proxy grew by {grown} KiB");
+    assert!(fake.requests_to("/api/chat").is_empty());
 }

@@ -336,6 +336,145 @@ async fn tool_use_round_trip_with_calls_on_the_done_line() {
     assert!(last_chat(&fake).get("tools").is_none());
 }
 
+/// Claude Code 2.1.332's tools with tool search on: `ToolSearch`, the
+/// placeholder, and (once loaded) the deferred tool, each deferred one
+/// marked `defer_loading`.
+fn tool_search_tools(loaded: bool) -> Value {
+    let mut tools = vec![
+        json!({"name": "Bash", "description": "Run a command",
+               "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}}),
+        json!({"name": "ToolSearch",
+               "description": "Fetches full schema definitions for deferred tools so they can be called.",
+               "input_schema": {"type": "object", "properties": {"query": {"type": "string"},
+                   "max_results": {"type": "number", "default": 5}}, "required": ["query"]}}),
+        json!({"name": "DeferredToolPlaceholder",
+               "description": "Reserved placeholder that keeps deferred tool loading active; never call this tool.",
+               "input_schema": {"type": "object", "properties": {}}, "defer_loading": true}),
+    ];
+    if loaded {
+        tools.insert(
+            1,
+            json!({"name": "CronList", "description": "List all cron jobs scheduled via CronCreate.",
+                   "input_schema": {"type": "object", "properties": {}}, "defer_loading": true}),
+        );
+    }
+    Value::Array(tools)
+}
+
+fn tool_uses(evs: &[(String, Value)]) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (name, data) in evs {
+        if name == "content_block_start" && data["content_block"]["type"] == "tool_use" {
+            out.push((
+                data["content_block"]["name"].as_str().unwrap().to_string(),
+                data["content_block"]["id"].clone(),
+            ));
+        }
+    }
+    out
+}
+
+fn offered(up: &Value) -> Vec<&str> {
+    up["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn claude_code_tool_search_loads_a_deferred_tool_then_calls_it() {
+    let fake = FakeOllama::start().await;
+    let p = proxy(&fake, &[("DEFAULT_MODEL", "llama3.2")]).await;
+    let ask = json!({"role": "user", "content": [{"type": "text", "text": "list my jobs [load:CronList:{}]"}]});
+    let body = |loaded: bool, messages: Value| {
+        json!({"model": "claude-opus-5-5", "max_tokens": 32000, "stream": true,
+               "tools": tool_search_tools(loaded), "messages": messages})
+    };
+
+    // 1. Deferred tools are not offered: the model searches.
+    let a = post(&p, "/v1/messages?beta=true", body(false, json!([ask]))).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let evs = a.events();
+    let calls = tool_uses(&evs);
+    assert_eq!(calls.len(), 1, "{}", a.body);
+    assert_eq!(calls[0].0, "ToolSearch");
+    let search_id = calls[0].1.clone();
+    let input: Value = evs
+        .iter()
+        .find_map(|(_, d)| d.pointer("/delta/partial_json").and_then(Value::as_str))
+        .map(|s| serde_json::from_str(s).unwrap())
+        .unwrap();
+    assert_eq!(input, json!({"query": "select:CronList"}));
+    let up = last_chat(&fake);
+    assert_eq!(offered(&up), ["Bash", "ToolSearch"]);
+
+    // 2. Claude Code answers with a tool_reference (and adds the loaded tool
+    // to `tools`): the model reads which tool it got and can call it.
+    let searched = json!({"role": "assistant", "content": [
+        {"type": "tool_use", "id": search_id, "name": "ToolSearch", "input": input}]});
+    let found = json!({"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": search_id,
+         "content": [{"type": "tool_reference", "tool_name": "CronList"}]},
+        {"type": "text", "text": "Tool loaded.", "cache_control": {"type": "ephemeral"}}]});
+    let a = post(
+        &p,
+        "/v1/messages?beta=true",
+        body(true, json!([ask, searched, found])),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let calls = tool_uses(&a.events());
+    assert_eq!(calls.len(), 1, "{}", a.body);
+    assert_eq!(calls[0].0, "CronList");
+    let cron_id = calls[0].1.clone();
+    let up = last_chat(&fake);
+    assert_eq!(offered(&up), ["Bash", "CronList", "ToolSearch"]);
+    let msgs = up["messages"].as_array().unwrap();
+    assert_eq!(
+        msgs[msgs.len() - 2],
+        json!({"role": "tool", "tool_name": "ToolSearch", "tool_call_id": search_id,
+               "content": "Tool \"CronList\" is now available: List all cron jobs scheduled via CronCreate."})
+    );
+
+    // 3. The tool's result, as always.
+    let called = json!({"role": "assistant", "content": [
+        {"type": "tool_use", "id": cron_id, "name": "CronList", "input": {}}]});
+    let result = json!({"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": cron_id, "content": "No scheduled jobs."}]});
+    let a = post(
+        &p,
+        "/v1/messages?beta=true",
+        body(true, json!([ask, searched, found, called, result])),
+    )
+    .await;
+    let text: String = a
+        .events()
+        .iter()
+        .filter_map(|(_, d)| d.pointer("/delta/text").and_then(Value::as_str))
+        .collect();
+    assert_eq!(text, "Tool said: No scheduled jobs.");
+
+    // A deferred tool no tool_reference loaded stays out of reach.
+    let unloaded = json!({"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": search_id, "content": "CronList: no match"}]});
+    let a = post(
+        &p,
+        "/v1/messages",
+        body(true, json!([ask, searched, unloaded])),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(offered(&last_chat(&fake)), ["Bash", "ToolSearch"]);
+    let text: String = a
+        .events()
+        .iter()
+        .filter_map(|(_, d)| d.pointer("/delta/text").and_then(Value::as_str))
+        .collect();
+    assert_eq!(text, "CronList is not offered");
+}
+
 #[tokio::test]
 async fn count_tokens_asks_ollama_and_grows_with_the_prompt() {
     let fake = FakeOllama::start().await;

@@ -67,7 +67,7 @@ fn venv() -> PathBuf {
 /// folder under `target/` it goes to, and where its platform package keeps
 /// the native binary (relative to `node_modules`).
 const CLAUDE_CODE: (&str, &str, &str) = (
-    "@anthropic-ai/claude-code@2.1.197",
+    "@anthropic-ai/claude-code@2.1.332",
     "claude-code",
     "@anthropic-ai/claude-code-linux-x64/claude",
 );

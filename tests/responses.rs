@@ -454,6 +454,94 @@ async fn codex_shaped_request() {
 }
 
 #[tokio::test]
+async fn codex_tool_search_loads_tools_that_become_callable() {
+    let fake = FakeOllama::start().await;
+    let p = proxy(&fake, &[]).await;
+    let ask = json!({"type":"message","role":"user","content":[
+        {"type":"input_text","text":r#"search the docs [load:mcp__docs__search:{"q":"tower"}]"#}]});
+    let body = |input: Value| {
+        json!({"model":"llama3.2","stream":true,"input":input,"tools":[
+            {"type":"function","name":"exec_command","parameters":{"type":"object","properties":{"cmd":{"type":"string"}}}},
+            {"type":"tool_search","execution":"client","description":"# Tool discovery\n\nSearches deferred tools.",
+             "parameters":{"type":"object","properties":{"query":{"type":"string"},"limit":{"type":"number"}},"required":["query"]}}
+        ]})
+    };
+
+    // 1. The model searches: a tool_search_call item.
+    let a = post(&p, body(json!([ask]))).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let ev = a.events();
+    assert_eq!(
+        types(&ev)[2..],
+        [
+            "response.output_item.added",
+            "response.output_item.done",
+            "response.completed"
+        ]
+    );
+    let search = ev[3]["item"].clone();
+    assert_eq!(search["type"], "tool_search_call");
+    assert_eq!(search["execution"], "client");
+    assert_eq!(search["status"], "completed");
+    assert_eq!(
+        search["arguments"],
+        json!({"query":"select:mcp__docs__search"})
+    );
+    assert_eq!(ev[4]["response"]["output"], json!([search]));
+    let names = |up: &Value| -> Vec<String> {
+        up["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["function"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&last_chat(&fake)), ["exec_command", "tool_search"]);
+
+    // 2. Codex runs the search and sends the call back with its output: the
+    // tools found are callable now, and the model calls one.
+    let output = json!({"type":"tool_search_output","call_id":search["call_id"],"status":"completed",
+        "execution":"client","tools":[{"type":"namespace","name":"mcp__docs__","description":"Docs MCP server",
+            "tools":[{"type":"function","name":"search","description":"Search the docs.","defer_loading":true,
+                      "parameters":{"type":"object","properties":{"q":{"type":"string"}}}}]}]});
+    let a = post(&p, body(json!([ask, search, output]))).await;
+    let ev = a.events();
+    let last = ev.last().unwrap();
+    assert_eq!(last["type"], "response.completed");
+    let call = last["response"]["output"][0].clone();
+    assert_eq!(call["type"], "function_call");
+    assert_eq!(call["namespace"], "mcp__docs__");
+    assert_eq!(call["name"], "search");
+    assert_eq!(call["arguments"], r#"{"q":"tower"}"#);
+    let up = last_chat(&fake);
+    assert_eq!(
+        names(&up),
+        ["exec_command", "tool_search", "mcp__docs__search"]
+    );
+    assert_eq!(
+        up["messages"][1]["tool_calls"][0]["function"],
+        json!({"name":"tool_search","arguments":{"query":"select:mcp__docs__search"}})
+    );
+    assert_eq!(
+        up["messages"][2],
+        json!({"role":"tool","tool_name":"tool_search","tool_call_id":search["call_id"],
+               "content":"Tool \"mcp__docs__search\" is now available: Search the docs."})
+    );
+
+    // 3. The loaded tool's output goes back like any other.
+    let a = post(
+        &p,
+        body(json!([ask, search, output, call,
+            {"type":"function_call_output","call_id":call["call_id"],"output":"3 pages"}])),
+    )
+    .await;
+    let last = a.events().last().unwrap().clone();
+    assert_eq!(output_text(&last["response"]), "Tool said: 3 pages");
+    let up = last_chat(&fake);
+    assert_eq!(up["messages"][4]["tool_name"], "mcp__docs__search");
+}
+
+#[tokio::test]
 async fn reasoning_effort_on_a_model_that_cannot_think_still_completes() {
     let fake = FakeOllama::start().await;
     let p = proxy(&fake, &[]).await;

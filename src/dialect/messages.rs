@@ -24,6 +24,16 @@
 //! * **`tool_choice`.** `none` drops the tools; `auto`, `any` and `tool` keep
 //!   them all: Ollama cannot force a call. It must be an object with a string
 //!   `type` (a bare string such as `"auto"` is a 400, as from Anthropic).
+//! * **Tool search** (Claude Code's `ToolSearch`, beta
+//!   `advanced-tool-use-2025-11-20`). A tool with `defer_loading: true` is
+//!   offered to the model only once a `tool_reference` in some `tool_result`
+//!   names it (Claude Code 2.1.332 also sends a `DeferredToolPlaceholder`
+//!   that must never be offered). The `tool_reference` itself reaches the
+//!   model as one line of text, `Tool "NAME" is now available: <the first
+//!   line of its description>`, or a line saying the request has no such
+//!   tool. Anthropic's server tool-search tools (`tool_search_tool_regex_…`,
+//!   `tool_search_tool_bm25_…`) cannot run here: they are dropped and every
+//!   deferred tool is offered at once.
 //! * **`tool_result` with `is_error`.** The text reaches the model prefixed
 //!   with `Error: ` so the failure stays visible.
 //! * **`system` and user text blocks** are joined with a blank line. Plain
@@ -80,7 +90,7 @@ use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::StatusCode;
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// What thinking signatures of this dialect are bound to.
 const THINKING_PURPOSE: &str = "anthropic-thinking";
@@ -221,12 +231,14 @@ pub(crate) fn parse_request(
     if let Some(system) = parse_system(root.remove("system"))? {
         native.messages.push(Message::new("system", system));
     }
+    let tools = root.remove("tools");
+    let loaded = load_tool_references(root.get_mut("messages"), tools.as_ref())?;
     parse_messages(config, root.remove("messages"), &mut native.messages)?;
 
     native.think = parse_thinking(config, &root, &native.model)?;
 
     let mut search = None;
-    let tools = parse_tools(config, root.remove("tools"), &mut search)?;
+    let tools = parse_tools(config, tools, &mut search, &loaded)?;
     let tool_choice_none = tool_choice_none(&root)?;
     if tool_choice_none {
         search = None;
@@ -800,18 +812,26 @@ fn parse_thinking(
 /// `tools`: custom tools become function tools; the web-search server tool
 /// (`web_search_…`) becomes the `web_search` function the layer runs
 /// (`search` says what it asks), unless the layer's search is off; other
-/// Anthropic-defined tools (`web_fetch_…`, `bash_…`, …) are dropped.
+/// Anthropic-defined tools (`web_fetch_…`, `bash_…`, …) are dropped. A tool
+/// with `defer_loading: true` is kept aside unless `loaded` names it (a
+/// `tool_reference` in the conversation loaded it) or the request carries
+/// one of Anthropic's server tool-search tools (`tool_search_tool_regex_…`,
+/// `tool_search_tool_bm25_…`): the proxy cannot run those, so without them
+/// nothing could ever load a deferred tool.
 fn parse_tools(
     config: &Config,
     v: Option<Value>,
     search: &mut Option<SearchTool>,
+    loaded: &HashSet<String>,
 ) -> Result<Vec<Value>, ApiError> {
     let tools = match v {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(a)) => a,
         Some(v) => return Err(Wording::Bare.wrong_type("tools", "an array", &v)),
     };
-    let mut out = Vec::with_capacity(tools.len());
+    // Each function tool, and whether it waits to be loaded.
+    let mut parsed = Vec::with_capacity(tools.len());
+    let mut server_search = false;
     for (i, tool) in tools.into_iter().enumerate() {
         let Value::Object(mut tool) = tool else {
             return Err(ApiError::invalid(
@@ -822,8 +842,9 @@ fn parse_tools(
         match tool.get("type").and_then(Value::as_str) {
             None | Some("custom") => {}
             Some(kind) => {
+                server_search |= kind.starts_with("tool_search_tool");
                 if let Some(function) = server_tool(config, kind, &tool, i, search)? {
-                    out.push(function);
+                    parsed.push((false, function));
                 }
                 continue;
             }
@@ -838,14 +859,100 @@ fn parse_tools(
                 "a tool named \"web_search\" clashes with the web search this proxy runs: rename it",
             ));
         }
-        out.push(function_tool(
-            name,
-            tool.remove("description"),
-            tool.remove("input_schema"),
-            |v| Wording::Bare.wrong_type(&format!("tools.{i}.input_schema"), "an object", v),
-        )?);
+        let waits = tool.get("defer_loading").and_then(Value::as_bool) == Some(true)
+            && !loaded.contains(&name);
+        parsed.push((
+            waits,
+            function_tool(
+                name,
+                tool.remove("description"),
+                tool.remove("input_schema"),
+                |v| Wording::Bare.wrong_type(&format!("tools.{i}.input_schema"), "an object", v),
+            )?,
+        ));
     }
-    Ok(out)
+    let waiting = parsed.iter().filter(|(waits, _)| *waits).count();
+    if waiting > 0 {
+        tracing::debug!(
+            waiting,
+            server_search,
+            "deferred tools not loaded by a tool_reference"
+        );
+    }
+    Ok(parsed
+        .into_iter()
+        .filter(|(waits, _)| !waits || server_search)
+        .map(|(_, tool)| tool)
+        .collect())
+}
+
+/// Tool search, read before the messages: each `tool_reference` block in a
+/// `tool_result`'s content (the only place Anthropic takes one) becomes a
+/// text block naming the tool it loaded and quoting its description
+/// ([`params::tool_loaded_text`]), or saying the request carries no such tool
+/// ([`params::tool_missing_text`]), never an error. Returns the names of the
+/// request's custom tools the references load.
+fn load_tool_references(
+    messages: Option<&mut Value>,
+    tools: Option<&Value>,
+) -> Result<HashSet<String>, ApiError> {
+    let mut loaded = HashSet::new();
+    let Some(Value::Array(messages)) = messages else {
+        return Ok(loaded);
+    };
+    // name → description of every custom tool.
+    let catalog: HashMap<&str, Option<&str>> = tools
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|t| matches!(t.get("type").and_then(Value::as_str), None | Some("custom")))
+        .filter_map(|t| {
+            let name = t.get("name").and_then(Value::as_str)?;
+            Some((name, t.get("description").and_then(Value::as_str)))
+        })
+        .collect();
+    for (i, m) in messages.iter_mut().enumerate() {
+        let Some(Value::Array(blocks)) = m.get_mut("content") else {
+            continue;
+        };
+        for (j, block) in blocks.iter_mut().enumerate() {
+            if block_type(block) != "tool_result" {
+                continue;
+            }
+            let Some(Value::Array(parts)) = block.get_mut("content") else {
+                continue;
+            };
+            for (k, part) in parts.iter_mut().enumerate() {
+                if block_type(part) != "tool_reference" {
+                    continue;
+                }
+                let name = match part.get("tool_name") {
+                    Some(Value::String(n)) if !n.is_empty() => n.as_str(),
+                    _ => {
+                        return Err(ApiError::invalid(
+                            format!("messages.{i}.content.{j}.content.{k}.tool_name"),
+                            "Field required",
+                        ))
+                    }
+                };
+                let text = match catalog.get(name) {
+                    Some(description) => {
+                        loaded.insert(name.to_string());
+                        params::tool_loaded_text(name, *description)
+                    }
+                    None => {
+                        tracing::debug!(
+                            tool = name,
+                            "a tool_reference names no tool of the request"
+                        );
+                        params::tool_missing_text(name)
+                    }
+                };
+                *part = json!({"type": "text", "text": text});
+            }
+        }
+    }
+    Ok(loaded)
 }
 
 /// An Anthropic-defined tool at `tools.{i}`: the web-search function for a

@@ -216,6 +216,36 @@ pub(crate) fn function_tool(
     Ok(as_tool(function))
 }
 
+/// The most of a tool's description [`tool_loaded_text`] quotes, in
+/// characters.
+const LOADED_DESCRIPTION_CHARS: usize = 200;
+
+/// What the model reads where a client's tool search loaded a tool (an
+/// Anthropic `tool_reference`, a Responses `tool_search_output`):
+/// `Tool "NAME" is now available: <description>`. Only the description's
+/// first line, at most 200 characters, is quoted: the tool's whole schema is
+/// in the request's tools from now on, and this text stays in the
+/// conversation on every later turn, so it stays short.
+pub(crate) fn tool_loaded_text(name: &str, description: Option<&str>) -> String {
+    let line = description
+        .and_then(|d| d.lines().map(str::trim).find(|l| !l.is_empty()))
+        .unwrap_or("");
+    if line.is_empty() {
+        return format!("Tool \"{name}\" is now available.");
+    }
+    let mut short: String = line.chars().take(LOADED_DESCRIPTION_CHARS).collect();
+    if short.len() < line.len() {
+        short.push('…');
+    }
+    format!("Tool \"{name}\" is now available: {short}")
+}
+
+/// What the model reads where a tool search named a tool the request does
+/// not carry (never an error: the search result stays readable).
+pub(crate) fn tool_missing_text(name: &str) -> String {
+    format!("Tool \"{name}\" was found by the search but is not available in this request.")
+}
+
 /// Tool-call arguments as OpenAI clients send them back: a JSON string that
 /// encodes an object (`""` is `{}`), or already an object. Ollama needs the
 /// object.
@@ -450,6 +480,27 @@ mod tests {
         assert!(optional_array(None, "tools", Wording::Named)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn loaded_tools_are_named_in_one_short_line() {
+        assert_eq!(
+            tool_loaded_text("WebSearch", Some("\n  Search the web.\n\nUsage notes: …")),
+            "Tool \"WebSearch\" is now available: Search the web."
+        );
+        assert_eq!(
+            tool_loaded_text("CronList", None),
+            "Tool \"CronList\" is now available."
+        );
+        assert_eq!(
+            tool_loaded_text("x", Some("  ")),
+            "Tool \"x\" is now available."
+        );
+        let long = "é".repeat(300);
+        let text = tool_loaded_text("x", Some(&long));
+        assert!(text.ends_with('…'), "{text}");
+        assert_eq!(text.chars().filter(|&c| c == 'é').count(), 200);
+        assert!(tool_missing_text("Nope").contains("\"Nope\""));
     }
 
     #[test]

@@ -35,6 +35,20 @@
 //!   name comes back as a `function_call` item with `name` and `namespace`
 //!   split again, and `function_call` items sent back with a `namespace` are
 //!   flattened the same way.
+//! * **Tool search** (Codex's deferred MCP tools). A `tool_search` tool with
+//!   `execution: "client"` is offered as the function `tool_search` with its
+//!   own description and parameters; the model's call of it comes back as a
+//!   `tool_search_call` item (`execution: "client"`, `arguments` an object;
+//!   `output_item.added` and `.done`, no other events). A
+//!   `tool_search_call` sent back is that call again; a `tool_search_output`
+//!   is its result, one line per tool it loaded (`Tool "NAME" is now
+//!   available: <the first line of its description>`), and its tools are
+//!   offered to the model from then on (namespaces flattened as above),
+//!   which Ollama's own layer does not do (ollama/ollama#18306). Functions
+//!   with `defer_loading: true` (or in a namespace with it) wait for such an
+//!   output while the client runs the search; a hosted `tool_search`
+//!   (`execution` other than `client`) cannot run here and is dropped, and
+//!   then, as without any search, deferred functions are offered at once.
 //! * **Dropped, never a 400:** tool kinds Ollama cannot run (`web_search`,
 //!   `file_search`, `local_shell`, `custom`, `mcp`, …), input items the API
 //!   documents other than messages, function calls, their outputs and
@@ -48,7 +62,7 @@ use super::openai::reply::total_tokens;
 use super::openai::request::{think, FormatField, Sampling, ThinkFields};
 use super::params::{
     expect_str, function_tool, get, json_object, model_name, optional_array, parse_arguments,
-    parse_content, stream, type_name, UnknownParts, Wording,
+    parse_content, stream, tool_loaded_text, type_name, UnknownParts, Wording,
 };
 use super::{openai, ChatCall, Upstream};
 use crate::config::Config;
@@ -86,7 +100,8 @@ fn prepare_responses(config: &Config, _parts: &Parts, body: &[u8]) -> Result<Ups
         call.stream,
         signer,
         parsed.namespaced,
-    );
+    )
+    .with_tool_search(parsed.tool_search);
     encoder.sources = parsed.include_sources;
     Ok(call.upstream(encoder).requested_as(&parsed.client_model))
 }
@@ -112,6 +127,9 @@ pub(crate) struct Parsed {
     pub(crate) search: Option<SearchTool>,
     /// `include` asked for `web_search_call.action.sources`.
     pub(crate) include_sources: bool,
+    /// `tools` has a `tool_search` the client runs: the model's calls of
+    /// [`TOOL_SEARCH`] are `tool_search_call` items.
+    pub(crate) tool_search: bool,
 }
 
 /// Parses a Responses request body into a native request.
@@ -132,7 +150,7 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
     native.format =
         FormatField::RESPONSES.read(get(&root, "text").and_then(|t| t.get("format")))?;
 
-    let (mut tools, namespaced) = parse_tools(get(&root, "tools"))?;
+    let (mut tools, mut namespaced, tool_search) = parse_tools(get(&root, "tools"))?;
     let tool_choice_none =
         matches!(get(&root, "tool_choice"), Some(Value::String(s)) if s == "none");
     let mut search = None;
@@ -149,7 +167,11 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
         .is_some_and(|s| !s.is_null() && s != "none");
 
     let instructions = expect_str(&root, "instructions", Wording::Named)?;
-    native.messages = parse_input(&config.thinking_key, instructions, root.get("input"))?;
+    let (messages, loaded) = parse_input(&config.thinking_key, instructions, root.get("input"))?;
+    native.messages = messages;
+    if !tool_choice_none {
+        loaded.offer(&mut native.tools, &mut namespaced);
+    }
 
     Ok(Parsed {
         echo: render_echo(&root),
@@ -160,6 +182,7 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
         namespaced,
         search,
         include_sources: includes(&root, "web_search_call.action.sources"),
+        tool_search,
     })
 }
 
@@ -329,62 +352,202 @@ fn function_name<'a>(tool: &'a Value, param: &str) -> Result<&'a str, ApiError> 
         .ok_or_else(|| ApiError::invalid(format!("{param}.name"), "a function tool needs a name"))
 }
 
+/// The name the model calls a client-run `tool_search` by (Codex's own name
+/// for it).
+pub(crate) const TOOL_SEARCH: &str = "tool_search";
+
+/// The description of a client-run `tool_search` that has none.
+const TOOL_SEARCH_DESCRIPTION: &str =
+    "Searches for tools that are not loaded yet; the tools found can be called afterwards.";
+
+/// One function a `function` or `namespace` tool offers.
+struct Function {
+    /// The native tool, named `flat`.
+    native: Value,
+    /// The name the model sees (namespace members flattened).
+    flat: String,
+    /// (namespace, member name), for a namespace member.
+    member: Option<(String, String)>,
+    description: Option<String>,
+    /// `defer_loading: true` on it or on its namespace.
+    deferred: bool,
+}
+
+fn deferred(tool: &Value) -> bool {
+    tool.get("defer_loading").and_then(Value::as_bool) == Some(true)
+}
+
+/// The functions of one `function` or `namespace` tool at `param`, appended
+/// to `out`; other kinds add nothing.
+fn functions(tool: &Value, param: &str, out: &mut Vec<Function>) -> Result<(), ApiError> {
+    match tool
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("function")
+    {
+        "function" => {
+            let name = function_name(tool, param)?;
+            out.push(Function {
+                native: native_function(tool, name, param)?,
+                flat: name.to_string(),
+                member: None,
+                description: description(tool),
+                deferred: deferred(tool),
+            });
+        }
+        "namespace" => {
+            let Some(ns) = tool
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+            else {
+                return Err(ApiError::invalid(
+                    format!("{param}.name"),
+                    "a namespace tool needs a name",
+                ));
+            };
+            let members = tool.get("tools").and_then(Value::as_array);
+            for (j, member) in members.into_iter().flatten().enumerate() {
+                let mparam = format!("{param}.tools[{j}]");
+                let kind = member
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("function");
+                if kind != "function" {
+                    tracing::debug!(
+                        namespace = ns,
+                        kind,
+                        "dropping a namespace member Ollama cannot run"
+                    );
+                    continue;
+                }
+                let name = function_name(member, &mparam)?;
+                let flat = flat_name(ns, name);
+                out.push(Function {
+                    native: native_function(member, &flat, &mparam)?,
+                    member: Some((ns.to_string(), name.to_string())),
+                    flat,
+                    description: description(member),
+                    deferred: deferred(tool) || deferred(member),
+                });
+            }
+        }
+        kind => tracing::debug!(kind, "dropping a tool kind Ollama cannot run"),
+    }
+    Ok(())
+}
+
+fn description(tool: &Value) -> Option<String> {
+    tool.get("description")
+        .or_else(|| tool.get("function").and_then(|f| f.get("description")))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
 /// `tools`: function tools and the functions inside `namespace` groups are
-/// mapped; every other kind is dropped.
+/// mapped; a `tool_search` the client runs (`execution: "client"`) becomes
+/// the function [`TOOL_SEARCH`] with its own description and parameters;
+/// every other kind is dropped. Functions with `defer_loading: true` wait
+/// for a `tool_search_output` to load them when the client runs the search;
+/// without one (a hosted `tool_search` cannot run here, or there is none)
+/// nothing could load them, so they are offered at once. The last value says
+/// whether a client-run `tool_search` is offered.
 #[allow(clippy::type_complexity)]
 fn parse_tools(
     v: Option<&Value>,
-) -> Result<(Vec<Value>, HashMap<String, (String, String)>), ApiError> {
-    let mut out = Vec::new();
-    let mut namespaced = HashMap::new();
+) -> Result<(Vec<Value>, HashMap<String, (String, String)>, bool), ApiError> {
+    let mut found = Vec::new();
+    let mut client_search = false;
     let tools = optional_array(v, "tools", Wording::Named)?;
     for (i, tool) in tools.iter().enumerate() {
         let param = format!("tools[{i}]");
-        match tool
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("function")
-        {
-            "function" => {
-                let name = function_name(tool, &param)?;
-                out.push(native_function(tool, name, &param)?);
+        if tool.get("type").and_then(Value::as_str) != Some("tool_search") {
+            functions(tool, &param, &mut found)?;
+            continue;
+        }
+        if tool.get("execution").and_then(Value::as_str) != Some("client") {
+            tracing::debug!("dropping a hosted tool_search Ollama cannot run");
+            continue;
+        }
+        if client_search {
+            continue;
+        }
+        client_search = true;
+        let parameters = tool
+            .get("parameters")
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}));
+        let native = function_tool(
+            TOOL_SEARCH,
+            Some(
+                tool.get("description")
+                    .cloned()
+                    .unwrap_or_else(|| Value::from(TOOL_SEARCH_DESCRIPTION)),
+            ),
+            Some(parameters),
+            |v| {
+                Wording::Named.wrong_type(&format!("{param}.parameters"), "a JSON Schema object", v)
+            },
+        )?;
+        found.push(Function {
+            native,
+            flat: TOOL_SEARCH.to_string(),
+            member: None,
+            description: None,
+            deferred: false,
+        });
+    }
+    let mut out = Vec::with_capacity(found.len());
+    let mut namespaced = HashMap::new();
+    let mut waiting = 0;
+    for f in found {
+        if f.deferred && client_search {
+            waiting += 1;
+            continue;
+        }
+        if let Some(member) = f.member {
+            namespaced.insert(f.flat, member);
+        }
+        out.push(f.native);
+    }
+    if waiting > 0 {
+        tracing::debug!(waiting, "deferred tools wait for a tool_search_output");
+    }
+    Ok((out, namespaced, client_search))
+}
+
+/// Tools that `tool_search_output` items loaded: offered to the model with
+/// the request's own (a name already offered is not offered twice).
+#[derive(Default)]
+struct Loaded {
+    functions: Vec<Function>,
+}
+
+impl Loaded {
+    fn offer(
+        self,
+        tools: &mut Option<Vec<Value>>,
+        namespaced: &mut HashMap<String, (String, String)>,
+    ) {
+        if self.functions.is_empty() {
+            return;
+        }
+        let tools = tools.get_or_insert_with(Vec::new);
+        let mut names: HashSet<String> = tools
+            .iter()
+            .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+            .map(str::to_string)
+            .collect();
+        for f in self.functions {
+            if !names.insert(f.flat.clone()) {
+                continue;
             }
-            "namespace" => {
-                let Some(ns) = tool
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .filter(|n| !n.is_empty())
-                else {
-                    return Err(ApiError::invalid(
-                        format!("{param}.name"),
-                        "a namespace tool needs a name",
-                    ));
-                };
-                let members = tool.get("tools").and_then(Value::as_array);
-                for (j, member) in members.into_iter().flatten().enumerate() {
-                    let mparam = format!("{param}.tools[{j}]");
-                    let kind = member
-                        .get("type")
-                        .and_then(Value::as_str)
-                        .unwrap_or("function");
-                    if kind != "function" {
-                        tracing::debug!(
-                            namespace = ns,
-                            kind,
-                            "dropping a namespace member Ollama cannot run"
-                        );
-                        continue;
-                    }
-                    let name = function_name(member, &mparam)?;
-                    let flat = flat_name(ns, name);
-                    out.push(native_function(member, &flat, &mparam)?);
-                    namespaced.insert(flat, (ns.to_string(), name.to_string()));
-                }
+            if let Some(member) = f.member {
+                namespaced.insert(f.flat, member);
             }
-            kind => tracing::debug!(kind, "dropping a tool kind Ollama cannot run"),
+            tools.push(f.native);
         }
     }
-    Ok((out, namespaced))
 }
 
 /// Request fields echoed in every `response` object.
@@ -477,8 +640,6 @@ const DROPPED_ITEM_TYPES: &[&str] = &[
     "mcp_call",
     "custom_tool_call",
     "custom_tool_call_output",
-    "tool_search_call",
-    "tool_search_output",
     "compaction",
     "compaction_summary",
     "ghost_snapshot",
@@ -495,19 +656,22 @@ struct InputBuilder<'k> {
     /// The first item dropped (its index and type), to explain an input
     /// left with nothing to answer.
     first_dropped: Option<(usize, String)>,
+    /// Tools `tool_search_output` items loaded.
+    loaded: Loaded,
 }
 
 fn parse_input(
     key: &Key,
     instructions: Option<&str>,
     input: Option<&Value>,
-) -> Result<Vec<Message>, ApiError> {
+) -> Result<(Vec<Message>, Loaded), ApiError> {
     let mut b = InputBuilder {
         key,
         messages: Vec::new(),
         call_names: HashMap::new(),
         pending_thinking: None,
         first_dropped: None,
+        loaded: Loaded::default(),
     };
     if let Some(s) = instructions.filter(|s| !s.is_empty()) {
         b.messages.push(Message::new("system", s));
@@ -542,7 +706,7 @@ fn parse_input(
         };
         return Err(ApiError::invalid("input", message));
     }
-    Ok(b.messages)
+    Ok((b.messages, b.loaded))
 }
 
 impl InputBuilder<'_> {
@@ -565,6 +729,8 @@ impl InputBuilder<'_> {
             "message" => self.message(&p, item),
             "function_call" => self.function_call(&p, item),
             "function_call_output" => self.function_call_output(&p, item),
+            "tool_search_call" => self.tool_search_call(&p, item),
+            "tool_search_output" => self.tool_search_output(&p, item),
             "reasoning" => {
                 self.reasoning(item);
                 Ok(())
@@ -648,6 +814,58 @@ impl InputBuilder<'_> {
             .or_else(|| item.get("id"))
             .and_then(Value::as_str)
             .map(str::to_string);
+        self.push_call(call_id, name, arguments);
+        Ok(())
+    }
+
+    /// A `tool_search_call`: the model's call of [`TOOL_SEARCH`], its
+    /// `arguments` an object (or a string encoding one).
+    fn tool_search_call(&mut self, p: &str, item: &Map<String, Value>) -> Result<(), ApiError> {
+        let arguments = parse_arguments(item.get("arguments"), &format!("{p}.arguments"))?;
+        let call_id = item
+            .get("call_id")
+            .or_else(|| item.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        self.push_call(call_id, TOOL_SEARCH.to_string(), arguments);
+        Ok(())
+    }
+
+    /// A `tool_search_output`: the tools it loaded become callable (see
+    /// [`Loaded`]) and the model reads one line per tool
+    /// ([`tool_loaded_text`]) as the search's result.
+    fn tool_search_output(&mut self, p: &str, item: &Map<String, Value>) -> Result<(), ApiError> {
+        let tools: &[Value] = match item.get("tools") {
+            None | Some(Value::Null) => &[],
+            Some(Value::Array(a)) => a,
+            Some(v) => return Err(Wording::Named.wrong_type(&format!("{p}.tools"), "an array", v)),
+        };
+        let first = self.loaded.functions.len();
+        for (j, tool) in tools.iter().enumerate() {
+            functions(tool, &format!("{p}.tools[{j}]"), &mut self.loaded.functions)?;
+        }
+        let lines: Vec<String> = self
+            .loaded
+            .functions
+            .iter()
+            .skip(first)
+            .map(|f| tool_loaded_text(&f.flat, f.description.as_deref()))
+            .collect();
+        let content = if lines.is_empty() {
+            "The tool search found no tools.".to_string()
+        } else {
+            lines.join("\n")
+        };
+        let call_id = item.get("call_id").and_then(Value::as_str);
+        let mut msg = Message::new("tool", content);
+        msg.tool_name = Some(TOOL_SEARCH.to_string());
+        msg.tool_call_id = call_id.map(str::to_string);
+        self.messages.push(msg);
+        Ok(())
+    }
+
+    /// A call of the assistant's, named as offered to the model.
+    fn push_call(&mut self, call_id: Option<String>, name: String, arguments: Value) {
         if let Some(id) = &call_id {
             self.call_names.insert(id.clone(), name.clone());
         }
@@ -672,7 +890,6 @@ impl InputBuilder<'_> {
                 function: ToolFunction { name, arguments },
             });
         }
-        Ok(())
     }
 
     /// A web search the layer ran in an earlier turn: the call, and a tool
@@ -835,6 +1052,8 @@ struct ResponseEncoder {
     sources: bool,
     /// The web search running: its item id and output index.
     searching: Option<(String, u64)>,
+    /// Calls of [`TOOL_SEARCH`] are `tool_search_call` items.
+    tool_search: bool,
 }
 
 /// Writes `event: <ty>\ndata: {"type":"<ty>","sequence_number":N` — the
@@ -930,6 +1149,25 @@ fn write_function_item(
     out.extend_from_slice(b"}");
 }
 
+/// A `tool_search_call` item; `arguments` is the JSON text of an object.
+fn write_tool_search_item(
+    out: &mut BytesMut,
+    id: &str,
+    status: &str,
+    call_id: &str,
+    arguments: &str,
+) {
+    out.extend_from_slice(b"{\"id\":");
+    write_str(out, id);
+    out.extend_from_slice(b",\"type\":\"tool_search_call\",\"status\":\"");
+    out.extend_from_slice(status.as_bytes());
+    out.extend_from_slice(b"\",\"execution\":\"client\",\"call_id\":");
+    write_str(out, call_id);
+    out.extend_from_slice(b",\"arguments\":");
+    out.extend_from_slice(arguments.as_bytes());
+    out.extend_from_slice(b"}");
+}
+
 fn write_usage(out: &mut BytesMut, done: &Done<'_>) {
     out.extend_from_slice(b"{\"input_tokens\":");
     write_u64(out, done.prompt_tokens);
@@ -978,7 +1216,15 @@ impl ResponseEncoder {
             call_ids: HashSet::new(),
             sources: false,
             searching: None,
+            tool_search: false,
         }
+    }
+
+    /// Renders the model's calls of [`TOOL_SEARCH`] as `tool_search_call`
+    /// items (when the request offered a client-run `tool_search`).
+    fn with_tool_search(mut self, on: bool) -> Self {
+        self.tool_search = on;
+        self
     }
 
     /// The whole `response` object; `extra` is an unfinished item to list
@@ -1213,19 +1459,27 @@ impl ResponseEncoder {
         }
     }
 
-    fn tool_call(&mut self, id: Option<&str>, name: &str, arguments: &str, out: &mut BytesMut) {
-        self.close_open(out, "completed");
-        let index = self.take_index();
-        let item_id = random_id("fc_", 32, false);
-        // The SDK tells calls apart by call_id: keep Ollama's unless it repeats.
-        let call_id = match id {
+    /// A unique `call_id`: the SDK tells calls apart by it, so Ollama's is
+    /// kept unless it repeats.
+    fn call_id(&mut self, id: Option<&str>) -> String {
+        match id {
             Some(id) if self.call_ids.insert(id.to_string()) => id.to_string(),
             _ => {
                 let fresh = random_id("call_", 24, false);
                 self.call_ids.insert(fresh.clone());
                 fresh
             }
-        };
+        }
+    }
+
+    fn tool_call(&mut self, id: Option<&str>, name: &str, arguments: &str, out: &mut BytesMut) {
+        if self.tool_search && name == TOOL_SEARCH {
+            return self.tool_search_call(id, arguments, out);
+        }
+        self.close_open(out, "completed");
+        let index = self.take_index();
+        let item_id = random_id("fc_", 32, false);
+        let call_id = self.call_id(id);
         let (namespace, name) = match self.namespaced.get(name) {
             Some((ns, member)) => (Some(ns.as_str()), member.as_str()),
             None => (None, name),
@@ -1275,6 +1529,25 @@ impl ResponseEncoder {
             write_item_ref(out, &id, index);
             end_event(out);
         }
+    }
+
+    /// A `tool_search_call` item (`execution: "client"`): its `arguments`
+    /// an object, whole in `output_item.added` and `.done` (the model's
+    /// arguments arrive in one piece).
+    fn tool_search_call(&mut self, id: Option<&str>, arguments: &str, out: &mut BytesMut) {
+        self.close_open(out, "completed");
+        let index = self.take_index();
+        let item_id = random_id("tsc_", 32, false);
+        let call_id = self.call_id(id);
+        let mut done_item = BytesMut::new();
+        write_tool_search_item(&mut done_item, &item_id, "completed", &call_id, arguments);
+        if self.stream {
+            let mut added = BytesMut::new();
+            write_tool_search_item(&mut added, &item_id, "in_progress", &call_id, arguments);
+            self.output_item_event(out, "response.output_item.added", index, &added);
+            self.output_item_event(out, "response.output_item.done", index, &done_item);
+        }
+        self.push_output(&done_item);
     }
 
     fn done(&mut self, done: &Done<'_>, out: &mut BytesMut) {

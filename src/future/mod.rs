@@ -9,6 +9,7 @@
 
 mod call;
 mod collect;
+mod decode;
 mod read;
 mod respond;
 mod translate;

@@ -2,6 +2,7 @@
 //! on the memory every request being read and parsed holds together, and
 //! on the time it may take.
 
+use super::decode::{decoder_memory, Decode, Encoding};
 use crate::error::{error_chain, ApiError, BoxError};
 use crate::timer::Sleep;
 use bytes::{Buf, Bytes, BytesMut};
@@ -133,6 +134,8 @@ pin_project! {
         limit: usize,
         hold: Hold,
         deadline: Option<(Sleep, Duration)>,
+        // A compressed body: what is held and bounded is what it decodes to.
+        decode: Option<Decode>,
     }
 }
 
@@ -149,7 +152,19 @@ impl<B> ReadBody<B> {
             limit,
             hold,
             deadline,
+            decode: None,
         }
+    }
+
+    /// The body is compressed with `encoding`: it is decoded as it comes,
+    /// the decoder's own memory taken from the budget first.
+    pub(crate) fn decoding(mut self, encoding: Option<Encoding>) -> Result<Self, ApiError> {
+        if let Some(encoding) = encoding {
+            self.hold.grow(decoder_memory(encoding))?;
+            self.decode =
+                Some(Decode::new(encoding, self.limit).map_err(|e| e.into_api(self.limit))?);
+        }
+        Ok(self)
     }
 }
 
@@ -192,6 +207,17 @@ where
                     let Ok(mut data) = frame.into_data() else {
                         continue;
                     };
+                    if let Some(decode) = this.decode.as_mut() {
+                        let before = decode.len();
+                        while data.has_remaining() {
+                            let chunk = data.chunk();
+                            let len = chunk.len();
+                            decode.feed(chunk).map_err(|e| e.into_api(*this.limit))?;
+                            data.advance(len);
+                        }
+                        this.hold.grow(decode.len() - before)?;
+                        continue;
+                    }
                     let n = data.remaining();
                     if this.buf.len() + n > *this.limit {
                         return Poll::Ready(Err(too_large(*this.limit)));
@@ -210,6 +236,9 @@ where
                     return Poll::Ready(Err(ApiError::new(StatusCode::BAD_REQUEST, message)));
                 }
                 None => {
+                    if let Some(decode) = this.decode.take() {
+                        *this.buf = decode.finish().map_err(|e| e.into_api(*this.limit))?;
+                    }
                     let budget = this.hold.budget.clone();
                     let hold = std::mem::replace(this.hold, Hold::new(budget));
                     return Poll::Ready(Ok((std::mem::take(this.buf).freeze(), hold)));

@@ -91,23 +91,12 @@ where
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(too_large(limit));
         }
-        let encoded = req
-            .headers()
-            .get_all(header::CONTENT_ENCODING)
-            .iter()
-            .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-        if encoded {
-            // Not decoded here (a small body can inflate without bound):
-            // said plainly instead of read as broken JSON.
-            return Err(ApiError::new(
-                http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "compressed request bodies are not supported: send the JSON without Content-Encoding",
-            )
-            .with_code("unsupported_content_encoding"));
-        }
+        // gzip and zstd are decoded as they come, the decoded size bounded.
+        let encoding = super::decode::encoding(req.headers())?;
         let (parts, body) = req.into_parts();
         let hold = Hold::new(config.request_budget.clone());
-        let read = ReadBody::new(body, limit, hold, config.timing.body_deadline());
+        let read =
+            ReadBody::new(body, limit, hold, config.timing.body_deadline()).decoding(encoding)?;
         let job = Job {
             service,
             parts,

@@ -18,6 +18,7 @@
 //! | `[length]` | the default echo, with `done_reason:"length"` |
 //! | `[json]` (or a `format` field) | the single content token `{"ok":true}` |
 //! | `[search:QUERY]`, `[searches:N:QUERY]` or `web search for the query: Q` (and a `web_search` function in `tools`) | a `web_search` call `{"query":…}` (see [`scripted_search`]); several `[search:…]` ⇒ one call each, in one chunk; with `[call:NAME:{json}]` too, also that call, last in the same chunk; `[preamble]` adds `Let me search.` first |
+//! | `[load:NAME:{json}]` in an earlier user message, and a tool `ToolSearch` or `tool_search` | a client's tool search, one step per turn (see [`scripted_load`]): a call of the search tool `{"query":"select:NAME"}`; once it has answered, a call of `NAME` with those arguments if the search's result names `NAME` and `NAME` is among `tools` (else the text `The search result does not name NAME` or `NAME is not offered`); once that has answered, `Tool said: <the last tool message's content>` |
 //! | last message has role `tool` | `Tool said: <that message's content>` |
 //! | `[call:NAME:{json}]` (and non-empty `tools`) | one call of tool `NAME` with those arguments |
 //! | `weather` (and non-empty `tools`) | a `get_weather` call `{"city":"Tokyo"}`; with `two cities` also `{"city":"Paris"}` in the same chunk. `[preamble]` adds a text chunk `Let me check.` first |
@@ -1814,6 +1815,24 @@ fn prepare_chat(body: &[u8], shared: &Shared) -> Result<Prepared, ApiError> {
             events.push(Event::Calls(calls));
         }
         (Ending::Done, false, "stop")
+    } else if let Some(step) = scripted_load(&messages, tools) {
+        match step {
+            Scripted::Say(text) => events.extend(content_events(&text)),
+            Scripted::Call(name, arguments) => {
+                let call = ToolCall {
+                    id: random_call_id(),
+                    index: 0,
+                    name,
+                    arguments,
+                };
+                if common.model.calls_on_done {
+                    done_calls = vec![call];
+                } else {
+                    events.push(Event::Calls(vec![call]));
+                }
+            }
+        }
+        (Ending::Done, false, "stop")
     } else if role(last) == "tool" {
         events.extend(content_events(&format!("Tool said: {}", content(last))));
         (Ending::Done, false, "stop")
@@ -2088,6 +2107,68 @@ fn scripted_call(text: &str) -> Option<(String, Value)> {
         Ok(v @ Value::Object(_)) => Some((name.to_string(), v)),
         _ => None,
     }
+}
+
+/// The next step of a `[load:NAME:{json}]` script.
+enum Scripted {
+    Call(String, Value),
+    Say(String),
+}
+
+/// `[load:NAME:{json arguments}]` in the latest user message that has one, with a search tool
+/// (`ToolSearch`, Claude Code's, or `tool_search`, Codex's) among `tools`: the step that follows
+/// the assistant's last call since that message. No call yet ⇒ call the search tool with
+/// `{"query":"select:NAME"}`; the search was the last call ⇒ call `NAME` if the search's result
+/// (the last tool message) names it, as a model must read it there, and it is offered now, else
+/// say `The search result does not name NAME` or `NAME is not offered`; `NAME` (or anything
+/// else) was ⇒ say `Tool said: <the last tool message's content>`. Later user messages without the keyword (Claude Code adds some
+/// after tool results) do not end the script.
+fn scripted_load(messages: &[&Map<String, Value>], tools: &[Value]) -> Option<Scripted> {
+    let is = |m: &Map<String, Value>, r: &str| str_field(m, "role").is_some_and(|x| x == r);
+    let start = messages.iter().rposition(|m| {
+        is(m, "user") && str_field(m, "content").is_some_and(|c| c.contains("[load:"))
+    })?;
+    let text = str_field(messages[start], "content")?;
+    let (name, arguments) = scripted_call(&text.replacen("[load:", "[call:", 1))?;
+    let offered: Vec<&str> = tools
+        .iter()
+        .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+        .collect();
+    let search = *offered
+        .iter()
+        .find(|n| **n == "ToolSearch" || **n == "tool_search")?;
+    let later = &messages[start + 1..];
+    let last_call = later
+        .iter()
+        .rev()
+        .filter(|m| is(m, "assistant"))
+        .find_map(|m| {
+            m.get("tool_calls")?
+                .as_array()?
+                .last()?
+                .pointer("/function/name")?
+                .as_str()
+        });
+    let result = later
+        .iter()
+        .rev()
+        .find(|m| is(m, "tool"))
+        .and_then(|m| str_field(m, "content"))
+        .unwrap_or("");
+    Some(match last_call {
+        None => Scripted::Call(
+            search.to_string(),
+            json!({ "query": format!("select:{name}") }),
+        ),
+        Some(n) if n == search && !result.contains(name.as_str()) => {
+            Scripted::Say(format!("The search result does not name {name}"))
+        }
+        Some(n) if n == search && !offered.contains(&name.as_str()) => {
+            Scripted::Say(format!("{name} is not offered"))
+        }
+        Some(n) if n == search => Scripted::Call(name, arguments),
+        Some(_) => Scripted::Say(format!("Tool said: {result}")),
+    })
 }
 
 /// The first tool whose name contains `weather`, else the first tool's name.

@@ -132,6 +132,17 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: Option<&Value>,
 ) -> Answer {
+    let bytes = body.map(|b| Bytes::from(b.to_string()));
+    send_bytes(method, url, headers, bytes).await
+}
+
+/// [`send`] with a body of raw bytes (sent as JSON: a compressed body, say).
+pub async fn send_bytes(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Bytes>,
+) -> Answer {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = Request::builder().method(method).uri(url);
     if body.is_some() {
@@ -140,11 +151,7 @@ pub async fn send(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let req = req
-        .body(Full::new(Bytes::from(
-            body.map(Value::to_string).unwrap_or_default(),
-        )))
-        .unwrap();
+    let req = req.body(Full::new(body.unwrap_or_default())).unwrap();
     let res = tokio::time::timeout(Duration::from_secs(30), client.request(req))
         .await
         .expect("an answer within 30 s")

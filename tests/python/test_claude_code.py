@@ -3,7 +3,9 @@ tests/python_clients.rs) pointed straight at the proxy, no LiteLLM between.
 
 The fake Ollama answers with a tool call when the prompt contains
 `[call:NAME:{arguments}]`, so Claude Code really runs its tool, sends the
-result back, and gets the final answer.
+result back, and gets the final answer. With `[load:NAME:{arguments}]` it
+first calls Claude Code's `ToolSearch` for the deferred tool NAME, then NAME
+itself once the search has loaded it.
 """
 
 import json
@@ -31,7 +33,7 @@ def cc_proxy(fake_ollama):
     p.stop()
 
 
-def claude(proxy, tmp_path, *args):
+def claude(proxy, tmp_path, *args, env_extra=None):
     home = tmp_path / "home"
     work = tmp_path / "work"
     home.mkdir(exist_ok=True)
@@ -43,6 +45,7 @@ def claude(proxy, tmp_path, *args):
         "ANTHROPIC_AUTH_TOKEN": "unused",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "DISABLE_AUTOUPDATER": "1",
+        **(env_extra or {}),
     }
     r = subprocess.run(
         [CLAUDE, "-p", *args, "--output-format", "json"],
@@ -72,3 +75,24 @@ def test_claude_code_runs_a_tool_and_reads_its_result(cc_proxy, tmp_path):
     assert out["num_turns"] == 2
     assert (work / "hello.txt").read_text().strip() == "proxied-ok"
     assert out["result"] == "Tool said: proxied-ok"
+
+
+def test_claude_code_searches_for_a_deferred_tool_then_runs_it(cc_proxy, tmp_path):
+    # Tool search (beta advanced-tool-use-2025-11-20): CronList is deferred,
+    # sent only once ToolSearch's tool_reference has loaded it. The fake calls
+    # it only when the search's result names it (the proxy turns the
+    # tool_reference into text; it used to reach the model empty) and it is
+    # offered; otherwise it answers "The search result does not name
+    # CronList" or "CronList is not offered" on the second turn.
+    out, _ = claude(
+        cc_proxy,
+        tmp_path,
+        "list my scheduled jobs [load:CronList:{}]",
+        "--allowedTools",
+        "CronList",
+        env_extra={"ENABLE_TOOL_SEARCH": "true"},
+    )
+    assert out["is_error"] is False, out
+    assert out["num_turns"] == 3, out
+    assert out["result"].startswith("Tool said: "), out["result"]
+    assert "scheduled" in out["result"], out["result"]

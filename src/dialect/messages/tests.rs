@@ -205,6 +205,145 @@ fn maps_sampling_tools_and_ignores_extras() {
     assert!(v.get("tools").is_none(), "tool_choice none drops the tools");
 }
 
+/// Claude Code 2.1.332's tools with tool search on: loaded deferred tools
+/// come with `defer_loading`, and so does a placeholder.
+fn tool_search_tools() -> Value {
+    json!([
+        {"name": "Bash", "description": "Run a command", "input_schema": {"type": "object"}},
+        {"name": "ToolSearch", "description": "Fetches full schema definitions for deferred tools so they can be called.\n\nQuery forms: …",
+         "input_schema": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}},
+        {"name": "CronList", "description": "List all cron jobs scheduled via CronCreate.", "defer_loading": true,
+         "input_schema": {"type": "object", "properties": {}}},
+        {"name": "WebFetch", "description": "\nFetch a URL.\nMore details", "defer_loading": true,
+         "input_schema": {"type": "object", "properties": {"url": {"type": "string"}}}},
+        {"name": "DeferredToolPlaceholder", "description": "Reserved placeholder that keeps deferred tool loading active; never call this tool.",
+         "defer_loading": true, "input_schema": {"type": "object", "properties": {}}}
+    ])
+}
+
+fn tool_names(v: &Value) -> Vec<&str> {
+    v["tools"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn deferred_tools_wait_for_a_tool_reference() {
+    let first = native(json!({
+        "model": "m", "max_tokens": 1, "tools": tool_search_tools(),
+        "messages": [{"role": "user", "content": "hi"}]
+    }));
+    assert_eq!(tool_names(&first), ["Bash", "ToolSearch"]);
+
+    let v = native(json!({
+        "model": "m", "max_tokens": 1, "tools": tool_search_tools(),
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "ToolSearch", "input": {"query": "select:CronList,Nope,WebFetch"}}
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": [
+                    {"type": "tool_reference", "tool_name": "CronList"},
+                    {"type": "tool_reference", "tool_name": "Nope", "cache_control": {"type": "ephemeral"}},
+                    {"type": "tool_reference", "tool_name": "WebFetch"}
+                ]},
+                {"type": "text", "text": "Tool loaded."}
+            ]}
+        ]
+    }));
+    assert_eq!(
+        tool_names(&v),
+        ["Bash", "ToolSearch", "CronList", "WebFetch"]
+    );
+    let msgs = v["messages"].as_array().unwrap();
+    assert_eq!(
+        msgs[2],
+        json!({"role": "tool", "tool_name": "ToolSearch", "tool_call_id": "toolu_1", "content":
+            "Tool \"CronList\" is now available: List all cron jobs scheduled via CronCreate.\n\n\
+             Tool \"Nope\" was found by the search but is not available in this request.\n\n\
+             Tool \"WebFetch\" is now available: Fetch a URL."})
+    );
+    assert_eq!(msgs[3], json!({"role": "user", "content": "Tool loaded."}));
+
+    // A reference in an earlier turn keeps its tool loaded; count_tokens
+    // reads the same way.
+    let counted = parse_request(
+        &config(),
+        json!({"model": "m", "tools": tool_search_tools(), "messages": [
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+              "content": [{"type": "tool_reference", "tool_name": "WebFetch"}]}]},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "go on"}
+        ]})
+        .to_string()
+        .as_bytes(),
+        true,
+    )
+    .unwrap();
+    let names: Vec<&str> = counted
+        .native
+        .tools
+        .iter()
+        .flatten()
+        .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+        .collect();
+    assert_eq!(names, ["Bash", "ToolSearch", "WebFetch"]);
+}
+
+#[test]
+fn server_tool_search_offers_every_deferred_tool() {
+    let mut tools = tool_search_tools();
+    tools
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "tool_search_tool_regex_20251119", "name": "tool_search_tool_regex"}));
+    let v = native(json!({
+        "model": "m", "max_tokens": 1, "tools": tools,
+        "messages": [{"role": "user", "content": "hi"}]
+    }));
+    assert_eq!(
+        tool_names(&v),
+        [
+            "Bash",
+            "ToolSearch",
+            "CronList",
+            "WebFetch",
+            "DeferredToolPlaceholder"
+        ]
+    );
+}
+
+#[test]
+fn a_tool_reference_needs_a_name() {
+    let e = err(
+        json!({"model": "m", "max_tokens": 1, "tools": tool_search_tools(), "messages": [
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+              "content": [{"type": "text", "text": "x"}, {"type": "tool_reference"}]}]}
+        ]}),
+    );
+    assert_eq!(
+        e.param.as_deref(),
+        Some("messages.0.content.0.content.1.tool_name")
+    );
+    assert_eq!(e.message, "Field required");
+    // Without tools it is still text, never an error.
+    let v = native(json!({"model": "m", "max_tokens": 1, "messages": [
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+          "content": [{"type": "tool_reference", "tool_name": "X"}]}]}
+    ]}));
+    assert!(v.get("tools").is_none());
+    assert!(v["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .starts_with("Tool \"X\" was found"));
+}
+
 #[test]
 fn thinking_config_maps_to_think() {
     let mut c = config();

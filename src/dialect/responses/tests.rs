@@ -344,6 +344,142 @@ fn tools_flatten_namespaces_and_drop_other_kinds() {
     assert!(none.native.tools.is_none());
 }
 
+/// Codex's tools with a client-run tool search, and deferred functions.
+fn tool_search_body(input: Value) -> Value {
+    json!({"model":"m","input":input,"tools":[
+        {"type":"function","name":"exec_command","parameters":{"type":"object"}},
+        {"type":"tool_search","execution":"client","description":"Search deferred tools.",
+         "parameters":{"type":"object","properties":{"query":{"type":"string"},"limit":{"type":"number"}},"required":["query"]}},
+        {"type":"function","name":"late","defer_loading":true,"parameters":{"type":"object"}},
+        {"type":"namespace","name":"mcp__docs__","description":"Docs","tools":[
+            {"type":"function","name":"search","defer_loading":true,"parameters":{"type":"object"}}]}
+    ]})
+}
+
+fn offered(p: &Parsed) -> Vec<&str> {
+    p.native
+        .tools
+        .iter()
+        .flatten()
+        .filter_map(|t| t.pointer("/function/name").and_then(Value::as_str))
+        .collect()
+}
+
+#[test]
+fn client_tool_search_is_a_function_and_deferred_tools_wait() {
+    let c = config();
+    let first = parse(&c, tool_search_body(json!("find the docs tool"))).unwrap();
+    assert!(first.tool_search);
+    assert_eq!(offered(&first), ["exec_command", "tool_search"]);
+    assert_eq!(
+        first.native.tools.as_ref().unwrap()[1],
+        json!({"type":"function","function":{"name":"tool_search","description":"Search deferred tools.",
+            "parameters":{"type":"object","properties":{"query":{"type":"string"},"limit":{"type":"number"}},"required":["query"]}}})
+    );
+    assert!(first.namespaced.is_empty());
+    let mut swapped = tool_search_body(json!("x"));
+    swapped["tools"].as_array_mut().unwrap().swap(0, 1);
+    assert_eq!(
+        offered(&parse(&c, swapped).unwrap()),
+        ["tool_search", "exec_command"],
+        "the request's order"
+    );
+
+    // The search and its output, sent back: the call, one line per tool
+    // loaded, and the loaded tools callable (flattened, not twice).
+    let next = parse(
+        &c,
+        tool_search_body(json!([
+            {"role":"user","content":"find the docs tool"},
+            {"type":"tool_search_call","id":"tsc_1","call_id":"ts1","status":"completed","execution":"client",
+             "arguments":{"query":"docs","limit":2}},
+            {"type":"tool_search_output","call_id":"ts1","status":"completed","execution":"client","tools":[
+                {"type":"namespace","name":"mcp__docs__","description":"Docs","tools":[
+                    {"type":"function","name":"search","description":"Search the docs.\nLong details.",
+                     "defer_loading":true,"parameters":{"type":"object","properties":{"q":{"type":"string"}}}}]},
+                {"type":"function","name":"exec_command","parameters":{"type":"object"}}
+            ]}
+        ])),
+    )
+    .unwrap();
+    assert_eq!(
+        offered(&next),
+        ["exec_command", "tool_search", "mcp__docs__search"]
+    );
+    assert_eq!(
+        next.namespaced.get("mcp__docs__search"),
+        Some(&("mcp__docs__".to_string(), "search".to_string()))
+    );
+    let v = crate::dialect::native::finished(&c, next.native);
+    assert_eq!(
+        v["messages"],
+        json!([
+            {"role":"user","content":"find the docs tool"},
+            {"role":"assistant","content":"","tool_calls":[
+                {"id":"ts1","function":{"name":"tool_search","arguments":{"query":"docs","limit":2}}}]},
+            {"role":"tool","tool_name":"tool_search","tool_call_id":"ts1","content":
+                "Tool \"mcp__docs__search\" is now available: Search the docs.\nTool \"exec_command\" is now available."}
+        ])
+    );
+
+    // tool_choice none: nothing offered, loaded or not.
+    let mut body = tool_search_body(json!([
+        {"role":"user","content":"x"},
+        {"type":"tool_search_output","call_id":"ts1","tools":[{"type":"function","name":"late"}]}
+    ]));
+    body["tool_choice"] = json!("none");
+    assert!(parse(&c, body).unwrap().native.tools.is_none());
+
+    // An output with no tools still answers the call.
+    let v = native_json(
+        &c,
+        tool_search_body(json!([
+            {"role":"user","content":"x"},
+            {"type":"tool_search_call","call_id":"ts1","arguments":"{\"query\":\"nothing\"}"},
+            {"type":"tool_search_output","call_id":"ts1","tools":[]}
+        ])),
+    );
+    assert_eq!(
+        v["messages"][1]["tool_calls"][0]["function"]["arguments"],
+        json!({"query":"nothing"})
+    );
+    assert_eq!(
+        v["messages"][2]["content"],
+        "The tool search found no tools."
+    );
+
+    let e = parse(
+        &c,
+        tool_search_body(json!([
+            {"role":"user","content":"x"},
+            {"type":"tool_search_output","call_id":"ts1","tools":{"name":"late"}}
+        ])),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(e.param.as_deref(), Some("input[1].tools"));
+}
+
+#[test]
+fn without_a_client_search_deferred_tools_are_offered() {
+    let c = config();
+    for search in [
+        json!({"type":"tool_search"}),
+        json!({"type":"tool_search","execution":"server"}),
+        json!({"type":"local_shell"}),
+    ] {
+        let mut body = tool_search_body(json!("hi"));
+        body["tools"][1] = search.clone();
+        let p = parse(&c, body).unwrap();
+        assert!(!p.tool_search, "{search}");
+        assert_eq!(
+            offered(&p),
+            ["exec_command", "late", "mcp__docs__search"],
+            "{search}"
+        );
+    }
+}
+
 #[test]
 fn stateful_requests_are_refused_clearly() {
     let c = config();
@@ -714,6 +850,73 @@ fn streams_tool_calls_from_the_done_line_and_text_after_them() {
     );
     assert_eq!(ev[22]["response"]["output"].as_array().unwrap().len(), 4);
     assert_eq!(ev[22]["response"]["status"], "completed");
+}
+
+#[test]
+fn tool_search_calls_are_tool_search_call_items() {
+    let c = config();
+    let line = r#"{"message":{"role":"assistant","content":"","tool_calls":[{"id":"call_1","function":{"index":0,"name":"tool_search","arguments":{"query":"docs","limit":2}}}]},"done":false}"#;
+    let want = |status: &str, id: &Value| {
+        json!({"id":id,"type":"tool_search_call","status":status,"execution":"client",
+               "call_id":"call_1","arguments":{"query":"docs","limit":2}})
+    };
+    for (tools, search) in [
+        (json!([{"type":"tool_search","execution":"client"}]), true),
+        (json!([{"type":"function","name":"tool_search"}]), false),
+    ] {
+        let parsed = parse(
+            &c,
+            json!({"model":"client-model","input":"hi","tools":tools}),
+        )
+        .unwrap();
+        assert_eq!(parsed.tool_search, search);
+        for stream in [true, false] {
+            let enc = ResponseEncoder::new(
+                &parsed.client_model,
+                &parsed.echo,
+                stream,
+                None,
+                parsed.namespaced.clone(),
+            )
+            .with_tool_search(parsed.tool_search);
+            let mut d = Decoder::new(enc, false);
+            let mut out = BytesMut::new();
+            d.line(line.as_bytes(), &mut out);
+            d.line(DONE.as_bytes(), &mut out);
+            assert!(d.finish(&mut out).is_ok());
+            let out = String::from_utf8(out.to_vec()).unwrap();
+            let output = if stream {
+                let ev = events(&out);
+                if !search {
+                    assert!(types(&ev).contains(&"response.function_call_arguments.done"));
+                    continue;
+                }
+                assert_eq!(
+                    types(&ev),
+                    [
+                        "response.created",
+                        "response.in_progress",
+                        "response.output_item.added",
+                        "response.output_item.done",
+                        "response.completed"
+                    ]
+                );
+                let id = &ev[2]["item"]["id"];
+                assert!(id.as_str().unwrap().starts_with("tsc_"), "{id}");
+                assert_eq!(ev[2]["item"], want("in_progress", id));
+                assert_eq!(ev[3]["item"], want("completed", id));
+                ev[4]["response"]["output"].clone()
+            } else {
+                let v: Value = serde_json::from_str(&out).unwrap();
+                if !search {
+                    assert_eq!(v["output"][0]["type"], "function_call");
+                    continue;
+                }
+                v["output"].clone()
+            };
+            assert_eq!(output, json!([want("completed", &output[0]["id"])]));
+        }
+    }
 }
 
 #[test]
