@@ -423,7 +423,11 @@ async fn codex_shaped_request() {
         .iter()
         .map(|t| t["function"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["exec_command", "mcp__weather__get_forecast"]);
+    // The web_search tool is run by the proxy: the model is offered its function.
+    assert_eq!(
+        names,
+        ["exec_command", "mcp__weather__get_forecast", "web_search"]
+    );
     assert_eq!(native["messages"][1]["role"], "system");
     assert!(native.get("think").is_none());
 

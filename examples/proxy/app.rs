@@ -16,6 +16,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
+use ollama_translate::search::{HttpSearch, SearchFormat, WebSearchConfig};
 use ollama_translate::{BoxError, OllamaTranslateLayer, Pool, RequestBody, TranslateBody};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -83,6 +84,11 @@ pub struct Settings {
     /// On shutdown, how long the proxy keeps accepting connections, with
     /// `/readyz` answering 503, before it stops accepting.
     pub shutdown_drain: Duration,
+    /// Where the layer's web searches run and their bounds (`WEB_SEARCH`
+    /// and the `WEB_SEARCH_*` settings); the layer has it too.
+    pub web_search: WebSearchConfig,
+    /// What the line logged at start says of `web_search` (never the key).
+    pub web_search_shown: String,
 }
 
 /// The readiness probe's period when `READINESS_PROBE_SECS` is unset.
@@ -109,6 +115,7 @@ impl std::fmt::Debug for Settings {
             )
             .field("readiness_probe", &self.readiness_probe)
             .field("shutdown_drain", &self.shutdown_drain)
+            .field("web_search", &self.web_search_shown)
             .finish()
     }
 }
@@ -234,7 +241,11 @@ impl Settings {
             None => None,
         };
         let shutdown_drain = secs("SHUTDOWN_DRAIN_SECS", 0)?;
+        let (web_search, web_search_shown) = web_search(&non_empty, &hosts)?;
+        layer = layer.web_search(web_search.clone());
         Ok(Settings {
+            web_search,
+            web_search_shown,
             client_timeout,
             metrics_key,
             readiness_probe,
@@ -283,6 +294,178 @@ fn parse_hosts(bases: &str) -> Result<Vec<Uri>, String> {
         ));
     }
     Ok(hosts)
+}
+
+/// Ollama's public web search API (`WEB_SEARCH=ollama-api` without
+/// `WEB_SEARCH_URL`).
+pub const OLLAMA_API_URL: &str = "https://ollama.com";
+
+/// `WEB_SEARCH` and the `WEB_SEARCH_*` settings: the layer's
+/// [`WebSearchConfig`], and what the line logged at start says of it
+/// (never the key).
+fn web_search(
+    non_empty: &dyn Fn(&str) -> Option<String>,
+    hosts: &[Uri],
+) -> Result<(WebSearchConfig, String), String> {
+    // A number of at least `min` (and at most `max`), `default` when unset.
+    let number = |key: &str, default: u64, min: u64, max: Option<u64>| -> Result<u64, String> {
+        let Some(s) = non_empty(key) else {
+            return Ok(default);
+        };
+        let n: u64 = s.trim().parse().map_err(|e| format!("{key} {s:?}: {e}"))?;
+        match max {
+            Some(max) if n < min || n > max => Err(format!("{key} {s:?} must be {min} to {max}")),
+            None if n < min => Err(format!("{key} must be at least {min}")),
+            _ => Ok(n),
+        }
+    };
+    let max_results = ollama_translate::search::MAX_RESULTS as u64;
+    let results = number("WEB_SEARCH_RESULTS", 5, 1, Some(max_results))?;
+    let result_bytes = number("WEB_SEARCH_RESULT_BYTES", 8192, 256, None)?;
+    // An hour at most: a deadline is an instant, and instants overflow.
+    let timeout = number("WEB_SEARCH_TIMEOUT_SECS", 15, 1, Some(3600))?;
+    let max_uses = number("WEB_SEARCH_MAX_USES", 3, 1, Some(u32::MAX.into()))?;
+    let cap = number("WEB_SEARCH_MAX_USES_CAP", 10, 1, Some(u32::MAX.into()))?;
+    // An explicit default above the cap would silently be the cap.
+    if non_empty("WEB_SEARCH_MAX_USES").is_some() && max_uses > cap {
+        return Err(format!(
+            "WEB_SEARCH_MAX_USES ({max_uses}) is above WEB_SEARCH_MAX_USES_CAP ({cap})"
+        ));
+    }
+    let max_uses = max_uses.min(cap);
+    let url = non_empty("WEB_SEARCH_URL").map(|u| u.trim().to_string());
+    let key = non_empty("WEB_SEARCH_API_KEY").map(|k| k.trim().to_string());
+    if let Some(k) = &key {
+        HeaderValue::from_str(&format!("Bearer {k}"))
+            .map_err(|e| format!("WEB_SEARCH_API_KEY: {e}"))?;
+    }
+    let kind = non_empty("WEB_SEARCH").map(|k| k.trim().to_ascii_lowercase());
+    let (config, shown) = match kind.as_deref().unwrap_or("ollama") {
+        "ollama" => {
+            for (var, value) in [("WEB_SEARCH_URL", &url), ("WEB_SEARCH_API_KEY", &key)] {
+                if value.is_some() {
+                    return Err(format!(
+                        "{var} is set, but WEB_SEARCH is ollama (the default: searches go \
+                         through OLLAMA_BASE_URL); set WEB_SEARCH=searxng or ollama-api"
+                    ));
+                }
+            }
+            let shown: Vec<String> = hosts.iter().map(base_display).collect();
+            let config = WebSearchConfig::new();
+            (
+                config,
+                format!(
+                    "through Ollama at {} (POST /api/experimental/web_search)",
+                    shown.join(", ")
+                ),
+            )
+        }
+        "searxng" => {
+            let url = url.ok_or(
+                "WEB_SEARCH=searxng needs WEB_SEARCH_URL, the SearXNG instance's address \
+                 (e.g. http://searxng:8080)",
+            )?;
+            let base = search_url(&url)?;
+            let mut search = HttpSearch::<_, Full<Bytes>>::new(
+                search_client(),
+                base.clone(),
+                SearchFormat::Searxng,
+            );
+            let mut shown = format!("SearXNG at {}", base_display(&base));
+            if let Some(k) = key {
+                search = search.api_key(k);
+                shown.push_str(" (with WEB_SEARCH_API_KEY)");
+            }
+            (WebSearchConfig::with_backend(search), shown)
+        }
+        "ollama-api" => {
+            let key = key.ok_or(
+                "WEB_SEARCH=ollama-api needs WEB_SEARCH_API_KEY, an API key from ollama.com",
+            )?;
+            let base = search_url(url.as_deref().unwrap_or(OLLAMA_API_URL))?;
+            let search = HttpSearch::<_, Full<Bytes>>::new(
+                search_client(),
+                base.clone(),
+                SearchFormat::OllamaApi,
+            )
+            .api_key(key);
+            (
+                WebSearchConfig::with_backend(search),
+                format!(
+                    "Ollama's web search API at {} (with WEB_SEARCH_API_KEY)",
+                    base_display(&base)
+                ),
+            )
+        }
+        "off" => {
+            return Ok((
+                WebSearchConfig::off(),
+                "off (WEB_SEARCH=off): clients' web search tools are dropped".into(),
+            ))
+        }
+        other => {
+            return Err(format!(
+                "WEB_SEARCH {other:?} must be ollama, searxng, ollama-api or off"
+            ))
+        }
+    };
+    let config = config
+        .max_results(results as usize)
+        .result_bytes(result_bytes as usize)
+        .timeout(Duration::from_secs(timeout))
+        .default_max_uses(max_uses as u32)
+        .max_uses_cap(cap as u32);
+    let shown = format!(
+        "{shown}; {results} results a search, {result_bytes} bytes of text each, {timeout} s \
+         a search, {max_uses} searches a request unless the client says (at most {cap})"
+    );
+    Ok((config, shown))
+}
+
+/// `WEB_SEARCH_URL`: an `http://` or `https://` URL with a host, maybe a
+/// path prefix; no credentials (`WEB_SEARCH_API_KEY` carries a key), no query.
+fn search_url(url: &str) -> Result<Uri, String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("WEB_SEARCH_URL {url:?}: {e}"))?;
+    let Some(authority) = uri.authority() else {
+        return Err(format!(
+            "WEB_SEARCH_URL {url:?} must be an http:// or https:// URL with a host"
+        ));
+    };
+    if authority.as_str().contains('@') {
+        // Not echoed: it holds a password.
+        return Err(
+            "WEB_SEARCH_URL must not hold credentials (user:password@); use WEB_SEARCH_API_KEY"
+                .into(),
+        );
+    }
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!(
+            "WEB_SEARCH_URL {url:?} must be an http:// or https:// URL with a host"
+        ));
+    }
+    if uri.query().is_some() {
+        return Err(format!("WEB_SEARCH_URL {url:?} must not have a query"));
+    }
+    Ok(uri)
+}
+
+/// The client search backends are reached with: `http://`, and `https://`
+/// through rustls with the Mozilla roots of `webpki-roots` (no system
+/// certificates needed); HTTP/1.1, the connect timeout Ollama has.
+pub type SearchClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A [`SearchClient`].
+pub fn search_client() -> SearchClient {
+    let mut http = connector();
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new()).build(https)
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
@@ -657,6 +840,7 @@ pub async fn serve(
     let shown = shown.join(", ");
     println!("ollama-translate listening on http://{addr} (Ollama at {shown})");
     tracing::info!(%addr, ollama = %shown, "listening");
+    tracing::info!("web search: {}", settings.web_search_shown);
 
     let readiness = Readiness::new(settings.readiness_probe.is_some());
     let client: Client<_, RequestBody<Incoming>> =

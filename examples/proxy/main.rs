@@ -64,6 +64,22 @@ Settings (environment variables, default in brackets):
   READINESS_PROBE_SECS   how often /readyz asks Ollama GET /api/version [5]
   SHUTDOWN_DRAIN_SECS    on SIGTERM, keep accepting with /readyz at 503 this long [0]
   SHUTDOWN_GRACE_SECS    then let in-flight streams finish this long [30]
+  WEB_SEARCH             where clients' web search tools search: ollama (through
+                         OLLAMA_BASE_URL's /api/experimental/web_search), searxng,
+                         ollama-api (ollama.com's web search API), or off [ollama]
+  WEB_SEARCH_URL         the SearXNG address (needed for searxng), or the web search
+                         API's [https://ollama.com for ollama-api]
+  WEB_SEARCH_API_KEY     key sent as Authorization: Bearer <key> (needed for
+                         ollama-api) [none]
+  WEB_SEARCH_RESULTS     results a search gives the model, 1 to 10 [5]
+  WEB_SEARCH_RESULT_BYTES
+                         bytes of page text per result that reach the model [8192]
+  WEB_SEARCH_TIMEOUT_SECS
+                         how long one search may take, 1 to 3600 [15]
+  WEB_SEARCH_MAX_USES    searches a request may run when the client sets no
+                         max_uses [3]
+  WEB_SEARCH_MAX_USES_CAP
+                         searches a request may run whatever the client asks [10]
   RUST_LOG               log filter [info]
   OTEL_EXPORTER_OTLP_ENDPOINT
                          export spans over OTLP/HTTP to <endpoint>/v1/traces, e.g.

@@ -538,7 +538,19 @@ fn assistant_messages(
                     tracing::debug!(param = %bp, "dropping a server_tool_use that is not a web search");
                     continue;
                 }
+                // The call is the model's only with its result, below.
                 searches.insert(id.to_string(), query.to_string());
+            }
+            "web_search_tool_result" => {
+                let id = block
+                    .get("tool_use_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let Some(query) = searches.remove(id) else {
+                    tracing::debug!(param = %bp, "dropping a web_search_tool_result without its server_tool_use");
+                    continue;
+                };
+                let text = search_result_text(&config.thinking_key, &query, block.get("content"));
                 msg.tool_calls.push(NativeToolCall {
                     id: Some(id.to_string()),
                     function: ToolFunction {
@@ -546,15 +558,10 @@ fn assistant_messages(
                         arguments: json!({ "query": query }),
                     },
                 });
-            }
-            "web_search_tool_result" => {
-                let id = block.get("tool_use_id").and_then(Value::as_str).unwrap_or_default();
-                let Some(query) = searches.remove(id) else {
-                    tracing::debug!(param = %bp, "dropping a web_search_tool_result without its server_tool_use");
-                    continue;
-                };
-                let text = search_result_text(&config.thinking_key, &query, block.get("content"));
-                out.push(std::mem::replace(&mut msg, Message::new("assistant", String::new())));
+                out.push(std::mem::replace(
+                    &mut msg,
+                    Message::new("assistant", String::new()),
+                ));
                 let mut tool = Message::new("tool", text);
                 tool.tool_name = Some(search::FUNCTION.to_string());
                 tool.tool_call_id = Some(id.to_string());
@@ -637,7 +644,10 @@ fn search_result_text(key: &Key, query: &str, content: Option<&Value>) -> String
                         return Some(hit);
                     }
                     let url = item.get("url").and_then(Value::as_str)?;
-                    let title = item.get("title").and_then(Value::as_str).unwrap_or_default();
+                    let title = item
+                        .get("title")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
                     Some(SearchHit::new(url, title, ""))
                 })
                 .collect();
@@ -853,7 +863,12 @@ fn server_tool(
         None | Some(Value::Null) => None,
         Some(v) => match v.as_u64() {
             Some(n) if n >= 1 => Some(u32::try_from(n).unwrap_or(u32::MAX)),
-            _ => return Err(ApiError::invalid(p("max_uses"), "must be a positive integer")),
+            _ => {
+                return Err(ApiError::invalid(
+                    p("max_uses"),
+                    "must be a positive integer",
+                ))
+            }
         },
     };
     let domains = |field: &str| -> Result<Vec<String>, ApiError> {
@@ -1285,7 +1300,8 @@ impl Encoder for Collector {
                     },
                 });
                 if self.searches > 0 {
-                    body["usage"]["server_tool_use"] = json!({"web_search_requests": self.searches});
+                    body["usage"]["server_tool_use"] =
+                        json!({"web_search_requests": self.searches});
                 }
                 out.extend_from_slice(body.to_string().as_bytes());
             }
@@ -1305,7 +1321,8 @@ impl Encoder for Collector {
         if result.outcome.is_ok() {
             self.searches += 1;
         }
-        self.content.push(search_result_block(&self.head.key, result));
+        self.content
+            .push(search_result_block(&self.head.key, result));
     }
 }
 

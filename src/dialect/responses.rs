@@ -44,7 +44,8 @@ use super::{openai, ChatCall, Upstream};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::json::{write_str, write_u64};
-use crate::ollama::{Done, Encoder, Event};
+use crate::ollama::{Done, Encoder, Event, ServerCall, ServerResult};
+use crate::search::{self, SearchHit, SearchTool};
 use crate::signing::{self, Key};
 use crate::util::{random_id, unix_now};
 use bytes::BytesMut;
@@ -66,15 +67,17 @@ dialect!(
 fn prepare_responses(config: &Config, _parts: &Parts, body: &[u8]) -> Result<Upstream, ApiError> {
     let parsed = parse_request(config, body)?;
     let asked = parsed.include_encrypted || parsed.summary_requested;
-    let call = ChatCall::new(config, parsed.native, "responses")?.asked_for_thinking(asked);
+    let call = ChatCall::searching(config, parsed.native, "responses", parsed.search)?
+        .asked_for_thinking(asked);
     let signer = parsed.include_encrypted.then_some(config.thinking_key);
-    let encoder = ResponseEncoder::new(
+    let mut encoder = ResponseEncoder::new(
         &parsed.client_model,
         &parsed.echo,
         call.stream,
         signer,
         parsed.namespaced,
     );
+    encoder.sources = parsed.include_sources;
     Ok(call.upstream(encoder).requested_as(&parsed.client_model))
 }
 
@@ -95,6 +98,10 @@ pub(crate) struct Parsed {
     pub(crate) summary_requested: bool,
     /// Flat tool name offered to the model → (namespace, member name).
     pub(crate) namespaced: HashMap<String, (String, String)>,
+    /// The request offers the `web_search` tool, which the layer runs.
+    pub(crate) search: Option<SearchTool>,
+    /// `include` asked for `web_search_call.action.sources`.
+    pub(crate) include_sources: bool,
 }
 
 /// Parses a Responses request body into a native request.
@@ -115,9 +122,13 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
     native.format =
         FormatField::RESPONSES.read(get(&root, "text").and_then(|t| t.get("format")))?;
 
-    let (tools, namespaced) = parse_tools(get(&root, "tools"))?;
+    let (mut tools, namespaced) = parse_tools(get(&root, "tools"))?;
     let tool_choice_none =
         matches!(get(&root, "tool_choice"), Some(Value::String(s)) if s == "none");
+    let mut search = None;
+    if !tool_choice_none {
+        search = web_search_tool(config, &root, &mut tools)?;
+    }
     if !tools.is_empty() && !tool_choice_none {
         native.tools = Some(tools);
     }
@@ -137,7 +148,90 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
         include_encrypted,
         summary_requested,
         namespaced,
+        search,
+        include_sources: includes(&root, "web_search_call.action.sources"),
     })
+}
+
+/// Whether `include` lists `what` (its shape is checked by [`parse_include`]).
+fn includes(root: &Map<String, Value>, what: &str) -> bool {
+    get(root, "include")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.iter().any(|v| v.as_str() == Some(what)))
+}
+
+/// The `web_search` (`web_search_preview`, `web_search_2025_08_26`) tool:
+/// the function the layer runs is offered (added to `tools`), with
+/// `filters.allowed_domains`, `user_location` and the request's
+/// `max_tool_calls` as its bounds. `None` without such a tool, or when the
+/// layer's search is off.
+fn web_search_tool(
+    config: &Config,
+    root: &Map<String, Value>,
+    tools: &mut Vec<Value>,
+) -> Result<Option<SearchTool>, ApiError> {
+    let list = get(root, "tools").and_then(Value::as_array);
+    let Some((i, tool)) = list.into_iter().flatten().enumerate().find(|(_, t)| {
+        t.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|k| k.starts_with("web_search"))
+    }) else {
+        return Ok(None);
+    };
+    if !config.web_search.is_enabled() {
+        tracing::debug!("dropping the web_search tool: web search is off");
+        return Ok(None);
+    }
+    if tools.iter().any(|t| {
+        t.get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            == Some(search::FUNCTION)
+    }) {
+        return Err(ApiError::invalid(
+            format!("tools[{i}]"),
+            "a function named \"web_search\" clashes with the web_search tool this proxy runs: rename it",
+        ));
+    }
+    let allowed_domains = match tool.get("filters").and_then(|f| f.get("allowed_domains")) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|d| {
+                d.as_str().map(str::to_string).ok_or_else(|| {
+                    ApiError::invalid(
+                        format!("tools[{i}].filters.allowed_domains"),
+                        "must be an array of strings",
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                format!("tools[{i}].filters.allowed_domains"),
+                "must be an array of strings",
+            ))
+        }
+    };
+    let max_uses = get(root, "max_tool_calls")
+        .and_then(Value::as_u64)
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    let location = tool.get("user_location").map(|l| {
+        ["city", "region", "country"]
+            .iter()
+            .filter_map(|k| l.get(*k).and_then(Value::as_str))
+            .filter(|s| !s.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    tools.push(search::function(
+        location.as_deref().filter(|l| !l.is_empty()),
+    ));
+    Ok(Some(SearchTool {
+        max_uses,
+        allowed_domains,
+        blocked_domains: Vec::new(),
+    }))
 }
 
 /// `include`, an array of strings: whether it asks for
@@ -357,7 +451,6 @@ fn render_echo(root: &Map<String, Value>) -> Vec<u8> {
 const DROPPED_ITEM_TYPES: &[&str] = &[
     "item_reference",
     "file_search_call",
-    "web_search_call",
     "computer_call",
     "computer_call_output",
     "image_generation_call",
@@ -466,6 +559,10 @@ impl InputBuilder<'_> {
                 self.reasoning(item);
                 Ok(())
             }
+            "web_search_call" => {
+                self.web_search_call(item);
+                Ok(())
+            }
             other if DROPPED_ITEM_TYPES.contains(&other) => {
                 tracing::debug!(
                     kind = other,
@@ -566,6 +663,55 @@ impl InputBuilder<'_> {
             });
         }
         Ok(())
+    }
+
+    /// A web search the layer ran in an earlier turn: the call, and a tool
+    /// message with what the item still says (its sources' addresses, when
+    /// it lists them; the page text is not kept).
+    fn web_search_call(&mut self, item: &Map<String, Value>) {
+        let action = item.get("action");
+        let query = action
+            .and_then(|a| a.get("query"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if query.is_empty() {
+            tracing::debug!("dropping a web_search_call item without a query");
+            return;
+        }
+        let id = item.get("id").and_then(Value::as_str).map(str::to_string);
+        if !matches!(self.messages.last(), Some(m) if m.role == "assistant") {
+            self.messages.push(Message::new("assistant", ""));
+        }
+        if let Some(last) = self.messages.last_mut() {
+            last.tool_calls.push(NativeToolCall {
+                id: id.clone(),
+                function: ToolFunction {
+                    name: search::FUNCTION.to_string(),
+                    arguments: json!({ "query": query }),
+                },
+            });
+        }
+        let sources: Vec<SearchHit> = action
+            .and_then(|a| a.get("sources"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.get("url").and_then(Value::as_str))
+            .map(|url| SearchHit::new(url, "", ""))
+            .collect();
+        let text = if item.get("status").and_then(Value::as_str) == Some("failed") {
+            search::model_text(query, Err(search::SearchErrorCode::Unavailable))
+        } else if sources.is_empty() {
+            format!(
+                "The web search for {query:?} ran in an earlier turn; its results are not kept."
+            )
+        } else {
+            search::model_text(query, Ok(&sources))
+        };
+        let mut msg = Message::new("tool", text);
+        msg.tool_name = Some(search::FUNCTION.to_string());
+        msg.tool_call_id = id;
+        self.messages.push(msg);
     }
 
     fn function_call_output(&mut self, p: &str, item: &Map<String, Value>) -> Result<(), ApiError> {
@@ -675,6 +821,10 @@ struct ResponseEncoder {
     signer: Option<Key>,
     namespaced: HashMap<String, (String, String)>,
     call_ids: HashSet<String>,
+    /// `web_search_call` items list their sources.
+    sources: bool,
+    /// The web search running: its item id and output index.
+    searching: Option<(String, u64)>,
 }
 
 /// Writes `event: <ty>\ndata: {"type":"<ty>","sequence_number":N` — the
@@ -816,6 +966,8 @@ impl ResponseEncoder {
             signer,
             namespaced,
             call_ids: HashSet::new(),
+            sources: false,
+            searching: None,
         }
     }
 
@@ -1105,6 +1257,16 @@ impl ResponseEncoder {
         self.push_output(&done_item);
     }
 
+    /// A `web_search_call` event for the running search.
+    fn search_event(&mut self, out: &mut BytesMut, ty: &str) {
+        if let (true, Some((id, index))) = (self.stream, &self.searching) {
+            let (id, index) = (id.clone(), *index);
+            begin_event(&mut self.seq, out, ty);
+            write_item_ref(out, &id, index);
+            end_event(out);
+        }
+    }
+
     fn done(&mut self, done: &Done<'_>, out: &mut BytesMut) {
         let length = done.reason == Some("length");
         self.close_open(out, if length { "incomplete" } else { "completed" });
@@ -1161,6 +1323,57 @@ impl Encoder for ResponseEncoder {
             out.extend_from_slice(b": keep-alive\n\n");
         }
     }
+
+    fn server_call(&mut self, call: &ServerCall<'_>, out: &mut BytesMut) {
+        if self.finished {
+            return;
+        }
+        self.start(out);
+        self.close_open(out, "completed");
+        let id = format!("ws_{}", call.id);
+        let index = self.take_index();
+        if self.stream {
+            let item = web_search_item(&id, "in_progress", call.query, None);
+            self.output_item_event(out, "response.output_item.added", index, item.as_bytes());
+        }
+        self.searching = Some((id, index));
+        self.search_event(out, "response.web_search_call.in_progress");
+        self.search_event(out, "response.web_search_call.searching");
+    }
+
+    fn server_result(&mut self, result: &ServerResult<'_>, out: &mut BytesMut) {
+        if self.finished {
+            return;
+        }
+        let (status, hits) = match result.outcome {
+            Ok(hits) => ("completed", hits),
+            Err(_) => ("failed", &[][..]),
+        };
+        if status == "completed" {
+            self.search_event(out, "response.web_search_call.completed");
+        }
+        let Some((id, index)) = self.searching.take() else {
+            return;
+        };
+        let sources = self.sources.then_some(hits);
+        let item = web_search_item(&id, status, result.query, sources);
+        if self.stream {
+            self.output_item_event(out, "response.output_item.done", index, item.as_bytes());
+        }
+        self.push_output(item.as_bytes());
+    }
+}
+
+/// A `web_search_call` output item; `sources` when `include` asked for them.
+fn web_search_item(id: &str, status: &str, query: &str, sources: Option<&[SearchHit]>) -> String {
+    let mut action = json!({"type": "search", "query": query});
+    if let Some(hits) = sources {
+        action["sources"] = hits
+            .iter()
+            .map(|h| json!({"type": "url", "url": h.url}))
+            .collect();
+    }
+    json!({"id": id, "type": "web_search_call", "status": status, "action": action}).to_string()
 }
 
 #[cfg(test)]

@@ -157,9 +157,26 @@ struct SearxngResult {
     published_date: Option<String>,
 }
 
+/// The most bytes of a backend's error message that go into the log.
+const MAX_SAID: usize = 512;
+
 /// A non-2xx answer as a search error.
 fn status_error(format: SearchFormat, status: StatusCode, body: &[u8]) -> SearchError {
-    let said = crate::dialect::upstream_error_message(status, body);
+    // An empty body says nothing (and no Ollama refused a Host); a long one
+    // (an HTML error page) is cut.
+    let mut said = if body.iter().all(u8::is_ascii_whitespace) {
+        String::from("no message")
+    } else {
+        crate::dialect::upstream_error_message(status, body)
+    };
+    if said.len() > MAX_SAID {
+        let mut end = MAX_SAID;
+        while !said.is_char_boundary(end) {
+            end -= 1;
+        }
+        said.truncate(end);
+        said.push('…');
+    }
     let code = match status.as_u16() {
         429 => SearchErrorCode::TooManyRequests,
         400 | 422 => SearchErrorCode::InvalidInput,
@@ -337,12 +354,13 @@ impl<S, B> HttpSearch<S, B> {
             }
         }
         if let Some(key) = &self.api_key {
-            let v = header::HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+            let mut v = header::HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
                 SearchError::new(
                     SearchErrorCode::Unavailable,
                     "the API key is not a valid header value",
                 )
             })?;
+            v.set_sensitive(true); // kept out of HPACK tables and Debug
             h.insert(header::AUTHORIZATION, v);
         }
         Ok(req)

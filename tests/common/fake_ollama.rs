@@ -1953,18 +1953,29 @@ fn keep_alive_zero(req: &Map<String, Value>) -> bool {
 /// the user's text asks for it: `[search:QUERY]` (one search), `[searches:N:QUERY]` (a search
 /// per round until N `web_search` tool messages are in the conversation, the k-th for
 /// `QUERY k`), or Claude Code's WebSearch sub-request, `Perform a web search for the query: Q`.
-fn scripted_search(text: &str, messages: &[&Map<String, Value>], tools: &[Value]) -> Option<String> {
+fn scripted_search(
+    text: &str,
+    messages: &[&Map<String, Value>],
+    tools: &[Value],
+) -> Option<String> {
     let offered = tools.iter().any(|t| {
-        t.get("function").and_then(|f| f.get("name")).and_then(Value::as_str) == Some("web_search")
+        t.get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            == Some("web_search")
     });
     if !offered {
         return None;
     }
     let done = messages
         .iter()
-        .filter(|m| str_field(m, "role") == Some("tool") && str_field(m, "tool_name") == Some("web_search"))
+        .filter(|m| {
+            str_field(m, "role") == Some("tool") && str_field(m, "tool_name") == Some("web_search")
+        })
         .count();
-    let last_is_tool = messages.last().is_some_and(|m| str_field(m, "role") == Some("tool"));
+    let last_is_tool = messages
+        .last()
+        .is_some_and(|m| str_field(m, "role") == Some("tool"));
     if let Some(start) = text.find("[searches:") {
         let rest = &text[start + "[searches:".len()..];
         let (n, rest) = rest.split_once(':')?;
@@ -1991,24 +2002,39 @@ fn scripted_search(text: &str, messages: &[&Map<String, Value>], tools: &[Value]
 /// `https://blocked.example/…`, `https://docs.rs/…`), cut to `max_results`.
 async fn web_search(body: &[u8]) -> Resp {
     let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let query = req.get("query").and_then(Value::as_str).unwrap_or("").to_string();
+    let query = req
+        .get("query")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     let max = req.get("max_results").and_then(Value::as_u64).unwrap_or(5) as usize;
     let lower = query.to_lowercase();
     if lower.contains("unavailable") {
-        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "web search failed").into_response();
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "web search failed")
+            .into_response();
     }
     if lower.contains("ratelimited") {
         return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many requests").into_response();
     }
     if lower.contains("unsupported") {
-        return respond(StatusCode::NOT_FOUND, Some("text/plain"), "404 page not found");
+        return respond(
+            StatusCode::NOT_FOUND,
+            Some("text/plain"),
+            "404 page not found",
+        );
     }
     if lower.contains("slow") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let slug: String = query
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     let results: Vec<Value> = if lower.contains("nothing") {
         Vec::new()

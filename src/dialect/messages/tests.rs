@@ -175,7 +175,8 @@ fn maps_sampling_tools_and_ignores_extras() {
              "parameters": {"type": "object", "properties": {"file_path": {"type": "string"}},
                             "required": ["file_path"], "additionalProperties": false,
                             "$schema": "http://json-schema.org/draft-07/schema#"}}},
-            {"type": "function", "function": {"name": "NoSchema", "parameters": {"type": "object", "properties": {}}}}
+            {"type": "function", "function": {"name": "NoSchema", "parameters": {"type": "object", "properties": {}}}},
+            crate::search::function(None)
         ])
     );
     assert!(

@@ -163,13 +163,50 @@ fn invalid_arguments_name_the_item() {
 }
 
 #[test]
+fn web_search_calls_come_back_as_the_call_and_what_is_left_of_its_results() {
+    let c = config();
+    let v = native_json(
+        &c,
+        json!({"model":"m","input":[
+            {"role":"user","content":"news?"},
+            {"type":"web_search_call","id":"ws_1","status":"completed","action":{"type":"search","query":"rust 2026",
+             "sources":[{"type":"url","url":"https://blog.rust-lang.org/"}]}},
+            {"type":"web_search_call","id":"ws_2","status":"completed","action":{"type":"search","query":"tokio"}},
+            {"type":"web_search_call","id":"ws_3","status":"failed","action":{"type":"search","query":"x"}},
+            {"role":"assistant","content":"Here."}
+        ]}),
+    );
+    let m = &v["messages"];
+    assert_eq!(m[1]["role"], "assistant");
+    assert_eq!(
+        m[1]["tool_calls"][0],
+        json!({"id":"ws_1","function":{"name":"web_search","arguments":{"query":"rust 2026"}}})
+    );
+    assert_eq!(m[2]["role"], "tool");
+    assert_eq!(m[2]["tool_call_id"], "ws_1");
+    assert!(m[2]["content"]
+        .as_str()
+        .unwrap()
+        .contains("URL: https://blog.rust-lang.org/"));
+    assert_eq!(
+        m[3]["tool_calls"][0]["function"]["arguments"]["query"],
+        "tokio"
+    );
+    assert!(m[4]["content"].as_str().unwrap().contains("not kept"));
+    assert!(m[6]["content"]
+        .as_str()
+        .unwrap()
+        .contains("failed (unavailable)"));
+    assert_eq!(m[7], json!({"role":"assistant","content":"Here."}));
+}
+
+#[test]
 fn other_item_types_are_dropped() {
     let c = config();
     let v = native_json(
         &c,
         json!({"model":"m","input":[
             {"type":"item_reference","id":"msg_1"},
-            {"type":"web_search_call","id":"ws_1","status":"completed","action":{"type":"search","query":"x"}},
             {"type":"custom_tool_call","call_id":"c","name":"apply_patch","input":"..."},
             {"role":"user","content":"hello"}
         ]}),
@@ -289,8 +326,10 @@ fn tools_flatten_namespaces_and_drop_other_kinds() {
                 "parameters":{"type":"object","properties":{"cmd":{"type":"string"}},"required":["cmd"]}}}),
             json!({"type":"function","function":{"name":"mcp__calendar__create_event",
                 "parameters":{"type":"object","properties":{}}}}),
+            crate::search::function(None),
         ]
     );
+    assert_eq!(parsed.search, Some(crate::search::SearchTool::default()));
     assert_eq!(
         parsed.namespaced.get("mcp__calendar__create_event"),
         Some(&("mcp__calendar__".to_string(), "create_event".to_string()))
