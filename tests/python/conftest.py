@@ -89,8 +89,10 @@ def start_fake_ollama():
 
 def start_proxy(ollama_url, **extra_env):
     env = dict(os.environ)
-    for key in ("THINK_MODELS", "REASONING", "OLLAMA_OPTIONS", "MODEL_ALIASES", "PROXY_API_KEY"):
+    for key in ("THINK_MODELS", "REASONING", "OLLAMA_OPTIONS", "MODEL_ALIASES", "PROXY_API_KEY", "KEEPALIVE_SECS"):
         env.pop(key, None)
+    for key in [k for k in env if k.startswith("WEB_SEARCH")]:
+        env.pop(key)
     env.update(
         {
             "OLLAMA_BASE_URL": ollama_url,

@@ -117,3 +117,15 @@ def test_claude_code_web_search_runs_through_the_proxy(recorder, tmp_path):
     follow_up = [c for c in chats if c["messages"][-1]["role"] == "tool" and c["messages"][-1].get("tool_name") == "web_search"]
     assert len(follow_up) == 1
     assert "Site one says: rust tower crate is well documented." in follow_up[0]["messages"][-1]["content"]
+
+
+def test_claude_code_web_search_error_reaches_the_model(cc_proxy, tmp_path):
+    """A search the Ollama host fails (HTTP 500): the sub-request's
+    web_search_tool_result_error is what Claude Code reports to the model."""
+    call = json.dumps({"query": "unavailable news"})
+    out, _ = claude(cc_proxy, tmp_path, f"look it up [call:WebSearch:{call}]", "--allowedTools", "WebSearch")
+    assert out["is_error"] is False
+    assert out["num_turns"] == 2
+    assert "Web search error: unavailable" in out["result"]
+    assert 'The web search for "unavailable news" failed (unavailable)' in out["result"]
+    assert sum(m.get("webSearchRequests", 0) for m in out["modelUsage"].values()) == 0

@@ -315,6 +315,51 @@ def test_messages_stream_pings_while_searching(make_proxy):
     assert events[result][2]["content_block"]["content"][0]["url"] == "https://site1.example/slow-news"
 
 
+def test_messages_search_past_its_deadline_is_unavailable(make_proxy):
+    """WEB_SEARCH_TIMEOUT_SECS=1 and a 3 s search: the model goes on without it."""
+    p = make_proxy(WEB_SEARCH_TIMEOUT_SECS=1)
+    start = time.monotonic()
+    m = anthropic_client(p).messages.create(
+        model="llama3.2", max_tokens=1024, tools=[SEARCH_TOOL], messages=[ask("[search:slow news]")]
+    )
+    assert time.monotonic() - start < 2.5
+    assert m.content[1].content.error_code == "unavailable"
+    assert "failed (unavailable)" in m.content[-1].text
+
+
+def test_messages_search_off_drops_the_tool(recorder):
+    p = start_proxy(recorder.url, WEB_SEARCH="off")
+    try:
+        m = anthropic_client(p).messages.create(
+            model="llama3.2", max_tokens=1024, tools=[SEARCH_TOOL], messages=[ask(f"[search:{QUERY}]")]
+        )
+    finally:
+        p.stop()
+    assert [b.type for b in m.content] == ["text"]
+    assert m.content[0].text == f"Hello! You said: [search:{QUERY}]"
+    assert m.usage.server_tool_use is None
+    assert searched_queries(recorder) == []
+    assert not offers_search(recorder.bodies("/api/chat")[0])
+
+
+def test_responses_stream_keeps_alive_while_searching(make_proxy):
+    """The Responses stream's keep-alive comments during a 3 s search."""
+    p = make_proxy(KEEPALIVE_SECS=1)
+    body = {"model": "llama3.2", "stream": True, "input": "[search:slow news]", "tools": [{"type": "web_search"}]}
+    lines = []  # (seconds since the request, line)
+    start = time.monotonic()
+    with httpx.stream("POST", p.url + "/v1/responses", json=body, timeout=30) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line:
+                lines.append((time.monotonic() - start, line))
+    names = [line for _, line in lines if not line.startswith("data: ")]
+    searching = names.index("event: response.web_search_call.searching")
+    completed = names.index("event: response.web_search_call.completed")
+    assert names[searching + 1 : completed].count(": keep-alive") >= 2, names
+    assert names[-1] == "event: response.completed"
+
+
 # ---------------------------------------------------------------------------
 # OpenAI Responses
 # ---------------------------------------------------------------------------
