@@ -113,6 +113,9 @@ pub(crate) trait Rounds<B>: Send {
         transcoder: &mut dyn Transcode,
         out: &mut BytesMut,
     ) -> Poll<Step<B>>;
+    /// Whether it waits for Ollama (the follow-up's head), which the
+    /// upstream idle timeout bounds; a search has its own deadline.
+    fn waits_on_ollama(&self) -> bool;
 }
 
 impl<B> Rounds<B> for Agent<B>
@@ -131,6 +134,9 @@ where
         out: &mut BytesMut,
     ) -> Poll<Step<B>> {
         Agent::poll(self, cx, transcoder, out)
+    }
+    fn waits_on_ollama(&self) -> bool {
+        matches!(self.state, State::Calling(_) | State::Refused { .. })
     }
 }
 
@@ -294,7 +300,11 @@ where
         };
         let query = match &checked {
             Ok(q) => q.clone(),
-            Err(_) => arguments.to_string(),
+            // What the model sent, when it is a string at all.
+            Err(_) => serde_json::from_str::<serde_json::Value>(arguments)
+                .ok()
+                .and_then(|v| v.get("query")?.as_str().map(str::to_string))
+                .unwrap_or_default(),
         };
         transcoder.server_call(
             &ServerCall {

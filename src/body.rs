@@ -562,7 +562,15 @@ impl Translator {
                 self.fail(failure, Box::new(StreamError(message)));
             }
             Poll::Pending if self.out.len() != before => {}
-            Poll::Pending => return self.poll_deadlines(cx),
+            Poll::Pending => {
+                if !agent.waits_on_ollama() {
+                    // Ollama owes nothing while a search runs.
+                    if let Some(d) = self.deadlines.as_mut() {
+                        d.received(false);
+                    }
+                }
+                return self.poll_deadlines(cx);
+            }
         }
         Poll::Ready(())
     }

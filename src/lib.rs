@@ -105,6 +105,22 @@
 //! [`Pool::maintain`] future (spawn it) keeps what it knows of the hosts
 //! fresh. See [`pool`].
 //!
+//! # Web search
+//!
+//! Claude Code's `WebSearch` and Codex's `web_search` use a tool the API
+//! runs. The layer runs it: the model is offered a `web_search` function,
+//! and when it calls it the layer searches, streams the call and its
+//! results in the client's shape and streams the model's follow-up, all in
+//! one answer. By default the search goes through the wrapped service's
+//! own `POST /api/experimental/web_search` (an Ollama signed in to
+//! ollama.com); [`OllamaTranslateLayer::web_search`] sets another backend
+//! ([`search::WebSearch`], [`search::HttpSearch`] for SearXNG or Ollama's
+//! public API), the bounds, or turns it off. See [`search`].
+//!
+//! Follow-up calls are made from inside the response body, so the wrapped
+//! service must be `Clone + Send + 'static` with `Send` futures and bodies,
+//! as every hyper, axum and tonic stack already requires.
+//!
 //! # Time, limits and features
 //!
 //! Keep-alives and the idle timeouts need a clock: [`OllamaTranslateLayer::timer`]

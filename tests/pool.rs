@@ -800,3 +800,49 @@ async fn a_host_that_takes_no_connection_is_given_up_after_the_connect_timeout()
         "{took:?}"
     );
 }
+
+#[tokio::test]
+async fn a_web_search_goes_to_a_host_that_can_search() {
+    // Host `a` is an Ollama without /api/experimental/web_search (too old, or cloud
+    // features off): whichever host the pool tries first, the search is run by `b`.
+    let a = host(&["llama3.2"], &[]).await;
+    let b = host(&["llama3.2"], &[]).await;
+    a.set_no_search(true);
+    let p = pool(&[&a, &b], &[]).await;
+    for round in 0..2 {
+        let body = json!({"model": "llama3.2", "max_tokens": 64,
+            "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+            "messages": [{"role": "user", "content": format!("[search:pool round {round}]")}]});
+        let res = send("POST", &format!("{}/v1/messages", p.url), &[], Some(&body)).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        let m: Value = serde_json::from_str(&res.body).unwrap();
+        let result = m["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["type"] == "web_search_tool_result")
+            .expect("a result block")
+            .clone();
+        assert!(
+            result["content"].is_array(),
+            "the search ran on a host that can search: {result}"
+        );
+        assert_eq!(m["usage"]["server_tool_use"]["web_search_requests"], 1);
+    }
+    assert_eq!(b.requests_to("/api/experimental/web_search").len(), 2);
+    assert!(
+        !a.requests_to("/api/experimental/web_search").is_empty(),
+        "searches are spread like other requests, so `a` was tried"
+    );
+    let metrics = send("GET", &format!("{}/metrics", p.url), &[], None).await;
+    let failovers = sample(
+        &metrics.body,
+        "ollama_translate_pool_failovers_total",
+        &["reason=\"search_unavailable\""],
+    );
+    assert_eq!(
+        failovers as usize,
+        a.requests_to("/api/experimental/web_search").len(),
+        "each search `a` could not run went on to `b`"
+    );
+}

@@ -1018,6 +1018,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
                 (t::OPERATION_DURATION, t::DURATION_BUCKETS),
                 (t::TIME_TO_FIRST_CHUNK, t::DURATION_BUCKETS),
                 (t::TIME_PER_OUTPUT_CHUNK, t::DURATION_BUCKETS),
+                (t::WEB_SEARCH_DURATION, t::DURATION_BUCKETS),
             ] {
                 builder = builder
                     .set_buckets_for_metric(Matcher::Full(name.to_string()), buckets)

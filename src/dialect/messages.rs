@@ -29,10 +29,22 @@
 //! * **`system` and user text blocks** are joined with a blank line. Plain
 //!   text `document` blocks become text; other document sources and image
 //!   URLs are a 400. Blocks Ollama has no place for (`redacted_thinking`,
-//!   Anthropic server-tool blocks such as `server_tool_use` and
-//!   `web_search_tool_result`, unknown types) are dropped with a debug log;
+//!   a `server_tool_use` without its result, unknown types) are dropped with
+//!   a debug log;
 //!   unknown fields (`metadata`, `cache_control`, `context_management`,
 //!   `output_config`, `service_tier`, …) are ignored.
+//! * **Web search.** A `web_search_*` server tool is offered to the model
+//!   as the `web_search` function the layer runs (see [`crate::search`] and
+//!   [`crate::agent`]): each call streams a `server_tool_use` block
+//!   (`srvtoolu_…`) and a `web_search_tool_result` block whose hits carry
+//!   `encrypted_content`, our sealed copy of what the model read; the
+//!   model's follow-up streams on in the same message.
+//!   `usage.server_tool_use.web_search_requests` counts the searches that
+//!   ran. Sent back, the pair becomes the call and its tool message (the
+//!   turn is split there), with the hits' text only when the seal is ours.
+//!   `max_uses`, `allowed_domains`/`blocked_domains` (not both: a 400) and
+//!   `user_location` are honoured; a custom tool named `web_search` beside
+//!   it is a 400. `web_fetch_*` is dropped.
 //! * **Stop reasons.** Any tool call ⇒ `tool_use`; `length` ⇒ `max_tokens`;
 //!   else `end_turn`. Ollama does not say which stop sequence matched, so
 //!   `stop_sequence` is never reported.

@@ -19,6 +19,16 @@
 //!   foreign or tampered `encrypted_content`, and summary text on its own,
 //!   are dropped (debug log), so a client cannot put words in the model's
 //!   mouth as its own earlier reasoning.
+//! * **Web search.** A `web_search` (`web_search_preview`, …) tool is
+//!   offered to the model as the `web_search` function the layer runs (see
+//!   [`crate::search`] and [`crate::agent`]). Each call is a `web_search_call`
+//!   output item (`ws_…`, `action: {"type":"search","query":…}`, `sources`
+//!   when `include` asks for `web_search_call.action.sources`) with the
+//!   `response.web_search_call.in_progress`, `.searching` and `.completed`
+//!   events; a search that failed is a `failed` item. `max_tool_calls` bounds
+//!   the searches, `filters.allowed_domains` their hits, `user_location`
+//!   goes to the model. A `web_search_call` input item becomes the call and a
+//!   tool message naming its sources (the page text is not in the item).
 //! * **Namespaces.** Members of a `namespace` tool group are offered to the
 //!   model as `<namespace>__<name>` (Codex's own flat spelling: trailing `_`
 //!   of the namespace and leading `_` of the name trimmed). A call of such a

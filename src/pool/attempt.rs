@@ -216,6 +216,12 @@ fn classify<S, R, E>(
             shared.lacks(host, model);
             res.extensions_mut().insert(Retryable);
         }
+    } else if routing.0.kind == Kind::Search
+        && matches!(status.as_u16(), 401 | 403 | 404 | 500 | 502)
+    {
+        // This host cannot search (too old, not signed in, cloud off, or
+        // ollama.com failed it): another may.
+        res.extensions_mut().insert(Retryable);
     } else if status.is_success() {
         let loaded = match (routing.0.kind, &want.model) {
             (Kind::Generate, Some(model)) => Some(model.as_str()),
@@ -279,6 +285,7 @@ impl<S, B, R, E> tower::retry::Policy<Request<RequestBody<B>>, Response<PoolBody
         let reason = match result {
             Err(_) => "unreachable",
             Ok(res) if res.status() == StatusCode::SERVICE_UNAVAILABLE => "busy",
+            Ok(_) if routing.0.kind == Kind::Search => "search_unavailable",
             Ok(_) => "model_missing",
         };
         telemetry::pool_failover(reason);

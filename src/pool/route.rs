@@ -21,6 +21,10 @@ pub(crate) enum Kind {
     /// `POST /api/embed`, `/api/embeddings`, `/api/show`: needs a host with
     /// the model. The body is read to find it.
     Model,
+    /// `POST /api/experimental/web_search` (the layer's web searches): any
+    /// healthy host; one that cannot search (an older Ollama, not signed in
+    /// to ollama.com, cloud features off) sends it to the next.
+    Search,
     /// Anything else: any healthy host, the body passed on as it comes.
     Any,
 }
@@ -33,6 +37,7 @@ impl Kind {
             "/api/ps" if read => Kind::Running,
             "/api/chat" | "/api/generate" if method == Method::POST => Kind::Generate,
             "/api/embed" | "/api/embeddings" | "/api/show" if method == Method::POST => Kind::Model,
+            "/api/experimental/web_search" if method == Method::POST => Kind::Search,
             _ => Kind::Any,
         }
     }
@@ -158,6 +163,10 @@ mod tests {
         assert_eq!(Kind::of(&Method::POST, "/api/chat"), Kind::Generate);
         assert_eq!(Kind::of(&Method::POST, "/api/show"), Kind::Model);
         assert_eq!(Kind::of(&Method::POST, "/api/pull"), Kind::Any);
+        assert_eq!(
+            Kind::of(&Method::POST, "/api/experimental/web_search"),
+            Kind::Search
+        );
         assert!(!Kind::Any.reads_body());
     }
 

@@ -181,6 +181,8 @@ struct Shared {
     /// expiry).
     loaded: Mutex<Vec<&'static str>>,
     busy: AtomicBool,
+    /// `/api/experimental/web_search` answers gin's 404, as an Ollama without it does.
+    no_search: AtomicBool,
     die_mid_stream: AtomicBool,
     header_delay: Mutex<Duration>,
     /// Sleep per KiB of uncached prompt; zero = no prompt cache model.
@@ -369,6 +371,12 @@ impl FakeOllama {
     /// HTTP 503 [`SERVER_BUSY`] right after the request is recorded.
     pub fn set_busy(&self, busy: bool) {
         self.shared.busy.store(busy, Ordering::SeqCst);
+    }
+
+    /// Whether `/api/experimental/web_search` is missing (gin's plain 404), as on an Ollama
+    /// too old for it.
+    pub fn set_no_search(&self, missing: bool) {
+        self.shared.no_search.store(missing, Ordering::SeqCst);
     }
 
     /// Generations (and embeddings) wait `delay` before sending the response head.
@@ -658,7 +666,9 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
             }
             Err(e) => e.into_response(),
         },
-        "/api/experimental/web_search" if post => web_search(&body).await,
+        "/api/experimental/web_search" if post && !shared.no_search.load(Ordering::SeqCst) => {
+            web_search(&body).await
+        }
         "/api/chat" if post => match prepare_chat(&body, &shared) {
             Ok(prepared) => deliver(prepared, chunking, shared).await,
             Err(e) => e.into_response(),
