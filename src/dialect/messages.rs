@@ -1247,7 +1247,7 @@ impl Encoder for StreamEncoder {
                 if self.searches > 0 {
                     out.extend_from_slice(b",\"server_tool_use\":{\"web_search_requests\":");
                     write_u64(out, self.searches);
-                    out.extend_from_slice(b"}");
+                    out.extend_from_slice(b",\"web_fetch_requests\":0}");
                 }
                 out.extend_from_slice(b"}}\n\n");
                 out.extend_from_slice(MESSAGE_STOP);
@@ -1420,7 +1420,7 @@ impl Encoder for Collector {
                 });
                 if self.searches > 0 {
                     body["usage"]["server_tool_use"] =
-                        json!({"web_search_requests": self.searches});
+                        json!({"web_search_requests": self.searches, "web_fetch_requests": 0});
                 }
                 out.extend_from_slice(body.to_string().as_bytes());
             }

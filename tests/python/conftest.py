@@ -4,10 +4,16 @@ Both are built by `cargo build --examples` (see .ci/run) and started here on
 ports the OS picks; every process started is stopped at the end.
 """
 
+import http.client
+import http.server
+import json
 import os
 import pathlib
+import re
 import subprocess
 import threading
+import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -83,8 +89,10 @@ def start_fake_ollama():
 
 def start_proxy(ollama_url, **extra_env):
     env = dict(os.environ)
-    for key in ("THINK_MODELS", "REASONING", "OLLAMA_OPTIONS", "MODEL_ALIASES", "PROXY_API_KEY"):
+    for key in ("THINK_MODELS", "REASONING", "OLLAMA_OPTIONS", "MODEL_ALIASES", "PROXY_API_KEY", "KEEPALIVE_SECS"):
         env.pop(key, None)
+    for key in [k for k in env if k.startswith("WEB_SEARCH")]:
+        env.pop(key)
     env.update(
         {
             "OLLAMA_BASE_URL": ollama_url,
@@ -94,6 +102,104 @@ def start_proxy(ollama_url, **extra_env):
     )
     env.update({k: str(v) for k, v in extra_env.items()})
     return Process([_binary("proxy")], env, "listening on http://")
+
+
+class Recorder:
+    """An HTTP forwarder in front of an upstream (the fake Ollama) that keeps
+    every request's method, path and JSON body: the fake Ollama process has
+    no API to read back what it was sent. Answers are passed on as they come
+    (chunk by chunk, so streams stay streams). Runs in a thread of the test
+    process until `stop()`."""
+
+    HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
+
+    def __init__(self, upstream_url):
+        up = urllib.parse.urlparse(upstream_url)
+        self.records = []
+        lock = threading.Lock()
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _body(self):
+                if "chunked" in self.headers.get("transfer-encoding", "").lower():
+                    data = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0], 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return data
+                        data += self.rfile.read(size)
+                        self.rfile.readline()
+                return self.rfile.read(int(self.headers.get("content-length") or 0))
+
+            def _forward(self):
+                body = self._body()
+                try:
+                    parsed = json.loads(body) if body else None
+                except ValueError:
+                    parsed = None
+                with lock:
+                    recorder.records.append({"method": self.command, "path": self.path, "body": parsed})
+                conn = http.client.HTTPConnection(up.hostname, up.port, timeout=600)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in Recorder.HOP}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                res = conn.getresponse()
+                self.send_response(res.status)
+                for k, v in res.getheaders():
+                    if k.lower() not in Recorder.HOP:
+                        self.send_header(k, v)
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                try:
+                    while True:
+                        chunk = res.read1(65536)
+                        if not chunk:
+                            break
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except OSError:
+                    self.close_connection = True
+                finally:
+                    conn.close()
+
+            do_GET = do_POST = do_DELETE = _forward
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def bodies(self, path):
+        """The JSON bodies of the POSTs to `path`, in order."""
+        return [r["body"] for r in list(self.records) if r["method"] == "POST" and r["path"] == path]
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+def metric(proxy, name, **labels):
+    """One sample of the proxy's `GET /metrics` (0 when it is not there yet)."""
+    with urllib.request.urlopen(proxy.url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if all(got.get(k) == v for k, v in labels.items()):
+            return float(m.group(3))
+    return 0.0
 
 
 @pytest.fixture(scope="session")
@@ -132,3 +238,11 @@ def make_proxy(fake_ollama):
     yield make
     for p in started:
         p.stop()
+
+
+@pytest.fixture
+def recorder(fake_ollama):
+    """A `Recorder` in front of the session's fake Ollama; stopped after the test."""
+    r = Recorder(fake_ollama.url)
+    yield r
+    r.stop()

@@ -96,3 +96,60 @@ def test_claude_code_searches_for_a_deferred_tool_then_runs_it(cc_proxy, tmp_pat
     assert out["num_turns"] == 3, out
     assert out["result"].startswith("Tool said: "), out["result"]
     assert "scheduled" in out["result"], out["result"]
+
+
+def test_claude_code_web_search_runs_through_the_proxy(recorder, tmp_path):
+    """Claude Code's WebSearch tool: the main model calls it; Claude Code
+    makes its own sub-request offering the `web_search_20250305` server tool
+    (one user message, `Perform a web search for the query: Q`, tool_choice
+    forcing web_search); there the fake model calls web_search, the proxy
+    runs the search on the Ollama host and streams server_tool_use and
+    web_search_tool_result; Claude Code turns the result blocks and the
+    summary into the WebSearch tool result, and the main model reads it."""
+    from conftest import metric, start_proxy
+
+    p = start_proxy(
+        recorder.url,
+        DEFAULT_MODEL="qwen3",
+        REASONING="forward",
+        MODEL_ALIASES="claude-haiku-4-5=llama3.2",
+    )
+    try:
+        call = json.dumps({"query": "rust tower crate"})
+        out, _ = claude(p, tmp_path, f"look it up [call:WebSearch:{call}]", "--allowedTools", "WebSearch")
+        searches = metric(p, "ollama_translate_web_searches_total", backend="ollama", outcome="ok")
+    finally:
+        p.stop()
+    assert out["is_error"] is False
+    assert out["num_turns"] == 2
+    result = out["result"]
+    # The main model's answer to the WebSearch tool result...
+    assert result.startswith("Tool said: Web search results for query: \"rust tower crate\"")
+    # ...which has Claude Code's list of the web_search_tool_result hits...
+    assert '"url":"https://site1.example/rust-tower-crate"' in result
+    assert '"title":"Docs on rust tower crate"' in result
+    # ...and the sub-request's answer: the fake model reading the search.
+    assert "Site one says: rust tower crate is well documented." in result
+    assert sum(m.get("webSearchRequests", 0) for m in out["modelUsage"].values()) == 1
+
+    assert searches == 1
+    assert [b["query"] for b in recorder.bodies("/api/experimental/web_search")] == ["rust tower crate"]
+    chats = recorder.bodies("/api/chat")
+    sub = [c for c in chats if "Perform a web search for the query: rust tower crate" in c["messages"][-1]["content"]]
+    assert len(sub) == 1, [c["messages"][-1]["content"][:80] for c in chats]
+    assert [t["function"]["name"] for t in sub[0]["tools"]] == ["web_search"]
+    follow_up = [c for c in chats if c["messages"][-1]["role"] == "tool" and c["messages"][-1].get("tool_name") == "web_search"]
+    assert len(follow_up) == 1
+    assert "Site one says: rust tower crate is well documented." in follow_up[0]["messages"][-1]["content"]
+
+
+def test_claude_code_web_search_error_reaches_the_model(cc_proxy, tmp_path):
+    """A search the Ollama host fails (HTTP 500): the sub-request's
+    web_search_tool_result_error is what Claude Code reports to the model."""
+    call = json.dumps({"query": "unavailable news"})
+    out, _ = claude(cc_proxy, tmp_path, f"look it up [call:WebSearch:{call}]", "--allowedTools", "WebSearch")
+    assert out["is_error"] is False
+    assert out["num_turns"] == 2
+    assert "Web search error: unavailable" in out["result"]
+    assert 'The web search for "unavailable news" failed (unavailable)' in out["result"]
+    assert sum(m.get("webSearchRequests", 0) for m in out["modelUsage"].values()) == 0
