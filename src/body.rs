@@ -559,6 +559,8 @@ impl Translator {
             }
             Poll::Ready(Step::Fail(failure, message)) => {
                 self.between_rounds = false;
+                // The held round is over: the failure is the answer's end.
+                self.transcoder.next_round();
                 self.fail(failure, Box::new(StreamError(message)));
             }
             Poll::Pending if self.out.len() != before => {}

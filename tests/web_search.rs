@@ -1142,7 +1142,6 @@ fn in_band_error(a: &Answer) -> String {
 /// the stream just stops after the `web_search_tool_result` block and is
 /// cut. The same follow-up read whole is a proper 503 (next test).
 #[tokio::test]
-#[ignore = "BUG(issue 19): a refused follow-up after a search gives no in-band error event"]
 async fn a_follow_up_ollama_refuses_is_an_in_band_error() {
     let fake = FakeOllama::start().await;
     let p = proxy(&fake, &[]).await;
@@ -1361,7 +1360,6 @@ async fn the_history_gives_the_model_what_it_read() {
 /// model already read in the call's id, wherever a template renders tool
 /// call ids (and Ollama's prompt cache then misses from there).
 #[tokio::test]
-#[ignore = "BUG(issue 19): the history's search call id differs from the live follow-up's"]
 async fn the_history_repeats_the_live_follow_up_exactly() {
     let fake = FakeOllama::start().await;
     let p = proxy(&fake, &[]).await;

@@ -575,6 +575,8 @@ fn assistant_messages(
                     continue;
                 };
                 let text = search_result_text(&config.thinking_key, &query, block.get("content"));
+                // The model saw the call under the id without its prefix.
+                let id = id.strip_prefix("srvtoolu_").unwrap_or(id);
                 msg.tool_calls.push(NativeToolCall {
                     id: Some(id.to_string()),
                     function: ToolFunction {
