@@ -150,6 +150,7 @@ pub mod pool;
 pub mod search;
 mod service;
 mod signing;
+mod store;
 pub mod telemetry;
 mod timer;
 mod util;

@@ -213,6 +213,9 @@ pub(crate) struct Upstream {
     /// The request offers a web-search server tool the layer runs: the
     /// native request as sent (for the follow-ups) and what the tool asks.
     pub(crate) search: Option<(ChatRequest, SearchTool)>,
+    /// Answered without calling Ollama: this JSON document (a kept
+    /// response).
+    pub(crate) local: Option<Bytes>,
 }
 
 impl Upstream {
@@ -230,6 +233,15 @@ impl Upstream {
             thinking: None,
             model: None,
             search: None,
+            local: None,
+        }
+    }
+
+    /// An answer the dialect has without Ollama: one JSON document.
+    pub(crate) fn local(body: Bytes) -> Self {
+        Upstream {
+            local: Some(body),
+            ..Upstream::document(Endpoint::Tags, Bytes::new(), Box::new(UpstreamError::new(&NativeErrors, StatusCode::OK)))
         }
     }
 
@@ -363,6 +375,7 @@ impl ChatCall {
             thinking: self.thinking,
             model: Some(self.model),
             search: self.search,
+            local: None,
         }
     }
 }
