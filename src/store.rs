@@ -130,10 +130,6 @@ impl ResponseStore {
         self.limits.entries > 0 && self.limits.bytes > 0 && !self.limits.ttl.is_zero()
     }
 
-    pub(crate) fn limits(&self) -> StoreLimits {
-        self.limits
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves consistent data: use it.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())

@@ -405,7 +405,7 @@ pub(crate) struct Served {
 }
 
 /// Every path the layer translates, and who serves it.
-pub(crate) static SERVED: [Served; 8] = [
+pub(crate) static SERVED: [Served; 10] = [
     Served {
         method: Method::POST,
         path: "/v1/chat/completions",
@@ -417,6 +417,18 @@ pub(crate) static SERVED: [Served; 8] = [
         path: "/v1/responses",
         below: false,
         dialect: &responses::Responses,
+    },
+    Served {
+        method: Method::GET,
+        path: "/v1/responses",
+        below: true,
+        dialect: &responses::RetrieveResponse,
+    },
+    Served {
+        method: Method::DELETE,
+        path: "/v1/responses",
+        below: true,
+        dialect: &responses::DeleteResponse,
     },
     Served {
         method: Method::POST,
