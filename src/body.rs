@@ -29,6 +29,12 @@ pub(crate) trait Transcode: Send {
     /// write the dialect's keep-alive (an SSE comment, an Anthropic `ping`),
     /// if it has one and the answer is still going. Default: nothing.
     fn idle(&mut self, _out: &mut BytesMut) {}
+    /// Whether what [`Transcode::abort`] wrote is a complete answer of its
+    /// own (an error document with the status already sent): the body then
+    /// ends cleanly after it instead of with an error. Default: false.
+    fn abort_completes(&self) -> bool {
+        false
+    }
     /// Whether to get the whole body at once instead of line by line.
     fn whole_body(&self) -> bool {
         false
@@ -549,7 +555,7 @@ impl Translator {
                 self.between_rounds = false;
                 self.transcoder.next_round();
                 if let Some(d) = self.deadlines.as_mut() {
-                    d.received(false);
+                    d.received(true, false);
                 }
             }
             Poll::Ready(Step::EndTurn) => {
@@ -568,7 +574,7 @@ impl Translator {
                 if !agent.waits_on_ollama() {
                     // Ollama owes nothing while a search runs.
                     if let Some(d) = self.deadlines.as_mut() {
-                        d.received(false);
+                        d.received(true, false);
                     }
                 }
                 return self.poll_deadlines(cx);
@@ -595,7 +601,9 @@ impl Translator {
         tracing::warn!(error = %message, "the upstream body failed mid-stream");
         self.partial.clear();
         self.transcoder.abort(failure, &message, &mut self.out);
-        self.error = Some(err);
+        if !self.transcoder.abort_completes() {
+            self.error = Some(err);
+        }
         self.measure();
     }
 
@@ -620,10 +628,14 @@ impl Translator {
             Poll::Pending => return self.poll_deadlines(cx),
         };
         let before = self.out.len();
+        // Whitespace alone (an upstream that sends only blank lines) is not
+        // progress: the idle timeout still falls due.
+        let mut progress = true;
         match polled {
             // Trailers from Ollama carry nothing a client dialect can use.
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
+                    progress = !blank(&data);
                     self.feed(data);
                 }
             }
@@ -631,7 +643,7 @@ impl Translator {
             None => self.eof(),
         }
         if let Some(d) = self.deadlines.as_mut() {
-            d.received(self.out.len() != before);
+            d.received(progress, self.out.len() != before);
         }
         Poll::Ready(())
     }
@@ -682,6 +694,13 @@ fn find_newline(s: &[u8]) -> Option<usize> {
         .iter()
         .position(|&b| b == b'\n')
         .map(|p| at + p)
+}
+
+/// Whether `data` holds nothing but whitespace (looking at its first chunk;
+/// data in several chunks counts as something).
+fn blank(data: &impl Buf) -> bool {
+    let chunk = data.chunk();
+    chunk.len() == data.remaining() && chunk.iter().all(u8::is_ascii_whitespace)
 }
 
 /// A frame of `body` as it is, its data as [`Bytes`] and its error boxed.

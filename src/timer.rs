@@ -156,10 +156,14 @@ pub(crate) struct Deadlines {
 }
 
 impl Deadlines {
-    /// Upstream sent a frame; `wrote` says whether it produced output.
-    pub(crate) fn received(&mut self, wrote: bool) {
+    /// Upstream sent a frame; `progress` says whether it carried anything
+    /// but whitespace (blank lines are not progress: they do not put the
+    /// idle timeout off), `wrote` whether it produced output.
+    pub(crate) fn received(&mut self, progress: bool, wrote: bool) {
         let now = self.timer.now();
-        self.last_in = now;
+        if progress {
+            self.last_in = now;
+        }
         if wrote {
             self.last_out = now;
         }

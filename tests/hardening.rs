@@ -497,3 +497,78 @@ async fn a_decompression_bomb_is_a_413_with_memory_flat() {
     assert!(grown < 32 * 1024, "the proxy grew by {grown} KiB");
     assert!(fake.requests_to("/api/chat").is_empty());
 }
+
+#[tokio::test]
+async fn an_upstream_sending_only_blank_lines_times_out() {
+    // One token, then a blank line every 50 ms for up to 20 s.
+    let evil = Evil::start(|_| Answer::Paced {
+        prefix: b"{\"message\":{\"role\":\"assistant\",\"content\":\"ok\"},\"done\":false}\n"
+            .to_vec(),
+        repeat: b"\n".to_vec(),
+        every: Duration::from_millis(50),
+        for_at_most: Duration::from_secs(20),
+    })
+    .await;
+    let p = start(&evil.url, &[("UPSTREAM_IDLE_TIMEOUT", "1")]).await;
+    let url = format!("{}/v1/chat/completions", p.url);
+    let t = Instant::now();
+    let a = send("POST", &url, &[], Some(&chat(true))).await;
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains("idle timeout"), "{}", a.body);
+    assert!(!a.body.contains("[DONE]"), "{}", a.body);
+    let t = Instant::now();
+    let a = send("POST", &url, &[], Some(&chat(false))).await;
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(a.status, 504, "{}", a.body);
+}
+
+/// `{"error":"model '<name>' not found"}` for a `bytes`-long name: how
+/// Ollama answers a model it does not have.
+fn long_404(bytes: usize) -> Answer {
+    let body = json!({"error": format!("model '{}' not found", "m".repeat(bytes))});
+    Answer::Full {
+        status: 404,
+        headers: vec![("content-type", "application/json")],
+        body: body.to_string().into_bytes(),
+    }
+}
+
+#[tokio::test]
+async fn long_error_bodies_from_ollama_end_complete_and_bounded() {
+    let evil = Evil::start(|_| long_404(200 * 1024)).await;
+    let p = start(&evil.url, &[]).await;
+    for (path, body) in [
+        ("/v1/chat/completions", chat(true)),
+        ("/v1/chat/completions", chat(false)),
+        (
+            "/v1/messages",
+            json!({"model": "m", "max_tokens": 5, "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        ("/v1/embeddings", json!({"model": "m", "input": "hi"})),
+    ] {
+        let a = send("POST", &format!("{}{path}", p.url), &[], Some(&body)).await;
+        assert_eq!(a.failed, None, "{path}: the body ends with its last chunk");
+        assert_eq!(a.status, 404, "{path}: {}", a.body);
+        assert!(a.body.len() < 4096, "{path}: {} bytes", a.body.len());
+        // OpenAI's and Anthropic's shapes both keep it at error.message.
+        let message = a.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(message.contains("Ollama answered 404"), "{path}: {message}");
+    }
+    // A short one is still Ollama's own message.
+    let evil = Evil::start(|_| long_404(10)).await;
+    let p = start(&evil.url, &[]).await;
+    let a = send(
+        "POST",
+        &format!("{}/v1/chat/completions", p.url),
+        &[],
+        Some(&chat(true)),
+    )
+    .await;
+    assert_eq!(a.failed, None);
+    assert_eq!(a.status, 404);
+    assert!(a.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("mmmmmmmmmm"));
+}

@@ -630,8 +630,18 @@ impl Transcode for UpstreamError {
         self.render(b"", out);
         Ok(())
     }
-    fn abort(&mut self, _failure: Failure, _error: &str, out: &mut BytesMut) {
+    fn abort(&mut self, _failure: Failure, error: &str, out: &mut BytesMut) {
+        // Too long or cut: the status stands, with a message of our own.
+        if self.message.is_none() {
+            let answered = upstream_error_message(self.status, b"");
+            self.message = Some(format!(
+                "{answered}; its error body could not be read: {error}"
+            ));
+        }
         self.render(b"", out);
+    }
+    fn abort_completes(&self) -> bool {
+        true
     }
     fn whole_body(&self) -> bool {
         true

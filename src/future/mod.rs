@@ -175,7 +175,7 @@ where
                     }
                 };
                 Poll::Ready(Ok(match not_found.take() {
-                    Some(nf) if is_plain_not_found(&res) => plain_not_found(res, nf),
+                    Some(nf) if is_plain_not_found(&res) => plain_not_found(res, nf, timing),
                     _ => res.map(TranslateBody::passthrough),
                 }))
             }
@@ -202,6 +202,7 @@ fn is_plain_not_found<B>(res: &Response<B>) -> bool {
 fn plain_not_found<B>(
     res: Response<B>,
     (dialect, message): (&'static dyn Dialect, String),
+    timing: &Timing,
 ) -> Response<TranslateBody<B>> {
     let (mut parts, body) = res.into_parts();
     parts.status = StatusCode::NOT_FOUND;
@@ -210,7 +211,7 @@ fn plain_not_found<B>(
     let body = TranslateBody::translate(
         body,
         Box::new(transcoder),
-        None,
+        timing.deadlines(),
         Limits::line(MAX_ERROR_BODY),
         None,
     );

@@ -154,10 +154,12 @@ pub(super) fn translated<B>(res: Response<B>, mut answer: Answer<B>) -> Response
             meter.finish(None, Some(parts.status.as_str()));
         }
         let errors = UpstreamError::new(answer.dialect, parts.status);
+        // Bounded in bytes (`MAX_ERROR_BODY`) and in time (the idle
+        // timeout); either way the client gets a whole error document.
         TranslateBody::translate(
             body,
             Box::new(errors),
-            None,
+            answer.timing.deadlines(),
             Limits::line(MAX_ERROR_BODY),
             None,
         )

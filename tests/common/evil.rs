@@ -33,6 +33,14 @@ pub enum Answer {
         repeat: Vec<u8>,
         max_bytes: usize,
     },
+    /// `200`, chunked: `prefix`, then `repeat` once every `every`, for at
+    /// most `for_at_most` or until the peer goes away.
+    Paced {
+        prefix: Vec<u8>,
+        repeat: Vec<u8>,
+        every: Duration,
+        for_at_most: Duration,
+    },
     /// Nothing at all, for up to a minute.
     Silence,
 }
@@ -161,6 +169,29 @@ async fn serve(
                 total += chunk.len();
                 sent.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
                 chunk.clear();
+            }
+        }
+        Answer::Paced {
+            prefix,
+            repeat,
+            every,
+            for_at_most,
+        } => {
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await?;
+            let end = tokio::time::Instant::now() + for_at_most;
+            let mut chunk = prefix;
+            while tokio::time::Instant::now() < end {
+                if !chunk.is_empty() {
+                    let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+                    framed.extend_from_slice(&chunk);
+                    framed.extend_from_slice(b"\r\n");
+                    stream.write_all(&framed).await?;
+                    sent.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(every).await;
+                chunk = repeat.clone();
             }
         }
         Answer::Silence => tokio::time::sleep(Duration::from_secs(60)).await,
