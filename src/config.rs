@@ -334,6 +334,23 @@ impl Config {
             .map_or_else(std::time::Instant::now, |t| t.now())
     }
 
+    /// Whether the configuration names `model` (an alias or its target,
+    /// the default model, a model with options or a reasoning mode of its
+    /// own, a think-model): a name the operator chose, fit for a metric
+    /// label before Ollama has answered for it.
+    pub(crate) fn names_model(&self, model: &str) -> bool {
+        let key = model_key(model);
+        self.aliases.contains_key(&key)
+            || self.aliases.values().any(|t| model_key(t) == key)
+            || self
+                .default_model
+                .as_deref()
+                .is_some_and(|d| model_key(d) == key)
+            || self.model_defaults.contains_key(&key)
+            || self.model_reasoning.contains_key(&key)
+            || self.think_models.contains(&key)
+    }
+
     pub(crate) fn resolve_model<'a>(&'a self, requested: &'a str) -> &'a str {
         match self.aliases.get(&model_key(requested)) {
             Some(target) => target.as_str(),

@@ -61,6 +61,101 @@ pub const DURATION_BUCKETS: &[f64] = &[
 /// labels; the rest are `other`.
 const MAX_MODELS: usize = 64;
 
+/// The most bytes of one label value: a longer one is cut (at a character
+/// boundary) and ends with `…`. Every line of a scrape repeats its labels,
+/// so one long value costs its length times every series it is in.
+pub const MAX_LABEL_BYTES: usize = 128;
+
+/// The label value standing for every value not admitted.
+pub const OTHER: &str = "other";
+
+/// `value` as a metric label value, at most [`MAX_LABEL_BYTES`] long.
+///
+/// For values that come from configuration (a host's address, an API
+/// key's name): their number is bounded there, their length here. Values
+/// that come from clients also need a bound on how many there are: a
+/// [`LabelSet`].
+///
+/// ```
+/// use ollama_translate::telemetry::{bounded_label, MAX_LABEL_BYTES};
+/// assert_eq!(bounded_label("qwen3").as_ref(), "qwen3");
+/// let long = bounded_label(&"é".repeat(1000));
+/// assert!(long.len() <= MAX_LABEL_BYTES && long.ends_with('…'));
+/// ```
+pub fn bounded_label(value: &str) -> SharedString {
+    SharedString::from(cut_label(value).into_owned())
+}
+
+/// `value` cut to [`MAX_LABEL_BYTES`], `…` included.
+fn cut_label(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.len() <= MAX_LABEL_BYTES {
+        return value.into();
+    }
+    let ellipsis = '…';
+    let mut end = MAX_LABEL_BYTES - ellipsis.len_utf8();
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ellipsis}", &value[..end]).into()
+}
+
+/// `text` cut to at most `max` bytes at a character boundary (for span
+/// fields: a client's model name can be megabytes long).
+fn prefix(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Label values admitted one by one, up to a number of distinct ones, each
+/// cut to [`MAX_LABEL_BYTES`]; past the number every new value is
+/// [`OTHER`]. What decides that a value deserves a label (a model Ollama
+/// served, a configured name) is the caller's.
+#[derive(Debug)]
+pub struct LabelSet {
+    max: usize,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl LabelSet {
+    /// An empty set that admits at most `max` distinct values.
+    pub fn new(max: usize) -> Self {
+        LabelSet {
+            max,
+            seen: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// `value`'s label, admitting it while there is room.
+    pub fn admit(&self, value: &str) -> SharedString {
+        let label = cut_label(value);
+        let Ok(mut seen) = self.seen.lock() else {
+            return SharedString::const_str(OTHER);
+        };
+        if seen.contains(label.as_ref())
+            || (seen.len() < self.max && seen.insert(label.clone().into_owned()))
+        {
+            SharedString::from(label.into_owned())
+        } else {
+            SharedString::const_str(OTHER)
+        }
+    }
+
+    /// `value`'s label if it was admitted before, else [`OTHER`].
+    pub fn get(&self, value: &str) -> SharedString {
+        let label = cut_label(value);
+        match self.seen.lock() {
+            Ok(seen) if seen.contains(label.as_ref()) => SharedString::from(label.into_owned()),
+            _ => SharedString::const_str(OTHER),
+        }
+    }
+}
+
 fn describe() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -101,18 +196,12 @@ fn describe() {
     });
 }
 
-/// `model` as a label value: itself while few models have been seen.
-fn model_label(model: &str) -> SharedString {
-    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-    let seen = SEEN.get_or_init(Mutex::default);
-    let Ok(mut seen) = seen.lock() else {
-        return SharedString::const_str("other");
-    };
-    if seen.contains(model) || (seen.len() < MAX_MODELS && seen.insert(model.to_string())) {
-        SharedString::from(model.to_string())
-    } else {
-        SharedString::const_str("other")
-    }
+/// The models that have a label of their own: those Ollama served (a
+/// success answer) and those the configuration names, up to [`MAX_MODELS`].
+/// A name Ollama refused (a 404) is never admitted: it is `other`.
+fn models() -> &'static LabelSet {
+    static MODELS: OnceLock<LabelSet> = OnceLock::new();
+    MODELS.get_or_init(|| LabelSet::new(MAX_MODELS))
 }
 
 /// One translated response leaving the layer.
@@ -124,7 +213,7 @@ pub(crate) fn answered(dialect: &'static str, status: http::StatusCode) {
 /// A pool sent a request to `host`.
 pub(crate) fn pool_routed(host: &str, affinity: &'static str) {
     describe();
-    counter!(POOL_REQUESTS, "server.address" => host.to_string(), "affinity" => affinity)
+    counter!(POOL_REQUESTS, "server.address" => bounded_label(host), "affinity" => affinity)
         .increment(1);
 }
 
@@ -137,7 +226,7 @@ pub(crate) fn pool_failover(reason: &'static str) {
 /// Whether a pool's host answers.
 pub(crate) fn pool_host_up(host: &str, up: bool) {
     describe();
-    gauge!(POOL_HOST_UP, "server.address" => host.to_string()).set(if up { 1.0 } else { 0.0 });
+    gauge!(POOL_HOST_UP, "server.address" => bounded_label(host)).set(if up { 1.0 } else { 0.0 });
 }
 
 /// One web search ran (or was refused before it ran: `duration` is `None`).
@@ -163,7 +252,13 @@ pub(crate) fn upstream_error(error_type: &'static str) {
 /// A generating or embedding request, measured from its start to the end
 /// of its answer (or its failure, or the client going away).
 pub(crate) struct Meter {
-    labels: Vec<Label>,
+    operation: &'static str,
+    /// The model as the client named it, cut to a label's length.
+    model: String,
+    server: Option<SharedString>,
+    /// The configuration names the model, or Ollama answered for it: the
+    /// model may have a label of its own.
+    known: bool,
     span: tracing::Span,
     start: Instant,
     stream: bool,
@@ -176,24 +271,24 @@ pub(crate) struct Meter {
 impl Meter {
     /// Starts measuring `operation` (`chat`, `text_completion`,
     /// `embeddings`) of `model` (as the client named it) served by
-    /// `server` (Ollama's address, when known).
-    pub(crate) fn start(operation: &'static str, model: &str, server: Option<&str>) -> Meter {
+    /// `server` (Ollama's address, when known). `configured`: the
+    /// configuration names the model (see [`Meter::served`]).
+    pub(crate) fn start(
+        operation: &'static str,
+        model: &str,
+        server: Option<&str>,
+        configured: bool,
+    ) -> Meter {
         describe();
-        let mut labels = vec![
-            Label::new("gen_ai.operation.name", operation),
-            Label::new("gen_ai.provider.name", "ollama"),
-            Label::new("gen_ai.request.model", model_label(model)),
-        ];
-        if let Some(server) = server {
-            labels.push(Label::new("server.address", server.to_string()));
-        }
+        // Span fields are bounded too (an exporter sends each span).
+        let shown = prefix(model, 4 * MAX_LABEL_BYTES);
         let span = tracing::info_span!(
             "gen_ai",
-            otel.name = %format_args!("{operation} {}", model.escape_debug()),
+            otel.name = %format_args!("{operation} {}", shown.escape_debug()),
             otel.kind = "client",
             gen_ai.operation.name = operation,
             gen_ai.provider.name = "ollama",
-            gen_ai.request.model = %model.escape_debug(),
+            gen_ai.request.model = %shown.escape_debug(),
             server.address = server,
             gen_ai.usage.input_tokens = tracing::field::Empty,
             gen_ai.usage.output_tokens = tracing::field::Empty,
@@ -202,7 +297,10 @@ impl Meter {
             otel.status_code = tracing::field::Empty,
         );
         Meter {
-            labels,
+            operation,
+            model: cut_label(model).into_owned(),
+            server: server.map(bounded_label),
+            known: configured,
             span,
             start: Instant::now(),
             stream: false,
@@ -211,6 +309,30 @@ impl Meter {
             chunks: 0,
             done: false,
         }
+    }
+
+    /// Ollama answered for the model (a success status): the name is one
+    /// it serves, and may become a label.
+    pub(crate) fn served(&mut self) {
+        self.known = true;
+    }
+
+    /// The labels every measurement of this request carries.
+    fn labels(&self) -> Vec<Label> {
+        let model = if self.known {
+            models().admit(&self.model)
+        } else {
+            models().get(&self.model)
+        };
+        let mut labels = vec![
+            Label::new("gen_ai.operation.name", self.operation),
+            Label::new("gen_ai.provider.name", "ollama"),
+            Label::new("gen_ai.request.model", model),
+        ];
+        if let Some(server) = &self.server {
+            labels.push(Label::new("server.address", server.clone()));
+        }
+        labels
     }
 
     /// The answer streams: chunk timings are recorded.
@@ -235,7 +357,7 @@ impl Meter {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        let mut labels = self.labels.clone();
+        let mut labels = self.labels();
         if let Some(e) = error {
             labels.push(Label::new("error.type", e.to_string()));
             self.span.record("error.type", e);
@@ -297,16 +419,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn model_labels_are_capped() {
-        let labels: Vec<SharedString> = (0..MAX_MODELS + 5)
-            .map(|i| model_label(&format!("cap-test-{i}")))
-            .collect();
-        // Whatever else this process saw first, the tail is folded.
-        assert!(labels[MAX_MODELS..].iter().all(|l| l.as_ref() == "other"));
-        // A name that got its own label keeps it.
-        if labels[0].as_ref() != "other" {
-            assert_eq!(model_label("cap-test-0").as_ref(), "cap-test-0");
+    fn label_sets_are_capped_in_number_and_in_bytes() {
+        let set = LabelSet::new(3);
+        assert_eq!(set.get("a").as_ref(), OTHER, "not admitted yet");
+        for v in ["a", "b", "c"] {
+            assert_eq!(set.admit(v).as_ref(), v);
         }
-        assert_eq!(model_label("never-seen-after-the-cap").as_ref(), "other");
+        assert_eq!(set.admit("d").as_ref(), OTHER, "past the cap");
+        assert_eq!(set.get("b").as_ref(), "b", "an admitted value keeps it");
+        let set = LabelSet::new(2);
+        let long = "x".repeat(1 << 20);
+        let label = set.admit(&long);
+        assert_eq!(label.len(), MAX_LABEL_BYTES);
+        assert!(label.ends_with('…'));
+        // Multi-byte characters are cut at a boundary.
+        let label = bounded_label(&"é".repeat(MAX_LABEL_BYTES));
+        assert!(label.len() <= MAX_LABEL_BYTES);
+        assert!(label.starts_with("éé") && label.ends_with('…'));
+        assert_eq!(bounded_label("short").as_ref(), "short");
+        assert_eq!(prefix("ééé", 3), "é");
+    }
+
+    #[test]
+    fn a_model_gets_a_label_only_once_served_or_configured() {
+        let unknown = Meter::start("chat", "label-test-refused", None, false);
+        assert_eq!(label(&unknown, "gen_ai.request.model"), OTHER);
+        let mut served = Meter::start("chat", "label-test-served", Some("h:1"), false);
+        served.served();
+        assert_eq!(label(&served, "gen_ai.request.model"), "label-test-served");
+        assert_eq!(label(&served, "server.address"), "h:1");
+        // Learned: the next request for it has it before Ollama answers.
+        let again = Meter::start("chat", "label-test-served", None, false);
+        assert_eq!(label(&again, "gen_ai.request.model"), "label-test-served");
+        let configured = Meter::start("chat", "label-test-alias", None, true);
+        assert_eq!(
+            label(&configured, "gen_ai.request.model"),
+            "label-test-alias"
+        );
+        // Still refused: it never was admitted.
+        let refused = Meter::start("chat", "label-test-refused", None, false);
+        assert_eq!(label(&refused, "gen_ai.request.model"), OTHER);
+    }
+
+    fn label(meter: &Meter, key: &str) -> String {
+        meter
+            .labels()
+            .iter()
+            .find(|l| l.key() == key)
+            .map(|l| l.value().to_string())
+            .unwrap_or_default()
     }
 }

@@ -572,3 +572,62 @@ async fn long_error_bodies_from_ollama_end_complete_and_bounded() {
         .unwrap()
         .contains("mmmmmmmmmm"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_model_names_keep_metrics_small() {
+    // Ollama serves `served-*` and has never heard of `missing-*` (its 404
+    // echoes the name, as Ollama's does).
+    let evil = Evil::start(|seen: &Seen| {
+        let body: Value = serde_json::from_slice(&seen.body).unwrap_or_default();
+        let model = body["model"].as_str().unwrap_or("").to_string();
+        if model.starts_with("missing") {
+            let body = json!({"error": format!("model '{model}' not found")});
+            return Answer::Full {
+                status: 404,
+                headers: vec![("content-type", "application/json")],
+                body: body.to_string().into_bytes(),
+            };
+        }
+        ndjson(vec![])
+    })
+    .await;
+    let Some(p) = child(&evil.url, &[("MODEL_ALIASES", "my-alias=served-0")]).await else {
+        return;
+    };
+    let before = p.rss_kib();
+    let url = format!("{}/v1/chat/completions", p.url);
+    let tail = "x".repeat(MIB);
+    for i in 0..64 {
+        let kind = if i % 2 == 0 { "served" } else { "missing" };
+        let mut body = chat(i % 4 < 2);
+        body["model"] = Value::String(format!("{kind}-{i}-{tail}"));
+        let a = send("POST", &url, &[], Some(&body)).await;
+        let want = if kind == "served" { 200 } else { 404 };
+        assert_eq!(a.status, want, "{}", &a.body[..a.body.len().min(300)]);
+    }
+    let mut body = chat(false);
+    body["model"] = json!("my-alias");
+    assert_eq!(send("POST", &url, &[], Some(&body)).await.status, 200);
+    let t = Instant::now();
+    let scrape = send("GET", &format!("{}/metrics", p.url), &[], None).await;
+    let took = t.elapsed();
+    assert_eq!(scrape.status, 200);
+    assert!(took < Duration::from_secs(2), "a scrape took {took:?}");
+    assert!(
+        scrape.body.len() < 2 * MIB,
+        "a scrape of {} bytes",
+        scrape.body.len()
+    );
+    // Names Ollama served (and aliases) are labels, cut short; those it
+    // refused are not.
+    assert!(scrape.body.contains("gen_ai_request_model=\"my-alias\""));
+    // 128 bytes: the name's first 125 and `…`.
+    let cut = format!("gen_ai_request_model=\"served-2-{}…\"", &tail[..116]);
+    assert!(scrape.body.contains(&cut));
+    assert!(!scrape.body.contains("missing-"));
+    assert!(scrape.body.contains("gen_ai_request_model=\"other\""));
+    let longest = scrape.body.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 1024, "a line of {longest} bytes");
+    let grown = p.rss_kib().saturating_sub(before);
+    assert!(grown < 64 * 1024, "the proxy grew by {grown} KiB");
+}

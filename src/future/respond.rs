@@ -129,8 +129,11 @@ pub(super) fn translated<B>(res: Response<B>, mut answer: Answer<B>) -> Response
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert("x-accel-buffering", HeaderValue::from_static("no"));
         }
-        if let (Some(meter), Delivery::Stream) = (answer.meter.as_mut(), answer.delivery) {
-            meter.streaming();
+        if let Some(meter) = answer.meter.as_mut() {
+            meter.served();
+            if answer.delivery == Delivery::Stream {
+                meter.streaming();
+            }
         }
         TranslateBody::translate_with(
             body,

@@ -162,6 +162,7 @@ where
             operation,
             model,
             job.config.server_address.as_deref(),
+            job.config.names_model(model),
         )),
         _ => None,
     };
