@@ -5,7 +5,7 @@ use crate::agent::{Rounds, Step};
 use crate::error::{error_chain, ApiError, BoxError, Failure, StreamError};
 use crate::ollama::{RoundEnd, ServerCall, ServerResult};
 use crate::telemetry::{Meter, Usage};
-use crate::timer::{Deadlines, Due};
+use crate::timer::{Deadlines, Due, Pace, PACE_BYTES};
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
@@ -847,6 +847,8 @@ pin_project! {
     #[project = ReqInnerProj]
     enum ReqInner<B> {
         Original { #[pin] body: B },
+        // Passed through, at the pace the body timeout asks.
+        Paced { #[pin] body: B, pace: Pace },
         Rewritten { data: Option<Bytes> },
     }
 }
@@ -856,6 +858,23 @@ impl<B> RequestBody<B> {
     pub fn original(body: B) -> Self {
         RequestBody {
             inner: ReqInner::Original { body },
+        }
+    }
+
+    /// Wraps a body passed through: with a body timeout, it fails once it
+    /// falls behind the pace that asks (see [`Pace`]), and the flag it
+    /// comes with says so.
+    pub(crate) fn passed_through(
+        body: B,
+        timing: &crate::timer::Timing,
+    ) -> (Self, Option<std::sync::Arc<std::sync::atomic::AtomicBool>>) {
+        match timing.pace() {
+            Some(pace) => {
+                let late = pace.late();
+                let inner = ReqInner::Paced { body, pace };
+                (RequestBody { inner }, Some(late))
+            }
+            None => (Self::original(body), None),
         }
     }
 
@@ -872,7 +891,7 @@ impl<B> RequestBody<B> {
     pub(crate) fn whole(&self) -> Option<Bytes> {
         match &self.inner {
             ReqInner::Rewritten { data } => Some(data.clone().unwrap_or_default()),
-            ReqInner::Original { .. } => None,
+            ReqInner::Original { .. } | ReqInner::Paced { .. } => None,
         }
     }
 }
@@ -891,6 +910,25 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().inner.project() {
             ReqInnerProj::Original { body } => poll_as_bytes(body, cx),
+            ReqInnerProj::Paced { body, pace } => match poll_as_bytes(body, cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    pace.arrived(frame.data_ref().map_or(0, Bytes::len), false);
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(end) => {
+                    pace.arrived(0, true);
+                    Poll::Ready(end)
+                }
+                Poll::Pending => {
+                    ready!(pace.poll_late(cx));
+                    let message = format!(
+                        "the request body stalled: less than {} KiB arrived in {} s",
+                        PACE_BYTES / 1024,
+                        pace.after().as_secs()
+                    );
+                    Poll::Ready(Some(Err(StreamError(message).into())))
+                }
+            },
             ReqInnerProj::Rewritten { data } => {
                 Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
             }
@@ -899,14 +937,14 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            ReqInner::Original { body } => body.is_end_stream(),
+            ReqInner::Original { body } | ReqInner::Paced { body, .. } => body.is_end_stream(),
             ReqInner::Rewritten { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            ReqInner::Original { body } => body.size_hint(),
+            ReqInner::Original { body } | ReqInner::Paced { body, .. } => body.size_hint(),
             ReqInner::Rewritten { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
@@ -918,6 +956,7 @@ impl<B> std::fmt::Debug for RequestBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.inner {
             ReqInner::Original { .. } => "Original",
+            ReqInner::Paced { .. } => "Paced",
             ReqInner::Rewritten { .. } => "Rewritten",
         };
         f.debug_struct("RequestBody").field("kind", &kind).finish()

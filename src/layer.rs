@@ -223,7 +223,10 @@ impl OllamaTranslateLayer {
     }
 
     /// The longest a client may take to send a translated request's body
-    /// (default: 60 s; zero disables); past it, a 408 in its dialect.
+    /// (default: 60 s; zero disables); past it, a 408 in its dialect. A
+    /// body passed through (`/api/*`) may take any time in all, but each
+    /// 64 KiB of it (or its rest) must arrive within this long of the wait
+    /// for them starting; a stalled or trickled one is a 408 too.
     /// Needs [`Self::timer`].
     pub fn request_body_timeout(mut self, after: Duration) -> Self {
         self.config_mut().timing.body_timeout = Some(after).filter(|d| !d.is_zero());

@@ -147,11 +147,14 @@ where
         let Some(d) = dialect::route(req.method(), path) else {
             let not_found = dialect::not_found(req.method(), path);
             let errors = dialect::error_dialect(path);
+            let (parts, body) = req.into_parts();
+            let (body, late) = RequestBody::passed_through(body, &self.config.timing);
             return ResponseFuture::passthrough(
-                self.inner.call(req.map(RequestBody::original)),
+                self.inner.call(Request::from_parts(parts, body)),
                 not_found,
                 &self.config.timing,
                 errors,
+                late,
             );
         };
         // The clone is not necessarily ready: keep the ready one for the

@@ -11,6 +11,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -113,6 +114,18 @@ impl Timing {
         let timer = self.timer.as_ref()?;
         let after = self.body_timeout?;
         Some((timer.sleep_until(timer.now() + after), after))
+    }
+
+    /// The pace a body passed through must keep, when there is a body
+    /// timeout to keep.
+    pub(crate) fn pace(&self) -> Option<Pace> {
+        Some(Pace {
+            timer: self.timer.clone()?,
+            after: self.body_timeout?,
+            sleep: None,
+            got: 0,
+            late: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// A body's deadlines, when there are any to keep.
@@ -220,5 +233,65 @@ impl Deadlines {
             // for the new one on the next turn.
             self.sleep = None;
         }
+    }
+}
+
+/// A request body passed through may take any time in all (a model blob
+/// of gigabytes), but each [`PACE_BYTES`] of it (or its rest) must arrive
+/// within the body timeout of the wait for them starting: a stalled or
+/// trickled body fails instead of holding a connection to Ollama.
+pub(crate) const PACE_BYTES: usize = 64 * 1024;
+
+/// The pace a client keeps while its body is passed through.
+pub(crate) struct Pace {
+    timer: Arc<dyn Timer>,
+    after: Duration,
+    /// Armed when the body first has nothing after the last reset.
+    sleep: Option<Sleep>,
+    /// Bytes since the last reset.
+    got: usize,
+    /// Set once the body fell behind: the response is then a 408.
+    late: Arc<AtomicBool>,
+}
+
+impl Pace {
+    /// The flag that says the body fell behind.
+    pub(crate) fn late(&self) -> Arc<AtomicBool> {
+        self.late.clone()
+    }
+
+    /// The body timeout.
+    pub(crate) fn after(&self) -> Duration {
+        self.after
+    }
+
+    /// `n` bytes arrived; the body ended (`n` is then 0, and `end` true).
+    pub(crate) fn arrived(&mut self, n: usize, end: bool) {
+        self.got = self.got.saturating_add(n);
+        if end || self.got >= PACE_BYTES {
+            self.got = 0;
+            self.sleep = None;
+        }
+    }
+
+    /// The body has nothing right now: `Ready` once it has had nothing
+    /// new enough for the body timeout (and the flag is set).
+    pub(crate) fn poll_late(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let (timer, after) = (&self.timer, self.after);
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| timer.sleep_until(timer.now() + after));
+        ready!(sleep.as_mut().poll(cx));
+        self.late.store(true, Ordering::Release);
+        Poll::Ready(())
+    }
+}
+
+impl fmt::Debug for Pace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pace")
+            .field("after", &self.after)
+            .field("got", &self.got)
+            .finish()
     }
 }

@@ -631,3 +631,76 @@ async fn long_model_names_keep_metrics_small() {
     let grown = p.rss_kib().saturating_sub(before);
     assert!(grown < 64 * 1024, "the proxy grew by {grown} KiB");
 }
+
+/// Sends `path` a head promising 100 000 bytes of body, then either 10
+/// bytes and nothing more or a byte every 100 ms; the answer (read until
+/// its JSON says why, or the connection closes) and how long it took.
+async fn stall_a_body(addr: &str, path: &str, trickle: bool) -> (Duration, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{{\"model\":\""
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let writer = tokio::spawn(async move {
+        while trickle {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if w.write_all(b"a").await.is_err() {
+                break;
+            }
+        }
+        w
+    });
+    let t = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("}") {
+        match tokio::time::timeout(Duration::from_secs(15), r.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("{path}: no answer within 15 s"),
+        }
+    }
+    writer.abort();
+    (t.elapsed(), String::from_utf8_lossy(&got).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passed_through_bodies_that_stall_or_trickle_are_a_408() {
+    let (a, b) = (FakeOllama::start().await, FakeOllama::start().await);
+    let env = [
+        ("CLIENT_TIMEOUT_SECS", "1"),
+        ("UPSTREAM_IDLE_TIMEOUT", "20"),
+    ];
+    let one = start(&a.base_url(), &env).await;
+    let hosts = format!("{},{}", a.base_url(), b.base_url());
+    let pool = start(&hosts, &env).await;
+    for (p, which) in [(&one, "one host"), (&pool, "a pool")] {
+        for path in ["/api/chat", "/api/blobs/sha256:00"] {
+            for trickle in [false, true] {
+                let (took, got) = stall_a_body(&p.addr, path, trickle).await;
+                let what = format!("{which}, {path}, trickle {trickle}");
+                assert!(got.starts_with("HTTP/1.1 408"), "{what}: {got}");
+                assert!(
+                    got.contains("stalled") || got.contains("did not arrive"),
+                    "{what}: {got}"
+                );
+                assert!(took < Duration::from_secs(5), "{what}: {took:?}");
+            }
+        }
+        // A body that keeps coming is passed through whole.
+        let a = send(
+            "POST",
+            &format!("{}/api/chat", p.url),
+            &[],
+            Some(&json!({"model": "llama3.2", "stream": false, "messages": [{"role": "user", "content": "x".repeat(MIB)}]})),
+        )
+        .await;
+        assert_eq!(
+            a.status,
+            200,
+            "{which}: {}",
+            &a.body[..a.body.len().min(300)]
+        );
+    }
+}

@@ -23,6 +23,8 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tower_service::Service;
 
@@ -66,6 +68,9 @@ pin_project! {
             deadline: Option<Sleep>,
             timing: Timing,
             errors: &'static dyn Dialect,
+            // Set when the client's body fell behind its pace: whatever
+            // Ollama (or the pool) made of the cut body, the answer is a 408.
+            late: Option<Arc<AtomicBool>>,
         },
         Translate { #[pin] fut: Translate<S, ReqBody, ResBody> },
         // Answered without calling Ollama (a 401, a 413 from the declared
@@ -87,6 +92,7 @@ where
         not_found: Option<(&'static dyn Dialect, String)>,
         timing: &Timing,
         errors: &'static dyn Dialect,
+        late: Option<Arc<AtomicBool>>,
     ) -> Self {
         ResponseFuture {
             kind: Kind::Passthrough {
@@ -95,6 +101,7 @@ where
                 deadline: timing.idle_deadline(),
                 timing: timing.clone(),
                 errors,
+                late,
             },
         }
     }
@@ -165,8 +172,13 @@ where
                 deadline,
                 timing,
                 errors,
+                late,
             } => {
                 let res = match fut.poll(cx) {
+                    Poll::Ready(_) if late.as_ref().is_some_and(|l| l.load(Ordering::Acquire)) => {
+                        let after = timing.body_timeout.unwrap_or_default();
+                        return Poll::Ready(Ok(respond::error(*errors, &stalled(after))));
+                    }
                     // The inner service's own error stays its error.
                     Poll::Ready(res) => res?,
                     Poll::Pending => {
@@ -187,6 +199,16 @@ where
             },
         }
     }
+}
+
+/// A body passed through that fell behind its pace.
+fn stalled(after: std::time::Duration) -> ApiError {
+    let message = format!(
+        "the request body stalled: less than {} KiB arrived in {} s",
+        crate::timer::PACE_BYTES / 1024,
+        after.as_secs()
+    );
+    ApiError::new(StatusCode::REQUEST_TIMEOUT, message).with_code("request_timeout")
 }
 
 /// A 404/405 that is not JSON: gin's `404 page not found`.
