@@ -643,10 +643,12 @@ async fn stall_a_body(addr: &str, path: &str, trickle: bool) -> (Duration, Strin
     s.write_all(head.as_bytes()).await.unwrap();
     let (mut r, mut w) = s.into_split();
     let writer = tokio::spawn(async move {
-        while trickle {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            if w.write_all(b"a").await.is_err() {
-                break;
+        if trickle {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if w.write_all(b"a").await.is_err() {
+                    break;
+                }
             }
         }
         w
@@ -703,4 +705,208 @@ async fn passed_through_bodies_that_stall_or_trickle_are_a_408() {
             &a.body[..a.body.len().min(300)]
         );
     }
+}
+
+/// An HTTP/2 connection to `addr` (prior knowledge, as gRPC clients and
+/// `curl --http2-prior-knowledge` speak): its sender, and a task that
+/// ends when the connection does (answering the server's PINGs meanwhile).
+async fn h2_connect(
+    addr: &str,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    (
+        sender,
+        tokio::spawn(async move {
+            let _ = conn.await;
+        }),
+    )
+}
+
+/// Whether the peer closes `s` within `limit`.
+async fn closes_within(s: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_connections_without_a_request_at_once() {
+    let fake = FakeOllama::start().await;
+    let env = [("SHUTDOWN_GRACE_SECS", "20"), ("CLIENT_TIMEOUT_SECS", "30")];
+    let mut p = start(&fake.base_url(), &env).await;
+    // Connected, nothing sent.
+    let mut silent = TcpStream::connect(&p.addr).await.unwrap();
+    // Half a request head.
+    let mut half = TcpStream::connect(&p.addr).await.unwrap();
+    half.write_all(b"GET /livez HTTP/1.1\r\n").await.unwrap();
+    // Kept alive after its request.
+    let mut kept = TcpStream::connect(&p.addr).await.unwrap();
+    kept.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    assert!(kept.read(&mut buf).await.unwrap() > 0);
+    // HTTP/2: one that asked once, one that never asked.
+    let (mut asked, asked_conn) = h2_connect(&p.addr).await;
+    let req = http::Request::get(format!("{}/livez", p.url))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(asked.send_request(req).await.unwrap().status(), 200);
+    let (_never, never_conn) = h2_connect(&p.addr).await;
+    // And a stream in flight, which shutdown lets finish.
+    let body = json!({"model": "llama3.2", "stream": true,
+        "messages": [{"role": "user", "content": "[slow] keep going"}]})
+    .to_string();
+    let mut flowing = TcpStream::connect(&p.addr).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    flowing.write_all(req.as_bytes()).await.unwrap();
+    assert!(flowing.read(&mut buf).await.unwrap() > 0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let t = Instant::now();
+    let server = p.shutdown();
+    for (s, what) in [
+        (&mut silent, "silent"),
+        (&mut half, "half a head"),
+        (&mut kept, "kept alive"),
+    ] {
+        assert!(
+            closes_within(s, Duration::from_secs(2)).await,
+            "{what}: still open"
+        );
+    }
+    for (conn, what) in [
+        (asked_conn, "HTTP/2 after a request"),
+        (never_conn, "HTTP/2 without one"),
+    ] {
+        tokio::time::timeout(Duration::from_secs(2), conn)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: still open"))
+            .unwrap();
+    }
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // The stream still flows…
+    let n = tokio::time::timeout(Duration::from_secs(1), flowing.read(&mut buf))
+        .await
+        .expect("tokens still arrive")
+        .unwrap();
+    assert!(n > 0);
+    assert!(!server.is_finished());
+    // …and once its client is gone, the server ends, long before the grace.
+    drop(flowing);
+    tokio::time::timeout(Duration::from_secs(3), server)
+        .await
+        .expect("the server ends")
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_http2_connections_are_closed_and_connections_are_capped() {
+    let fake = FakeOllama::start().await;
+    let p = start(&fake.base_url(), &[("CLIENT_TIMEOUT_SECS", "1")]).await;
+    // HTTP/2 connections that answer PINGs but ask nothing more.
+    let mut conns = Vec::new();
+    for _ in 0..20 {
+        let (mut sender, conn) = h2_connect(&p.addr).await;
+        let req = http::Request::get(format!("{}/livez", p.url))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+        conns.push((sender, conn));
+    }
+    let t = Instant::now();
+    for (_sender, conn) in conns {
+        tokio::time::timeout(Duration::from_secs(4), conn)
+            .await
+            .expect("an idle HTTP/2 connection is closed")
+            .unwrap();
+    }
+    assert!(
+        t.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        t.elapsed()
+    );
+    // One with a stream in flight is not idle, however long it takes.
+    let (mut sender, conn) = h2_connect(&p.addr).await;
+    let body = json!({"model": "llama3.2", "stream": true,
+        "messages": [{"role": "user", "content": "[slow] keep going"}]});
+    let req = http::Request::post(format!("{}/v1/chat/completions", p.url))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let mut res = sender.send_request(req).await.unwrap().into_body();
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until {
+        let frame = tokio::time::timeout(Duration::from_secs(1), res.frame())
+            .await
+            .expect("tokens keep coming");
+        assert!(frame.unwrap().is_ok());
+    }
+    assert!(!conn.is_finished());
+    drop((res, sender, conn));
+
+    // The cap: past MAX_CONNECTIONS only the health endpoints answer.
+    let p = start(
+        &fake.base_url(),
+        &[("CLIENT_TIMEOUT_SECS", "30"), ("MAX_CONNECTIONS", "4")],
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(h2_connect(&p.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let a = send("GET", &format!("{}/livez", p.url), &[], None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = send("GET", &format!("{}/readyz", p.url), &[], None).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = send(
+        "POST",
+        &format!("{}/v1/chat/completions", p.url),
+        &[],
+        Some(&chat(false)),
+    )
+    .await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert_eq!(a.headers["retry-after"], "1");
+    assert!(a.body.contains("MAX_CONNECTIONS"), "{}", a.body);
+    // Past the reserve too, a new connection is closed at once.
+    let mut silent = Vec::new();
+    for _ in 0..16 {
+        silent.push(TcpStream::connect(&p.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut refused = TcpStream::connect(&p.addr).await.unwrap();
+    assert!(closes_within(&mut refused, Duration::from_secs(1)).await);
+    // Places free up as connections go.
+    drop(silent);
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = send(
+        "POST",
+        &format!("{}/v1/chat/completions", p.url),
+        &[],
+        Some(&chat(false)),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
 }

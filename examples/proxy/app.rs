@@ -13,7 +13,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ollama_translate::search::{HttpSearch, SearchFormat, WebSearchConfig};
@@ -28,6 +27,9 @@ use tower_http::trace::TraceLayer;
 
 #[path = "spec.rs"]
 pub mod spec;
+
+#[path = "conns.rs"]
+pub mod conns;
 
 /// tokio's clock and sleeps, for the layer's keep-alives and timeouts.
 pub struct TokioTimer;
@@ -73,6 +75,11 @@ pub struct Settings {
     /// byte of a connection), and how long a kept-alive HTTP/1 connection
     /// may sit idle; 0 disables.
     pub client_timeout: Duration,
+    /// `MAX_CONNECTIONS`: client connections served at once. Past it, a
+    /// few more (`conns::RESERVED_CONNECTIONS`) get only the health
+    /// endpoints (other requests a 503); past those, new connections are
+    /// closed at once.
+    pub max_connections: usize,
     /// `PROXY_API_KEY`, which `/metrics` needs like everything else.
     pub metrics_key: Option<String>,
     /// How often a background task asks Ollama `GET /api/version` for
@@ -90,6 +97,11 @@ pub struct Settings {
     /// What the line logged at start says of `web_search` (never the key).
     pub web_search_shown: String,
 }
+
+/// `MAX_CONNECTIONS` when unset. Each client connection may take a
+/// connection to Ollama too: keep twice this under the process's file
+/// limit (`ulimit -n`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
 /// The readiness probe's period when `READINESS_PROBE_SECS` is unset.
 pub const DEFAULT_READINESS_PROBE: Duration = Duration::from_secs(5);
@@ -109,6 +121,7 @@ impl std::fmt::Debug for Settings {
             .field("layer", &self.layer)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("client_timeout", &self.client_timeout)
+            .field("max_connections", &self.max_connections)
             .field(
                 "metrics_key",
                 &self.metrics_key.as_ref().map(|_| "<redacted>"),
@@ -191,6 +204,10 @@ impl Settings {
             layer = layer.request_memory(n);
         }
         let client_timeout = secs("CLIENT_TIMEOUT_SECS", 30)?;
+        let max_connections = bytes("MAX_CONNECTIONS")?.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 {
+            return Err("MAX_CONNECTIONS must be at least 1".into());
+        }
         layer = layer
             .with_timer(TokioTimer)
             .keepalive(secs("KEEPALIVE_SECS", 10)?)
@@ -253,6 +270,7 @@ impl Settings {
             web_search,
             web_search_shown,
             client_timeout,
+            max_connections,
             metrics_key,
             readiness_probe,
             shutdown_drain,
@@ -883,6 +901,8 @@ pub async fn serve(
             readiness: readiness.clone(),
             metrics,
             key: settings.metrics_key.clone(),
+            in_flight: None,
+            limited: None,
         };
         return accept(listener, &settings, shutdown, svc, readiness).await;
     }
@@ -916,12 +936,15 @@ pub async fn serve(
         readiness: readiness.clone(),
         metrics,
         key: settings.metrics_key.clone(),
+        in_flight: None,
+        limited: None,
     };
     accept(listener, &settings, shutdown, svc, readiness).await
 }
 
 /// Accepts connections and serves `svc` on them until `shutdown`
-/// resolves, then lets in-flight requests finish (up to the grace period).
+/// resolves, then lets in-flight requests finish (up to the grace period);
+/// connections with nothing in flight close at once.
 async fn accept<S, B>(
     listener: TcpListener,
     settings: &Settings,
@@ -938,9 +961,17 @@ where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    let graceful = GracefulShutdown::new();
+    use conns::{Capacity, InFlight, Phase};
     let builder = server_builder(settings.client_timeout);
-    let first_byte = Some(settings.client_timeout).filter(|d| !d.is_zero());
+    // Past the cap: one request a connection.
+    let mut limited_builder = server_builder(settings.client_timeout);
+    limited_builder.http1().keep_alive(false);
+    let timeout = Some(settings.client_timeout).filter(|d| !d.is_zero());
+    let capacity = Capacity::new(settings.max_connections);
+    let (phase, phase_rx) = tokio::sync::watch::channel(Phase::Serving);
+    // Every connection task holds a sender: when all are gone, all ended.
+    let (alive, mut all_ended) = tokio::sync::mpsc::channel::<()>(1);
+    let mut full = false;
     tokio::pin!(shutdown);
     // Armed when the shutdown starts and there is a drain period.
     let drained = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
@@ -957,30 +988,31 @@ where
                         continue;
                     }
                 };
+                let Some(place) = capacity.take() else {
+                    tracing::debug!("connection closed: MAX_CONNECTIONS and the reserve are taken");
+                    continue;
+                };
+                if place.limited && !full {
+                    tracing::warn!(
+                        max = capacity.max(),
+                        "MAX_CONNECTIONS reached: new connections get only /livez and /readyz (other requests a 503)"
+                    );
+                }
+                full = place.limited;
                 let _ = stream.set_nodelay(true);
-                let (builder, svc, watcher) = (builder.clone(), svc.clone(), graceful.watcher());
+                let mut svc = svc.clone();
+                let (in_flight, watch) = InFlight::new();
+                svc.in_flight = Some(in_flight);
+                let (builder, idle) = if place.limited {
+                    svc.limited = Some(capacity.max());
+                    (limited_builder.clone(), Some(Duration::from_secs(1)))
+                } else {
+                    (builder.clone(), timeout)
+                };
+                let (phases, alive) = (phase_rx.clone(), alive.clone());
                 tokio::spawn(async move {
-                    // hyper-util picks the protocol from the first bytes with
-                    // no timer of its own: a peer that sends nothing is
-                    // dropped at this deadline; from its first byte on,
-                    // hyper's header-read timeout bounds each request head
-                    // and the idle time between requests.
-                    if let Some(d) = first_byte {
-                        let mut probe = [0u8; 1];
-                        match tokio::time::timeout(d, stream.peek(&mut probe)).await {
-                            Ok(Ok(n)) if n > 0 => {}
-                            _ => {
-                                tracing::debug!("connection closed: nothing sent in time");
-                                return;
-                            }
-                        }
-                    }
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
+                    let _held = (place, alive);
+                    serve_connection(stream, builder, svc, watch, phases, timeout, idle).await;
                 });
             }
             () = &mut shutdown, if !draining => {
@@ -1000,13 +1032,89 @@ where
     }
     drop(listener);
     tracing::info!("shutting down; waiting for in-flight requests");
+    phase.send_replace(Phase::Stopping);
+    drop(alive);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        _ = all_ended.recv() => {}
         () = tokio::time::sleep(settings.shutdown_grace) => {
             tracing::warn!("grace period over; dropping remaining connections");
+            phase.send_replace(Phase::Stopped);
+            let _ = tokio::time::timeout(Duration::from_secs(1), all_ended.recv()).await;
         }
     }
     Ok(())
+}
+
+/// Serves one connection: closed when nothing has been sent on it within
+/// `first_byte`, when nothing has been in flight on it for `idle` (HTTP/1
+/// and HTTP/2 alike), at once when a shutdown starts and nothing is in
+/// flight (else once what is in flight is answered), and dropped when the
+/// grace period is over.
+async fn serve_connection<S, B>(
+    stream: tokio::net::TcpStream,
+    builder: auto::Builder<TokioExecutor>,
+    svc: Health<S>,
+    mut in_flight: tokio::sync::watch::Receiver<usize>,
+    phases: tokio::sync::watch::Receiver<conns::Phase>,
+    first_byte: Option<Duration>,
+    idle: Option<Duration>,
+) where
+    Health<S>: tower::Service<Request<Incoming>, Response = Response<B>, Error = BoxError>
+        + Clone
+        + Send
+        + 'static,
+    <Health<S> as tower::Service<Request<Incoming>>>::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    use conns::{idle_for, reached, Phase, LINGER};
+    let (mut stopping, mut stopped) = (phases.clone(), phases);
+    // hyper-util picks the protocol from the first bytes with no timer of
+    // its own: a peer that sends nothing is dropped at this deadline; from
+    // its first byte on, hyper's header-read timeout bounds each request
+    // head.
+    if let Some(d) = first_byte {
+        let mut probe = [0u8; 1];
+        tokio::select! {
+            peeked = tokio::time::timeout(d, stream.peek(&mut probe)) => match peeked {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => {
+                    tracing::debug!("connection closed: nothing sent in time");
+                    return;
+                }
+            },
+            () = reached(&mut stopping, Phase::Stopping) => return,
+        }
+    }
+    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+    tokio::pin!(conn);
+    // Asked to close (HTTP/1: after the response in flight; HTTP/2: a
+    // GOAWAY); dropped if it has not within `LINGER` of going idle.
+    let mut closing = false;
+    loop {
+        let wait = if closing { Some(LINGER) } else { idle };
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            () = idle_for(&mut in_flight, wait) => {
+                if closing {
+                    return;
+                }
+                tracing::debug!("closing a connection idle for CLIENT_TIMEOUT_SECS");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = reached(&mut stopping, Phase::Stopping), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = reached(&mut stopped, Phase::Stopped) => return,
+        }
+    }
 }
 
 /// The process's Prometheus recorder, installed once (the tests run several
@@ -1062,6 +1170,11 @@ pub struct Health<S> {
     readiness: Readiness,
     metrics: Option<PrometheusHandle>,
     key: Option<String>,
+    /// The connection's count of requests in flight.
+    in_flight: Option<conns::InFlight>,
+    /// `Some(MAX_CONNECTIONS)` on a connection past the cap: only the
+    /// health endpoints are answered.
+    limited: Option<usize>,
 }
 
 impl<S> Health<S> {
@@ -1124,6 +1237,29 @@ where
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let Some(guard) = self.in_flight.as_ref().map(conns::InFlight::begin) else {
+            return self.route(req);
+        };
+        let fut = self.route(req);
+        Box::pin(async move {
+            let res = fut.await?;
+            Ok(res.map(|b| conns::Counted::new(b, guard).boxed_unsync()))
+        })
+    }
+}
+
+impl<S, B> Health<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = BoxError>,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// The proxy's own paths, or the inner service.
+    fn route(
+        &mut self,
+        req: Request<Incoming>,
+    ) -> <Self as tower::Service<Request<Incoming>>>::Future {
         match req.uri().path() {
             "/livez" | "/healthz" => {
                 let res = json_response(StatusCode::OK, r#"{"status":"ok"}"#.into());
@@ -1131,6 +1267,16 @@ where
             }
             "/readyz" => {
                 let res = self.readiness.response();
+                return Box::pin(async move { Ok(res) });
+            }
+            _ if self.limited.is_some() => {
+                let max = self.limited.unwrap_or_default();
+                let body = serde_json::json!({"error": format!(
+                    "the proxy is serving its maximum of {max} connections (MAX_CONNECTIONS); retry shortly"
+                )});
+                let mut res = json_response(StatusCode::SERVICE_UNAVAILABLE, body.to_string());
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 return Box::pin(async move { Ok(res) });
             }
             "/metrics" if req.method() == http::Method::GET => {
@@ -1149,7 +1295,10 @@ where
 
 /// The server's connection settings: a timer, so that hyper's timeouts
 /// work at all; HTTP/1 request heads (and idle keep-alive time) bounded by
-/// `client_timeout`; HTTP/2 connections pinged to find dead peers.
+/// `client_timeout`; HTTP/2 connections pinged to find dead peers, at most
+/// hyper's 200 streams each. hyper has no idle timeout for HTTP/2 (a peer
+/// that answers PINGs stays): `serve_connection` closes a connection of
+/// either kind that has had nothing in flight for `client_timeout`.
 fn server_builder(client_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     let timeout = Some(client_timeout).filter(|d| !d.is_zero());
