@@ -922,9 +922,9 @@ where
                 Poll::Pending => {
                     ready!(pace.poll_late(cx));
                     let message = format!(
-                        "the request body stalled: less than {} KiB arrived in {} s",
-                        PACE_BYTES / 1024,
-                        pace.after().as_secs()
+                        "the request body did not arrive within {} s (it stalled: less than {} KiB came in that time)",
+                        pace.after().as_secs(),
+                        PACE_BYTES / 1024
                     );
                     Poll::Ready(Some(Err(StreamError(message).into())))
                 }

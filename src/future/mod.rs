@@ -174,8 +174,18 @@ where
                 errors,
                 late,
             } => {
-                let res = match fut.poll(cx) {
-                    Poll::Ready(_) if late.as_ref().is_some_and(|l| l.load(Ordering::Acquire)) => {
+                let polled = fut.poll(cx);
+                // After the poll: a pool reads the body inside it.
+                let late = late.as_ref().is_some_and(|l| l.load(Ordering::Acquire));
+                let res = match polled {
+                    // The inner service's own 408 (a pool reading the body
+                    // with its deadline) says it already.
+                    Poll::Ready(Ok(res)) if late && res.status() != StatusCode::REQUEST_TIMEOUT => {
+                        drop(res);
+                        let after = timing.body_timeout.unwrap_or_default();
+                        return Poll::Ready(Ok(respond::error(*errors, &stalled(after))));
+                    }
+                    Poll::Ready(Err(_)) if late => {
                         let after = timing.body_timeout.unwrap_or_default();
                         return Poll::Ready(Ok(respond::error(*errors, &stalled(after))));
                     }
@@ -204,9 +214,9 @@ where
 /// A body passed through that fell behind its pace.
 fn stalled(after: std::time::Duration) -> ApiError {
     let message = format!(
-        "the request body stalled: less than {} KiB arrived in {} s",
-        crate::timer::PACE_BYTES / 1024,
-        after.as_secs()
+        "the request body did not arrive within {} s (it stalled: less than {} KiB came in that time)",
+        after.as_secs(),
+        crate::timer::PACE_BYTES / 1024
     );
     ApiError::new(StatusCode::REQUEST_TIMEOUT, message).with_code("request_timeout")
 }
