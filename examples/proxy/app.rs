@@ -1003,16 +1003,19 @@ where
                 let mut svc = svc.clone();
                 let (in_flight, watch) = InFlight::new();
                 svc.in_flight = Some(in_flight);
-                let (builder, idle) = if place.limited {
+                // A reserved place is held briefly: a health check asks at
+                // once and is answered at once.
+                let (builder, first_byte, idle) = if place.limited {
                     svc.limited = Some(capacity.max());
-                    (limited_builder.clone(), Some(Duration::from_secs(1)))
+                    let brief = Some(conns::RESERVED_FOR);
+                    (limited_builder.clone(), brief, brief)
                 } else {
-                    (builder.clone(), timeout)
+                    (builder.clone(), timeout, timeout)
                 };
                 let (phases, alive) = (phase_rx.clone(), alive.clone());
                 tokio::spawn(async move {
                     let _held = (place, alive);
-                    serve_connection(stream, builder, svc, watch, phases, timeout, idle).await;
+                    serve_connection(stream, builder, svc, watch, phases, first_byte, idle).await;
                 });
             }
             () = &mut shutdown, if !draining => {

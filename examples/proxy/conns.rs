@@ -17,6 +17,10 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 /// closed as soon as it is accepted.
 pub const RESERVED_CONNECTIONS: usize = 16;
 
+/// How long a connection of the reserve may take to send its first byte,
+/// and may then sit with nothing in flight.
+pub const RESERVED_FOR: Duration = Duration::from_secs(2);
+
 /// How long a connection with nothing in flight is given to close by
 /// itself (HTTP/2's GOAWAY exchange) once it was asked to, before it is
 /// dropped.
