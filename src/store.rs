@@ -35,6 +35,12 @@ impl Owner {
             .unwrap_or(credential);
         Owner(sha256(credential.trim_ascii()))
     }
+
+    /// The owner of requests that carried the key with this digest (the
+    /// same as [`Owner::of`] headers carrying only that key).
+    pub(crate) fn from_digest(digest: [u8; 32]) -> Owner {
+        Owner(digest)
+    }
 }
 
 /// One kept response.

@@ -101,6 +101,27 @@ fn describe() {
     });
 }
 
+/// Key names come from the operator's keys file: at most this many distinct
+/// values are labels (each at most [`MAX_NAME_BYTES`](crate::access::MAX_NAME_BYTES)),
+/// the rest are `other`.
+const MAX_KEYS: usize = 64;
+
+/// A key's name as a label value: itself while few names have been seen.
+fn key_label(name: &str) -> SharedString {
+    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Mutex::default);
+    // Names are short ASCII (`Key::new`); cut anyway.
+    let name = name.get(..crate::access::MAX_NAME_BYTES).unwrap_or(name);
+    let Ok(mut seen) = seen.lock() else {
+        return SharedString::const_str("other");
+    };
+    if seen.contains(name) || (seen.len() < MAX_KEYS && seen.insert(name.to_string())) {
+        SharedString::from(name.to_string())
+    } else {
+        SharedString::const_str("other")
+    }
+}
+
 /// `model` as a label value: itself while few models have been seen.
 fn model_label(model: &str) -> SharedString {
     static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
@@ -115,10 +136,18 @@ fn model_label(model: &str) -> SharedString {
     }
 }
 
-/// One translated response leaving the layer.
-pub(crate) fn answered(dialect: &'static str, status: http::StatusCode) {
+/// One translated (or refused) response leaving the layer, for the key
+/// named `key` when one let it in.
+pub(crate) fn answered(dialect: &'static str, status: http::StatusCode, key: Option<&str>) {
     describe();
-    counter!(REQUESTS, "dialect" => dialect, "status" => status.as_str().to_string()).increment(1);
+    let status = status.as_str().to_string();
+    match key {
+        Some(key) => {
+            counter!(REQUESTS, "dialect" => dialect, "status" => status, "key" => key_label(key))
+        }
+        None => counter!(REQUESTS, "dialect" => dialect, "status" => status),
+    }
+    .increment(1);
 }
 
 /// A pool sent a request to `host`.
@@ -176,8 +205,14 @@ pub(crate) struct Meter {
 impl Meter {
     /// Starts measuring `operation` (`chat`, `text_completion`,
     /// `embeddings`) of `model` (as the client named it) served by
-    /// `server` (Ollama's address, when known).
-    pub(crate) fn start(operation: &'static str, model: &str, server: Option<&str>) -> Meter {
+    /// `server` (Ollama's address, when known), for the key named `key`
+    /// (when one let the request in).
+    pub(crate) fn start(
+        operation: &'static str,
+        model: &str,
+        server: Option<&str>,
+        key: Option<&str>,
+    ) -> Meter {
         describe();
         let mut labels = vec![
             Label::new("gen_ai.operation.name", operation),
@@ -187,6 +222,9 @@ impl Meter {
         if let Some(server) = server {
             labels.push(Label::new("server.address", server.to_string()));
         }
+        if let Some(key) = key {
+            labels.push(Label::new("key", key_label(key)));
+        }
         let span = tracing::info_span!(
             "gen_ai",
             otel.name = %format_args!("{operation} {}", model.escape_debug()),
@@ -195,6 +233,7 @@ impl Meter {
             gen_ai.provider.name = "ollama",
             gen_ai.request.model = %model.escape_debug(),
             server.address = server,
+            ollama_translate.key = key,
             gen_ai.usage.input_tokens = tracing::field::Empty,
             gen_ai.usage.output_tokens = tracing::field::Empty,
             gen_ai.response.finish_reasons = tracing::field::Empty,

@@ -22,7 +22,12 @@ pub(super) fn error<B>(
     *res.status_mut() = err.status;
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
-    if err.status == StatusCode::SERVICE_UNAVAILABLE {
+    // Busy (the memory budget) or a key at its limit of requests in
+    // flight: the SDKs retry after this.
+    if matches!(
+        err.status,
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+    ) {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     res

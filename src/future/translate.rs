@@ -6,6 +6,7 @@ use super::collect::CollectAnswer;
 use super::read::{self, too_large, Hold, ReadBody};
 use super::respond::{self, Answer, Template};
 use super::Carry;
+use crate::access::Caller;
 use crate::agent::{Agent, Call, Rounds};
 use crate::body::{RequestBody, TranslateBody};
 use crate::config::Config;
@@ -162,6 +163,7 @@ where
             operation,
             model,
             job.config.server_address.as_deref(),
+            job.parts.extensions.get::<Caller>().map(Caller::name),
         )),
         _ => None,
     };
