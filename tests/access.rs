@@ -923,3 +923,33 @@ async fn kept_responses_belong_to_the_key_that_made_them() {
     let a = call(&p, "POST", "/v1/responses", Some(ALICE), Some(&cont)).await;
     assert_eq!(a.status, 200, "{}", a.body);
 }
+
+#[test]
+fn the_readme_s_keys_file_is_a_valid_one() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let access = &readme[readme.find("### Access").unwrap()..];
+    let block = access
+        .split("```text\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap();
+    let keys = app::keys::parse(block).unwrap();
+    let got: Vec<(&str, bool, Option<usize>)> = keys
+        .iter()
+        .map(|k| (k.name(), k.is_admin(), k.in_flight_limit()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("ops", true, None),
+            ("alice", false, Some(4)),
+            ("ci", true, Some(2))
+        ]
+    );
+    for k in keys.iter() {
+        let key = format!("sk-{}-example", k.name());
+        assert_eq!(k.digest().to_string(), digest(&key), "{key}");
+        assert_eq!(app::keys::hash_key(&key).unwrap(), digest(&key));
+    }
+}
