@@ -259,7 +259,11 @@ impl OllamaTranslateLayer {
     /// ```
     pub fn response_store(mut self, entries: usize, bytes: usize, ttl: Duration) -> Self {
         self.config_mut().response_store =
-            crate::store::ResponseStore::new(crate::store::StoreLimits { entries, bytes, ttl });
+            crate::store::ResponseStore::new(crate::store::StoreLimits {
+                entries,
+                bytes,
+                ttl,
+            });
         self
     }
 }

@@ -242,8 +242,14 @@ mod tests {
         assert!(store.get("resp_1", owner("a"), t0).is_some());
         assert!(store.get("resp_1", owner("b"), t0).is_none(), "another key");
         assert!(store.get("resp_2", owner("a"), t0).is_none());
-        assert!(store.get("resp_1", owner("a"), t0 + Duration::from_secs(61)).is_none());
-        assert_eq!(store.held(), (0, 0), "an expired entry is gone once asked for");
+        assert!(store
+            .get("resp_1", owner("a"), t0 + Duration::from_secs(61))
+            .is_none());
+        assert_eq!(
+            store.held(),
+            (0, 0),
+            "an expired entry is gone once asked for"
+        );
         store.put("resp_1".into(), owner("a"), kept(10), t0);
         assert!(!store.remove("resp_1", owner("b"), t0));
         assert!(store.remove("resp_1", owner("a"), t0));
@@ -261,7 +267,10 @@ mod tests {
         for i in 0..3 {
             store.put(format!("r{i}"), owner("a"), kept(10), t);
         }
-        assert!(store.get("r0", owner("a"), t).is_some(), "r0 used: r1 is the oldest now");
+        assert!(
+            store.get("r0", owner("a"), t).is_some(),
+            "r0 used: r1 is the oldest now"
+        );
         store.put("r3".into(), owner("a"), kept(10), t);
         assert!(store.get("r1", owner("a"), t).is_none());
         assert!(store.get("r0", owner("a"), t).is_some());
@@ -269,7 +278,10 @@ mod tests {
         // Bytes: a big one pushes out what it must.
         store.put("big".into(), owner("a"), kept(700), t);
         let (entries, bytes) = store.held();
-        assert!(bytes <= 1000 && entries <= 3, "{entries} entries, {bytes} bytes");
+        assert!(
+            bytes <= 1000 && entries <= 3,
+            "{entries} entries, {bytes} bytes"
+        );
         assert!(store.get("big", owner("a"), t).is_some());
         // Larger than the whole store: not kept, nothing pushed out.
         let before = store.held();

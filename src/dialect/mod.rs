@@ -241,7 +241,11 @@ impl Upstream {
     pub(crate) fn local(body: Bytes) -> Self {
         Upstream {
             local: Some(body),
-            ..Upstream::document(Endpoint::Tags, Bytes::new(), Box::new(UpstreamError::new(&NativeErrors, StatusCode::OK)))
+            ..Upstream::document(
+                Endpoint::Tags,
+                Bytes::new(),
+                Box::new(UpstreamError::new(&NativeErrors, StatusCode::OK)),
+            )
         }
     }
 

@@ -73,12 +73,12 @@ use crate::search::{self, SearchHit, SearchTool};
 use crate::signing::{self, Key};
 use crate::store::{Kept, Owner, ResponseStore};
 use crate::timer::Timer;
-use std::sync::Arc;
 use crate::util::{random_id, unix_now};
 use bytes::BytesMut;
 use http::request::Parts;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// The Responses dialect.
 pub(crate) struct Responses;

@@ -151,7 +151,10 @@ where
     if let Some(document) = up.local {
         let mut res = Response::new(TranslateBody::full(document));
         let h = res.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(crate::dialect::JSON));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::dialect::JSON),
+        );
         return Ok(Step::Local { res: Some(res) });
     }
     let meter = match (up.operation(), up.model.as_deref()) {
