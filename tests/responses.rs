@@ -359,13 +359,18 @@ async fn errors_use_the_openai_shape() {
         json!({"model":"llama3.2","input":"x","previous_response_id":"resp_123"}),
     )
     .await;
-    assert_eq!(a.status, 400);
+    // An id the proxy does not keep (tests/response_store.rs has the rest).
+    assert_eq!(a.status, 404);
     let e = a.json();
     assert_eq!(e["error"]["param"], "previous_response_id");
-    assert!(e["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("stateless"));
+    assert_eq!(e["error"]["code"], "previous_response_not_found");
+    let a = post(
+        &p,
+        json!({"model":"llama3.2","input":"x","conversation":"conv_1"}),
+    )
+    .await;
+    assert_eq!(a.status, 400);
+    assert_eq!(a.json()["error"]["param"], "conversation");
     assert_eq!(
         fake.requests_to("/api/chat").len(),
         before,
