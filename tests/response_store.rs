@@ -755,6 +755,12 @@ async fn delete_forgets_a_response_of_its_own_key_only() {
     );
     assert_not_kept(&get(&p, &k1, &rid).await, &rid);
     assert_not_kept(&delete(&p, &k1, &rid).await, &rid);
+    assert!(
+        fake.requests()
+            .iter()
+            .all(|r| !r.path.contains("responses")),
+        "the proxy answers, not Ollama"
+    );
     let a = post(
         &p,
         &k1,
@@ -901,6 +907,33 @@ async fn a_response_object_too_large_to_collect_takes_no_room() {
     assert_eq!(get(&p, &k, &kept).await.status, 200, "still kept");
 }
 
+#[test]
+fn bad_store_settings_are_refused_by_name() {
+    use common::proxy::app::Settings;
+    for (var, value) in [
+        ("RESPONSES_STORE_ENTRIES", "many"),
+        ("RESPONSES_STORE_ENTRIES", "-1"),
+        ("RESPONSES_STORE_BYTES", "64MiB"),
+        ("RESPONSES_STORE_TTL_SECS", "30m"),
+        ("RESPONSES_STORE_TTL_SECS", "-5"),
+    ] {
+        let err = Settings::from_env(|k| (k == var).then(|| value.to_string()))
+            .err()
+            .unwrap_or_else(|| panic!("{var}={value:?} is refused"));
+        assert!(err.contains(var), "{var}: {err}");
+    }
+    for (var, value) in [
+        ("RESPONSES_STORE_ENTRIES", " 16 "),
+        ("RESPONSES_STORE_BYTES", "1048576"),
+        ("RESPONSES_STORE_TTL_SECS", "0"),
+    ] {
+        assert!(
+            Settings::from_env(|k| (k == var).then(|| value.to_string())).is_ok(),
+            "{var}={value:?}"
+        );
+    }
+}
+
 // -------------------------------------------------------------------- pool
 
 /// A fake host with only `llama3.2`, loaded.
@@ -997,9 +1030,22 @@ async fn a_continuation_goes_to_the_host_of_its_first_turn() {
         let seen = conversation_hosts(&p, &hosts, others, |_| None).await;
         assert!(seen.iter().all(|&h| h == seen[0]), "{seen:?}");
     }
+    // A kept response is read without asking any host.
+    let k = bearer("k1");
+    let r = create(&p, &k, json!({"model":"llama3.2","input":"read me"})).await;
+    assert_eq!(get(&p, &k, &id(&r)).await.json(), r);
+    assert_eq!(delete(&p, &k, &id(&r)).await.status, 200);
+    for h in hosts {
+        let asked: Vec<String> = h
+            .requests()
+            .into_iter()
+            .map(|r| r.path)
+            .filter(|path| path.contains("responses"))
+            .collect();
+        assert!(asked.is_empty(), "{asked:?}");
+    }
     // What would happen unpinned: whole conversations sent anew, each turn
     // a new first user message, move.
-    let k = bearer("k1");
     let before = chats(&hosts);
     create(&p, &k, json!({"model":"llama3.2","input":"fresh 1"})).await;
     let first = moved(&hosts, &before);

@@ -167,11 +167,12 @@ def test_unknown_model_is_not_found(proxy):
     assert "nosuch" in str(e.value)
 
 
-def test_previous_response_id_is_a_clear_400(proxy):
-    with pytest.raises(openai.BadRequestError) as e:
+def test_unknown_previous_response_id_is_not_found(proxy):
+    # Kept responses: tests/python/test_responses_state.py.
+    with pytest.raises(openai.NotFoundError) as e:
         client(proxy).responses.create(model="llama3.2", input="hi", previous_response_id="resp_123")
     assert e.value.body["param"] == "previous_response_id"
-    assert "stateless" in e.value.body["message"]
+    assert e.value.code == "previous_response_not_found"
 
 
 def test_codex_shaped_request(proxy):
