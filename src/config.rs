@@ -225,6 +225,8 @@ pub(crate) struct Config {
     pub(crate) api_key: Option<Arc<str>>,
     /// Where web searches run, and their bounds.
     pub(crate) web_search: crate::search::WebSearchConfig,
+    /// Answered Responses responses, for `previous_response_id`.
+    pub(crate) response_store: Arc<crate::store::ResponseStore>,
 }
 
 /// Default cap on one line of Ollama's stream and on an answer collected
@@ -266,6 +268,7 @@ impl fmt::Debug for Config {
             timing,
             api_key,
             web_search,
+            response_store,
         } = self;
         f.debug_struct("Config")
             .field("think_models", think_models)
@@ -284,6 +287,7 @@ impl fmt::Debug for Config {
             .field("timing", timing)
             .field("api_key", &api_key.as_ref().map(|_| Redacted))
             .field("web_search", web_search)
+            .field("response_store", response_store)
             .finish()
     }
 }
@@ -315,12 +319,21 @@ impl Default for Config {
             },
             api_key: None,
             web_search: crate::search::WebSearchConfig::new(),
+            response_store: crate::store::ResponseStore::new(Default::default()),
         }
     }
 }
 
 impl Config {
     /// The Ollama model a client's model name maps to.
+    /// Now, by the layer's timer (for the response store's time to live).
+    pub(crate) fn now(&self) -> std::time::Instant {
+        self.timing
+            .timer
+            .as_ref()
+            .map_or_else(std::time::Instant::now, |t| t.now())
+    }
+
     pub(crate) fn resolve_model<'a>(&'a self, requested: &'a str) -> &'a str {
         match self.aliases.get(&model_key(requested)) {
             Some(target) => target.as_str(),

@@ -240,6 +240,32 @@ impl OllamaTranslateLayer {
         self.config_mut().web_search = config;
         self
     }
+
+    /// How many answered Responses responses are kept for
+    /// `previous_response_id` and `GET`/`DELETE /v1/responses/{id}`, and for
+    /// how long (default: 1024 entries, 64 MiB, 30 minutes; `0` entries
+    /// keeps none). Entries are keyed by the response id and a digest of
+    /// the client's credential, so one key never continues another's
+    /// conversation; the least recently used go first. Responses sent with
+    /// `store: false`, failed ones and cut ones are never kept. Clones of
+    /// the layer share the store.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ollama_translate::OllamaTranslateLayer;
+    ///
+    /// let layer = OllamaTranslateLayer::new().response_store(256, 16 << 20, Duration::from_secs(600));
+    /// # let _ = layer;
+    /// ```
+    pub fn response_store(mut self, entries: usize, bytes: usize, ttl: Duration) -> Self {
+        self.config_mut().response_store =
+            crate::store::ResponseStore::new(crate::store::StoreLimits {
+                entries,
+                bytes,
+                ttl,
+            });
+        self
+    }
 }
 
 impl<S> Layer<S> for OllamaTranslateLayer {

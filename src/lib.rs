@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | OpenAI Chat Completions | `POST /v1/chat/completions` | `POST /api/chat` |
 //! | Anthropic Messages | `POST /v1/messages`, `POST /v1/messages/count_tokens` | `POST /api/chat` |
-//! | OpenAI Responses (stateless) | `POST /v1/responses` | `POST /api/chat` |
+//! | OpenAI Responses | `POST /v1/responses`, `GET`/`DELETE /v1/responses/{id}` | `POST /api/chat` (a kept response: none) |
 //! | OpenAI legacy completions | `POST /v1/completions` | `POST /api/generate` |
 //! | OpenAI embeddings | `POST /v1/embeddings` | `POST /api/embed` |
 //! | OpenAI models | `GET /v1/models`, `GET /v1/models/{id}` | `GET /api/tags`, `POST /api/show` |
@@ -150,6 +150,7 @@ pub mod pool;
 pub mod search;
 mod service;
 mod signing;
+mod store;
 pub mod telemetry;
 mod timer;
 mod util;

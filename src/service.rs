@@ -115,6 +115,12 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        // Whose request this is, before the credential is taken off (for
+        // the translated ones: kept responses belong to their owner).
+        if dialect::route(req.method(), req.uri().path()).is_some() {
+            let owner = crate::store::Owner::of(req.headers());
+            req.extensions_mut().insert(owner);
+        }
         if let Some(key) = &self.config.api_key {
             let found = credentials(req.headers(), key);
             if !found.any() {

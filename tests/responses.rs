@@ -359,13 +359,10 @@ async fn errors_use_the_openai_shape() {
         json!({"model":"llama3.2","input":"x","previous_response_id":"resp_123"}),
     )
     .await;
-    assert_eq!(a.status, 400);
+    assert_eq!(a.status, 404, "no response resp_123 is kept");
     let e = a.json();
     assert_eq!(e["error"]["param"], "previous_response_id");
-    assert!(e["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("stateless"));
+    assert_eq!(e["error"]["code"], "previous_response_not_found");
     assert_eq!(
         fake.requests_to("/api/chat").len(),
         before,

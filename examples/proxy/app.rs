@@ -243,6 +243,12 @@ impl Settings {
         let shutdown_drain = secs("SHUTDOWN_DRAIN_SECS", 0)?;
         let (web_search, web_search_shown) = web_search(&non_empty, &hosts)?;
         layer = layer.web_search(web_search.clone());
+        // Kept Responses responses, for previous_response_id.
+        layer = layer.response_store(
+            bytes("RESPONSES_STORE_ENTRIES")?.unwrap_or(1024),
+            bytes("RESPONSES_STORE_BYTES")?.unwrap_or(64 * 1024 * 1024),
+            secs("RESPONSES_STORE_TTL_SECS", 1800)?,
+        );
         Ok(Settings {
             web_search,
             web_search_shown,

@@ -80,6 +80,11 @@ Settings (environment variables, default in brackets):
                          max_uses [3]
   WEB_SEARCH_MAX_USES_CAP
                          searches a request may run whatever the client asks [10]
+  RESPONSES_STORE_ENTRIES
+                         Responses responses kept for previous_response_id; 0 none [1024]
+  RESPONSES_STORE_BYTES  memory those kept responses may take [67108864]
+  RESPONSES_STORE_TTL_SECS
+                         how long a response is kept [1800]
   RUST_LOG               log filter [info]
   OTEL_EXPORTER_OTLP_ENDPOINT
                          export spans over OTLP/HTTP to <endpoint>/v1/traces, e.g.

@@ -213,6 +213,9 @@ pub(crate) struct Upstream {
     /// The request offers a web-search server tool the layer runs: the
     /// native request as sent (for the follow-ups) and what the tool asks.
     pub(crate) search: Option<(ChatRequest, SearchTool)>,
+    /// Answered without calling Ollama: this JSON document (a kept
+    /// response).
+    pub(crate) local: Option<Bytes>,
 }
 
 impl Upstream {
@@ -230,6 +233,19 @@ impl Upstream {
             thinking: None,
             model: None,
             search: None,
+            local: None,
+        }
+    }
+
+    /// An answer the dialect has without Ollama: one JSON document.
+    pub(crate) fn local(body: Bytes) -> Self {
+        Upstream {
+            local: Some(body),
+            ..Upstream::document(
+                Endpoint::Tags,
+                Bytes::new(),
+                Box::new(UpstreamError::new(&NativeErrors, StatusCode::OK)),
+            )
         }
     }
 
@@ -363,6 +379,7 @@ impl ChatCall {
             thinking: self.thinking,
             model: Some(self.model),
             search: self.search,
+            local: None,
         }
     }
 }
@@ -392,7 +409,7 @@ pub(crate) struct Served {
 }
 
 /// Every path the layer translates, and who serves it.
-pub(crate) static SERVED: [Served; 8] = [
+pub(crate) static SERVED: [Served; 10] = [
     Served {
         method: Method::POST,
         path: "/v1/chat/completions",
@@ -404,6 +421,18 @@ pub(crate) static SERVED: [Served; 8] = [
         path: "/v1/responses",
         below: false,
         dialect: &responses::Responses,
+    },
+    Served {
+        method: Method::GET,
+        path: "/v1/responses",
+        below: true,
+        dialect: &responses::RetrieveResponse,
+    },
+    Served {
+        method: Method::DELETE,
+        path: "/v1/responses",
+        below: true,
+        dialect: &responses::DeleteResponse,
     },
     Served {
         method: Method::POST,

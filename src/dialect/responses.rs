@@ -91,11 +91,14 @@ use crate::json::{write_str, write_u64};
 use crate::ollama::{Done, Encoder, Event, ServerCall, ServerResult};
 use crate::search::{self, SearchHit, SearchTool};
 use crate::signing::{self, Key};
+use crate::store::{Kept, Owner, ResponseStore};
+use crate::timer::Timer;
 use crate::util::{random_id, unix_now};
 use bytes::BytesMut;
 use http::request::Parts;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// The Responses dialect.
 pub(crate) struct Responses;
@@ -108,8 +111,9 @@ dialect!(
 );
 
 /// [`Dialect::prepare`](super::Dialect::prepare) for [`Responses`].
-fn prepare_responses(config: &Config, _parts: &Parts, body: &[u8]) -> Result<Upstream, ApiError> {
-    let parsed = parse_request(config, body)?;
+fn prepare_responses(config: &Config, parts: &Parts, body: &[u8]) -> Result<Upstream, ApiError> {
+    let owner = parts.extensions.get::<Owner>().copied();
+    let parsed = parse_request_for(config, body, owner)?;
     let asked = parsed.include_encrypted || parsed.summary_requested;
     let call = ChatCall::searching(config, parsed.native, "responses", parsed.search)?
         .asked_for_thinking(asked);
@@ -124,11 +128,86 @@ fn prepare_responses(config: &Config, _parts: &Parts, body: &[u8]) -> Result<Ups
     .with_tool_search(parsed.tool_search)
     .with_custom(parsed.custom);
     encoder.sources = parsed.include_sources;
+    encoder.keep = parsed.keep;
     Ok(call.upstream(encoder).requested_as(&parsed.client_model))
+}
+
+/// `GET /v1/responses/{id}`: a kept response.
+pub(crate) struct RetrieveResponse;
+
+dialect!(
+    RetrieveResponse,
+    "responses.retrieve",
+    prepare_retrieve,
+    openai::error_body
+);
+
+/// `DELETE /v1/responses/{id}`: forgets a kept response.
+pub(crate) struct DeleteResponse;
+
+dialect!(
+    DeleteResponse,
+    "responses.delete",
+    prepare_delete,
+    openai::error_body
+);
+
+/// The id in `/v1/responses/{id}`, and who asks.
+fn kept_id(parts: &Parts) -> (&str, Owner) {
+    let id = parts
+        .uri
+        .path()
+        .trim_end_matches('/')
+        .rsplit_once("/v1/responses/")
+        .map_or("", |(_, id)| id);
+    let owner = parts
+        .extensions
+        .get::<Owner>()
+        .copied()
+        .unwrap_or_else(|| Owner::of(&http::HeaderMap::new()));
+    (id, owner)
+}
+
+fn response_not_found(id: &str) -> ApiError {
+    ApiError::new(
+        http::StatusCode::NOT_FOUND,
+        format!("No response with id '{id}' is kept (it may have expired, been deleted, been sent with store: false, or belong to another key)."),
+    )
+    .with_code("response_not_found")
+}
+
+/// [`Dialect::prepare`](super::Dialect::prepare) for [`RetrieveResponse`].
+fn prepare_retrieve(config: &Config, parts: &Parts, _body: &[u8]) -> Result<Upstream, ApiError> {
+    let (id, owner) = kept_id(parts);
+    let kept = config
+        .response_store
+        .get(id, owner, config.now())
+        .ok_or_else(|| response_not_found(id))?;
+    Ok(Upstream::local(kept.response.clone()))
+}
+
+/// [`Dialect::prepare`](super::Dialect::prepare) for [`DeleteResponse`].
+fn prepare_delete(config: &Config, parts: &Parts, _body: &[u8]) -> Result<Upstream, ApiError> {
+    let (id, owner) = kept_id(parts);
+    if !config.response_store.remove(id, owner, config.now()) {
+        return Err(response_not_found(id));
+    }
+    let body = json!({"id": id, "object": "response", "deleted": true}).to_string();
+    Ok(Upstream::local(body.into()))
 }
 
 /// The purpose string reasoning signatures are bound to.
 const REASONING_PURPOSE: &str = "responses-reasoning";
+
+/// What keeping an answered response needs.
+pub(crate) struct Keep {
+    store: Arc<ResponseStore>,
+    owner: Owner,
+    /// Every input item of the conversation so far, rendered and
+    /// comma-separated: the kept chain, then this request's input.
+    input: Vec<u8>,
+    timer: Option<Arc<dyn Timer>>,
+}
 
 /// A parsed client request.
 pub(crate) struct Parsed {
@@ -154,15 +233,30 @@ pub(crate) struct Parsed {
     /// Flat names of the custom (freeform) tools offered: their calls are
     /// `custom_tool_call` items.
     pub(crate) custom: HashSet<String>,
+    /// Keeps the answered response for `previous_response_id`.
+    pub(crate) keep: Option<Keep>,
 }
 
 /// Parses a Responses request body into a native request.
+#[cfg(test)]
 pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiError> {
+    parse_request_for(config, body, None)
+}
+
+/// [`parse_request`] for a client (`owner`), whose kept responses a
+/// `previous_response_id` may continue.
+pub(crate) fn parse_request_for(
+    config: &Config,
+    body: &[u8],
+    owner: Option<Owner>,
+) -> Result<Parsed, ApiError> {
     let root = json_object(body)?;
     let client_model = model_name(&root, Wording::Named)?;
     let model = config.resolve_model(&client_model).to_string();
 
     refuse_stateful(&root)?;
+    let previous = previous_items(config, &root, owner)?;
+    let store = get(&root, "store") != Some(&Value::Bool(false));
 
     let stream = stream(&root, Wording::Named)?;
 
@@ -174,7 +268,18 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
     native.format =
         FormatField::RESPONSES.read(get(&root, "text").and_then(|t| t.get("format")))?;
 
-    let entries = tool_entries(&root)?;
+    // A continuation: the kept conversation, then the new input (the
+    // instructions and options are this request's, as in OpenAI's API).
+    let chain = match previous {
+        Some(mut items) => {
+            items.extend(input_items(root.get("input")));
+            Some(Value::Array(items))
+        }
+        None => None,
+    };
+    let input = chain.as_ref().or(root.get("input"));
+
+    let entries = tool_entries(get(&root, "tools"), input)?;
     let Tools {
         native: mut tools,
         mut namespaced,
@@ -197,14 +302,23 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
         .is_some_and(|s| !s.is_null() && s != "none");
 
     let instructions = expect_str(&root, "instructions", Wording::Named)?;
-    let (messages, loaded) = parse_input(&config.thinking_key, instructions, root.get("input"))?;
+    let (messages, loaded) = parse_input(&config.thinking_key, instructions, input)?;
+    let keep = (store && config.response_store.enabled()).then(|| Keep {
+        store: config.response_store.clone(),
+        owner: owner.unwrap_or_else(|| Owner::of(&http::HeaderMap::new())),
+        input: match &chain {
+            Some(Value::Array(items)) => render_items(items),
+            _ => render_items(&input_items(input)),
+        },
+        timer: config.timing.timer.clone(),
+    });
     native.messages = messages;
     if !tool_choice_none {
         loaded.offer(&mut native.tools, &mut namespaced, &mut custom);
     }
 
     Ok(Parsed {
-        echo: render_echo(&root),
+        echo: render_echo(&root, store),
         native,
         client_model,
         include_encrypted,
@@ -214,7 +328,70 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
         include_sources: includes(&root, "web_search_call.action.sources"),
         tool_search,
         custom,
+        keep,
     })
+}
+
+/// The input items of `previous_response_id`'s conversation (for its
+/// `owner`), or a 404 when none is kept; `None` without one.
+fn previous_items(
+    config: &Config,
+    root: &Map<String, Value>,
+    owner: Option<Owner>,
+) -> Result<Option<Vec<Value>>, ApiError> {
+    let Some(id) = get(root, "previous_response_id")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    else {
+        return match get(root, "previous_response_id") {
+            None | Some(Value::String(_)) => Ok(None),
+            Some(v) => Err(Wording::Named.wrong_type("previous_response_id", "a string", v)),
+        };
+    };
+    let store = &config.response_store;
+    if !store.enabled() {
+        return Err(ApiError::invalid(
+            "previous_response_id",
+            "previous_response_id needs the proxy to keep responses, and it keeps none (its response store has no room); send the whole conversation in `input`",
+        ));
+    }
+    let owner = owner.unwrap_or_else(|| Owner::of(&http::HeaderMap::new()));
+    let not_found = || {
+        let mut e = ApiError::new(
+            http::StatusCode::NOT_FOUND,
+            format!("Previous response with id '{id}' not found."),
+        )
+        .with_code("previous_response_not_found");
+        e.param = Some("previous_response_id".into());
+        e
+    };
+    let kept = store.get(id, owner, config.now()).ok_or_else(not_found)?;
+    let items: Vec<Value> = serde_json::from_slice(&kept.items).map_err(|_| not_found())?;
+    Ok(Some(items))
+}
+
+/// `input` as items: a string is one user message.
+fn input_items(input: Option<&Value>) -> Vec<Value> {
+    match input {
+        Some(Value::String(s)) => vec![json!({
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": s}],
+        })],
+        Some(Value::Array(items)) => items.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// Items rendered as JSON, comma-separated.
+fn render_items(items: &[Value]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for item in items {
+        if !out.is_empty() {
+            out.push(b',');
+        }
+        out.extend_from_slice(item.to_string().as_bytes());
+    }
+    out
 }
 
 /// Whether `include` lists `what` (its shape is checked by [`parse_include`]).
@@ -321,24 +498,19 @@ fn parse_include(root: &Map<String, Value>) -> Result<bool, ApiError> {
     Ok(encrypted)
 }
 
-/// The proxy keeps no state: refuse what would need it.
+/// Conversations and background responses need state the proxy does not
+/// keep (it keeps answered responses only): refuse them.
 fn refuse_stateful(root: &Map<String, Value>) -> Result<(), ApiError> {
-    if get(root, "previous_response_id").is_some_and(|v| v.as_str() != Some("")) {
-        return Err(ApiError::invalid(
-            "previous_response_id",
-            "previous_response_id is not supported: this proxy is stateless and stores no responses; send the whole conversation in `input` (as with store: false), including earlier output items",
-        ));
-    }
     if get(root, "conversation").is_some_and(|v| v.as_str() != Some("")) {
         return Err(ApiError::invalid(
             "conversation",
-            "conversation is not supported: this proxy is stateless and stores no conversations; send the whole conversation in `input` (as with store: false)",
+            "conversation is not supported: this proxy keeps no conversations; send the whole conversation in `input`, or continue a response with previous_response_id",
         ));
     }
     if get(root, "background") == Some(&Value::Bool(true)) {
         return Err(ApiError::invalid(
             "background",
-            "background responses are not supported: this proxy is stateless and cannot be polled; send the request without background",
+            "background responses are not supported: this proxy cannot run them unattended; send the request without background",
         ));
     }
     Ok(())
@@ -540,17 +712,20 @@ fn custom_function(tool: &Value, name: &str) -> Value {
 }
 
 /// The tools a request offers, each with the param that names it: `tools`,
-/// then the `tools` of each `additional_tools` input item (Codex sends its
-/// tools that way for models it drives with `use_responses_lite`, and no
-/// top-level `tools`), offered as if they were top-level.
-fn tool_entries(root: &Map<String, Value>) -> Result<Vec<(String, &Value)>, ApiError> {
-    let mut entries: Vec<(String, &Value)> =
-        optional_array(get(root, "tools"), "tools", Wording::Named)?
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (format!("tools[{i}]"), t))
-            .collect();
-    let items = get(root, "input").and_then(Value::as_array);
+/// then the `tools` of each `additional_tools` item of the conversation's
+/// `input` (a continuation's included; Codex sends its tools that way for
+/// models it drives with `use_responses_lite`, and no top-level `tools`),
+/// offered as if they were top-level.
+fn tool_entries<'a>(
+    tools: Option<&'a Value>,
+    input: Option<&'a Value>,
+) -> Result<Vec<(String, &'a Value)>, ApiError> {
+    let mut entries: Vec<(String, &Value)> = optional_array(tools, "tools", Wording::Named)?
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("tools[{i}]"), t))
+        .collect();
+    let items = input.and_then(Value::as_array);
     for (i, item) in items.into_iter().flatten().enumerate() {
         if item.get("type").and_then(Value::as_str) != Some("additional_tools") {
             continue;
@@ -696,7 +871,7 @@ impl Loaded {
 }
 
 /// Request fields echoed in every `response` object.
-fn render_echo(root: &Map<String, Value>) -> Vec<u8> {
+fn render_echo(root: &Map<String, Value>, store: bool) -> Vec<u8> {
     let pick = |key: &str, ok: fn(&Value) -> bool, default: Value| -> Value {
         get(root, key).filter(|v| ok(v)).cloned().unwrap_or(default)
     };
@@ -748,8 +923,11 @@ fn render_echo(root: &Map<String, Value>) -> Vec<u8> {
             pick("truncation", Value::is_string, Value::from("disabled")),
         ),
         ("metadata", pick("metadata", Value::is_object, json!({}))),
-        ("previous_response_id", Value::Null),
-        ("store", Value::Bool(false)),
+        (
+            "previous_response_id",
+            pick("previous_response_id", Value::is_string, Value::Null),
+        ),
+        ("store", Value::Bool(store)),
     ];
     let mut out = Vec::with_capacity(256);
     for (k, v) in fields {
@@ -1239,6 +1417,10 @@ struct ResponseEncoder {
     tool_search: bool,
     /// Flat names of custom tools: their calls are `custom_tool_call` items.
     custom: HashSet<String>,
+    /// The response's id.
+    id: String,
+    /// Keeps the answered response (`store` not false).
+    keep: Option<Keep>,
 }
 
 /// Writes `event: <ty>\ndata: {"type":"<ty>","sequence_number":N` — the
@@ -1379,9 +1561,10 @@ impl ResponseEncoder {
         signer: Option<Key>,
         namespaced: HashMap<String, (String, String)>,
     ) -> Self {
+        let id = random_id("resp_", 32, false);
         let mut prefix = BytesMut::with_capacity(128 + echo.len());
         prefix.extend_from_slice(b"{\"id\":");
-        write_str(&mut prefix, &random_id("resp_", 32, false));
+        write_str(&mut prefix, &id);
         prefix.extend_from_slice(b",\"object\":\"response\",\"created_at\":");
         write_u64(&mut prefix, unix_now());
         prefix.extend_from_slice(b",\"model\":");
@@ -1403,7 +1586,36 @@ impl ResponseEncoder {
             searching: None,
             tool_search: false,
             custom: HashSet::new(),
+            id,
+            keep: None,
         }
+    }
+
+    /// Keeps the answered response: the conversation's items and the
+    /// response object. Only a completed or incomplete one comes here.
+    fn keep(&mut self, end: &End<'_, '_>) {
+        let Some(keep) = self.keep.take() else {
+            return;
+        };
+        let mut items = Vec::with_capacity(keep.input.len() + self.output.len() + 3);
+        items.push(b'[');
+        items.extend_from_slice(&keep.input);
+        if !keep.input.is_empty() && !self.output.is_empty() {
+            items.push(b',');
+        }
+        items.extend_from_slice(&self.output);
+        items.push(b']');
+        let mut response = BytesMut::new();
+        self.write_response(&mut response, end, None);
+        let now = keep
+            .timer
+            .as_ref()
+            .map_or_else(std::time::Instant::now, |t| t.now());
+        let kept = Kept {
+            items: items.into(),
+            response: response.freeze(),
+        };
+        keep.store.put(self.id.clone(), keep.owner, kept, now);
     }
 
     /// Renders the model's calls of [`TOOL_SEARCH`] as `tool_search_call`
@@ -1810,6 +2022,7 @@ impl ResponseEncoder {
         } else {
             self.write_response(out, &end, None);
         }
+        self.keep(&end);
     }
 
     fn fail(&mut self, message: &str, out: &mut BytesMut) {

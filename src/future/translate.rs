@@ -63,6 +63,8 @@ pin_project! {
         Collect {
             #[pin] collect: Carry<CollectAnswer<ResBody>, (http::response::Parts, &'static dyn Dialect)>,
         },
+        // Answered by the dialect without Ollama; `None` once taken.
+        Local { res: Option<Response<TranslateBody<ResBody>>> },
     }
 }
 
@@ -146,6 +148,15 @@ where
     let (bytes, mut hold) = read?;
     read::reserve_parse(&mut hold, &bytes)?;
     let up = job.dialect.prepare(&job.config, &job.parts, &bytes)?;
+    if let Some(document) = up.local {
+        let mut res = Response::new(TranslateBody::full(document));
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::dialect::JSON),
+        );
+        return Ok(Step::Local { res: Some(res) });
+    }
     let meter = match (up.operation(), up.model.as_deref()) {
         (Some(operation), Some(model)) => Some(Meter::start(
             operation,
@@ -259,6 +270,13 @@ where
                     let (parts, body) = res.into_parts();
                     let collect = Carry::new(CollectAnswer::new(body, limit), (parts, dialect));
                     this.step.set(Step::Collect { collect });
+                }
+                StepProj::Local { res } => {
+                    return match res.take() {
+                        Some(res) => Poll::Ready(res),
+                        // Polled after completion.
+                        None => Poll::Pending,
+                    };
                 }
                 StepProj::Collect { collect } => {
                     let (answer, (mut parts, dialect)) = ready!(collect.poll(cx));

@@ -156,6 +156,57 @@ def test_custom_tool_round_trip(recorder):
     }
 
 
+def test_custom_tool_in_additional_tools_continues_by_previous_response_id(recorder):
+    """Tools in an `additional_tools` input item (as Codex sends them) are
+    offered like `tools`, a custom one inside a namespace included; the kept
+    conversation still offers them when the output comes back with
+    `previous_response_id` alone."""
+    from conftest import start_proxy
+
+    p = start_proxy(recorder.url)
+    try:
+        c = client(p)
+        extra = {
+            "type": "additional_tools",
+            "role": "developer",
+            "tools": [
+                {
+                    "type": "namespace",
+                    "name": "functions",
+                    "description": "",
+                    "tools": [{"type": "custom", "name": "exec", "description": "Run JavaScript."}],
+                }
+            ],
+        }
+        prompt = "run [call:functions__exec:" + json.dumps({"input": "text(6 * 7)"}) + "]"
+        r = c.responses.create(model="llama3.2", input=[extra, {"role": "user", "content": prompt}])
+        (call,) = [o for o in r.output if o.type == "custom_tool_call"]
+        assert (call.namespace, call.name, call.input) == ("functions", "exec", "text(6 * 7)")
+
+        r = c.responses.create(
+            model="llama3.2",
+            previous_response_id=r.id,
+            input=[
+                {
+                    "type": "custom_tool_call_output",
+                    "call_id": call.call_id,
+                    "output": [{"type": "input_text", "text": "42"}],
+                }
+            ],
+        )
+        assert r.output_text == "Tool said: 42"
+    finally:
+        p.stop()
+    first, second = recorder.bodies("/api/chat")
+    for chat in (first, second):
+        assert [t["function"]["name"] for t in chat["tools"]] == ["functions__exec"]
+    assert second["messages"][-2]["tool_calls"][0]["function"] == {
+        "name": "functions__exec",
+        "arguments": {"input": "text(6 * 7)"},
+    }
+    assert second["messages"][-1]["tool_name"] == "functions__exec"
+
+
 def test_two_parallel_calls(proxy):
     r = client(proxy).responses.create(
         model="llama3.2", input="weather in two cities", tools=[WEATHER_TOOL], parallel_tool_calls=True
@@ -234,11 +285,11 @@ def test_unknown_model_is_not_found(proxy):
     assert "nosuch" in str(e.value)
 
 
-def test_previous_response_id_is_a_clear_400(proxy):
-    with pytest.raises(openai.BadRequestError) as e:
+def test_an_unknown_previous_response_id_is_openai_s_404(proxy):
+    with pytest.raises(openai.NotFoundError) as e:
         client(proxy).responses.create(model="llama3.2", input="hi", previous_response_id="resp_123")
     assert e.value.body["param"] == "previous_response_id"
-    assert "stateless" in e.value.body["message"]
+    assert e.value.body["code"] == "previous_response_not_found"
 
 
 def test_codex_shaped_request(proxy):

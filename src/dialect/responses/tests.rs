@@ -706,15 +706,16 @@ fn additional_tools_items_offer_their_tools() {
 #[test]
 fn stateful_requests_are_refused_clearly() {
     let c = config();
+    // An id the store does not have: OpenAI's 404.
     let e = parse(
         &c,
         json!({"model":"m","input":"x","previous_response_id":"resp_1"}),
     )
     .err()
     .unwrap();
-    assert_eq!(e.status, 400);
+    assert_eq!(e.status, 404);
     assert_eq!(e.param.as_deref(), Some("previous_response_id"));
-    assert!(e.message.contains("stateless"));
+    assert_eq!(e.code, Some("previous_response_not_found"));
     let e = parse(&c, json!({"model":"m","input":"x","conversation":"conv_1"}))
         .err()
         .unwrap();
@@ -928,7 +929,7 @@ fn streams_text() {
     assert_eq!(created["output"], json!([]));
     assert_eq!(created["object"], "response");
     assert_eq!(created["model"], "client-model");
-    assert_eq!(created["store"], false);
+    assert_eq!(created["store"], true);
     assert_eq!(created["tool_choice"], "auto");
     assert!(created["id"].as_str().unwrap().starts_with("resp_"));
     assert_eq!(ev[1]["response"]["id"], created["id"]);
@@ -1422,7 +1423,13 @@ fn echo_reflects_the_request() {
     assert_eq!(v["reasoning"], json!({"effort":"low","summary":"auto"}));
     assert_eq!(v["text"], json!({"format":{"type":"text"}}));
     assert_eq!(v["metadata"], json!({"k":"v"}));
+    assert_eq!(v["store"], true, "kept unless the client says store: false");
+    assert_eq!(v["previous_response_id"], Value::Null);
+    let p = parse(&c, json!({"model":"m","input":"x","store":false})).unwrap();
+    let v: Value =
+        serde_json::from_slice(&[b"{\"a\":1".as_slice(), &p.echo, b"}"].concat()).unwrap();
     assert_eq!(v["store"], false);
+    assert!(p.keep.is_none(), "store: false is never kept");
 }
 
 #[test]
@@ -1460,7 +1467,8 @@ fn prepare_routes_and_picks_content_type() {
         .unwrap();
     let v: Value = serde_json::from_slice(&d.error_body(&e)).unwrap();
     assert_eq!(v["error"]["param"], "previous_response_id");
-    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert_eq!(v["error"]["code"], "previous_response_not_found");
+    assert_eq!(v["error"]["type"], "not_found_error");
 }
 
 #[test]
