@@ -66,7 +66,8 @@
 //! * **`additional_tools` input items** (Codex sends its tools that way, and
 //!   no top-level `tools`, for the models it drives with
 //!   `use_responses_lite`, such as `gpt-5.6-*`; Codex Desktop likewise):
-//!   their tools are offered as if they were in `tools`, after those.
+//!   their tools are offered as if they were in `tools`, after those (a
+//!   kept conversation's items too, on a continuation).
 //! * **Dropped, never a 400:** tool kinds Ollama cannot run (`file_search`,
 //!   `local_shell`, `mcp`, a hosted `tool_search`, …; `web_search` too when
 //!   the layer's search is off), input items the API documents other than
