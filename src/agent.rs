@@ -33,7 +33,7 @@ use http_body::Body;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 /// A call to Ollama: the response head, or why there is none.
@@ -190,62 +190,69 @@ where
         out: &mut BytesMut,
     ) -> Poll<Step<B>> {
         loop {
-            match &mut self.state {
-                State::Idle => return Poll::Ready(Step::EndTurn),
-                State::Searching(s) => {
-                    if s.running.is_none() && s.next == s.round.calls.len() {
-                        let s = match std::mem::replace(&mut self.state, State::Idle) {
-                            State::Searching(s) => s,
-                            _ => return Poll::Ready(Step::EndTurn),
-                        };
-                        match self.follow_up(*s) {
-                            Some(step) => return Poll::Ready(step),
-                            None => continue,
-                        }
-                    }
-                    let outcome = match s.running.as_mut() {
-                        None => {
-                            let index = s.next;
-                            let (name, arguments) = &s.round.calls[index];
-                            let (name, arguments) = (name.clone(), arguments.clone());
-                            let started = self.start(&name, &arguments, transcoder, out);
-                            let s = match &mut self.state {
-                                State::Searching(s) => s,
-                                _ => continue,
-                            };
-                            match started {
-                                Ok(running) => s.running = Some(running),
-                                Err((id, query, e)) => {
-                                    finish(s, transcoder, out, &id, &query, Err(e));
-                                }
-                            }
-                            continue;
-                        }
-                        Some(running) => match poll_search(running, cx) {
-                            Poll::Pending => return Poll::Pending,
-                            Poll::Ready(outcome) => outcome,
-                        },
-                    };
-                    let Some(running) = s.running.take() else {
-                        continue;
-                    };
-                    let backend = self.config.backend_name();
-                    let elapsed = self
-                        .timer
-                        .as_ref()
-                        .map_or_else(Instant::now, |t| t.now())
-                        .saturating_duration_since(running.started);
-                    let outcome = outcome.map(|hits| {
-                        search::bound_hits(hits, &running.search, self.config.result_bytes)
-                    });
-                    log_search(backend, &outcome, elapsed);
-                    let outcome = outcome.map_err(|e| e.code);
-                    let ok = outcome.as_ref().map(Vec::as_slice).map_err(|c| *c);
-                    finish(s, transcoder, out, &running.id, &running.query, ok);
+            let step = match &mut self.state {
+                State::Idle => Some(Step::EndTurn),
+                State::Searching(_) => ready!(self.poll_searching(cx, transcoder, out)),
+                State::Calling(_) | State::Refused { .. } => Some(ready!(self.poll_follow_up(cx))),
+            };
+            if let Some(step) = step {
+                return Poll::Ready(step);
+            }
+        }
+    }
+
+    /// One step of the round's searches: a search started, one finished,
+    /// or the follow-up called (`None`: go on), or the turn's end.
+    fn poll_searching(
+        &mut self,
+        cx: &mut Context<'_>,
+        transcoder: &mut dyn Transcode,
+        out: &mut BytesMut,
+    ) -> Poll<Option<Step<B>>> {
+        let State::Searching(s) = &mut self.state else {
+            return Poll::Ready(None);
+        };
+        let Some(running) = s.running.as_mut() else {
+            if s.next == s.round.calls.len() {
+                let State::Searching(s) = std::mem::replace(&mut self.state, State::Idle) else {
+                    return Poll::Ready(Some(Step::EndTurn));
+                };
+                return Poll::Ready(self.follow_up(*s));
+            }
+            let (name, arguments) = s.round.calls[s.next].clone();
+            let started = self.start(&name, &arguments, transcoder, out);
+            if let State::Searching(s) = &mut self.state {
+                match started {
+                    Ok(running) => s.running = Some(running),
+                    Err((id, query, e)) => finish(s, transcoder, out, &id, &query, Err(e)),
                 }
-                State::Calling(fut) => match fut.as_mut().poll(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Err(e)) => {
+            }
+            return Poll::Ready(None);
+        };
+        let outcome = ready!(poll_search(running, cx));
+        let Some(running) = s.running.take() else {
+            return Poll::Ready(None);
+        };
+        let elapsed = self
+            .timer
+            .as_ref()
+            .map_or_else(Instant::now, |t| t.now())
+            .saturating_duration_since(running.started);
+        let outcome =
+            outcome.map(|hits| search::bound_hits(hits, &running.search, self.config.result_bytes));
+        log_search(self.config.backend_name(), &outcome, elapsed);
+        let outcome = outcome.map_err(|e| e.code);
+        let hits = outcome.as_ref().map(Vec::as_slice).map_err(|c| *c);
+        finish(s, transcoder, out, &running.id, &running.query, hits);
+        Poll::Ready(None)
+    }
+
+    /// The follow-up's head (or, refused, its error body).
+    fn poll_follow_up(&mut self, cx: &mut Context<'_>) -> Poll<Step<B>> {
+        loop {
+            match &mut self.state {
+                State::Calling(fut) => match ready!(fut.as_mut().poll(cx)) {
+                    Err(e) => {
                         self.state = State::Idle;
                         let message = format!(
                             "could not reach Ollama for the answer after a web search: {}",
@@ -253,21 +260,19 @@ where
                         );
                         return Poll::Ready(Step::Fail(Failure::UpstreamLost, message));
                     }
-                    Poll::Ready(Ok(res)) => {
+                    Ok(res) if res.status().is_success() => {
+                        self.state = State::Idle;
+                        return Poll::Ready(Step::Continue(res.into_body()));
+                    }
+                    Ok(res) => {
                         let status = res.status();
-                        if status.is_success() {
-                            self.state = State::Idle;
-                            return Poll::Ready(Step::Continue(res.into_body()));
-                        }
                         let body = Box::pin(read_bounded(res.into_body(), 64 * 1024));
                         self.state = State::Refused { status, body };
                     }
                 },
                 State::Refused { status, body } => {
                     let status = *status;
-                    let Poll::Ready(read) = body.as_mut().poll(cx) else {
-                        return Poll::Pending;
-                    };
+                    let read = ready!(body.as_mut().poll(cx));
                     self.state = State::Idle;
                     let said = crate::dialect::upstream_error_message(
                         status,
@@ -276,6 +281,7 @@ where
                     tracing::warn!(status = status.as_u16(), error = %said, "Ollama refused the answer after a web search");
                     return Poll::Ready(Step::Fail(Failure::OllamaError, said));
                 }
+                _ => return Poll::Ready(Step::EndTurn),
             }
         }
     }

@@ -359,18 +359,10 @@ async fn errors_use_the_openai_shape() {
         json!({"model":"llama3.2","input":"x","previous_response_id":"resp_123"}),
     )
     .await;
-    // An id the proxy does not keep (tests/response_store.rs has the rest).
-    assert_eq!(a.status, 404);
+    assert_eq!(a.status, 404, "no response resp_123 is kept");
     let e = a.json();
     assert_eq!(e["error"]["param"], "previous_response_id");
     assert_eq!(e["error"]["code"], "previous_response_not_found");
-    let a = post(
-        &p,
-        json!({"model":"llama3.2","input":"x","conversation":"conv_1"}),
-    )
-    .await;
-    assert_eq!(a.status, 400);
-    assert_eq!(a.json()["error"]["param"], "conversation");
     assert_eq!(
         fake.requests_to("/api/chat").len(),
         before,
@@ -428,10 +420,20 @@ async fn codex_shaped_request() {
         .iter()
         .map(|t| t["function"]["name"].as_str().unwrap())
         .collect();
-    // The web_search tool is run by the proxy: the model is offered its function.
+    // The web_search tool is run by the proxy: the model is offered its
+    // function; the custom apply_patch is a function of one string.
     assert_eq!(
         names,
-        ["exec_command", "mcp__weather__get_forecast", "web_search"]
+        [
+            "exec_command",
+            "mcp__weather__get_forecast",
+            "apply_patch",
+            "web_search"
+        ]
+    );
+    assert_eq!(
+        native["tools"][2]["function"]["parameters"]["required"],
+        json!(["input"])
     );
     assert_eq!(native["messages"][1]["role"], "system");
     assert!(native.get("think").is_none());

@@ -545,101 +545,26 @@ fn assistant_messages(
     call_names: &mut HashMap<String, String>,
     out: &mut Vec<Message>,
 ) -> Result<(), ApiError> {
-    let mut msg = Message::new("assistant", String::new());
-    // server_tool_use id → query, for its result.
-    let mut searches: HashMap<String, String> = HashMap::new();
+    let mut turn = AssistantTurn {
+        key: &config.thinking_key,
+        msg: Message::new("assistant", String::new()),
+        searches: HashMap::new(),
+        out,
+    };
     for (j, block) in blocks.into_iter().enumerate() {
         let bp = format!("{p}.content.{j}");
         match block_type(&block) {
-            "server_tool_use" => {
-                let id = block.get("id").and_then(Value::as_str).unwrap_or_default();
-                let query = block
-                    .get("input")
-                    .and_then(|i| i.get("query"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                if block.get("name").and_then(Value::as_str) != Some(search::FUNCTION) {
-                    tracing::debug!(param = %bp, "dropping a server_tool_use that is not a web search");
-                    continue;
-                }
-                // The call is the model's only with its result, below.
-                searches.insert(id.to_string(), query.to_string());
-            }
-            "web_search_tool_result" => {
-                let id = block
-                    .get("tool_use_id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                let Some(query) = searches.remove(id) else {
-                    tracing::debug!(param = %bp, "dropping a web_search_tool_result without its server_tool_use");
-                    continue;
-                };
-                let text = search_result_text(&config.thinking_key, &query, block.get("content"));
-                // The model saw the call under the id without its prefix.
-                let id = id.strip_prefix("srvtoolu_").unwrap_or(id);
-                msg.tool_calls.push(NativeToolCall {
-                    id: Some(id.to_string()),
-                    function: ToolFunction {
-                        name: search::FUNCTION.to_string(),
-                        arguments: json!({ "query": query }),
-                    },
-                });
-                out.push(std::mem::replace(
-                    &mut msg,
-                    Message::new("assistant", String::new()),
-                ));
-                let mut tool = Message::new("tool", text);
-                tool.tool_name = Some(search::FUNCTION.to_string());
-                tool.tool_call_id = Some(id.to_string());
-                out.push(tool);
-            }
-            "text" => msg.content.push_str(&block_text(block, &bp)?),
+            "server_tool_use" => turn.server_tool_use(&block, &bp),
+            "web_search_tool_result" => turn.search_result(&block, &bp),
+            "text" => turn.msg.content.push_str(&block_text(block, &bp)?),
             "tool_use" => {
-                let Value::Object(mut b) = block else {
-                    continue;
-                };
-                let name = match b.remove("name") {
-                    Some(Value::String(n)) if !n.is_empty() => n,
-                    _ => return Err(ApiError::invalid(format!("{bp}.name"), "Field required")),
-                };
-                let id = match b.remove("id") {
-                    Some(Value::String(id)) if !id.is_empty() => id,
-                    _ => return Err(ApiError::invalid(format!("{bp}.id"), "Field required")),
-                };
-                let arguments = match b.remove("input") {
-                    None | Some(Value::Null) => json!({}),
-                    Some(v @ Value::Object(_)) => v,
-                    Some(v) => {
-                        return Err(ApiError::invalid(
-                            format!("{bp}.input"),
-                            format!("must be an object, got {}", type_name(&v)),
-                        ))
-                    }
-                };
-                call_names.insert(id.clone(), name.clone());
-                msg.tool_calls.push(NativeToolCall {
-                    id: Some(id),
-                    function: ToolFunction { name, arguments },
-                });
-            }
-            "thinking" => {
-                let text = block.get("thinking").and_then(Value::as_str).unwrap_or("");
-                let signature = block.get("signature").and_then(Value::as_str).unwrap_or("");
-                if text.is_empty() {
-                    continue;
+                let call = tool_use_call(block, &bp)?;
+                if let Some(id) = &call.id {
+                    call_names.insert(id.clone(), call.function.name.clone());
                 }
-                if signing::verify(&config.thinking_key, THINKING_PURPOSE, text, signature) {
-                    match &mut msg.thinking {
-                        Some(t) => t.push_str(text),
-                        None => msg.thinking = Some(text.to_string()),
-                    }
-                } else {
-                    tracing::debug!(
-                        param = %bp,
-                        "dropping a thinking block whose signature is not ours"
-                    );
-                }
+                turn.msg.tool_calls.push(call);
             }
+            "thinking" => turn.thinking(&block, &bp),
             "redacted_thinking" => {
                 tracing::debug!(param = %bp, "dropping a redacted_thinking block");
             }
@@ -648,12 +573,116 @@ fn assistant_messages(
             }
         }
     }
+    let AssistantTurn { msg, out, .. } = turn;
     let empty = msg.content.is_empty() && msg.tool_calls.is_empty() && msg.thinking.is_none();
     // A turn that ended with a search result has nothing after it.
     if !(empty && out.last().is_some_and(|m| m.role == "tool")) {
         out.push(msg);
     }
     Ok(())
+}
+
+/// An assistant turn being read: its message so far, and the web searches
+/// whose results are still to come.
+struct AssistantTurn<'a> {
+    key: &'a Key,
+    msg: Message,
+    /// `server_tool_use` id → query.
+    searches: HashMap<String, String>,
+    out: &'a mut Vec<Message>,
+}
+
+impl AssistantTurn<'_> {
+    /// A web search the layer ran: the model's call only with its result.
+    fn server_tool_use(&mut self, block: &Value, bp: &str) {
+        if block.get("name").and_then(Value::as_str) != Some(search::FUNCTION) {
+            tracing::debug!(param = %bp, "dropping a server_tool_use that is not a web search");
+            return;
+        }
+        let id = block.get("id").and_then(Value::as_str).unwrap_or_default();
+        let query = block
+            .get("input")
+            .and_then(|i| i.get("query"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        self.searches.insert(id.to_string(), query.to_string());
+    }
+
+    /// Its result: the call ends the message so far, the tool message
+    /// follows it, and the turn goes on in a new message.
+    fn search_result(&mut self, block: &Value, bp: &str) {
+        let id = block
+            .get("tool_use_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let Some(query) = self.searches.remove(id) else {
+            tracing::debug!(param = %bp, "dropping a web_search_tool_result without its server_tool_use");
+            return;
+        };
+        let text = search_result_text(self.key, &query, block.get("content"));
+        // The model saw the call under the id without its prefix.
+        let id = id.strip_prefix("srvtoolu_").unwrap_or(id);
+        self.msg.tool_calls.push(NativeToolCall {
+            id: Some(id.to_string()),
+            function: ToolFunction {
+                name: search::FUNCTION.to_string(),
+                arguments: json!({ "query": query }),
+            },
+        });
+        let msg = std::mem::replace(&mut self.msg, Message::new("assistant", String::new()));
+        self.out.push(msg);
+        let mut tool = Message::new("tool", text);
+        tool.tool_name = Some(search::FUNCTION.to_string());
+        tool.tool_call_id = Some(id.to_string());
+        self.out.push(tool);
+    }
+
+    /// Thinking, only when its signature is ours.
+    fn thinking(&mut self, block: &Value, bp: &str) {
+        let text = block.get("thinking").and_then(Value::as_str).unwrap_or("");
+        let signature = block.get("signature").and_then(Value::as_str).unwrap_or("");
+        if text.is_empty() {
+            return;
+        }
+        if signing::verify(self.key, THINKING_PURPOSE, text, signature) {
+            match &mut self.msg.thinking {
+                Some(t) => t.push_str(text),
+                None => self.msg.thinking = Some(text.to_string()),
+            }
+        } else {
+            tracing::debug!(param = %bp, "dropping a thinking block whose signature is not ours");
+        }
+    }
+}
+
+/// A `tool_use` block as a native call (its name, id and object input
+/// required).
+fn tool_use_call(block: Value, bp: &str) -> Result<NativeToolCall, ApiError> {
+    let Value::Object(mut b) = block else {
+        return Err(ApiError::invalid(bp, "a tool_use block must be an object"));
+    };
+    let name = match b.remove("name") {
+        Some(Value::String(n)) if !n.is_empty() => n,
+        _ => return Err(ApiError::invalid(format!("{bp}.name"), "Field required")),
+    };
+    let id = match b.remove("id") {
+        Some(Value::String(id)) if !id.is_empty() => id,
+        _ => return Err(ApiError::invalid(format!("{bp}.id"), "Field required")),
+    };
+    let arguments = match b.remove("input") {
+        None | Some(Value::Null) => json!({}),
+        Some(v @ Value::Object(_)) => v,
+        Some(v) => {
+            return Err(ApiError::invalid(
+                format!("{bp}.input"),
+                format!("must be an object, got {}", type_name(&v)),
+            ))
+        }
+    };
+    Ok(NativeToolCall {
+        id: Some(id),
+        function: ToolFunction { name, arguments },
+    })
 }
 
 /// What the model read for a web search sent back in the history: the hits
