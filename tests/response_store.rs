@@ -280,6 +280,61 @@ async fn kept_function_calls_are_answered_by_function_call_output() {
 }
 
 #[tokio::test]
+async fn a_kept_custom_tool_call_from_additional_tools_streams_and_continues() {
+    let fake = FakeOllama::start().await;
+    let p = proxy(&fake, &[]).await;
+    let k = bearer("k1");
+    let extra = json!({"type":"additional_tools","role":"developer","tools":[
+        {"type":"custom","name":"apply_patch","description":"Patch files."}]});
+    let ask = r#"patch [call:apply_patch:{"input":"*** Begin Patch"}]"#;
+    let a = post(
+        &p,
+        &k,
+        &json!({"model":"llama3.2","stream":true,"input":[extra,{"role":"user","content":ask}]}),
+    )
+    .await;
+    let ev = events(&a);
+    assert!(
+        ev.iter()
+            .any(|e| e["type"] == "response.custom_tool_call_input.done"),
+        "{}",
+        a.body
+    );
+    let r1 = answered(&a);
+    let call = r1["output"][0].clone();
+    assert_eq!(call["type"], "custom_tool_call", "{r1}");
+    assert_eq!(call["input"], "*** Begin Patch");
+    assert_eq!(get(&p, &k, &id(&r1)).await.json(), r1);
+
+    let a = post(
+        &p,
+        &k,
+        &json!({"model":"llama3.2","stream":true,"previous_response_id":id(&r1),"input":[
+            {"type":"custom_tool_call_output","call_id":call["call_id"],"output":"Done"}]}),
+    )
+    .await;
+    assert_eq!(output_text(&answered(&a)), "Tool said: Done");
+    let native = last_chat(&fake);
+    let names: Vec<&str> = native["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["apply_patch"], "the kept additional_tools item");
+    let msgs = native["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 3, "{native}");
+    assert_eq!(
+        msgs[1]["tool_calls"][0]["function"],
+        json!({"name":"apply_patch","arguments":{"input":"*** Begin Patch"}})
+    );
+    assert_eq!(
+        msgs[2],
+        json!({"role":"tool","content":"Done","tool_name":"apply_patch","tool_call_id":call["call_id"]})
+    );
+}
+
+#[tokio::test]
 async fn continuations_branch_and_never_reach_ollama_when_refused() {
     let fake = FakeOllama::start().await;
     let p = proxy(&fake, &[]).await;

@@ -1607,7 +1607,9 @@ fn turn(c: &Config, owner: Owner, body: Value, lines: &[&str]) -> (String, Strin
         stream,
         parsed.include_encrypted.then_some(c.thinking_key),
         parsed.namespaced,
-    );
+    )
+    .with_tool_search(parsed.tool_search)
+    .with_custom(parsed.custom);
     enc.keep = parsed.keep;
     let id = enc.id.clone();
     let mut d = Decoder::new(enc, true);
@@ -2254,4 +2256,88 @@ fn get_returns_and_delete_forgets_a_kept_response() {
     assert!(crate::dialect::route(&Method::GET, "/v1/responses").is_none());
     assert!(crate::dialect::route(&Method::GET, "/v1/responses/").is_none());
     assert!(crate::dialect::route(&Method::POST, &path).is_none());
+}
+
+#[test]
+fn a_kept_custom_tool_call_comes_back_as_the_call_of_its_input() {
+    let c = config();
+    let k = owner("k1");
+    let tools = json!([{"type":"custom","name":"apply_patch","description":"Patch files."}]);
+    let call = r#"{"message":{"role":"assistant","content":"","tool_calls":[{"id":"call_p","function":{"name":"apply_patch","arguments":{"input":"*** Begin Patch\n*** End Patch"}}}]},"done":true,"done_reason":"stop","prompt_eval_count":4,"eval_count":6}"#;
+    let (r1, out) = turn(
+        &c,
+        k,
+        json!({"model":"m","input":"patch it","tools":tools}),
+        &[call],
+    );
+    let answered: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        answered["output"][0]["type"], "custom_tool_call",
+        "{answered}"
+    );
+    assert_eq!(
+        answered["output"][0]["input"],
+        "*** Begin Patch\n*** End Patch"
+    );
+    assert_eq!(kept_items(&c, &r1, k)[1], answered["output"][0]);
+    // The output alone goes back, without the tools this time.
+    let v = native_for(
+        &c,
+        k,
+        json!({"model":"m","previous_response_id":r1,"input":[
+            {"type":"custom_tool_call_output","call_id":"call_p","output":"Done"}]}),
+    );
+    assert_eq!(
+        v["messages"],
+        json!([
+            {"role":"user","content":"patch it"},
+            {"role":"assistant","content":"","tool_calls":[{"id":"call_p","function":
+                {"name":"apply_patch","arguments":{"input":"*** Begin Patch\n*** End Patch"}}}]},
+            {"role":"tool","content":"Done","tool_name":"apply_patch","tool_call_id":"call_p"}
+        ])
+    );
+    assert!(v.get("tools").is_none(), "turn 1's tools are not kept");
+}
+
+#[test]
+fn tools_the_kept_conversation_loaded_or_added_are_offered_on_a_continuation() {
+    let c = config();
+    let k = owner("k1");
+    // A tool search answered in turn 1 loaded mcp__docs__search; an
+    // additional_tools item offered `extra`.
+    let (r1, _) = turn(
+        &c,
+        k,
+        tool_search_body(json!([
+            {"type":"additional_tools","role":"developer","tools":[
+                {"type":"function","name":"extra","parameters":{"type":"object"}}]},
+            {"role":"user","content":"find the docs tool"},
+            {"type":"tool_search_call","call_id":"ts1","arguments":{"query":"docs"}},
+            {"type":"tool_search_output","call_id":"ts1","tools":[
+                {"type":"namespace","name":"mcp__docs__","tools":[
+                    {"type":"function","name":"search","parameters":{"type":"object"}}]}]}
+        ])),
+        &[&says("Loaded.")],
+    );
+    let mut body = tool_search_body(json!("now search"));
+    body["previous_response_id"] = json!(r1);
+    let parsed = parse_request_for(&c, body.to_string().as_bytes(), Some(k)).unwrap();
+    assert_eq!(
+        offered(&parsed),
+        ["exec_command", "tool_search", "extra", "mcp__docs__search"]
+    );
+    assert_eq!(
+        parsed.namespaced.get("mcp__docs__search"),
+        Some(&("mcp__docs__".to_string(), "search".to_string()))
+    );
+    // Without tools of its own, the continuation still offers the kept ones.
+    let parsed = parse_request_for(
+        &c,
+        json!({"model":"m","previous_response_id":r1,"input":"again"})
+            .to_string()
+            .as_bytes(),
+        Some(k),
+    )
+    .unwrap();
+    assert_eq!(offered(&parsed), ["extra", "mcp__docs__search"]);
 }
