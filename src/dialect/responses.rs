@@ -95,7 +95,7 @@ use crate::signing::{self, Key};
 use crate::store::{Kept, Owner, ResponseStore};
 use crate::timer::Timer;
 use crate::util::{random_id, unix_now};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -130,7 +130,10 @@ fn prepare_responses(config: &Config, parts: &Parts, body: &[u8]) -> Result<Upst
     .with_custom(parsed.custom);
     encoder.sources = parsed.include_sources;
     encoder.keep = parsed.keep;
-    Ok(call.upstream(encoder).requested_as(&parsed.client_model))
+    encoder.set_id(parsed.id);
+    let mut up = call.upstream(encoder).requested_as(&parsed.client_model);
+    up.conversation = parsed.conversation;
+    Ok(up)
 }
 
 /// `GET /v1/responses/{id}`: a kept response.
@@ -179,6 +182,16 @@ fn response_not_found(id: &str) -> ApiError {
 
 /// [`Dialect::prepare`](super::Dialect::prepare) for [`RetrieveResponse`].
 fn prepare_retrieve(config: &Config, parts: &Parts, _body: &[u8]) -> Result<Upstream, ApiError> {
+    let streamed = parts.uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.eq_ignore_ascii_case("stream=true"))
+    });
+    if streamed {
+        return Err(ApiError::invalid(
+            "stream",
+            "a kept response is returned whole: retrieve it without stream=true",
+        ));
+    }
     let (id, owner) = kept_id(parts);
     let kept = config
         .response_store
@@ -208,6 +221,10 @@ pub(crate) struct Keep {
     /// comma-separated: the kept chain, then this request's input.
     input: Vec<u8>,
     timer: Option<Arc<dyn Timer>>,
+    /// The conversation's first response: its key on a pool.
+    root: String,
+    /// The largest answer a non-streaming client is given.
+    collect_limit: usize,
 }
 
 /// A parsed client request.
@@ -236,6 +253,10 @@ pub(crate) struct Parsed {
     pub(crate) custom: HashSet<String>,
     /// Keeps the answered response for `previous_response_id`.
     pub(crate) keep: Option<Keep>,
+    /// The response's id.
+    pub(crate) id: String,
+    /// A kept conversation's key: the id of its first response.
+    pub(crate) conversation: Option<String>,
 }
 
 /// Parses a Responses request body into a native request.
@@ -257,7 +278,12 @@ pub(crate) fn parse_request_for(
 
     refuse_stateful(&root)?;
     let previous = previous_items(config, &root, owner)?;
-    let store = get(&root, "store") != Some(&Value::Bool(false));
+    let store = match get(&root, "store") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => return Err(Wording::Named.wrong_type("store", "a boolean", v)),
+    };
+    let id = random_id("resp_", 32, false);
 
     let stream = stream(&root, Wording::Named)?;
 
@@ -271,12 +297,12 @@ pub(crate) fn parse_request_for(
 
     // A continuation: the kept conversation, then the new input (the
     // instructions and options are this request's, as in OpenAI's API).
-    let chain = match previous {
-        Some(mut items) => {
+    let (chain, conversation) = match previous {
+        Some((mut items, first)) => {
             items.extend(input_items(root.get("input")));
-            Some(Value::Array(items))
+            (Some(Value::Array(items)), first)
         }
-        None => None,
+        None => (None, id.clone()),
     };
     let input = chain.as_ref().or(root.get("input"));
 
@@ -312,6 +338,8 @@ pub(crate) fn parse_request_for(
             _ => render_items(&input_items(input)),
         },
         timer: config.timing.timer.clone(),
+        root: conversation.clone(),
+        collect_limit: config.max_answer_bytes,
     });
     native.messages = messages;
     if !tool_choice_none {
@@ -329,17 +357,21 @@ pub(crate) fn parse_request_for(
         include_sources: includes(&root, "web_search_call.action.sources"),
         tool_search,
         custom,
+        // A pool keeps a kept conversation on one host by its first response.
+        conversation: keep.is_some().then_some(conversation),
         keep,
+        id,
     })
 }
 
 /// The input items of `previous_response_id`'s conversation (for its
-/// `owner`), or a 404 when none is kept; `None` without one.
+/// `owner`) and the id of its first response, or a 404 when none is kept;
+/// `None` without one.
 fn previous_items(
     config: &Config,
     root: &Map<String, Value>,
     owner: Option<Owner>,
-) -> Result<Option<Vec<Value>>, ApiError> {
+) -> Result<Option<(Vec<Value>, String)>, ApiError> {
     let Some(id) = get(root, "previous_response_id")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
@@ -367,8 +399,33 @@ fn previous_items(
         e
     };
     let kept = store.get(id, owner, config.now()).ok_or_else(not_found)?;
-    let items: Vec<Value> = serde_json::from_slice(&kept.items).map_err(|_| not_found())?;
-    Ok(Some(items))
+    let mut items: Vec<Value> = serde_json::from_slice(&kept.items).map_err(|_| not_found())?;
+    for item in &mut items {
+        seal_kept_reasoning(&config.thinking_key, item);
+    }
+    Ok(Some((items, kept.root.clone())))
+}
+
+/// A reasoning item the proxy kept is the model's own (the store holds only
+/// what the proxy wrote): its summary is sealed like reasoning a client
+/// asked for with `include`, so the continuation gives it back to the model.
+fn seal_kept_reasoning(key: &Key, item: &mut Value) {
+    if item.get("type").and_then(Value::as_str) != Some("reasoning")
+        || item.get("encrypted_content").is_some_and(|e| !e.is_null())
+    {
+        return;
+    }
+    let text: String = item
+        .get("summary")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|part| part.get("text").and_then(Value::as_str))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if !text.is_empty() {
+        item["encrypted_content"] = Value::from(seal_reasoning(key, &text));
+    }
 }
 
 /// `input` as items: a string is one user message.
@@ -1594,10 +1651,30 @@ impl ResponseEncoder {
 
     /// Keeps the answered response: the conversation's items and the
     /// response object. Only a completed or incomplete one comes here.
-    fn keep(&mut self, end: &End<'_, '_>) {
+    /// Answers as response `id` (chosen while parsing, so a kept
+    /// conversation can be named before the answer starts).
+    fn set_id(&mut self, id: String) {
+        let mut old = BytesMut::new();
+        old.extend_from_slice(b"{\"id\":");
+        write_str(&mut old, &self.id);
+        let mut new = BytesMut::new();
+        new.extend_from_slice(b"{\"id\":");
+        write_str(&mut new, &id);
+        if let Some(rest) = self.prefix.strip_prefix(&old[..]) {
+            self.prefix = [&new[..], rest].concat();
+            self.id = id;
+        }
+    }
+
+    fn keep(&mut self, response: Bytes) {
         let Some(keep) = self.keep.take() else {
             return;
         };
+        if !self.stream && response.len() > keep.collect_limit {
+            // The client gets a 502 for a document this large: nothing to
+            // continue.
+            return;
+        }
         let mut items = Vec::with_capacity(keep.input.len() + self.output.len() + 3);
         items.push(b'[');
         items.extend_from_slice(&keep.input);
@@ -1606,15 +1683,14 @@ impl ResponseEncoder {
         }
         items.extend_from_slice(&self.output);
         items.push(b']');
-        let mut response = BytesMut::new();
-        self.write_response(&mut response, end, None);
         let now = keep
             .timer
             .as_ref()
             .map_or_else(std::time::Instant::now, |t| t.now());
         let kept = Kept {
             items: items.into(),
-            response: response.freeze(),
+            response,
+            root: keep.root,
         };
         keep.store.put(self.id.clone(), keep.owner, kept, now);
     }
@@ -2018,12 +2094,18 @@ impl ResponseEncoder {
         } else {
             ("response.completed", End::Completed(done))
         };
+        // Rendered once: what is kept is what the client got.
+        let mut document = BytesMut::new();
+        self.write_response(&mut document, &end, None);
         if self.stream {
-            self.lifecycle(out, ty, &end, None);
+            begin_event(&mut self.seq, out, ty);
+            out.extend_from_slice(b",\"response\":");
+            out.extend_from_slice(&document);
+            end_event(out);
         } else {
-            self.write_response(out, &end, None);
+            out.extend_from_slice(&document);
         }
-        self.keep(&end);
+        self.keep(document.freeze());
     }
 
     fn fail(&mut self, message: &str, out: &mut BytesMut) {

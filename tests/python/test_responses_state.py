@@ -159,6 +159,15 @@ def test_retrieve_and_delete(proxy):
     assert_previous_not_found(e, r.id)
 
 
+def test_a_kept_response_is_retrieved_whole_not_streamed(proxy):
+    c = client(proxy)
+    r = c.responses.create(model="llama3.2", input="keep me whole")
+    with pytest.raises(openai.BadRequestError) as e:
+        c.responses.retrieve(r.id, stream=True)
+    assert e.value.body["param"] == "stream"
+    assert c.responses.retrieve(r.id).id == r.id
+
+
 def test_another_key_cannot_continue_read_or_delete(proxy):
     mine, theirs = client(proxy, "k1"), client(proxy, "k2")
     r = mine.responses.create(model="llama3.2", input="my secret")

@@ -2000,7 +2000,6 @@ fn kept_reasoning_and_function_calls_come_back_as_the_model_s_messages() {
 /// ask for `encrypted_content`, the kept item has only its summary, and
 /// the continuation drops it like any unsigned summary.
 #[test]
-#[ignore = "BUG: kept reasoning without include:[reasoning.encrypted_content] is dropped from the continuation (the kept item is the proxy's own, yet it is treated as an unsigned client summary); OpenAI's previous_response_id keeps the reasoning"]
 fn kept_reasoning_comes_back_without_include() {
     let c = config();
     let k = owner("k1");
