@@ -1,9 +1,10 @@
 //! OpenAI Responses: `POST /v1/responses`.
 //!
-//! Stateless (`store: false` semantics): every request must carry the whole
-//! conversation in `input`; `previous_response_id` and `conversation` are
-//! refused with a 400 that says so. Requests become native `/api/chat`
-//! requests; Ollama's NDJSON becomes Responses server-sent events
+//! An answered response is kept (unless `store: false`) in the layer's
+//! bounded store, for its owner (a digest of the client's credential):
+//! `previous_response_id` continues it, `GET`/`DELETE /v1/responses/{id}`
+//! read and forget it; `conversation` and `background` are a 400. Requests
+//! become native `/api/chat` requests; Ollama's NDJSON becomes Responses server-sent events
 //! (`response.created` … `response.completed`), or one `response` object when
 //! the client did not ask to stream.
 //!
