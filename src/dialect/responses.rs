@@ -575,6 +575,28 @@ fn refuse_stateful(root: &Map<String, Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The name a call item (`kind`) at `p` was offered to the model under: its
+/// `name`, flattened with its `namespace` when it has one.
+fn call_name(item: &Map<String, Value>, p: &str, kind: &str) -> Result<String, ApiError> {
+    let name = item
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid(format!("{p}.name"), format!("a {kind} item needs a name"))
+        })?;
+    Ok(
+        match item
+            .get("namespace")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            Some(ns) => flat_name(ns, name),
+            None => name.to_string(),
+        },
+    )
+}
+
 /// The name a namespace member is offered to the model under.
 pub(crate) fn flat_name(namespace: &str, name: &str) -> String {
     format!(
@@ -1178,21 +1200,7 @@ impl InputBuilder<'_> {
     }
 
     fn function_call(&mut self, p: &str, item: &Map<String, Value>) -> Result<(), ApiError> {
-        let name = item
-            .get("name")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| {
-                ApiError::invalid(format!("{p}.name"), "a function_call item needs a name")
-            })?;
-        let name = match item
-            .get("namespace")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-        {
-            Some(ns) => flat_name(ns, name),
-            None => name.to_string(),
-        };
+        let name = call_name(item, p, "function_call")?;
         let arguments = parse_arguments(item.get("arguments"), &format!("{p}.arguments"))?;
         let call_id = item
             .get("call_id")
@@ -1207,21 +1215,7 @@ impl InputBuilder<'_> {
     /// function takes its `input` text as the one argument
     /// [`CUSTOM_INPUT`] (see [`custom_function`]).
     fn custom_tool_call(&mut self, p: &str, item: &Map<String, Value>) -> Result<(), ApiError> {
-        let name = item
-            .get("name")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| {
-                ApiError::invalid(format!("{p}.name"), "a custom_tool_call item needs a name")
-            })?;
-        let name = match item
-            .get("namespace")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-        {
-            Some(ns) => flat_name(ns, name),
-            None => name.to_string(),
-        };
+        let name = call_name(item, p, "custom_tool_call")?;
         let input = match item.get("input") {
             None | Some(Value::Null) => "",
             Some(Value::String(s)) => s.as_str(),
