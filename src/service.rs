@@ -137,9 +137,12 @@ where
         // Whose request this is, before the credential is taken off (for
         // the translated ones: kept responses belong to their owner).
         if dialect::route(req.method(), req.uri().path()).is_some() {
+            // With keys, the owner is also tied to the key that let the
+            // request in (a credential beside it still tells owners apart).
+            let owner = Owner::of(req.headers());
             let owner = match admission.owner {
-                Some(digest) => Owner::from_digest(digest.bytes()),
-                None => Owner::of(req.headers()),
+                Some(key) => owner.within(key.bytes()),
+                None => owner,
             };
             req.extensions_mut().insert(owner);
         }

@@ -36,10 +36,14 @@ impl Owner {
         Owner(sha256(credential.trim_ascii()))
     }
 
-    /// The owner of requests that carried the key with this digest (the
-    /// same as [`Owner::of`] headers carrying only that key).
-    pub(crate) fn from_digest(digest: [u8; 32]) -> Owner {
-        Owner(digest)
+    /// This owner among the requests let in by the key with this digest:
+    /// another key never names the same owner, whatever else the requests
+    /// carry (a credential for the inner service beside the key).
+    pub(crate) fn within(self, key: [u8; 32]) -> Owner {
+        let mut both = [0u8; 64];
+        both[..32].copy_from_slice(&key);
+        both[32..].copy_from_slice(&self.0);
+        Owner(sha256(&both))
     }
 }
 
@@ -228,6 +232,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("authorization", format!("Bearer {key}").parse().unwrap());
         Owner::of(&h)
+    }
+
+    #[test]
+    fn an_owner_within_a_key_is_not_the_same_within_another() {
+        let o = owner("user-1");
+        let (k1, k2) = (sha256(b"k1"), sha256(b"k2"));
+        assert_eq!(o.within(k1), owner("user-1").within(k1));
+        assert_ne!(o.within(k1), o.within(k2));
+        assert_ne!(o.within(k1), owner("user-2").within(k1));
+        assert_ne!(o.within(k1), o);
     }
 
     #[test]

@@ -922,6 +922,27 @@ async fn kept_responses_belong_to_the_key_that_made_them() {
     assert_eq!(a.status, 404, "{}", a.body);
     let a = call(&p, "POST", "/v1/responses", Some(ALICE), Some(&cont)).await;
     assert_eq!(a.status, 200, "{}", a.body);
+
+    // A credential for Ollama beside the key (kept for the inner service)
+    // tells owners of one key apart, and never joins two keys' owners.
+    let with =
+        |key: &'static str, user: &'static str| [("x-api-key", key), ("authorization", user)];
+    let url = format!("{}/v1/responses", p.url);
+    let body = json!({"model": "llama3.2", "input": "hi"});
+    let a = send("POST", &url, &with(ALICE, "Basic dTE="), Some(&body)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let path = format!("{url}/{}", a.json()["id"].as_str().unwrap());
+    for (headers, status) in [
+        (with(ALICE, "Basic dTE="), 200),
+        (with(ALICE, "Basic dTI="), 404),
+        (with(BOB, "Basic dTE="), 404),
+    ] {
+        assert_eq!(
+            send("GET", &path, &headers, None).await.status,
+            status,
+            "{headers:?}"
+        );
+    }
 }
 
 #[test]
