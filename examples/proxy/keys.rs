@@ -175,11 +175,9 @@ impl KeysFile {
         )))
     }
 
-    /// Reloads the file on SIGHUP and every `poll`, for as long as it runs.
-    pub async fn watch(self) {
-        #[cfg(unix)]
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    /// Reloads the file on SIGHUP (once `hangup` listens) and every
+    /// `poll`, for as long as it runs.
+    pub async fn watch(self, mut hangup: Option<Hangup>) {
         let mut tick = (!self.poll.is_zero()).then(|| {
             let mut t =
                 tokio::time::interval_at(tokio::time::Instant::now() + self.poll, self.poll);
@@ -188,17 +186,15 @@ impl KeysFile {
         });
         let mut last_error: Option<String> = None;
         loop {
-            #[cfg(unix)]
             let hup = async {
                 match hangup.as_mut() {
+                    #[cfg(unix)]
                     Some(h) => {
                         h.recv().await;
                     }
-                    None => std::future::pending::<()>().await,
+                    _ => std::future::pending::<()>().await,
                 }
             };
-            #[cfg(not(unix))]
-            let hup = std::future::pending::<()>();
             let timed = async {
                 match tick.as_mut() {
                     Some(t) => {
@@ -234,10 +230,27 @@ impl KeysFile {
     }
 }
 
+/// SIGHUP, listened to (where there are signals).
+#[cfg(unix)]
+pub type Hangup = tokio::signal::unix::Signal;
+/// SIGHUP, listened to (where there are signals).
+#[cfg(not(unix))]
+pub type Hangup = std::convert::Infallible;
+
 /// Says at start who may do what, and starts reloading the keys file when
-/// there is one (until the guard is dropped).
+/// there is one (until the guard is dropped). SIGHUP is listened to before
+/// the line saying so is logged: from then on it reloads instead of ending
+/// the process.
 pub(super) fn start(settings: &Settings) -> Option<AbortOnDrop> {
     let access = &settings.access;
+    #[cfg(unix)]
+    let hangup = settings.keys_file.as_ref().and_then(|_| {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| tracing::warn!("KEYS_FILE: cannot listen to SIGHUP ({e}); polling only"))
+            .ok()
+    });
+    #[cfg(not(unix))]
+    let hangup: Option<Hangup> = None;
     match &settings.keys_file {
         Some(f) => {
             let reload = if f.poll.is_zero() {
@@ -274,7 +287,7 @@ pub(super) fn start(settings: &Settings) -> Option<AbortOnDrop> {
     settings
         .keys_file
         .clone()
-        .map(|f| AbortOnDrop(tokio::spawn(f.watch())))
+        .map(|f| AbortOnDrop(tokio::spawn(f.watch(hangup))))
 }
 
 /// `--hash-key`: the digest to put in a keys file for the key on the first

@@ -101,11 +101,11 @@ def test_a_key_that_is_not_admin_chats_but_cannot_delete_a_model(keyed, fake_oll
 
 def test_admin_paths_are_closed_without_keys_unless_opened(make_proxy):
     closed = make_proxy()
+    assert until(lambda: any("OPEN_ADMIN_PATHS=1 opens them" in line for line in closed.stderr_lines))
     assert chat(closed, "unused") == "Hello! You said: hi"
     with pytest.raises(openai.PermissionDeniedError) as e:
         oai(closed, "unused").delete(closed.url + "/api/delete", cast_to=httpx.Response, body={"model": "x"})
     assert "none is configured" in e.value.response.json()["error"]
-    assert any("OPEN_ADMIN_PATHS=1 opens them" in line for line in closed.stderr_lines)
 
     opened = make_proxy(OPEN_ADMIN_PATHS=1)
     with pytest.raises(openai.NotFoundError):
@@ -135,6 +135,8 @@ def test_a_revoked_key_stops_and_an_added_one_starts_without_a_restart(keyed, ke
 
 def test_sighup_reloads_the_keys_file(make_proxy, keys_file):
     p = make_proxy(KEYS_FILE=str(keys_file), KEYS_POLL_SECS=0)
+    # Logged once SIGHUP is listened to.
+    assert until(lambda: any("access: 2 keys from KEYS_FILE" in line for line in p.stderr_lines), 5)
     assert chat(p, ALICE) == "Hello! You said: hi"
     keys_file.write_text(f"ops:{digest(OPS)}:admin\nbob:{digest(BOB)}\n")
     time.sleep(0.3)
