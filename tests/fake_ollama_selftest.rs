@@ -1421,6 +1421,18 @@ async fn garbage_answers_a_page_that_is_not_ollama_s_until_cleared() {
     let tags = send(&fake, "GET", "/api/tags", &[], "").await;
     assert_eq!(tags.status, StatusCode::OK);
     assert!(tags.json().await["models"].is_array());
+    // With `set_fail`, the page comes with its status.
+    fake.set_fail(Some(502));
+    let resp = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","messages":user("hi")}),
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(resp.content_type(), "text/html; charset=utf-8");
+    assert_eq!(resp.text().await, GARBAGE_PAGE);
+    fake.set_fail(None);
     fake.set_garbage(false);
     let resp = post(
         &fake,

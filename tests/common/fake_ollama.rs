@@ -71,7 +71,7 @@
 //! | [`FakeOllama::set_die_mid_stream`] | streamed generations send their thinking lines, two content lines (their own, padded with `Partial`, ` answer`), half a line, then the connection is aborted as with `[drop]` (non-streaming requests are unaffected) |
 //! | [`FakeOllama::set_prompt_cost`] | a prompt cache (below) |
 //! | [`FakeOllama::set_fail`] | every `POST` to `/api/chat`, `/api/generate`, `/api/embed` answers that HTTP status with Ollama's error JSON `{"error":RUNNER_FAILED}` right after being recorded (a runner that died while loading); listings and `/api/show` still answer |
-//! | [`FakeOllama::set_garbage`] | every `POST` to `/api/chat`, `/api/generate`, `/api/embed` answers HTTP 200 `text/html` [`GARBAGE_PAGE`] right after being recorded (another server on Ollama's port) |
+//! | [`FakeOllama::set_garbage`] | every `POST` to `/api/chat`, `/api/generate`, `/api/embed` answers `text/html` [`GARBAGE_PAGE`] right after being recorded: HTTP 200 (another server on Ollama's port), or with `set_fail`'s status (a proxy's error page) |
 //! | [`FakeOllama::set_silent_after_headers`] | generations send their response head (200, NDJSON when streaming, JSON otherwise), then nothing for [`STALL_DURATION`]; counted in flight, and cancelled when the client goes away |
 //!
 //! Prompt cache: per model, each instance keeps the prompt text of its last generation (one
@@ -409,8 +409,9 @@ impl FakeOllama {
             .store(status.unwrap_or(0), Ordering::SeqCst);
     }
 
-    /// While set, `POST` to `/api/chat`, `/api/generate` and `/api/embed` answers HTTP 200
-    /// `text/html` [`GARBAGE_PAGE`] right after the request is recorded.
+    /// While set, `POST` to `/api/chat`, `/api/generate` and `/api/embed` answers `text/html`
+    /// [`GARBAGE_PAGE`] right after the request is recorded: HTTP 200, or the status given to
+    /// [`FakeOllama::set_fail`].
     pub fn set_garbage(&self, garbage: bool) {
         self.shared.garbage.store(garbage, Ordering::SeqCst);
     }
@@ -673,16 +674,14 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
     }
     let runs_model = matches!(path, "/api/chat" | "/api/generate" | "/api/embed");
     if runs_model && parts.method == Method::POST {
-        let fail = shared.fail.load(Ordering::SeqCst);
-        if let Ok(status) = StatusCode::from_u16(fail) {
-            return ApiError::new(status, RUNNER_FAILED).into_response();
-        }
-        if shared.garbage.load(Ordering::SeqCst) {
-            return respond(
-                StatusCode::OK,
-                Some("text/html; charset=utf-8"),
-                GARBAGE_PAGE,
-            );
+        let fail = StatusCode::from_u16(shared.fail.load(Ordering::SeqCst)).ok();
+        match (fail, shared.garbage.load(Ordering::SeqCst)) {
+            (fail, true) => {
+                let status = fail.unwrap_or(StatusCode::OK);
+                return respond(status, Some("text/html; charset=utf-8"), GARBAGE_PAGE);
+            }
+            (Some(status), false) => return ApiError::new(status, RUNNER_FAILED).into_response(),
+            (None, false) => {}
         }
     }
 
