@@ -45,11 +45,14 @@ pub(crate) struct Kept {
     pub(crate) items: Bytes,
     /// The `response` object as answered.
     pub(crate) response: Bytes,
+    /// The id of the conversation's first response (which names the
+    /// conversation to a pool).
+    pub(crate) root: String,
 }
 
 impl Kept {
     fn size(&self) -> usize {
-        self.items.len() + self.response.len() + 128
+        self.items.len() + self.response.len() + self.root.len() + 128
     }
 }
 
@@ -211,6 +214,7 @@ mod tests {
         Kept {
             items: Bytes::from(vec![b'x'; n]),
             response: Bytes::from_static(b"{}"),
+            root: String::new(),
         }
     }
 

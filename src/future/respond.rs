@@ -48,6 +48,18 @@ pub(super) struct Template {
     session: Option<(&'static str, HeaderValue)>,
 }
 
+impl Template {
+    /// Names the conversation with `x-session-id` when the client's headers
+    /// named none.
+    pub(super) fn conversation(&mut self, key: Option<&str>) {
+        if self.session.is_none() {
+            if let Some(v) = key.and_then(|k| HeaderValue::from_str(k).ok()) {
+                self.session = Some(("x-session-id", v));
+            }
+        }
+    }
+}
+
 impl From<http::request::Parts> for Template {
     fn from(parts: http::request::Parts) -> Self {
         let session = crate::pool::SESSION_HEADERS

@@ -167,7 +167,8 @@ where
     };
     // Parsed: the client's body and its parse are gone.
     drop((hold, bytes));
-    let template = Template::from(job.parts);
+    let mut template = Template::from(job.parts);
+    template.conversation(up.conversation.as_deref());
     let req = respond::upstream_request(&template, up.endpoint, up.body)?;
     let agent = up.search.map(|(native, tool)| {
         let call = caller(job.service.clone(), template.clone());
