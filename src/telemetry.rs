@@ -33,7 +33,9 @@ pub const UPSTREAM_ERRORS: &str = "ollama_translate.upstream_errors";
 /// not take it).
 pub const POOL_REQUESTS: &str = "ollama_translate.pool.requests";
 /// Requests a pool tried again on another host, by `reason`:
-/// `unreachable`, `busy` (a 503) or `model_missing` (a 404).
+/// `unreachable`, `busy` (a 503), `model_missing` (a 404), `server_error`
+/// (another 5xx, or an answer that is not Ollama's), `timeout` (no head in
+/// time) or `search_unavailable` (a host that cannot run a web search).
 pub const POOL_FAILOVERS: &str = "ollama_translate.pool.failovers";
 /// 1 while a pool's host answers, 0 while it does not, by
 /// `server.address`.

@@ -67,6 +67,9 @@ pub struct Settings {
     /// `REQUEST_MEMORY_BYTES`, which a pool also applies to the native
     /// bodies it reads.
     pub request_memory: Option<usize>,
+    /// `UPSTREAM_IDLE_TIMEOUT`, which a pool also gives each host for the
+    /// first byte of its answer (0: none).
+    pub upstream_idle: Duration,
     /// Sent to Ollama as `Authorization: Bearer …` (an Ollama behind an
     /// authenticating reverse proxy).
     pub ollama_api_key: Option<HeaderValue>,
@@ -203,10 +206,11 @@ impl Settings {
             layer = layer.request_memory(n);
         }
         let client_timeout = secs("CLIENT_TIMEOUT_SECS", 30)?;
+        let upstream_idle = secs("UPSTREAM_IDLE_TIMEOUT", 300)?;
         layer = layer
             .with_timer(TokioTimer)
             .keepalive(secs("KEEPALIVE_SECS", 10)?)
-            .upstream_idle_timeout(secs("UPSTREAM_IDLE_TIMEOUT", 300)?)
+            .upstream_idle_timeout(upstream_idle)
             .request_body_timeout(client_timeout);
         let (access, keys_file) = access(&non_empty, &secs)?;
         layer = layer.access(access.clone());
@@ -277,6 +281,7 @@ impl Settings {
             pool_warm_slots,
             max_body_bytes,
             request_memory,
+            upstream_idle,
             ollama_api_key,
             layer,
             shutdown_grace,
@@ -942,7 +947,8 @@ pub async fn serve(
         .refresh_every(settings.pool_refresh)
         .sessions(settings.pool_sessions, Duration::from_secs(600))
         .warm_slots(settings.pool_warm_slots)
-        .body_timeout(settings.client_timeout);
+        .body_timeout(settings.client_timeout)
+        .first_byte_timeout(settings.upstream_idle);
     if let Some(n) = settings.max_body_bytes {
         pool = pool.max_body_bytes(n);
     }
