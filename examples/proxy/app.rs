@@ -212,7 +212,7 @@ impl Settings {
             .keepalive(secs("KEEPALIVE_SECS", 10)?)
             .upstream_idle_timeout(upstream_idle)
             .request_body_timeout(client_timeout);
-        let (access, keys_file) = access(&non_empty, &secs)?;
+        let (access, keys_file) = access_settings(&non_empty, &secs)?;
         layer = layer.access(access.clone());
         let metrics_key = access.requires_key().then(|| access.clone());
         // With several hosts the layer does not know which one answers; the
@@ -291,7 +291,7 @@ impl Settings {
 
 /// `KEYS_FILE`, `PROXY_API_KEY` (one admin key named `default`),
 /// `KEYS_POLL_SECS` and `OPEN_ADMIN_PATHS`: who may do what.
-fn access(
+fn access_settings(
     non_empty: &dyn Fn(&str) -> Option<String>,
     secs: &dyn Fn(&str, u64) -> Result<Duration, String>,
 ) -> Result<(ollama_translate::access::Access, Option<keys::KeysFile>), String> {
@@ -319,8 +319,8 @@ fn access(
     };
     if open_admin && access.requires_key() {
         return Err(
-            "OPEN_ADMIN_PATHS opens the admin paths when no key is configured; with \
-                    KEYS_FILE or PROXY_API_KEY they need an admin key (mark one `admin`)"
+            "OPEN_ADMIN_PATHS opens the admin paths when no key is configured; \
+             with KEYS_FILE or PROXY_API_KEY they need an admin key (mark one `admin`)"
                 .into(),
         );
     }
