@@ -129,6 +129,8 @@ pin_project! {
     pub struct TranslateBody<B> {
         #[pin]
         inner: Inner<B>,
+        // A request in flight for its key, until the body is dropped.
+        permit: Option<crate::access::InFlight>,
     }
 }
 
@@ -376,6 +378,7 @@ impl<B> TranslateBody<B> {
                 body,
                 held: Held::default(),
             },
+            permit: None,
         }
     }
 
@@ -422,13 +425,25 @@ impl<B> TranslateBody<B> {
                 }),
                 agent,
             },
+            permit: None,
         }
     }
 
     pub(crate) fn full(data: Bytes) -> Self {
         TranslateBody {
             inner: Inner::Full { data: Some(data) },
+            permit: None,
         }
+    }
+
+    /// Holds the request's place among its key's requests in flight until
+    /// the body is dropped (hyper drops it once sent, or when the client
+    /// goes away).
+    pub(crate) fn holding(mut self, permit: Option<crate::access::InFlight>) -> Self {
+        if permit.is_some() {
+            self.permit = permit;
+        }
+        self
     }
 
     /// Why a translated stream failed, once it has (see `Transcode::failure`).

@@ -196,7 +196,7 @@ pub(crate) fn model_key(name: &str) -> String {
 }
 
 /// Everything the layer knows; shared behind an `Arc`. Its `Debug` hides
-/// the secrets (`thinking_key`, `api_key`).
+/// the secrets (`thinking_key`, the keys of `access`).
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) think_models: HashSet<String>,
@@ -221,8 +221,8 @@ pub(crate) struct Config {
     pub(crate) cannot_think: Arc<RwLock<HashMap<String, std::time::Instant>>>,
     /// The timer, keep-alives and the upstream idle timeout.
     pub(crate) timing: crate::timer::Timing,
-    /// When set, every request must carry this key.
-    pub(crate) api_key: Option<Arc<str>>,
+    /// Who may do what (keys, scopes, limits per key); `None`: no checks.
+    pub(crate) access: Option<crate::access::Access>,
     /// Where web searches run, and their bounds.
     pub(crate) web_search: crate::search::WebSearchConfig,
     /// Answered Responses responses, for `previous_response_id`.
@@ -266,7 +266,7 @@ impl fmt::Debug for Config {
             thinking_key: _,
             cannot_think,
             timing,
-            api_key,
+            access,
             web_search,
             response_store,
         } = self;
@@ -285,7 +285,14 @@ impl fmt::Debug for Config {
             .field("thinking_key", &Redacted)
             .field("cannot_think", cannot_think)
             .field("timing", timing)
-            .field("api_key", &api_key.as_ref().map(|_| Redacted))
+            .field(
+                "api_key",
+                &access
+                    .as_ref()
+                    .filter(|a| a.requires_key())
+                    .map(|_| Redacted),
+            )
+            .field("access", access)
             .field("web_search", web_search)
             .field("response_store", response_store)
             .finish()
@@ -317,7 +324,7 @@ impl Default for Config {
                 idle_timeout: None,
                 body_timeout: Some(std::time::Duration::from_secs(60)),
             },
-            api_key: None,
+            access: None,
             web_search: crate::search::WebSearchConfig::new(),
             response_store: crate::store::ResponseStore::new(Default::default()),
         }

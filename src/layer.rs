@@ -14,8 +14,8 @@ use tower_layer::Layer;
 /// ([`ReasoningMode::Auto`]), no
 /// per-model options or aliases, requests up to 32 MiB.
 ///
-/// Its `Debug` output shows the configuration but not the API key or the
-/// thinking key (`<redacted>`).
+/// Its `Debug` output shows the configuration but not the API keys (their
+/// names only) or the thinking key (`<redacted>`).
 ///
 /// ```
 /// use ollama_translate::{ModelDefaults, OllamaTranslateLayer, ReasoningMode};
@@ -175,13 +175,42 @@ impl OllamaTranslateLayer {
 
     /// Requires every request (translated or passed through) to carry
     /// `Authorization: Bearer KEY` or `x-api-key: KEY` (default: no key).
-    /// Others get a 401 in their dialect's error shape. The comparison takes
-    /// the same time whatever the key. An empty key disables the check.
+    /// Others get a 401 in their dialect's error shape. The key is looked
+    /// up by its SHA-256 digest. An empty key disables the check.
     /// The key does not travel on: accepted requests reach the inner service
     /// without `x-api-key`, and without `Authorization` when it carried the key.
+    ///
+    /// The same as [`Self::access`] with one admin key named `default`
+    /// and no limit; it replaces an access set before.
     pub fn require_api_key(mut self, key: impl AsRef<str>) -> Self {
         let key = key.as_ref().trim();
-        self.config_mut().api_key = (!key.is_empty()).then(|| Arc::from(key));
+        self.config_mut().access = (!key.is_empty())
+            .then(|| crate::access::Key::new("default", crate::access::KeyDigest::of(key)).ok())
+            .flatten()
+            .map(|k| {
+                let mut keys = crate::access::Keys::new();
+                // One key cannot collide with itself.
+                let _ = keys.insert(k.admin(true));
+                crate::access::Access::new(keys)
+            });
+        self
+    }
+
+    /// Who may do what (default: no checks; everything is open). With an
+    /// [`Access`](crate::access::Access), requests need one of its keys
+    /// (or none, with [`Access::open`](crate::access::Access::open)); the
+    /// admin paths (model management, blobs, Ollama's account and cloud
+    /// endpoints, paths the layer does not know) need an admin key, and are
+    /// a 403 in the path's error shape otherwise; a key at its limit of
+    /// requests in flight gets a 429 with `Retry-After`. The key's name
+    /// labels the request's metrics and span, and the key does not travel
+    /// on (as with [`Self::require_api_key`]). Swap the keys at run time
+    /// with [`Access::replace`](crate::access::Access::replace) on a clone.
+    /// The layer's own calls to the wrapped service (web searches, the
+    /// follow-ups of an answer) are not checked: they belong to the
+    /// request that was let in.
+    pub fn access(mut self, access: crate::access::Access) -> Self {
+        self.config_mut().access = Some(access);
         self
     }
 

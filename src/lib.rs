@@ -121,6 +121,16 @@
 //! service must be `Clone + Send + 'static` with `Send` futures and bodies,
 //! as every hyper, axum and tonic stack already requires.
 //!
+//! # Who may do what
+//!
+//! [`OllamaTranslateLayer::access`] takes an [`access::Access`]: named keys
+//! (stored as digests), which paths need an admin key (model management,
+//! blobs, Ollama's account and cloud endpoints: [`access::Scope`]), and a
+//! limit of requests in flight per key. The keys can be swapped while the
+//! layer serves ([`access::Access::replace`]); the key's name labels the
+//! metrics and the span. [`OllamaTranslateLayer::require_api_key`] is one
+//! admin key. Without either, the layer checks nothing. See [`access`].
+//!
 //! # Time, limits and features
 //!
 //! Keep-alives and the idle timeouts need a clock: [`OllamaTranslateLayer::timer`]
@@ -137,6 +147,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
 )]
 
+pub mod access;
 mod agent;
 mod body;
 mod config;

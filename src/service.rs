@@ -1,13 +1,14 @@
 //! [`OllamaTranslate`]: the middleware service.
 
+use crate::access::{Admission, Caller, X_API_KEY};
 use crate::body::{RequestBody, TranslateBody};
 use crate::config::Config;
 use crate::dialect;
-use crate::error::ApiError;
 use crate::error::BoxError;
 use crate::future::{ResponseFuture, Translate};
 use crate::layer::OllamaTranslateLayer;
-use http::{HeaderMap, Request, Response, StatusCode};
+use crate::store::Owner;
+use http::{Request, Response};
 use http_body::Body;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,13 +21,15 @@ use tower_service::Service;
 /// [`RequestBody`]s: the client's own body for requests passed through, the
 /// rewritten JSON for translated ones.
 ///
-/// With an API key configured
-/// ([`require_api_key`](OllamaTranslateLayer::require_api_key)), the key
-/// stops here: a request passed through reaches the inner service without
-/// its `x-api-key`, and without its `Authorization` when that carried the
-/// key (an `Authorization` of another kind is kept). Translated requests
-/// never carry the client's credentials. `Debug` output shows neither the
-/// API key nor the thinking key.
+/// With keys configured
+/// ([`require_api_key`](OllamaTranslateLayer::require_api_key),
+/// [`access`](OllamaTranslateLayer::access)), the key stops here: a
+/// request passed through reaches the inner service without its
+/// `x-api-key`, and without its `Authorization` when that carried the key
+/// (an `Authorization` of another kind is kept), and with the key's
+/// [`Caller`](crate::access::Caller) in its extensions. Translated
+/// requests never carry the client's credentials. `Debug` output shows
+/// neither the API keys nor the thinking key.
 ///
 /// ```
 /// use bytes::Bytes;
@@ -115,34 +118,48 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let admission = match &self.config.access {
+            None => Admission::default(),
+            Some(access) => match access.admit(req.method(), req.uri().path(), req.headers()) {
+                Ok(a) => a,
+                Err(refused) => {
+                    let path = req.uri().path();
+                    let status = refused.error.status.as_u16();
+                    let key = refused.caller.as_ref().map(Caller::name);
+                    tracing::debug!(path, status, key, "refused");
+                    let dialect = dialect::route(req.method(), path)
+                        .unwrap_or_else(|| dialect::error_dialect(path));
+                    return ResponseFuture::reject(dialect, &refused.error)
+                        .admitted(refused.caller, None);
+                }
+            },
+        };
         // Whose request this is, before the credential is taken off (for
         // the translated ones: kept responses belong to their owner).
         if dialect::route(req.method(), req.uri().path()).is_some() {
-            let owner = crate::store::Owner::of(req.headers());
+            // With keys, the owner is also tied to the key that let the
+            // request in (a credential beside it still tells owners apart).
+            let owner = Owner::of(req.headers());
+            let owner = match admission.owner {
+                Some(key) => owner.within(key.bytes()),
+                None => owner,
+            };
             req.extensions_mut().insert(owner);
         }
-        if let Some(key) = &self.config.api_key {
-            let found = credentials(req.headers(), key);
-            if !found.any() {
-                let path = req.uri().path();
-                tracing::debug!(path, "rejected: missing or wrong API key");
-                let err = ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "missing or invalid API key: send Authorization: Bearer <key> or x-api-key: <key>",
-                );
-                let dialect = dialect::route(req.method(), path)
-                    .unwrap_or_else(|| dialect::error_dialect(path));
-                return ResponseFuture::reject(dialect, &err);
-            }
-            // The key is the layer's, not the inner service's: do not hand
-            // it on. An `Authorization` that carried something else (and
-            // the key came in `x-api-key`) is left for the inner service.
+        if let Some(caller) = &admission.caller {
+            req.extensions_mut().insert(caller.clone());
+        }
+        // The key is the layer's, not the inner service's: do not hand
+        // it on. An `Authorization` that carried something else (and
+        // the key came in `x-api-key`) is left for the inner service.
+        if let Some(carried) = admission.carried {
             let headers = req.headers_mut();
-            if found.bearer {
+            if carried.bearer {
                 headers.remove(http::header::AUTHORIZATION);
             }
             headers.remove(X_API_KEY);
         }
+        let (caller, permit) = (admission.caller, admission.permit);
         let path = req.uri().path();
         let Some(d) = dialect::route(req.method(), path) else {
             let not_found = dialect::not_found(req.method(), path);
@@ -155,7 +172,8 @@ where
                 &self.config.timing,
                 errors,
                 late,
-            );
+            )
+            .admitted(caller, permit);
         };
         // The clone is not necessarily ready: keep the ready one for the
         // future, which calls it once the body is collected.
@@ -165,94 +183,6 @@ where
             Ok(fut) => ResponseFuture::translate(fut),
             Err(err) => ResponseFuture::reject(d, &err),
         }
-    }
-}
-
-/// The header besides `Authorization` that may carry the API key.
-const X_API_KEY: &str = "x-api-key";
-
-/// Which of a request's credential headers carry the API key.
-struct Credentials {
-    /// `Authorization: Bearer <key>`.
-    bearer: bool,
-    /// `x-api-key: <key>`.
-    x_api_key: bool,
-}
-
-impl Credentials {
-    fn any(&self) -> bool {
-        self.bearer || self.x_api_key
-    }
-}
-
-/// Where the request carries `key`; each header compared in constant time.
-fn credentials(headers: &HeaderMap, key: &str) -> Credentials {
-    let bearer = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
-    let x_api_key = headers.get(X_API_KEY).and_then(|v| v.to_str().ok());
-    let matches = |given: Option<&str>| {
-        given.is_some_and(|g| constant_time_eq(g.trim().as_bytes(), key.as_bytes()))
-    };
-    Credentials {
-        bearer: matches(bearer),
-        x_api_key: matches(x_api_key),
-    }
-}
-
-/// Whether `a` and `b` are equal, in a time that depends neither on where
-/// they differ nor on their lengths: both are hashed to 32 bytes, and the
-/// digests are compared with `subtle`'s constant-time equality.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    use subtle::ConstantTimeEq;
-    let (a, b) = (crate::signing::sha256(a), crate::signing::sha256(b));
-    a.ct_eq(&b).into()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn authorized(h: &HeaderMap, key: &str) -> bool {
-        credentials(h, key).any()
-    }
-
-    #[test]
-    fn accepts_bearer_or_x_api_key() {
-        let mut h = HeaderMap::new();
-        assert!(!authorized(&h, "k1"));
-        h.insert("authorization", "Bearer k1".parse().unwrap());
-        assert!(authorized(&h, "k1"));
-        assert!(!authorized(&h, "k2"));
-        let mut h = HeaderMap::new();
-        h.insert("x-api-key", "k1".parse().unwrap());
-        assert!(authorized(&h, "k1"));
-        assert!(!authorized(&h, "k10"));
-    }
-
-    #[test]
-    fn credentials_name_the_header_that_carried_the_key() {
-        let mut h = HeaderMap::new();
-        h.insert("authorization", "Basic abc".parse().unwrap());
-        h.insert("x-api-key", " k1 ".parse().unwrap());
-        let c = credentials(&h, "k1");
-        assert!(!c.bearer && c.x_api_key);
-        h.insert("authorization", "bearer k1".parse().unwrap());
-        h.insert("x-api-key", "other".parse().unwrap());
-        let c = credentials(&h, "k1");
-        assert!(c.bearer && !c.x_api_key);
-    }
-
-    #[test]
-    fn constant_time_eq_compares_whole_values() {
-        assert!(constant_time_eq(b"", b""));
-        assert!(constant_time_eq(b"sk-abc", b"sk-abc"));
-        assert!(!constant_time_eq(b"sk-abc", b"sk-abd"));
-        assert!(!constant_time_eq(b"sk-abc", b"sk-ab"));
-        assert!(!constant_time_eq(b"", b"sk"));
+        .admitted(caller, permit)
     }
 }

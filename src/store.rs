@@ -35,6 +35,16 @@ impl Owner {
             .unwrap_or(credential);
         Owner(sha256(credential.trim_ascii()))
     }
+
+    /// This owner among the requests let in by the key with this digest:
+    /// another key never names the same owner, whatever else the requests
+    /// carry (a credential for the inner service beside the key).
+    pub(crate) fn within(self, key: [u8; 32]) -> Owner {
+        let mut both = [0u8; 64];
+        both[..32].copy_from_slice(&key);
+        both[32..].copy_from_slice(&self.0);
+        Owner(sha256(&both))
+    }
 }
 
 /// One kept response.
@@ -45,11 +55,14 @@ pub(crate) struct Kept {
     pub(crate) items: Bytes,
     /// The `response` object as answered.
     pub(crate) response: Bytes,
+    /// The id of the conversation's first response (which names the
+    /// conversation to a pool).
+    pub(crate) root: String,
 }
 
 impl Kept {
     fn size(&self) -> usize {
-        self.items.len() + self.response.len() + 128
+        self.items.len() + self.response.len() + self.root.len() + 128
     }
 }
 
@@ -211,6 +224,7 @@ mod tests {
         Kept {
             items: Bytes::from(vec![b'x'; n]),
             response: Bytes::from_static(b"{}"),
+            root: String::new(),
         }
     }
 
@@ -218,6 +232,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("authorization", format!("Bearer {key}").parse().unwrap());
         Owner::of(&h)
+    }
+
+    #[test]
+    fn an_owner_within_a_key_is_not_the_same_within_another() {
+        let o = owner("user-1");
+        let (k1, k2) = (sha256(b"k1"), sha256(b"k2"));
+        assert_eq!(o.within(k1), owner("user-1").within(k1));
+        assert_ne!(o.within(k1), o.within(k2));
+        assert_ne!(o.within(k1), owner("user-2").within(k1));
+        assert_ne!(o.within(k1), o);
     }
 
     #[test]

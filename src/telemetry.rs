@@ -33,7 +33,9 @@ pub const UPSTREAM_ERRORS: &str = "ollama_translate.upstream_errors";
 /// not take it).
 pub const POOL_REQUESTS: &str = "ollama_translate.pool.requests";
 /// Requests a pool tried again on another host, by `reason`:
-/// `unreachable`, `busy` (a 503) or `model_missing` (a 404).
+/// `unreachable`, `busy` (a 503), `model_missing` (a 404), `server_error`
+/// (another 5xx, or an answer that is not Ollama's), `timeout` (no head in
+/// time) or `search_unavailable` (a host that cannot run a web search).
 pub const POOL_FAILOVERS: &str = "ollama_translate.pool.failovers";
 /// 1 while a pool's host answers, 0 while it does not, by
 /// `server.address`.
@@ -204,10 +206,31 @@ fn models() -> &'static LabelSet {
     MODELS.get_or_init(|| LabelSet::new(MAX_MODELS))
 }
 
-/// One translated response leaving the layer.
-pub(crate) fn answered(dialect: &'static str, status: http::StatusCode) {
+/// Key names come from the operator's keys file: at most this many distinct
+/// values are labels (each at most [`MAX_NAME_BYTES`](crate::access::MAX_NAME_BYTES),
+/// and [`MAX_LABEL_BYTES`] whatever that says), the rest are `other`.
+const MAX_KEYS: usize = 64;
+
+/// A key's name as a label value: itself while few names have been seen.
+fn key_label(name: &str) -> SharedString {
+    static KEYS: OnceLock<LabelSet> = OnceLock::new();
+    // Names are short ASCII (`Key::new`); cut anyway.
+    let name = name.get(..crate::access::MAX_NAME_BYTES).unwrap_or(name);
+    KEYS.get_or_init(|| LabelSet::new(MAX_KEYS)).admit(name)
+}
+
+/// One translated (or refused) response leaving the layer, for the key
+/// named `key` when one let it in.
+pub(crate) fn answered(dialect: &'static str, status: http::StatusCode, key: Option<&str>) {
     describe();
-    counter!(REQUESTS, "dialect" => dialect, "status" => status.as_str().to_string()).increment(1);
+    let status = status.as_str().to_string();
+    match key {
+        Some(key) => {
+            counter!(REQUESTS, "dialect" => dialect, "status" => status, "key" => key_label(key))
+        }
+        None => counter!(REQUESTS, "dialect" => dialect, "status" => status),
+    }
+    .increment(1);
 }
 
 /// A pool sent a request to `host`.
@@ -256,6 +279,7 @@ pub(crate) struct Meter {
     /// The model as the client named it, cut to a label's length.
     model: String,
     server: Option<SharedString>,
+    key: Option<SharedString>,
     /// The configuration names the model, or Ollama answered for it: the
     /// model may have a label of its own.
     known: bool,
@@ -271,12 +295,14 @@ pub(crate) struct Meter {
 impl Meter {
     /// Starts measuring `operation` (`chat`, `text_completion`,
     /// `embeddings`) of `model` (as the client named it) served by
-    /// `server` (Ollama's address, when known). `configured`: the
-    /// configuration names the model (see [`Meter::served`]).
+    /// `server` (Ollama's address, when known), for the key named `key`
+    /// (when one let the request in). `configured`: the configuration
+    /// names the model (see [`Meter::served`]).
     pub(crate) fn start(
         operation: &'static str,
         model: &str,
         server: Option<&str>,
+        key: Option<&str>,
         configured: bool,
     ) -> Meter {
         describe();
@@ -290,6 +316,7 @@ impl Meter {
             gen_ai.provider.name = "ollama",
             gen_ai.request.model = %shown.escape_debug(),
             server.address = server,
+            ollama_translate.key = key,
             gen_ai.usage.input_tokens = tracing::field::Empty,
             gen_ai.usage.output_tokens = tracing::field::Empty,
             gen_ai.response.finish_reasons = tracing::field::Empty,
@@ -300,6 +327,7 @@ impl Meter {
             operation,
             model: cut_label(model).into_owned(),
             server: server.map(bounded_label),
+            key: key.map(key_label),
             known: configured,
             span,
             start: Instant::now(),
@@ -331,6 +359,9 @@ impl Meter {
         ];
         if let Some(server) = &self.server {
             labels.push(Label::new("server.address", server.clone()));
+        }
+        if let Some(key) = &self.key {
+            labels.push(Label::new("key", key.clone()));
         }
         labels
     }
@@ -442,22 +473,22 @@ mod tests {
 
     #[test]
     fn a_model_gets_a_label_only_once_served_or_configured() {
-        let unknown = Meter::start("chat", "label-test-refused", None, false);
+        let unknown = Meter::start("chat", "label-test-refused", None, None, false);
         assert_eq!(label(&unknown, "gen_ai.request.model"), OTHER);
-        let mut served = Meter::start("chat", "label-test-served", Some("h:1"), false);
+        let mut served = Meter::start("chat", "label-test-served", Some("h:1"), None, false);
         served.served();
         assert_eq!(label(&served, "gen_ai.request.model"), "label-test-served");
         assert_eq!(label(&served, "server.address"), "h:1");
         // Learned: the next request for it has it before Ollama answers.
-        let again = Meter::start("chat", "label-test-served", None, false);
+        let again = Meter::start("chat", "label-test-served", None, None, false);
         assert_eq!(label(&again, "gen_ai.request.model"), "label-test-served");
-        let configured = Meter::start("chat", "label-test-alias", None, true);
+        let configured = Meter::start("chat", "label-test-alias", None, None, true);
         assert_eq!(
             label(&configured, "gen_ai.request.model"),
             "label-test-alias"
         );
         // Still refused: it never was admitted.
-        let refused = Meter::start("chat", "label-test-refused", None, false);
+        let refused = Meter::start("chat", "label-test-refused", None, None, false);
         assert_eq!(label(&refused, "gen_ai.request.model"), OTHER);
     }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::fake_ollama::{
-    FakeConfig, FakeOllama, AWKWARD_FRAME_SIZES, CREATED_AT, EXPIRES_AT, RUNNER_STOPPED,
-    SERVER_BUSY,
+    FakeConfig, FakeOllama, AWKWARD_FRAME_SIZES, CREATED_AT, EXPIRES_AT, GARBAGE_PAGE,
+    RUNNER_FAILED, RUNNER_STOPPED, SERVER_BUSY, STALL_DURATION,
 };
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -1345,6 +1345,141 @@ async fn die_mid_stream_cuts_streams_after_two_lines() {
         .await,
     );
     assert_eq!(lines.last().unwrap()["done"], true);
+}
+
+/// The requests `set_fail` and `set_garbage` answer, and one they do not.
+fn model_runs() -> [(&'static str, Value); 3] {
+    [
+        (
+            "/api/chat",
+            json!({"model":"llama3.2","messages":user("hi")}),
+        ),
+        ("/api/generate", json!({"model":"llama3.2","prompt":"hi"})),
+        (
+            "/api/embed",
+            json!({"model":"nomic-embed-text","input":"hi"}),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn fail_answers_the_status_with_ollama_s_error_until_cleared() {
+    let fake = FakeOllama::start().await;
+    fake.set_fail(Some(500));
+    let want = format!("{{\"error\":{}}}", Value::from(RUNNER_FAILED));
+    for (path, body) in model_runs() {
+        let resp = post(&fake, path, body).await;
+        assert_eq!(resp.status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+        assert!(
+            resp.content_type().starts_with("application/json"),
+            "{path}"
+        );
+        assert_eq!(resp.text().await, want, "{path}");
+    }
+    assert_eq!(fake.requests().len(), 3, "recorded all the same");
+    assert_eq!(fake.generations(), 0);
+    // Another status; listings and /api/show still answer.
+    fake.set_fail(Some(502));
+    let resp = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","messages":user("hi")}),
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::BAD_GATEWAY);
+    for (method, path, body) in [
+        ("GET", "/api/tags", String::new()),
+        ("GET", "/api/ps", String::new()),
+        ("POST", "/api/show", json!({"model":"llama3.2"}).to_string()),
+    ] {
+        let resp = send(&fake, method, path, &[], &body).await;
+        assert_eq!(resp.status, StatusCode::OK, "{path}");
+    }
+    fake.set_fail(None);
+    let resp = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","messages":user("hi")}),
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert!(resp.text().await.contains("\"done\":true"));
+    assert_eq!(fake.generations(), 1);
+}
+
+#[tokio::test]
+async fn garbage_answers_a_page_that_is_not_ollama_s_until_cleared() {
+    let fake = FakeOllama::start().await;
+    fake.set_garbage(true);
+    for (path, body) in model_runs() {
+        let resp = post(&fake, path, body).await;
+        assert_eq!(resp.status, StatusCode::OK, "{path}");
+        assert_eq!(resp.content_type(), "text/html; charset=utf-8", "{path}");
+        assert_eq!(resp.text().await, GARBAGE_PAGE, "{path}");
+    }
+    assert_eq!(fake.generations(), 0);
+    let tags = send(&fake, "GET", "/api/tags", &[], "").await;
+    assert_eq!(tags.status, StatusCode::OK);
+    assert!(tags.json().await["models"].is_array());
+    // With `set_fail`, the page comes with its status.
+    fake.set_fail(Some(502));
+    let resp = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","messages":user("hi")}),
+    )
+    .await;
+    assert_eq!(resp.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(resp.content_type(), "text/html; charset=utf-8");
+    assert_eq!(resp.text().await, GARBAGE_PAGE);
+    fake.set_fail(None);
+    fake.set_garbage(false);
+    let resp = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","messages":user("hi")}),
+    )
+    .await;
+    assert_eq!(resp.content_type(), "application/x-ndjson");
+    assert!(resp.text().await.contains("\"done\":true"));
+}
+
+#[tokio::test]
+async fn silent_after_headers_sends_a_head_then_nothing() {
+    assert!(STALL_DURATION >= Duration::from_secs(60));
+    let fake = FakeOllama::start().await;
+    fake.set_silent_after_headers(true);
+    for (stream, content_type) in [(true, "application/x-ndjson"), (false, "application/json")] {
+        let started = std::time::Instant::now();
+        let mut resp = post(
+            &fake,
+            "/api/chat",
+            json!({"model":"llama3.2","stream":stream,"messages":user("hi")}),
+        )
+        .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the head comes at once"
+        );
+        assert_eq!(resp.status, StatusCode::OK);
+        assert!(resp.content_type().starts_with(content_type), "{stream}");
+        let next = tokio::time::timeout(Duration::from_millis(300), resp.body.frame()).await;
+        assert!(next.is_err(), "no byte follows");
+        assert_eq!(fake.in_flight(), 1);
+        // The client goes away: the generation is cancelled.
+        resp.hang_up();
+        assert!(fake.wait_idle(Duration::from_secs(5)).await);
+    }
+    assert_eq!(fake.cancelled(), 2);
+    fake.set_silent_after_headers(false);
+    let resp = post(
+        &fake,
+        "/api/chat",
+        json!({"model":"llama3.2","messages":user("hi")}),
+    )
+    .await;
+    assert!(resp.text().await.contains("\"done\":true"));
+    assert_eq!(fake.completed(), 1);
 }
 
 /// Sends a request and reads the whole body; returns the time taken.

@@ -846,3 +846,279 @@ async fn a_web_search_goes_to_a_host_that_can_search() {
         "each search `a` could not run went on to `b`"
     );
 }
+
+/// The proxy's `/metrics`.
+async fn scrape(p: &Proxy) -> String {
+    send("GET", &format!("{}/metrics", p.url), &[], None)
+        .await
+        .body
+}
+
+/// `ollama_translate_pool_host_up` for `h`.
+async fn host_up(p: &Proxy, h: &FakeOllama) -> f64 {
+    let label = format!("server_address=\"{}\"", h.base_url());
+    sample(&scrape(p).await, "ollama_translate_pool_host_up", &[&label])
+}
+
+fn failovers(text: &str, reason: &str) -> f64 {
+    let label = format!("reason=\"{reason}\"");
+    sample(text, "ollama_translate_pool_failovers_total", &[&label])
+}
+
+#[tokio::test]
+async fn a_host_that_answers_500s_is_skipped_then_ejected_and_comes_back() {
+    // The warm host's runner died while loading: every generation is a 500,
+    // while it still lists its models. Stickiness off.
+    let a = host(&["qwen3"], &["qwen3"]).await;
+    let b = host(&["qwen3"], &[]).await;
+    let p = pool(
+        &[&a, &b],
+        &[("POOL_SESSIONS", "0"), ("READINESS_PROBE_SECS", "1")],
+    )
+    .await;
+    a.set_fail(Some(500));
+    let before = scrape(&p).await;
+    for i in 0..8 {
+        let res = openai_chat(&p, "qwen3", &format!("request {i}")).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+    }
+    // Tried until its third failure in a row, then left alone.
+    assert_eq!(a.requests_to("/api/chat").len(), 3);
+    assert_eq!(b.requests_for_model("qwen3"), 8);
+    let after = scrape(&p).await;
+    assert_eq!(
+        failovers(&after, "server_error") - failovers(&before, "server_error"),
+        3.0,
+        "{after}"
+    );
+    assert_eq!(host_up(&p, &a).await, 0.0);
+    assert_eq!(host_up(&p, &b).await, 1.0);
+    // A refresh does not bring it back: it lists its models all the same.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let res = openai_chat(&p, "qwen3", "after a refresh").await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(a.requests_to("/api/chat").len(), 3, "still ejected");
+    let ready = send("GET", &format!("{}/readyz", p.url), &[], None).await;
+    assert_eq!(ready.status, 200, "b serves: {}", ready.body);
+
+    // It recovers: once its cool-down is over it is tried again, and one
+    // answer read to its end makes it a host like any other.
+    a.set_fail(None);
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    assert!(
+        wait_for(|| async {
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let res = openai_chat(&p, "qwen3", &format!("back {i}")).await;
+            res.status == 200 && a.requests_for_model("qwen3") > 3
+        })
+        .await,
+        "tried again after its cool-down"
+    );
+    assert!(wait_for(|| async { host_up(&p, &a).await == 1.0 }).await);
+}
+
+#[tokio::test]
+async fn a_request_every_host_fails_blames_no_host() {
+    // Ollama answers an option of the wrong type with a 500: the request's
+    // fault, not the host's.
+    let a = host(&["qwen3"], &["qwen3"]).await;
+    let b = host(&["qwen3"], &[]).await;
+    let p = pool(&[&a, &b], &[("READINESS_PROBE_SECS", "1")]).await;
+    let before = scrape(&p).await;
+    let bad = json!({"model": "qwen3", "stream": false, "options": {"temperature": "hot"},
+        "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..4 {
+        let res = send("POST", &format!("{}/api/chat", p.url), &[], Some(&bad)).await;
+        assert_eq!(res.status, 500, "{}", res.body);
+        assert!(res.body.contains("temperature"), "{}", res.body);
+    }
+    // Each was tried on the other host once.
+    assert_eq!(
+        a.requests_to("/api/chat").len() + b.requests_to("/api/chat").len(),
+        8
+    );
+    let after = scrape(&p).await;
+    assert_eq!(
+        failovers(&after, "server_error") - failovers(&before, "server_error"),
+        4.0
+    );
+    // Both hosts are still healthy, and the warm one still comes first.
+    assert_eq!(host_up(&p, &a).await, 1.0);
+    assert_eq!(host_up(&p, &b).await, 1.0);
+    let res = openai_chat(&p, "qwen3", "a good one").await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let good = |h: &FakeOllama| {
+        h.requests_to("/api/chat")
+            .iter()
+            .filter(|r| r.body["options"]["temperature"] != "hot")
+            .count()
+    };
+    assert_eq!((good(&a), good(&b)), (1, 0));
+}
+
+#[tokio::test]
+async fn answers_that_are_not_ollama_s_eject_at_once_and_readiness_follows() {
+    let a = host(&["qwen3"], &["qwen3"]).await;
+    let b = host(&["qwen3"], &[]).await;
+    let p = pool(&[&a, &b], &[("READINESS_PROBE_SECS", "1")]).await;
+    let ready = || async { send("GET", &format!("{}/readyz", p.url), &[], None).await };
+    assert!(wait_for(|| async { ready().await.status == 200 }).await);
+    // Another server took a's port: a page, not Ollama's NDJSON.
+    a.set_garbage(true);
+    for i in 0..5 {
+        let res = openai_chat(&p, "qwen3", &format!("page {i}")).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        assert!(!res.body.contains("It works"), "{}", res.body);
+    }
+    assert_eq!(a.requests_to("/api/chat").len(), 3);
+    assert_eq!(b.requests_for_model("qwen3"), 5);
+    assert_eq!(host_up(&p, &a).await, 0.0);
+    assert_eq!(ready().await.status, 200);
+    // A 5xx that is not Ollama's (a proxy's HTML 502) is no better.
+    b.set_fail(Some(502));
+    b.set_garbage(true);
+    for i in 0..3 {
+        let res = openai_chat(&p, "qwen3", &format!("nobody {i}")).await;
+        assert_eq!(res.status, 502, "{}", res.body);
+    }
+    assert_eq!(b.requests_for_model("qwen3"), 8);
+    assert_eq!(host_up(&p, &b).await, 0.0);
+    // Every host ejected: not ready, naming them.
+    assert!(wait_for(|| async { ready().await.status == 503 }).await);
+    let reason = ready().await.json()["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains(&a.base_url()) && reason.contains(&b.base_url()),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_host_silent_after_its_head_is_given_up_and_its_conversation_moves() {
+    let a = host(&["qwen3"], &["qwen3"]).await;
+    let b = host(&["qwen3"], &[]).await;
+    let p = pool(&[&a, &b], &[("UPSTREAM_IDLE_TIMEOUT", "1")]).await;
+    a.set_silent_after_headers(true);
+    let url = format!("{}/v1/chat/completions", p.url);
+    let session = [("x-session-id", "silent-conversation")];
+    let started = std::time::Instant::now();
+    for i in 0..3 {
+        let body = json!({"model": "qwen3", "stream": true,
+            "messages": [{"role": "user", "content": format!("turn {i}")}]});
+        let res = send("POST", &url, &session, Some(&body)).await;
+        assert!(
+            res.body.contains("error") || res.failed.is_some() || res.status != 200,
+            "turn {i} fails: {} {}",
+            res.status,
+            res.body
+        );
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(9),
+        "{took:?}"
+    );
+    assert_eq!(a.requests_for_model("qwen3"), 3, "the conversation's host");
+    // Ejected: the conversation moves, at once.
+    let started = std::time::Instant::now();
+    let body = chat("qwen3", "turn 3");
+    let res = send("POST", &url, &session, Some(&body)).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(spread(&[&a, &b], "qwen3"), [3, 1]);
+    assert_eq!(host_up(&p, &a).await, 0.0);
+    // What a left hanging was dropped.
+    assert!(a.wait_idle(Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn a_host_silent_before_its_head_is_given_up_at_the_first_byte_timeout() {
+    let a = host(&["qwen3"], &["qwen3"]).await;
+    let b = host(&["qwen3"], &[]).await;
+    let p = pool(&[&a, &b], &[("UPSTREAM_IDLE_TIMEOUT", "1")]).await;
+    a.set_header_delay(Duration::from_secs(30));
+    // Equal hosts once b has answered: requests go to either, until a has
+    // been tried three times.
+    for i in 0..12 {
+        if a.requests_for_model("qwen3") == 3 {
+            break;
+        }
+        let started = std::time::Instant::now();
+        let res = openai_chat(&p, "qwen3", &format!("hello {i}")).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        // The layer's own deadline is as long: the client gets its 504, or
+        // b's answer when b is quick enough.
+        assert!(matches!(res.status.as_u16(), 200 | 504), "{}", res.status);
+    }
+    assert_eq!(a.requests_for_model("qwen3"), 3);
+    let metrics = scrape(&p).await;
+    assert!(failovers(&metrics, "timeout") >= 3.0, "{metrics}");
+    // Ejected: the next ones go to b at once.
+    for i in 0..3 {
+        let started = std::time::Instant::now();
+        let res = openai_chat(&p, "qwen3", &format!("quick {i}")).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    assert_eq!(a.requests_for_model("qwen3"), 3);
+    assert!(
+        a.wait_idle(Duration::from_secs(5)).await,
+        "a's calls were dropped"
+    );
+}
+
+#[tokio::test]
+async fn streams_that_break_off_eject_their_host() {
+    let a = host(&["qwen3"], &["qwen3"]).await;
+    let b = host(&["qwen3"], &[]).await;
+    let p = pool(&[&a, &b], &[]).await;
+    a.set_die_mid_stream(true);
+    let url = format!("{}/v1/chat/completions", p.url);
+    for i in 0..3 {
+        let body = json!({"model": "qwen3", "stream": true,
+            "messages": [{"role": "user", "content": format!("stream {i}")}]});
+        let res = send("POST", &url, &[], Some(&body)).await;
+        assert!(res.body.contains("\"error\""), "{}", res.body);
+        // Marked at once: the third in a row ejects it, before any probe.
+        if i == 2 {
+            assert_eq!(host_up(&p, &a).await, 0.0);
+        }
+    }
+    assert_eq!(spread(&[&a, &b], "qwen3"), [3, 0]);
+    let body = json!({"model": "qwen3", "stream": true,
+        "messages": [{"role": "user", "content": "whole"}]});
+    let res = send("POST", &url, &[], Some(&body)).await;
+    assert!(res.body.contains("[DONE]"), "{}", res.body);
+    assert_eq!(spread(&[&a, &b], "qwen3"), [3, 1]);
+}
+
+#[tokio::test]
+async fn a_model_no_reachable_host_has_is_a_404_while_another_host_is_down() {
+    let a = host(&["qwen3"], &[]).await;
+    // b was down before the proxy started: its models were never listed.
+    let mut b = host(&["llama3.2"], &[]).await;
+    b.stop().await;
+    let urls = format!("{},{}", a.base_url(), b.base_url());
+    let p = proxy::start(&urls, &[("POOL_REFRESH_SECS", "1")]).await;
+    assert!(wait_for(|| async { tag_names(&p).await.len() == 1 }).await);
+    let b_label = format!("server_address=\"{}\"", b.base_url());
+    assert!(
+        wait_for(|| async {
+            scrape(&p)
+                .await
+                .contains(&format!("ollama_translate_pool_host_up{{{b_label}}} 0"))
+        })
+        .await,
+        "b is known to be down"
+    );
+    let res = openai_chat(&p, "llama3.2", "hi").await;
+    assert_eq!(res.status, 404, "{}", res.body);
+    let err = res.json();
+    assert_eq!(err["error"]["type"], "not_found_error", "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("llama3.2"), "{message}");
+    assert!(message.contains(&b.base_url()), "names b: {message}");
+    // The models a has are served as ever.
+    let res = openai_chat(&p, "qwen3", "hi").await;
+    assert_eq!(res.status, 200, "{}", res.body);
+}

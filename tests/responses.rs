@@ -420,10 +420,20 @@ async fn codex_shaped_request() {
         .iter()
         .map(|t| t["function"]["name"].as_str().unwrap())
         .collect();
-    // The web_search tool is run by the proxy: the model is offered its function.
+    // The web_search tool is run by the proxy: the model is offered its
+    // function; the custom apply_patch is a function of one string.
     assert_eq!(
         names,
-        ["exec_command", "mcp__weather__get_forecast", "web_search"]
+        [
+            "exec_command",
+            "mcp__weather__get_forecast",
+            "apply_patch",
+            "web_search"
+        ]
+    );
+    assert_eq!(
+        native["tools"][2]["function"]["parameters"]["required"],
+        json!(["input"])
     );
     assert_eq!(native["messages"][1]["role"], "system");
     assert!(native.get("think").is_none());

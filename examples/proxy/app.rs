@@ -31,6 +31,9 @@ pub mod spec;
 #[path = "conns.rs"]
 pub mod conns;
 
+#[path = "keys.rs"]
+pub mod keys;
+
 /// tokio's clock and sleeps, for the layer's keep-alives and timeouts.
 pub struct TokioTimer;
 
@@ -66,6 +69,9 @@ pub struct Settings {
     /// `REQUEST_MEMORY_BYTES`, which a pool also applies to the native
     /// bodies it reads.
     pub request_memory: Option<usize>,
+    /// `UPSTREAM_IDLE_TIMEOUT`, which a pool also gives each host for the
+    /// first byte of its answer (0: none).
+    pub upstream_idle: Duration,
     /// Sent to Ollama as `Authorization: Bearer …` (an Ollama behind an
     /// authenticating reverse proxy).
     pub ollama_api_key: Option<HeaderValue>,
@@ -80,8 +86,13 @@ pub struct Settings {
     /// endpoints (other requests a 503); past those, new connections are
     /// closed at once.
     pub max_connections: usize,
-    /// `PROXY_API_KEY`, which `/metrics` needs like everything else.
-    pub metrics_key: Option<String>,
+    /// Who may do what: the layer's [`Access`](ollama_translate::access::Access)
+    /// (`KEYS_FILE`, `PROXY_API_KEY`, `OPEN_ADMIN_PATHS`).
+    pub access: ollama_translate::access::Access,
+    /// `KEYS_FILE`, reloaded while the proxy serves.
+    pub keys_file: Option<keys::KeysFile>,
+    /// The keys `/metrics` needs (an admin key) when keys are required.
+    pub metrics_key: Option<ollama_translate::access::Access>,
     /// How often a background task asks Ollama `GET /api/version` for
     /// `/readyz` (each probe waits no longer than this). `None` when
     /// `READINESS_PROBE_SECS` is unset: the binary then uses
@@ -122,9 +133,13 @@ impl std::fmt::Debug for Settings {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("client_timeout", &self.client_timeout)
             .field("max_connections", &self.max_connections)
+            .field("access", &self.access)
             .field(
-                "metrics_key",
-                &self.metrics_key.as_ref().map(|_| "<redacted>"),
+                "keys_file",
+                &self
+                    .keys_file
+                    .as_ref()
+                    .map(|f| f.path.display().to_string()),
             )
             .field("readiness_probe", &self.readiness_probe)
             .field("shutdown_drain", &self.shutdown_drain)
@@ -208,15 +223,15 @@ impl Settings {
         if max_connections == 0 {
             return Err("MAX_CONNECTIONS must be at least 1".into());
         }
+        let upstream_idle = secs("UPSTREAM_IDLE_TIMEOUT", 300)?;
         layer = layer
             .with_timer(TokioTimer)
             .keepalive(secs("KEEPALIVE_SECS", 10)?)
-            .upstream_idle_timeout(secs("UPSTREAM_IDLE_TIMEOUT", 300)?)
+            .upstream_idle_timeout(upstream_idle)
             .request_body_timeout(client_timeout);
-        let metrics_key = non_empty("PROXY_API_KEY").map(|k| k.trim().to_string());
-        if let Some(key) = &metrics_key {
-            layer = layer.require_api_key(key);
-        }
+        let (access, keys_file) = access_settings(&non_empty, &secs)?;
+        layer = layer.access(access.clone());
+        let metrics_key = access.requires_key().then(|| access.clone());
         // With several hosts the layer does not know which one answers; the
         // pool's own metrics name it.
         if let (Some(authority), 1) = (ollama.authority(), hosts.len()) {
@@ -271,6 +286,8 @@ impl Settings {
             web_search_shown,
             client_timeout,
             max_connections,
+            access,
+            keys_file,
             metrics_key,
             readiness_probe,
             shutdown_drain,
@@ -282,11 +299,50 @@ impl Settings {
             pool_warm_slots,
             max_body_bytes,
             request_memory,
+            upstream_idle,
             ollama_api_key,
             layer,
             shutdown_grace,
         })
     }
+}
+
+/// `KEYS_FILE`, `PROXY_API_KEY` (one admin key named `default`),
+/// `KEYS_POLL_SECS` and `OPEN_ADMIN_PATHS`: who may do what.
+fn access_settings(
+    non_empty: &dyn Fn(&str) -> Option<String>,
+    secs: &dyn Fn(&str, u64) -> Result<Duration, String>,
+) -> Result<(ollama_translate::access::Access, Option<keys::KeysFile>), String> {
+    use ollama_translate::access::{Access, Key, KeyDigest, Keys};
+    let default = non_empty("PROXY_API_KEY").map(|k| {
+        Key::new(keys::DEFAULT_NAME, KeyDigest::of(&k))
+            .map(|k| k.admin(true))
+            .map_err(|e| format!("PROXY_API_KEY: {e}"))
+    });
+    let default = default.transpose()?;
+    let poll = secs("KEYS_POLL_SECS", 2)?;
+    let open_admin = keys::flag("OPEN_ADMIN_PATHS", non_empty("OPEN_ADMIN_PATHS"))?;
+    let (access, file) = match (non_empty("KEYS_FILE"), default) {
+        (Some(path), default) => {
+            let file = keys::KeysFile::open(path.trim(), default, poll)?;
+            (file.access(), Some(file))
+        }
+        (None, Some(key)) => {
+            let mut keys = Keys::new();
+            keys.insert(key)
+                .map_err(|e| format!("PROXY_API_KEY: {e}"))?;
+            (Access::new(keys), None)
+        }
+        (None, None) => (Access::open().open_admin_paths(open_admin), None),
+    };
+    if open_admin && access.requires_key() {
+        return Err(
+            "OPEN_ADMIN_PATHS opens the admin paths when no key is configured; \
+             with KEYS_FILE or PROXY_API_KEY they need an admin key (mark one `admin`)"
+                .into(),
+        );
+    }
+    Ok((access, file))
 }
 
 /// `OLLAMA_BASE_URL`: one or more `http://` URLs, separated by commas.
@@ -865,6 +921,7 @@ pub async fn serve(
     println!("ollama-translate listening on http://{addr} (Ollama at {shown})");
     tracing::info!(%addr, ollama = %shown, "listening");
     tracing::info!("web search: {}", settings.web_search_shown);
+    let _keys = keys::start(&settings);
 
     let readiness = Readiness::new(settings.readiness_probe.is_some());
     let client: Client<_, RequestBody<Incoming>> =
@@ -910,7 +967,8 @@ pub async fn serve(
         .refresh_every(settings.pool_refresh)
         .sessions(settings.pool_sessions, Duration::from_secs(600))
         .warm_slots(settings.pool_warm_slots)
-        .body_timeout(settings.client_timeout);
+        .body_timeout(settings.client_timeout)
+        .first_byte_timeout(settings.upstream_idle);
     if let Some(n) = settings.max_body_bytes {
         pool = pool.max_body_bytes(n);
     }
@@ -1154,25 +1212,20 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// Equal bytes, compared without stopping at the first difference.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Answers the proxy's own paths itself; everything else goes on.
 ///
 /// * `/livez` (and its older name `/healthz`): 200 while the process serves;
 ///   no key needed, never asks Ollama.
 /// * `/readyz`: 200 when Ollama answered the last probe, 503 with the
 ///   reason otherwise, and 503 from the moment a shutdown starts; no key.
-/// * `GET /metrics`: Prometheus' text format; with an API key configured,
-///   only to requests that carry it.
+/// * `GET /metrics`: Prometheus' text format; with keys configured, only to
+///   requests that carry an admin key.
 #[derive(Clone)]
 pub struct Health<S> {
     inner: S,
     readiness: Readiness,
     metrics: Option<PrometheusHandle>,
-    key: Option<String>,
+    key: Option<ollama_translate::access::Access>,
     /// The connection's count of requests in flight.
     in_flight: Option<conns::InFlight>,
     /// `Some(MAX_CONNECTIONS)` on a connection past the cap: only the
@@ -1181,23 +1234,12 @@ pub struct Health<S> {
 }
 
 impl<S> Health<S> {
+    /// With keys, `/metrics` needs an admin key (`PROXY_API_KEY` is one).
     fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(key) = &self.key else {
-            return true;
-        };
-        let h = req.headers();
-        let bearer = h
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            });
-        let x = h.get("x-api-key").and_then(|v| v.to_str().ok());
-        [bearer, x]
-            .into_iter()
-            .flatten()
-            .any(|given| same(given.trim().as_bytes(), key.as_bytes()))
+        match &self.key {
+            None => true,
+            Some(access) => access.caller(req.headers()).is_some_and(|c| c.is_admin()),
+        }
     }
 
     /// The answer to `GET /metrics`.

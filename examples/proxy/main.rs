@@ -20,23 +20,30 @@ use tracing_subscriber::Layer as _;
 /// Where spans go over OTLP/HTTP (`{endpoint}/v1/traces`), with `--features otlp`.
 const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
-const USAGE: &str = "usage: ollama-translate [--help | --version | --healthcheck]";
+const USAGE: &str = "usage: ollama-translate [--help | --version | --healthcheck | --hash-key]";
 
 const HELP: &str = "\
 ollama-translate: a proxy that serves the OpenAI (Chat Completions, Responses,
 legacy completions, embeddings, models) and Anthropic (Messages) APIs from
 Ollama's native API, translating requests and streams.
 
-usage: ollama-translate [--help | --version | --healthcheck]
+usage: ollama-translate [--help | --version | --healthcheck | --hash-key]
 
   --help         print this and exit
   --version      print the version and exit
   --healthcheck  ask the proxy running on LISTEN_ADDR for /livez; exit 0 if healthy
+  --hash-key     read a key on standard input, print its SHA-256 digest for KEYS_FILE
 
 Health endpoints (no API key needed): /livez (and /healthz) 200 while the process
 serves; /readyz 200 when Ollama answered the last probe, 503 otherwise and from
-the start of a shutdown. GET /metrics: Prometheus metrics (needs PROXY_API_KEY
-when one is set).
+the start of a shutdown. GET /metrics: Prometheus metrics (needs an admin key
+when keys are configured).
+
+Keys file (KEYS_FILE), one key per line, # comments:
+  NAME:SHA256-OF-THE-KEY[:admin][:MAX_IN_FLIGHT]
+Every key may use generation and read-only paths; model management, blobs and
+Ollama's account and cloud endpoints need an admin key. Reloaded on SIGHUP and
+when the file changes.
 
 Settings (environment variables, default in brackets):
   OLLAMA_BASE_URL        where Ollama is; several hosts separated by commas
@@ -48,7 +55,12 @@ Settings (environment variables, default in brackets):
                          idle host without it is as good (OLLAMA_NUM_PARALLEL) [1]
   OLLAMA_API_KEY         sent to Ollama as Authorization: Bearer <key> [none]
   LISTEN_ADDR            where the proxy listens [127.0.0.1:4000]
-  PROXY_API_KEY          key clients must send (Authorization: Bearer or x-api-key) [none]
+  PROXY_API_KEY          an admin key clients may send (Authorization: Bearer or
+                         x-api-key), named default; also with KEYS_FILE [none]
+  KEYS_FILE              named keys (digests), admin flags and limits per key [none]
+  KEYS_POLL_SECS         how often KEYS_FILE is checked for changes; 0: SIGHUP only [2]
+  OPEN_ADMIN_PATHS       1: without keys, model management, blobs and Ollama's
+                         account and cloud endpoints are open to everyone [0]
   THINK_MODELS           comma list of models that get think: true by default [none]
   REASONING              auto | drop | forward, per model with [model]mode [auto]
   OLLAMA_OPTIONS         default options, e.g. num_ctx=32768;[qwen3:8b]num_ctx=65536 [none]
@@ -110,6 +122,22 @@ async fn main() {
         }
         ["--version" | "-V"] => {
             println!("ollama-translate {}", env!("CARGO_PKG_VERSION"));
+            return;
+        }
+        // A key's digest for KEYS_FILE.
+        ["--hash-key"] => {
+            let mut input = String::new();
+            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
+                eprintln!("ollama-translate: --hash-key: {e}");
+                std::process::exit(2);
+            }
+            match app::keys::hash_key(&input) {
+                Ok(hex) => println!("{hex}"),
+                Err(e) => {
+                    eprintln!("ollama-translate: {e}");
+                    std::process::exit(2);
+                }
+            }
             return;
         }
         // For container health checks: asks the running proxy's `/livez`.

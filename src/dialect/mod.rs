@@ -216,6 +216,9 @@ pub(crate) struct Upstream {
     /// Answered without calling Ollama: this JSON document (a kept
     /// response).
     pub(crate) local: Option<Bytes>,
+    /// Names the conversation to a pool (`x-session-id`) when the client's
+    /// headers do not: a kept Responses conversation's first response.
+    pub(crate) conversation: Option<String>,
 }
 
 impl Upstream {
@@ -234,6 +237,7 @@ impl Upstream {
             model: None,
             search: None,
             local: None,
+            conversation: None,
         }
     }
 
@@ -380,6 +384,7 @@ impl ChatCall {
             model: Some(self.model),
             search: self.search,
             local: None,
+            conversation: None,
         }
     }
 }

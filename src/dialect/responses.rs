@@ -1,9 +1,10 @@
 //! OpenAI Responses: `POST /v1/responses`.
 //!
-//! Stateless (`store: false` semantics): every request must carry the whole
-//! conversation in `input`; `previous_response_id` and `conversation` are
-//! refused with a 400 that says so. Requests become native `/api/chat`
-//! requests; Ollama's NDJSON becomes Responses server-sent events
+//! An answered response is kept (unless `store: false`) in the layer's
+//! bounded store, for its owner (a digest of the client's credential):
+//! `previous_response_id` continues it, `GET`/`DELETE /v1/responses/{id}`
+//! read and forget it; `conversation` and `background` are a 400. Requests
+//! become native `/api/chat` requests; Ollama's NDJSON becomes Responses server-sent events
 //! (`response.created` … `response.completed`), or one `response` object when
 //! the client did not ask to stream.
 //!
@@ -49,20 +50,41 @@
 //!   output while the client runs the search; a hosted `tool_search`
 //!   (`execution` other than `client`) cannot run here and is dropped, and
 //!   then, as without any search, deferred functions are offered at once.
-//! * **Dropped, never a 400:** tool kinds Ollama cannot run (`web_search`,
-//!   `file_search`, `local_shell`, `custom`, `mcp`, …), input items the API
-//!   documents other than messages, function calls, their outputs and
-//!   reasoning (`item_reference`, `web_search_call`, `custom_tool_call`, …,
-//!   listed in [`DROPPED_ITEM_TYPES`]), unknown content parts, and every
-//!   request field the dialect does not use. An input item of a `type` the
-//!   API does not have is a 400 naming `input[i].type`, as from OpenAI.
+//! * **Custom (freeform) tools.** A `custom` tool (Codex's `apply_patch`
+//!   with its lark grammar, its code-mode `exec`; at the top level, in a
+//!   `namespace`, or loaded by a tool search) is offered as a function of one
+//!   string, `input`, described by the tool's own description, then how to
+//!   call it and the format its text must have (a grammar's definition is
+//!   quoted whole: Ollama cannot hold the model to it). The model's call
+//!   comes back as a `custom_tool_call` item (`ctc_…`, `name` and
+//!   `namespace` split as above, `input` the text: the `input` argument, else
+//!   the one value the model sent, bare text included) with
+//!   `response.custom_tool_call_input.delta` (the whole text at once) and
+//!   `.done`. A `custom_tool_call` sent back is the call `{"input": …}`
+//!   again, and a `custom_tool_call_output` (a string or content parts) its
+//!   result, as for functions. Ollama's own layer never emits
+//!   `custom_tool_call` (ollama/ollama#17673).
+//! * **`additional_tools` input items** (Codex sends its tools that way, and
+//!   no top-level `tools`, for the models it drives with
+//!   `use_responses_lite`, such as `gpt-5.6-*`; Codex Desktop likewise):
+//!   their tools are offered as if they were in `tools`, after those (a
+//!   kept conversation's items too, on a continuation).
+//! * **Dropped, never a 400:** tool kinds Ollama cannot run (`file_search`,
+//!   `local_shell`, `mcp`, a hosted `tool_search`, …; `web_search` too when
+//!   the layer's search is off), input items the API documents other than
+//!   messages, function, custom and tool-search calls, their outputs,
+//!   reasoning and web searches (`item_reference`, `local_shell_call`,
+//!   `compaction`, …, listed in [`DROPPED_ITEM_TYPES`]), unknown content
+//!   parts, and every request field the dialect does not use. An input item
+//!   of a `type` the API does not have is a 400 naming `input[i].type`, as
+//!   from OpenAI.
 
 use super::native::{ChatRequest, Message, ToolCall as NativeToolCall, ToolFunction};
 use super::openai::reply::total_tokens;
 use super::openai::request::{think, FormatField, Sampling, ThinkFields};
 use super::params::{
-    expect_str, function_tool, get, json_object, model_name, optional_array, parse_arguments,
-    parse_content, stream, tool_loaded_text, type_name, UnknownParts, Wording,
+    as_tool, expect_str, function_tool, get, json_object, model_name, optional_array,
+    parse_arguments, parse_content, stream, tool_loaded_text, type_name, UnknownParts, Wording,
 };
 use super::{openai, ChatCall, Upstream};
 use crate::config::Config;
@@ -74,7 +96,7 @@ use crate::signing::{self, Key};
 use crate::store::{Kept, Owner, ResponseStore};
 use crate::timer::Timer;
 use crate::util::{random_id, unix_now};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -105,10 +127,14 @@ fn prepare_responses(config: &Config, parts: &Parts, body: &[u8]) -> Result<Upst
         signer,
         parsed.namespaced,
     )
-    .with_tool_search(parsed.tool_search);
+    .with_tool_search(parsed.tool_search)
+    .with_custom(parsed.custom);
     encoder.sources = parsed.include_sources;
     encoder.keep = parsed.keep;
-    Ok(call.upstream(encoder).requested_as(&parsed.client_model))
+    encoder.set_id(parsed.id);
+    let mut up = call.upstream(encoder).requested_as(&parsed.client_model);
+    up.conversation = parsed.conversation;
+    Ok(up)
 }
 
 /// `GET /v1/responses/{id}`: a kept response.
@@ -157,6 +183,16 @@ fn response_not_found(id: &str) -> ApiError {
 
 /// [`Dialect::prepare`](super::Dialect::prepare) for [`RetrieveResponse`].
 fn prepare_retrieve(config: &Config, parts: &Parts, _body: &[u8]) -> Result<Upstream, ApiError> {
+    let streamed = parts.uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.eq_ignore_ascii_case("stream=true"))
+    });
+    if streamed {
+        return Err(ApiError::invalid(
+            "stream",
+            "a kept response is returned whole: retrieve it without stream=true",
+        ));
+    }
     let (id, owner) = kept_id(parts);
     let kept = config
         .response_store
@@ -186,6 +222,10 @@ pub(crate) struct Keep {
     /// comma-separated: the kept chain, then this request's input.
     input: Vec<u8>,
     timer: Option<Arc<dyn Timer>>,
+    /// The conversation's first response: its key on a pool.
+    root: String,
+    /// The largest answer a non-streaming client is given.
+    collect_limit: usize,
 }
 
 /// A parsed client request.
@@ -209,8 +249,15 @@ pub(crate) struct Parsed {
     /// `tools` has a `tool_search` the client runs: the model's calls of
     /// [`TOOL_SEARCH`] are `tool_search_call` items.
     pub(crate) tool_search: bool,
+    /// Flat names of the custom (freeform) tools offered: their calls are
+    /// `custom_tool_call` items.
+    pub(crate) custom: HashSet<String>,
     /// Keeps the answered response for `previous_response_id`.
     pub(crate) keep: Option<Keep>,
+    /// The response's id.
+    pub(crate) id: String,
+    /// A kept conversation's key: the id of its first response.
+    pub(crate) conversation: Option<String>,
 }
 
 /// Parses a Responses request body into a native request.
@@ -232,7 +279,12 @@ pub(crate) fn parse_request_for(
 
     refuse_stateful(&root)?;
     let previous = previous_items(config, &root, owner)?;
-    let store = get(&root, "store") != Some(&Value::Bool(false));
+    let store = match get(&root, "store") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(v) => return Err(Wording::Named.wrong_type("store", "a boolean", v)),
+    };
+    let id = random_id("resp_", 32, false);
 
     let stream = stream(&root, Wording::Named)?;
 
@@ -244,12 +296,29 @@ pub(crate) fn parse_request_for(
     native.format =
         FormatField::RESPONSES.read(get(&root, "text").and_then(|t| t.get("format")))?;
 
-    let (mut tools, mut namespaced, tool_search) = parse_tools(get(&root, "tools"))?;
+    // A continuation: the kept conversation, then the new input (the
+    // instructions and options are this request's, as in OpenAI's API).
+    let (chain, conversation) = match previous {
+        Some((mut items, first)) => {
+            items.extend(input_items(root.get("input")));
+            (Some(Value::Array(items)), first)
+        }
+        None => (None, id.clone()),
+    };
+    let input = chain.as_ref().or(root.get("input"));
+
+    let entries = tool_entries(get(&root, "tools"), input)?;
+    let Tools {
+        native: mut tools,
+        mut namespaced,
+        mut custom,
+        client_search: tool_search,
+    } = parse_tools(&entries)?;
     let tool_choice_none =
         matches!(get(&root, "tool_choice"), Some(Value::String(s)) if s == "none");
     let mut search = None;
     if !tool_choice_none {
-        search = web_search_tool(config, &root, &mut tools)?;
+        search = web_search_tool(config, &root, &entries, &mut tools)?;
     }
     if !tools.is_empty() && !tool_choice_none {
         native.tools = Some(tools);
@@ -261,16 +330,6 @@ pub(crate) fn parse_request_for(
         .is_some_and(|s| !s.is_null() && s != "none");
 
     let instructions = expect_str(&root, "instructions", Wording::Named)?;
-    // A continuation: the kept conversation, then the new input (the
-    // instructions and options are this request's, as in OpenAI's API).
-    let chain = match previous {
-        Some(mut items) => {
-            items.extend(input_items(root.get("input")));
-            Some(Value::Array(items))
-        }
-        None => None,
-    };
-    let input = chain.as_ref().or(root.get("input"));
     let (messages, loaded) = parse_input(&config.thinking_key, instructions, input)?;
     let keep = (store && config.response_store.enabled()).then(|| Keep {
         store: config.response_store.clone(),
@@ -280,10 +339,12 @@ pub(crate) fn parse_request_for(
             _ => render_items(&input_items(input)),
         },
         timer: config.timing.timer.clone(),
+        root: conversation.clone(),
+        collect_limit: config.max_answer_bytes,
     });
     native.messages = messages;
     if !tool_choice_none {
-        loaded.offer(&mut native.tools, &mut namespaced);
+        loaded.offer(&mut native.tools, &mut namespaced, &mut custom);
     }
 
     Ok(Parsed {
@@ -296,17 +357,22 @@ pub(crate) fn parse_request_for(
         search,
         include_sources: includes(&root, "web_search_call.action.sources"),
         tool_search,
+        custom,
+        // A pool keeps a kept conversation on one host by its first response.
+        conversation: keep.is_some().then_some(conversation),
         keep,
+        id,
     })
 }
 
 /// The input items of `previous_response_id`'s conversation (for its
-/// `owner`), or a 404 when none is kept; `None` without one.
+/// `owner`) and the id of its first response, or a 404 when none is kept;
+/// `None` without one.
 fn previous_items(
     config: &Config,
     root: &Map<String, Value>,
     owner: Option<Owner>,
-) -> Result<Option<Vec<Value>>, ApiError> {
+) -> Result<Option<(Vec<Value>, String)>, ApiError> {
     let Some(id) = get(root, "previous_response_id")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
@@ -334,8 +400,33 @@ fn previous_items(
         e
     };
     let kept = store.get(id, owner, config.now()).ok_or_else(not_found)?;
-    let items: Vec<Value> = serde_json::from_slice(&kept.items).map_err(|_| not_found())?;
-    Ok(Some(items))
+    let mut items: Vec<Value> = serde_json::from_slice(&kept.items).map_err(|_| not_found())?;
+    for item in &mut items {
+        seal_kept_reasoning(&config.thinking_key, item);
+    }
+    Ok(Some((items, kept.root.clone())))
+}
+
+/// A reasoning item the proxy kept is the model's own (the store holds only
+/// what the proxy wrote): its summary is sealed like reasoning a client
+/// asked for with `include`, so the continuation gives it back to the model.
+fn seal_kept_reasoning(key: &Key, item: &mut Value) {
+    if item.get("type").and_then(Value::as_str) != Some("reasoning")
+        || item.get("encrypted_content").is_some_and(|e| !e.is_null())
+    {
+        return;
+    }
+    let text: String = item
+        .get("summary")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|part| part.get("text").and_then(Value::as_str))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if !text.is_empty() {
+        item["encrypted_content"] = Value::from(seal_reasoning(key, &text));
+    }
 }
 
 /// `input` as items: a string is one user message.
@@ -372,15 +463,16 @@ fn includes(root: &Map<String, Value>, what: &str) -> bool {
 /// The `web_search` (`web_search_preview`, `web_search_2025_08_26`) tool:
 /// the function the layer runs is offered (added to `tools`), with
 /// `filters.allowed_domains`, `user_location` and the request's
-/// `max_tool_calls` as its bounds. `None` without such a tool, or when the
-/// layer's search is off.
+/// `max_tool_calls` as its bounds. `None` without such a tool (in `tools`
+/// or an `additional_tools` item, see [`tool_entries`]), or when the layer's
+/// search is off.
 fn web_search_tool(
     config: &Config,
     root: &Map<String, Value>,
+    entries: &[(String, &Value)],
     tools: &mut Vec<Value>,
 ) -> Result<Option<SearchTool>, ApiError> {
-    let list = get(root, "tools").and_then(Value::as_array);
-    let Some((i, tool)) = list.into_iter().flatten().enumerate().find(|(_, t)| {
+    let Some((param, tool)) = entries.iter().find(|(_, t)| {
         t.get("type")
             .and_then(Value::as_str)
             .is_some_and(|k| k.starts_with("web_search"))
@@ -398,7 +490,7 @@ fn web_search_tool(
             == Some(search::FUNCTION)
     }) {
         return Err(ApiError::invalid(
-            format!("tools[{i}]"),
+            param.clone(),
             "a function named \"web_search\" clashes with the web_search tool this proxy runs: rename it",
         ));
     }
@@ -409,7 +501,7 @@ fn web_search_tool(
             .map(|d| {
                 d.as_str().map(str::to_string).ok_or_else(|| {
                     ApiError::invalid(
-                        format!("tools[{i}].filters.allowed_domains"),
+                        format!("{param}.filters.allowed_domains"),
                         "must be an array of strings",
                     )
                 })
@@ -417,7 +509,7 @@ fn web_search_tool(
             .collect::<Result<_, _>>()?,
         Some(_) => {
             return Err(ApiError::invalid(
-                format!("tools[{i}].filters.allowed_domains"),
+                format!("{param}.filters.allowed_domains"),
                 "must be an array of strings",
             ))
         }
@@ -483,6 +575,28 @@ fn refuse_stateful(root: &Map<String, Value>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The name a call item (`kind`) at `p` was offered to the model under: its
+/// `name`, flattened with its `namespace` when it has one.
+fn call_name(item: &Map<String, Value>, p: &str, kind: &str) -> Result<String, ApiError> {
+    let name = item
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid(format!("{p}.name"), format!("a {kind} item needs a name"))
+        })?;
+    Ok(
+        match item
+            .get("namespace")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            Some(ns) => flat_name(ns, name),
+            None => name.to_string(),
+        },
+    )
+}
+
 /// The name a namespace member is offered to the model under.
 pub(crate) fn flat_name(namespace: &str, name: &str) -> String {
     format!(
@@ -531,7 +645,7 @@ pub(crate) const TOOL_SEARCH: &str = "tool_search";
 const TOOL_SEARCH_DESCRIPTION: &str =
     "Searches for tools that are not loaded yet; the tools found can be called afterwards.";
 
-/// One function a `function` or `namespace` tool offers.
+/// One function a `function`, `custom` or `namespace` tool offers.
 struct Function {
     /// The native tool, named `flat`.
     native: Value,
@@ -542,28 +656,37 @@ struct Function {
     description: Option<String>,
     /// `defer_loading: true` on it or on its namespace.
     deferred: bool,
+    /// A custom (freeform) tool: offered as a function of one string,
+    /// `input` (see [`custom_function`]).
+    custom: bool,
 }
 
 fn deferred(tool: &Value) -> bool {
     tool.get("defer_loading").and_then(Value::as_bool) == Some(true)
 }
 
-/// The functions of one `function` or `namespace` tool at `param`, appended
-/// to `out`; other kinds add nothing.
+/// The functions of one `function`, `custom` or `namespace` tool at
+/// `param`, appended to `out`; other kinds add nothing.
 fn functions(tool: &Value, param: &str, out: &mut Vec<Function>) -> Result<(), ApiError> {
     match tool
         .get("type")
         .and_then(Value::as_str)
         .unwrap_or("function")
     {
-        "function" => {
+        kind @ ("function" | "custom") => {
             let name = function_name(tool, param)?;
+            let custom = kind == "custom";
             out.push(Function {
-                native: native_function(tool, name, param)?,
+                native: if custom {
+                    custom_function(tool, name)
+                } else {
+                    native_function(tool, name, param)?
+                },
                 flat: name.to_string(),
                 member: None,
                 description: description(tool),
                 deferred: deferred(tool),
+                custom,
             });
         }
         "namespace" => {
@@ -584,7 +707,7 @@ fn functions(tool: &Value, param: &str, out: &mut Vec<Function>) -> Result<(), A
                     .get("type")
                     .and_then(Value::as_str)
                     .unwrap_or("function");
-                if kind != "function" {
+                if kind != "function" && kind != "custom" {
                     tracing::debug!(
                         namespace = ns,
                         kind,
@@ -592,14 +715,20 @@ fn functions(tool: &Value, param: &str, out: &mut Vec<Function>) -> Result<(), A
                     );
                     continue;
                 }
+                let custom = kind == "custom";
                 let name = function_name(member, &mparam)?;
                 let flat = flat_name(ns, name);
                 out.push(Function {
-                    native: native_function(member, &flat, &mparam)?,
+                    native: if custom {
+                        custom_function(member, &flat)
+                    } else {
+                        native_function(member, &flat, &mparam)?
+                    },
                     member: Some((ns.to_string(), name.to_string())),
                     flat,
                     description: description(member),
                     deferred: deferred(tool) || deferred(member),
+                    custom,
                 });
             }
         }
@@ -615,25 +744,112 @@ fn description(tool: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-/// `tools`: function tools and the functions inside `namespace` groups are
-/// mapped; a `tool_search` the client runs (`execution: "client"`) becomes
-/// the function [`TOOL_SEARCH`] with its own description and parameters;
-/// every other kind is dropped. Functions with `defer_loading: true` wait
-/// for a `tool_search_output` to load them when the client runs the search;
-/// without one (a hosted `tool_search` cannot run here, or there is none)
-/// nothing could load them, so they are offered at once. The last value says
-/// whether a client-run `tool_search` is offered.
-#[allow(clippy::type_complexity)]
-fn parse_tools(
-    v: Option<&Value>,
-) -> Result<(Vec<Value>, HashMap<String, (String, String)>, bool), ApiError> {
+/// The one argument a custom tool's function takes.
+const CUSTOM_INPUT: &str = "input";
+
+/// A custom (freeform) tool as the native function `name` of one string,
+/// `input`. The model reads the tool's own description, then how to call
+/// it and the format its text must have (a `grammar` format's definition,
+/// quoted whole), so it writes that syntax inside the string.
+fn custom_function(tool: &Value, name: &str) -> Value {
+    let mut text = description(tool)
+        .map(|d| d.trim_end().to_string())
+        .unwrap_or_default();
+    if !text.is_empty() {
+        text.push_str("\n\n");
+    }
+    text.push_str(
+        "This tool takes free-form text, not JSON arguments. Call it with one argument, \
+         `input`: a string holding the whole text, exactly as the tool reads it.",
+    );
+    let format = tool.get("format");
+    let definition = format
+        .filter(|f| f.get("type").and_then(Value::as_str) == Some("grammar"))
+        .and_then(|f| f.get("definition"))
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|d| !d.is_empty());
+    if let (Some(format), Some(definition)) = (format, definition) {
+        match format.get("syntax").and_then(Value::as_str) {
+            Some("regex") => text.push_str("\nThe text must match this regular expression:\n"),
+            Some(syntax) => {
+                text.push_str("\nThe text must follow this ");
+                text.push_str(syntax);
+                text.push_str(" grammar:\n");
+            }
+            None => text.push_str("\nThe text must follow this grammar:\n"),
+        }
+        text.push_str(definition);
+    }
+    as_tool(json!({
+        "name": name,
+        "description": text,
+        "parameters": {
+            "type": "object",
+            "properties": {CUSTOM_INPUT: {"type": "string", "description": "The tool's whole input text."}},
+            "required": [CUSTOM_INPUT],
+        },
+    }))
+}
+
+/// The tools a request offers, each with the param that names it: `tools`,
+/// then the `tools` of each `additional_tools` item of the conversation's
+/// `input` (a continuation's included; Codex sends its tools that way for
+/// models it drives with `use_responses_lite`, and no top-level `tools`),
+/// offered as if they were top-level.
+fn tool_entries<'a>(
+    tools: Option<&'a Value>,
+    input: Option<&'a Value>,
+) -> Result<Vec<(String, &'a Value)>, ApiError> {
+    let mut entries: Vec<(String, &Value)> = optional_array(tools, "tools", Wording::Named)?
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("tools[{i}]"), t))
+        .collect();
+    let items = input.and_then(Value::as_array);
+    for (i, item) in items.into_iter().flatten().enumerate() {
+        if item.get("type").and_then(Value::as_str) != Some("additional_tools") {
+            continue;
+        }
+        let param = format!("input[{i}].tools");
+        let tools = optional_array(item.get("tools"), &param, Wording::Named)?;
+        entries.extend(
+            tools
+                .iter()
+                .enumerate()
+                .map(|(j, t)| (format!("{param}[{j}]"), t)),
+        );
+    }
+    Ok(entries)
+}
+
+/// What [`parse_tools`] makes of the tools offered.
+struct Tools {
+    /// The native tools.
+    native: Vec<Value>,
+    /// Flat name → (namespace, member name).
+    namespaced: HashMap<String, (String, String)>,
+    /// Flat names of custom (freeform) tools.
+    custom: HashSet<String>,
+    /// A client-run `tool_search` is offered.
+    client_search: bool,
+}
+
+/// The tools ([`tool_entries`]): function tools, custom tools (as functions
+/// of one string, [`custom_function`]) and those inside `namespace` groups
+/// are mapped; a `tool_search` the client runs (`execution: "client"`)
+/// becomes the function [`TOOL_SEARCH`] with its own description and
+/// parameters; every other kind is dropped. Functions with `defer_loading:
+/// true` wait for a `tool_search_output` to load them when the client runs
+/// the search; without one (a hosted `tool_search` cannot run here, or there
+/// is none) nothing could load them, so they are offered at once.
+fn parse_tools(entries: &[(String, &Value)]) -> Result<Tools, ApiError> {
     let mut found = Vec::new();
     let mut client_search = false;
-    let tools = optional_array(v, "tools", Wording::Named)?;
-    for (i, tool) in tools.iter().enumerate() {
-        let param = format!("tools[{i}]");
+    for (param, tool) in entries {
+        let (param, tool) = (param.as_str(), *tool);
         if tool.get("type").and_then(Value::as_str) != Some("tool_search") {
-            functions(tool, &param, &mut found)?;
+            functions(tool, param, &mut found)?;
             continue;
         }
         if tool.get("execution").and_then(Value::as_str) != Some("client") {
@@ -666,15 +882,20 @@ fn parse_tools(
             member: None,
             description: None,
             deferred: false,
+            custom: false,
         });
     }
     let mut out = Vec::with_capacity(found.len());
     let mut namespaced = HashMap::new();
+    let mut custom = HashSet::new();
     let mut waiting = 0;
     for f in found {
         if f.deferred && client_search {
             waiting += 1;
             continue;
+        }
+        if f.custom {
+            custom.insert(f.flat.clone());
         }
         if let Some(member) = f.member {
             namespaced.insert(f.flat, member);
@@ -684,7 +905,12 @@ fn parse_tools(
     if waiting > 0 {
         tracing::debug!(waiting, "deferred tools wait for a tool_search_output");
     }
-    Ok((out, namespaced, client_search))
+    Ok(Tools {
+        native: out,
+        namespaced,
+        custom,
+        client_search,
+    })
 }
 
 /// Tools that `tool_search_output` items loaded: offered to the model with
@@ -699,6 +925,7 @@ impl Loaded {
         self,
         tools: &mut Option<Vec<Value>>,
         namespaced: &mut HashMap<String, (String, String)>,
+        custom: &mut HashSet<String>,
     ) {
         if self.functions.is_empty() {
             return;
@@ -712,6 +939,9 @@ impl Loaded {
         for f in self.functions {
             if !names.insert(f.flat.clone()) {
                 continue;
+            }
+            if f.custom {
+                custom.insert(f.flat.clone());
             }
             if let Some(member) = f.member {
                 namespaced.insert(f.flat, member);
@@ -812,8 +1042,6 @@ const DROPPED_ITEM_TYPES: &[&str] = &[
     "mcp_approval_request",
     "mcp_approval_response",
     "mcp_call",
-    "custom_tool_call",
-    "custom_tool_call_output",
     "compaction",
     "compaction_summary",
     "ghost_snapshot",
@@ -905,6 +1133,11 @@ impl InputBuilder<'_> {
             "function_call_output" => self.function_call_output(&p, item),
             "tool_search_call" => self.tool_search_call(&p, item),
             "tool_search_output" => self.tool_search_output(&p, item),
+            "custom_tool_call" => self.custom_tool_call(&p, item),
+            // Its output is read as a function's (a string or content parts).
+            "custom_tool_call_output" => self.function_call_output(&p, item),
+            // Its tools were read with the request's (`tool_entries`).
+            "additional_tools" => Ok(()),
             "reasoning" => {
                 self.reasoning(item);
                 Ok(())
@@ -967,21 +1200,7 @@ impl InputBuilder<'_> {
     }
 
     fn function_call(&mut self, p: &str, item: &Map<String, Value>) -> Result<(), ApiError> {
-        let name = item
-            .get("name")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| {
-                ApiError::invalid(format!("{p}.name"), "a function_call item needs a name")
-            })?;
-        let name = match item
-            .get("namespace")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-        {
-            Some(ns) => flat_name(ns, name),
-            None => name.to_string(),
-        };
+        let name = call_name(item, p, "function_call")?;
         let arguments = parse_arguments(item.get("arguments"), &format!("{p}.arguments"))?;
         let call_id = item
             .get("call_id")
@@ -989,6 +1208,27 @@ impl InputBuilder<'_> {
             .and_then(Value::as_str)
             .map(str::to_string);
         self.push_call(call_id, name, arguments);
+        Ok(())
+    }
+
+    /// A `custom_tool_call`: the model's call of a custom tool, whose
+    /// function takes its `input` text as the one argument
+    /// [`CUSTOM_INPUT`] (see [`custom_function`]).
+    fn custom_tool_call(&mut self, p: &str, item: &Map<String, Value>) -> Result<(), ApiError> {
+        let name = call_name(item, p, "custom_tool_call")?;
+        let input = match item.get("input") {
+            None | Some(Value::Null) => "",
+            Some(Value::String(s)) => s.as_str(),
+            Some(v) => {
+                return Err(Wording::Named.wrong_type(&format!("{p}.input"), "a string", v));
+            }
+        };
+        let call_id = item
+            .get("call_id")
+            .or_else(|| item.get("id"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        self.push_call(call_id, name, json!({ CUSTOM_INPUT: input }));
         Ok(())
     }
 
@@ -1228,6 +1468,8 @@ struct ResponseEncoder {
     searching: Option<(String, u64)>,
     /// Calls of [`TOOL_SEARCH`] are `tool_search_call` items.
     tool_search: bool,
+    /// Flat names of custom tools: their calls are `custom_tool_call` items.
+    custom: HashSet<String>,
     /// The response's id.
     id: String,
     /// Keeps the answered response (`store` not false).
@@ -1396,6 +1638,7 @@ impl ResponseEncoder {
             sources: false,
             searching: None,
             tool_search: false,
+            custom: HashSet::new(),
             id,
             keep: None,
         }
@@ -1403,10 +1646,30 @@ impl ResponseEncoder {
 
     /// Keeps the answered response: the conversation's items and the
     /// response object. Only a completed or incomplete one comes here.
-    fn keep(&mut self, end: &End<'_, '_>) {
+    /// Answers as response `id` (chosen while parsing, so a kept
+    /// conversation can be named before the answer starts).
+    fn set_id(&mut self, id: String) {
+        let mut old = BytesMut::new();
+        old.extend_from_slice(b"{\"id\":");
+        write_str(&mut old, &self.id);
+        let mut new = BytesMut::new();
+        new.extend_from_slice(b"{\"id\":");
+        write_str(&mut new, &id);
+        if let Some(rest) = self.prefix.strip_prefix(&old[..]) {
+            self.prefix = [&new[..], rest].concat();
+            self.id = id;
+        }
+    }
+
+    fn keep(&mut self, response: Bytes) {
         let Some(keep) = self.keep.take() else {
             return;
         };
+        if !self.stream && response.len() > keep.collect_limit {
+            // The client gets a 502 for a document this large: nothing to
+            // continue.
+            return;
+        }
         let mut items = Vec::with_capacity(keep.input.len() + self.output.len() + 3);
         items.push(b'[');
         items.extend_from_slice(&keep.input);
@@ -1415,15 +1678,14 @@ impl ResponseEncoder {
         }
         items.extend_from_slice(&self.output);
         items.push(b']');
-        let mut response = BytesMut::new();
-        self.write_response(&mut response, end, None);
         let now = keep
             .timer
             .as_ref()
             .map_or_else(std::time::Instant::now, |t| t.now());
         let kept = Kept {
             items: items.into(),
-            response: response.freeze(),
+            response,
+            root: keep.root,
         };
         keep.store.put(self.id.clone(), keep.owner, kept, now);
     }
@@ -1432,6 +1694,13 @@ impl ResponseEncoder {
     /// items (when the request offered a client-run `tool_search`).
     fn with_tool_search(mut self, on: bool) -> Self {
         self.tool_search = on;
+        self
+    }
+
+    /// Renders the model's calls of these (flat) names as
+    /// `custom_tool_call` items.
+    fn with_custom(mut self, custom: HashSet<String>) -> Self {
+        self.custom = custom;
         self
     }
 
@@ -1684,6 +1953,9 @@ impl ResponseEncoder {
         if self.tool_search && name == TOOL_SEARCH {
             return self.tool_search_call(id, arguments, out);
         }
+        if self.custom.contains(name) {
+            return self.custom_tool_call(id, name, arguments, out);
+        }
         self.close_open(out, "completed");
         let index = self.take_index();
         let item_id = random_id("fc_", 32, false);
@@ -1758,6 +2030,57 @@ impl ResponseEncoder {
         self.push_output(&done_item);
     }
 
+    /// A `custom_tool_call` item: its `input` is the text the model wrote
+    /// ([`custom_input`]), whole in one `response.custom_tool_call_input.delta`
+    /// (the model's arguments arrive in one piece), then `.done`.
+    fn custom_tool_call(
+        &mut self,
+        id: Option<&str>,
+        name: &str,
+        arguments: &str,
+        out: &mut BytesMut,
+    ) {
+        self.close_open(out, "completed");
+        let index = self.take_index();
+        let item_id = random_id("ctc_", 32, false);
+        let call_id = self.call_id(id);
+        let input = custom_input(arguments);
+        let (namespace, name) = match self.namespaced.get(name) {
+            Some((ns, member)) => (Some(ns.as_str()), member.as_str()),
+            None => (None, name),
+        };
+        let item = |status: &str, input: &str| {
+            let mut v = json!({"id": item_id, "type": "custom_tool_call", "status": status,
+                "call_id": call_id, "name": name, "input": input});
+            if let Some(ns) = namespace {
+                v["namespace"] = Value::from(ns);
+            }
+            v.to_string()
+        };
+        let done_item = item("completed", &input);
+        if self.stream {
+            let added = item("in_progress", "");
+            self.output_item_event(out, "response.output_item.added", index, added.as_bytes());
+            begin_event(&mut self.seq, out, "response.custom_tool_call_input.delta");
+            write_item_ref(out, &item_id, index);
+            out.extend_from_slice(b",\"delta\":");
+            write_str(out, &input);
+            end_event(out);
+            begin_event(&mut self.seq, out, "response.custom_tool_call_input.done");
+            write_item_ref(out, &item_id, index);
+            out.extend_from_slice(b",\"input\":");
+            write_str(out, &input);
+            end_event(out);
+            self.output_item_event(
+                out,
+                "response.output_item.done",
+                index,
+                done_item.as_bytes(),
+            );
+        }
+        self.push_output(done_item.as_bytes());
+    }
+
     fn done(&mut self, done: &Done<'_>, out: &mut BytesMut) {
         let length = done.reason == Some("length");
         self.close_open(out, if length { "incomplete" } else { "completed" });
@@ -1766,12 +2089,18 @@ impl ResponseEncoder {
         } else {
             ("response.completed", End::Completed(done))
         };
+        // Rendered once: what is kept is what the client got.
+        let mut document = BytesMut::new();
+        self.write_response(&mut document, &end, None);
         if self.stream {
-            self.lifecycle(out, ty, &end, None);
+            begin_event(&mut self.seq, out, ty);
+            out.extend_from_slice(b",\"response\":");
+            out.extend_from_slice(&document);
+            end_event(out);
         } else {
-            self.write_response(out, &end, None);
+            out.extend_from_slice(&document);
         }
-        self.keep(&end);
+        self.keep(document.freeze());
     }
 
     fn fail(&mut self, message: &str, out: &mut BytesMut) {
@@ -1853,6 +2182,32 @@ impl Encoder for ResponseEncoder {
             self.output_item_event(out, "response.output_item.done", index, item.as_bytes());
         }
         self.push_output(item.as_bytes());
+    }
+}
+
+/// The text of a custom tool call from the model's arguments (the JSON text
+/// of an object, see `ollama::tool_arguments`): its `input`, as asked; else
+/// the one value it holds (a model that named the argument otherwise, or
+/// sent the bare text, which arrives wrapped as `{"value":…}`); nothing for
+/// `{}`; else the arguments' JSON as they are, so no word of the model's is
+/// lost. A value that is not a string is its JSON text.
+fn custom_input(arguments: &str) -> String {
+    let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(arguments) else {
+        return arguments.to_string();
+    };
+    let value = match map.remove(CUSTOM_INPUT) {
+        Some(v) => v,
+        None if map.len() == 1 => match map.into_iter().next() {
+            Some((_, v)) => v,
+            None => return String::new(),
+        },
+        None if map.is_empty() => return String::new(),
+        None => return arguments.to_string(),
+    };
+    match value {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        v => v.to_string(),
     }
 }
 

@@ -14,6 +14,7 @@ mod read;
 mod respond;
 mod translate;
 
+use crate::access::{Caller, InFlight};
 use crate::body::{Limits, RequestBody, TranslateBody, MAX_ERROR_BODY};
 use crate::dialect::{Dialect, UpstreamError};
 use crate::error::{ApiError, BoxError};
@@ -45,6 +46,10 @@ pin_project! {
     {
         #[pin]
         kind: Kind<S, ReqBody, ResBody>,
+        // The key that let the request in (for the metrics) and its place
+        // among the key's requests in flight (held by the response body).
+        caller: Option<Caller>,
+        permit: Option<InFlight>,
     }
 }
 
@@ -74,8 +79,8 @@ pin_project! {
         },
         Translate { #[pin] fut: Translate<S, ReqBody, ResBody> },
         // Answered without calling Ollama (a 401, a 413 from the declared
-        // length); `None` once taken.
-        Ready { res: Option<Response<TranslateBody<ResBody>>> },
+        // length); `None` once taken. Counted under `dialect` then.
+        Ready { res: Option<Response<TranslateBody<ResBody>>>, dialect: &'static str },
     }
 }
 
@@ -103,22 +108,36 @@ where
                 errors,
                 late,
             },
+            caller: None,
+            permit: None,
         }
     }
 
     pub(crate) fn reject(dialect: &'static dyn Dialect, error: &ApiError) -> Self {
-        crate::telemetry::answered(dialect.name(), error.status);
         ResponseFuture {
             kind: Kind::Ready {
                 res: Some(respond::error(dialect, error)),
+                dialect: dialect.name(),
             },
+            caller: None,
+            permit: None,
         }
     }
 
     pub(crate) fn translate(fut: Translate<S, ReqBody, ResBody>) -> Self {
         ResponseFuture {
             kind: Kind::Translate { fut },
+            caller: None,
+            permit: None,
         }
+    }
+
+    /// The request's key (its name labels the metrics) and its place among
+    /// the key's requests in flight, which the response body holds.
+    pub(crate) fn admitted(mut self, caller: Option<Caller>, permit: Option<InFlight>) -> Self {
+        self.caller = caller;
+        self.permit = permit;
+        self
     }
 }
 
@@ -159,11 +178,13 @@ where
     type Output = Result<Response<TranslateBody<ResBody>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
+        let this = self.project();
+        let key = this.caller.as_ref().map(Caller::name);
+        let res = match this.kind.project() {
             KindProj::Translate { fut } => {
                 let dialect = fut.as_ref().get_ref().dialect().name();
                 let res = ready!(fut.poll(cx));
-                crate::telemetry::answered(dialect, res.status());
+                crate::telemetry::answered(dialect, res.status(), key);
                 Poll::Ready(Ok(res))
             }
             KindProj::Passthrough {
@@ -201,13 +222,18 @@ where
                     _ => res.map(TranslateBody::passthrough),
                 }))
             }
-            KindProj::Ready { res } => match res.take() {
-                Some(res) => Poll::Ready(Ok(res)),
+            KindProj::Ready { res, dialect } => match res.take() {
+                Some(res) => {
+                    crate::telemetry::answered(dialect, res.status(), key);
+                    Poll::Ready(Ok(res))
+                }
                 // Polled after completion: the contract allows anything
                 // but a panic.
                 None => Poll::Pending,
             },
-        }
+        };
+        // The key's request is in flight until its response body ends.
+        res.map_ok(|res| res.map(|body| body.holding(this.permit.take())))
     }
 }
 

@@ -22,7 +22,12 @@ pub(super) fn error<B>(
     *res.status_mut() = err.status;
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
-    if err.status == StatusCode::SERVICE_UNAVAILABLE {
+    // Busy (the memory budget) or a key at its limit of requests in
+    // flight: the SDKs retry after this.
+    if matches!(
+        err.status,
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+    ) {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     res
@@ -46,6 +51,18 @@ pub(super) struct Template {
     extensions: http::Extensions,
     user_agent: Option<HeaderValue>,
     session: Option<(&'static str, HeaderValue)>,
+}
+
+impl Template {
+    /// Names the conversation with `x-session-id` when the client's headers
+    /// named none.
+    pub(super) fn conversation(&mut self, key: Option<&str>) {
+        if self.session.is_none() {
+            if let Some(v) = key.and_then(|k| HeaderValue::from_str(k).ok()) {
+                self.session = Some(("x-session-id", v));
+            }
+        }
+    }
 }
 
 impl From<http::request::Parts> for Template {

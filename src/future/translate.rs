@@ -6,6 +6,7 @@ use super::collect::CollectAnswer;
 use super::read::{self, too_large, Hold, ReadBody};
 use super::respond::{self, Answer, Template};
 use super::Carry;
+use crate::access::Caller;
 use crate::agent::{Agent, Call, Rounds};
 use crate::body::{RequestBody, TranslateBody};
 use crate::config::Config;
@@ -162,13 +163,15 @@ where
             operation,
             model,
             job.config.server_address.as_deref(),
+            job.parts.extensions.get::<Caller>().map(Caller::name),
             job.config.names_model(model),
         )),
         _ => None,
     };
     // Parsed: the client's body and its parse are gone.
     drop((hold, bytes));
-    let template = Template::from(job.parts);
+    let mut template = Template::from(job.parts);
+    template.conversation(up.conversation.as_deref());
     let req = respond::upstream_request(&template, up.endpoint, up.body)?;
     let agent = up.search.map(|(native, tool)| {
         let call = caller(job.service.clone(), template.clone());

@@ -1,12 +1,14 @@
 //! One try at one host ([`Attempt`]), and when to try another
 //! ([`Failover`], a [`tower::retry::Policy`]).
 
-use super::body::PoolBody;
+use super::body::{PoolBody, Watch};
 use super::route::Kind;
 use super::state::{Choice, Want};
-use super::{ollama_error, Shared};
+use super::{ollama_error, Core, Shared};
 use crate::body::RequestBody;
 use crate::telemetry;
+use crate::timer::Sleep;
+use http::header::CONTENT_TYPE;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
@@ -15,6 +17,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 use tower::load::completion::TrackCompletionFuture;
 use tower_service::Service;
 
@@ -29,6 +32,10 @@ struct RoutingInner {
     want: Want,
     /// A bit per host already tried.
     tried: AtomicU64,
+    /// A bit for the host that answered Ollama's own 5xx, not yet counted
+    /// against it: if another host answers the request, it was the host's
+    /// failure; if another answers a 5xx too, the request's.
+    suspect: AtomicU64,
 }
 
 impl Routing {
@@ -37,17 +44,43 @@ impl Routing {
             kind,
             want,
             tried: AtomicU64::new(0),
+            suspect: AtomicU64::new(0),
         }))
     }
 
     fn tried(&self) -> u64 {
         self.0.tried.load(Ordering::Acquire)
     }
+
+    /// `host` answered Ollama's 5xx: whether it is the first host to, and
+    /// so worth another try. A second one clears the first: two hosts
+    /// failing a request the same way say more about the request.
+    fn suspect(&self, host: usize) -> bool {
+        let bit = 1u64.checked_shl(host as u32).unwrap_or(0);
+        let first = self
+            .0
+            .suspect
+            .compare_exchange(0, bit, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if !first {
+            self.0.suspect.store(0, Ordering::Release);
+        }
+        first
+    }
+
+    /// The request's answer is final: a host still suspected failed it.
+    fn settle(&self, core: &Core) {
+        let suspect = self.0.suspect.swap(0, Ordering::AcqRel);
+        if suspect != 0 {
+            core.failure(suspect.trailing_zeros() as usize, "answered 5xx");
+        }
+    }
 }
 
-/// Marks a host's answer that another host may do better with.
+/// Marks a host's answer that another host may do better with, and why
+/// (the `reason` of the failover metric).
 #[derive(Clone, Copy, Debug)]
-struct Retryable;
+struct Retryable(&'static str);
 
 /// One try at the best host for a request (see [`Pool`](super::Pool)).
 /// It appears in [`PoolFuture`](super::PoolFuture)'s type; the pool builds
@@ -90,19 +123,33 @@ where
             .get::<Routing>()
             .cloned()
             .unwrap_or_else(|| Routing::new(Kind::Any, Want::default()));
+        let mut deadline = None;
         let state = match self.shared.pick(&routing.0.want, routing.tried()) {
             Choice::Host(host) => {
                 routing.0.tried.fetch_or(1 << host, Ordering::AcqRel);
+                // From the call into the pool, so that it comes before the
+                // layer's own deadline for the same head.
+                deadline = self.shared.first_byte_deadline(routing.0.kind);
                 AttemptState::Calling {
                     req: Some(req),
                     host,
                 }
             }
-            Choice::NoModel => {
+            Choice::NoModel { unasked } => {
                 // Maybe it was pulled since the last look: look again soon.
                 self.shared.wake.wake();
                 let model = routing.0.want.model.as_deref().unwrap_or_default();
-                let message = format!("model \"{model}\" not found, try pulling it first");
+                let mut message = format!("model \"{model}\" not found, try pulling it first");
+                let unasked: Vec<_> = (0..64)
+                    .filter(|i| unasked & (1 << i) != 0)
+                    .map(|i| self.shared.name(i))
+                    .collect();
+                if !unasked.is_empty() {
+                    message.push_str(&format!(
+                        " (not asked: {}, which could not be reached)",
+                        unasked.join(", ")
+                    ));
+                }
                 AttemptState::Done {
                     res: Some(ollama_error(StatusCode::NOT_FOUND, &message)),
                 }
@@ -122,6 +169,7 @@ where
         AttemptFuture {
             shared: self.shared.clone(),
             routing,
+            deadline,
             state,
         }
     }
@@ -135,6 +183,8 @@ pin_project! {
     {
         shared: Arc<Shared<S>>,
         routing: Routing,
+        // Until the host's head: the deadline, and the timeout it came from.
+        deadline: Option<(Sleep, Duration)>,
         #[pin]
         state: AttemptState<S, B, R>,
     }
@@ -176,8 +226,25 @@ where
                 }
                 AttemptProj::Waiting { fut, host } => {
                     let host = *host;
-                    let result = ready!(fut.poll(cx));
-                    return Poll::Ready(classify(this.shared, this.routing, host, result));
+                    if let Poll::Ready(result) = fut.poll(cx) {
+                        return Poll::Ready(classify(this.shared, this.routing, host, result));
+                    }
+                    let Some((sleep, after)) = this.deadline else {
+                        return Poll::Pending;
+                    };
+                    ready!(sleep.as_mut().poll(cx));
+                    let after = *after;
+                    // Give up on it: its call is dropped, and Ollama stops.
+                    this.state.set(AttemptState::Done { res: None });
+                    this.shared.failure(host, "no answer in time");
+                    let message = format!(
+                        "Ollama host {} sent no answer within {} s",
+                        this.shared.name(host),
+                        after.as_secs_f64()
+                    );
+                    let mut res = ollama_error(StatusCode::GATEWAY_TIMEOUT, &message);
+                    res.extensions_mut().insert(Retryable("timeout"));
+                    return Poll::Ready(Ok(res));
                 }
                 AttemptProj::Done { res } => {
                     return match res.take() {
@@ -196,7 +263,10 @@ fn classify<S, R, E>(
     routing: &Routing,
     host: usize,
     result: Result<Response<PoolBody<R>>, E>,
-) -> Result<Response<PoolBody<R>>, E> {
+) -> Result<Response<PoolBody<R>>, E>
+where
+    R: Body,
+{
     let mut res = match result {
         Ok(res) => res,
         Err(e) => {
@@ -204,39 +274,70 @@ fn classify<S, R, E>(
             return Err(e);
         }
     };
+    let kind = routing.0.kind;
     let want = &routing.0.want;
     let status = res.status();
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    let json = json_content(&res);
+    let retry = if status == StatusCode::SERVICE_UNAVAILABLE {
         shared.busy(host);
-        res.extensions_mut().insert(Retryable);
-    } else if status == StatusCode::NOT_FOUND && routing.0.kind.reads_body() {
+        Some("busy")
+    } else if status == StatusCode::NOT_FOUND && kind.reads_body() && want.model.is_some() {
+        // It listed the model (or its list is not known yet): it is gone
+        // from there; ask again what it has.
         if let Some(model) = &want.model {
-            // It listed the model (or its list is not known yet): it is
-            // gone from there; ask again what it has.
             shared.lacks(host, model);
-            res.extensions_mut().insert(Retryable);
         }
-    } else if routing.0.kind == Kind::Search
-        && matches!(status.as_u16(), 401 | 403 | 404 | 500 | 502)
-    {
+        Some("model_missing")
+    } else if kind == Kind::Search && matches!(status.as_u16(), 401 | 403 | 404 | 500 | 502) {
         // This host cannot search (too old, not signed in, cloud off, or
         // ollama.com failed it): another may.
-        res.extensions_mut().insert(Retryable);
-    } else if status.is_success() {
-        let loaded = match (routing.0.kind, &want.model) {
-            (Kind::Generate, Some(model)) => Some(model.as_str()),
-            _ => None,
-        };
-        shared.answered(host, loaded);
+        Some("search_unavailable")
+    } else if kind.judged() && status.is_server_error() {
+        if json != Some(true) {
+            // Not Ollama's error (a proxy in front of it, say): the host's.
+            shared.failure(host, "answered a 5xx that is not Ollama's");
+            Some("server_error")
+        } else {
+            // Ollama's own: whose fault it is shows on the next host.
+            routing.suspect(host).then_some("server_error")
+        }
+    } else if kind.judged() && status.is_success() && json == Some(false) {
+        shared.failure(host, "answered something that is not Ollama's");
+        Some("server_error")
+    } else {
+        if status.is_success() {
+            let loaded = match (kind, &want.model) {
+                (Kind::Generate, Some(model)) => Some(model.as_str()),
+                _ => None,
+            };
+            shared.answered(host, loaded);
+        }
+        if kind.judged() {
+            let first_byte = shared.first_byte_deadline(kind);
+            let watch = Watch::new(shared.core.clone(), host, first_byte);
+            res.body_mut().watch(watch);
+        }
+        None
+    };
+    if let Some(reason) = retry {
+        res.extensions_mut().insert(Retryable(reason));
     }
     Ok(res)
 }
 
+/// Whether the answer says it is JSON (or NDJSON); `None` if it says
+/// nothing.
+fn json_content<B>(res: &Response<B>) -> Option<bool> {
+    let value = res.headers().get(CONTENT_TYPE)?.as_bytes();
+    Some(value.windows(4).any(|w| w.eq_ignore_ascii_case(b"json")))
+}
+
 /// Tries the next host for an answer that another host may do better
 /// with: no connection, a 503 (the host's queue is full), a 404 for a model
-/// the host listed. Only before the first byte: a response that reached
-/// the client is never retried, and a body that is not held in memory
-/// cannot be sent twice.
+/// the host listed, a 5xx or an answer that is not Ollama's, no head within
+/// the first-byte timeout. Only before the first byte: a response that
+/// reached the client is never retried, and a body that is not held in
+/// memory cannot be sent twice.
 pub struct Failover<S> {
     pub(crate) shared: Arc<Shared<S>>,
     /// Tries left after this one.
@@ -270,24 +371,18 @@ impl<S, B, R, E> tower::retry::Policy<Request<RequestBody<B>>, Response<PoolBody
         req: &mut Request<RequestBody<B>>,
         result: &mut Result<Response<PoolBody<R>>, E>,
     ) -> Option<Self::Future> {
-        let again = match result {
-            Err(_) => true,
-            Ok(res) => res.extensions().get::<Retryable>().is_some(),
-        };
-        if !again || self.left == 0 {
-            return None;
-        }
         let routing = req.extensions().get::<Routing>()?;
-        if !self.shared.can_pick(&routing.0.want, routing.tried()) {
-            return None;
-        }
-        self.left -= 1;
         let reason = match result {
-            Err(_) => "unreachable",
-            Ok(res) if res.status() == StatusCode::SERVICE_UNAVAILABLE => "busy",
-            Ok(_) if routing.0.kind == Kind::Search => "search_unavailable",
-            Ok(_) => "model_missing",
+            Err(_) => Some("unreachable"),
+            Ok(res) => res.extensions().get::<Retryable>().map(|r| r.0),
         };
+        let again = reason
+            .filter(|_| self.left > 0 && self.shared.can_pick(&routing.0.want, routing.tried()));
+        let Some(reason) = again else {
+            routing.settle(&self.shared);
+            return None;
+        };
+        self.left -= 1;
         telemetry::pool_failover(reason);
         Some(std::future::ready(()))
     }

@@ -32,7 +32,9 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// [`refresh_every`](super::PoolBuilder::refresh_every), and soon after a
 /// host fails or loses a model, it asks each host `GET /api/tags` and
 /// `GET /api/ps` (concurrently, each within the probe timeout). A host that
-/// answers is up; one that does not is down until it answers again.
+/// answers is up; one that does not is down until it answers again. A probe
+/// does not end an ejection (a host that lists its models may still fail
+/// every generation): its cool-down does.
 ///
 /// It never ends: spawn it, and drop it (abort the task) to stop it.
 #[must_use = "a Maintain does nothing unless spawned or polled"]
@@ -129,6 +131,8 @@ where
         Err(_) => Vec::new(),
     };
     let mut came_back = false;
+    let mut healthy = true;
+    let now = shared.timer.now();
     shared.update(host, |h| {
         if matches!(h.health, Health::Down | Health::Unknown) {
             came_back = h.health == Health::Down;
@@ -137,11 +141,14 @@ where
         h.loaded = running.iter().map(|(name, _)| name.clone()).collect();
         h.models = Some(models);
         h.running = running;
+        // A host ejected for failing requests stays out until its
+        // cool-down ends, whatever it lists.
+        healthy = !h.outlier.ejected(now);
     });
     if came_back {
         tracing::info!(host = %shared.names[host], "Ollama host answers again");
     }
-    telemetry::pool_host_up(&shared.names[host], true);
+    telemetry::pool_host_up(&shared.names[host], healthy);
 }
 
 /// `GET path` on `host`, its body read whole, within the probe timeout.

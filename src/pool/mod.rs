@@ -23,7 +23,7 @@ use crate::body::RequestBody;
 use crate::error::BoxError;
 use crate::future::{Budget, Hold, ReadBody};
 use crate::telemetry;
-use crate::timer::Timer;
+use crate::timer::{Sleep, Timer};
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
@@ -56,9 +56,10 @@ pub const MAX_HOSTS: usize = 64;
 /// [`max_body_bytes`](PoolBuilder::max_body_bytes)) and chooses, in order:
 ///
 /// 1. hosts that have the model (their `/api/tags`); a model no host has
-///    is Ollama's 404, naming it;
-/// 2. hosts that are up, before those cooling down after a 503 and those
-///    whose connection failed;
+///    is Ollama's 404, naming it (and the hosts that are down and never
+///    listed their models, which could not be asked);
+/// 2. hosts that are up, before those cooling down after a 503, those
+///    ejected after failures (below) and those whose connection failed;
 /// 3. the host that served the conversation's earlier turns (a session
 ///    header, or the model, system prompt and first user message), so
 ///    Ollama's prompt cache is hit;
@@ -68,11 +69,29 @@ pub const MAX_HOSTS: usize = 64;
 /// 5. the fewest requests in flight through this pool (a stream counts
 ///    until its body ends), ties taken in turns.
 ///
-/// A refused or dropped connection, a 503 and a 404 for a model the host
-/// listed are tried again on the next host, before anything reaches the
-/// client ([`Failover`], a [`tower::retry::Policy`]). `GET /api/tags` and
-/// `GET /api/ps` list every reachable host's models once. Every other
-/// request goes to the least busy host, its body passed on as it comes.
+/// A refused or dropped connection, a 503, a 404 for a model the host
+/// listed, a 5xx, an answer that is not Ollama's and no head within the
+/// [first-byte timeout](PoolBuilder::first_byte_timeout) are tried again on
+/// the next host, before anything reaches the client ([`Failover`], a
+/// [`tower::retry::Policy`]). `GET /api/tags` and `GET /api/ps` list every
+/// reachable host's models once. Every other request goes to the least
+/// busy host, its body passed on as it comes.
+///
+/// Passive health, as Envoy's outlier detection keeps it: a host fails a
+/// request that names a model when it answers a 5xx other than 503, when
+/// its answer is not Ollama's (a 5xx that is not JSON, a success whose
+/// content type says neither JSON nor NDJSON), when it is silent past the
+/// first-byte timeout (before its head or after), and when its stream
+/// breaks off (counted at once, and the host probed at once). Ollama's own
+/// 5xx is judged by the next host: when it too answers the request with a
+/// 5xx, the request is at fault (an option of the wrong type, say) and
+/// neither host is blamed; otherwise, or with no host left to try, the
+/// first host failed. Three failures in a
+/// row eject the host for 2 s; back, one more failure ejects it again for
+/// twice as long (up to a minute), and an answer read to its end forgets
+/// them all. An ejected host is a last resort, its conversations move, and
+/// [`Pool::hosts`] reports it unhealthy (a probe does not end an ejection:
+/// its cool-down does).
 ///
 /// The pool learns what the hosts have from [`Pool::maintain`], a future
 /// the caller spawns.
@@ -165,6 +184,7 @@ pub(crate) struct Settings {
     warm_slots: usize,
     max_body_bytes: usize,
     body_timeout: Duration,
+    first_byte_timeout: Option<Duration>,
 }
 
 impl PoolBuilder {
@@ -229,6 +249,22 @@ impl PoolBuilder {
         self
     }
 
+    /// How long a host may take to start answering a request that names a
+    /// model: first its response head, then the first bytes of its body
+    /// (default: no limit; zero means none). Past it the host has failed
+    /// the request (see [`Pool`]): before its head, the request goes to the
+    /// next host when one is left (else a 504); after it, the body ends
+    /// with an error. Allow for model loads and long prompts, which Ollama
+    /// answers only once they are done. In front of
+    /// [`OllamaTranslateLayer`](crate::OllamaTranslateLayer), make it no
+    /// longer than the layer's
+    /// [`upstream_idle_timeout`](crate::OllamaTranslateLayer::upstream_idle_timeout),
+    /// which otherwise gives up first, unseen by the pool.
+    pub fn first_byte_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.first_byte_timeout = Some(timeout).filter(|t| !t.is_zero());
+        self
+    }
+
     /// The pool of `hosts`, each a name (for logs and metrics, say its base
     /// URL) and the service that reaches it. At least one host, at most
     /// [`MAX_HOSTS`].
@@ -257,14 +293,16 @@ impl PoolBuilder {
         };
         Ok(Pool {
             shared: Arc::new(Shared {
-                names: names.into(),
                 services: services.into(),
-                fleet: Mutex::new(fleet),
-                turn: AtomicUsize::new(0),
-                settings: self.settings,
-                budget: self.budget,
-                timer: self.timer,
-                wake: Wake::default(),
+                core: Arc::new(Core {
+                    names: names.into(),
+                    fleet: Mutex::new(fleet),
+                    turn: AtomicUsize::new(0),
+                    settings: self.settings,
+                    budget: self.budget,
+                    timer: self.timer,
+                    wake: Wake::default(),
+                }),
             }),
         })
     }
@@ -277,7 +315,7 @@ pub struct HostStatus {
     /// The name it was given.
     pub name: String,
     /// Whether it answered its last probe or request (and is not cooling
-    /// down after a 503).
+    /// down after a 503, nor ejected after failures).
     pub healthy: bool,
     /// Its models (canonical names), once it has listed them.
     pub models: Option<Vec<String>>,
@@ -299,6 +337,7 @@ impl Pool<()> {
                 warm_slots: 1,
                 max_body_bytes: 32 * 1024 * 1024,
                 body_timeout: Duration::from_secs(30),
+                first_byte_timeout: None,
             },
             budget: Budget::new(256 * 1024 * 1024),
         }
@@ -352,11 +391,25 @@ impl<S> Load for Host<S> {
     }
 }
 
-/// What every clone of a pool shares.
+/// What every clone of a pool shares: the hosts' services, and the rest
+/// ([`Core`], which the bodies of the hosts' answers hold too).
 pub(crate) struct Shared<S> {
-    names: Box<[Arc<str>]>,
     /// Each host's service and its requests in flight.
     services: Box<[Host<S>]>,
+    core: Arc<Core>,
+}
+
+impl<S> std::ops::Deref for Shared<S> {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+/// What a pool knows and how it is set, apart from its hosts' services.
+pub(crate) struct Core {
+    names: Box<[Arc<str>]>,
     /// Locked before a service, never while one is held.
     fleet: Mutex<Fleet>,
     /// Where ties start.
@@ -374,10 +427,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl<S> Shared<S> {
-    fn lock_fleet(&self) -> MutexGuard<'_, Fleet> {
-        lock(&self.fleet)
-    }
-
     /// Chooses a host for `want` among those not `tried`, and pins the
     /// conversation to it.
     fn pick(&self, want: &Want, tried: u64) -> Choice {
@@ -401,25 +450,6 @@ impl<S> Shared<S> {
             telemetry::pool_routed(&self.names[i], affinity);
         }
         choice
-    }
-
-    /// Whether another host is left to try.
-    fn can_pick(&self, want: &Want, tried: u64) -> bool {
-        let now = self.timer.now();
-        let fleet = self.lock_fleet();
-        matches!(
-            choose(
-                &fleet.hosts,
-                want,
-                tried,
-                now,
-                None,
-                0,
-                0,
-                std::iter::repeat(0)
-            ),
-            Choice::Host(_)
-        )
     }
 
     /// Calls `host` once it is ready.
@@ -456,6 +486,45 @@ impl<S> Shared<S> {
             None => Poll::Pending,
         }
     }
+}
+
+impl Core {
+    fn lock_fleet(&self) -> MutexGuard<'_, Fleet> {
+        lock(&self.fleet)
+    }
+
+    /// A deadline for a host's first byte, for a request of `kind`.
+    pub(crate) fn first_byte_deadline(&self, kind: Kind) -> Option<(Sleep, Duration)> {
+        let after = self.settings.first_byte_timeout?;
+        if !kind.judged() {
+            return None;
+        }
+        Some((self.timer.sleep_until(self.timer.now() + after), after))
+    }
+
+    /// `host`'s name, as given.
+    pub(crate) fn name(&self, host: usize) -> Arc<str> {
+        self.names.get(host).cloned().unwrap_or_else(|| "?".into())
+    }
+
+    /// Whether another host is left to try.
+    fn can_pick(&self, want: &Want, tried: u64) -> bool {
+        let now = self.timer.now();
+        let fleet = self.lock_fleet();
+        matches!(
+            choose(
+                &fleet.hosts,
+                want,
+                tried,
+                now,
+                None,
+                0,
+                0,
+                std::iter::repeat(0)
+            ),
+            Choice::Host(_)
+        )
+    }
 
     fn update(&self, host: usize, f: impl FnOnce(&mut HostState)) {
         let mut fleet = self.lock_fleet();
@@ -484,6 +553,45 @@ impl<S> Shared<S> {
         tracing::debug!(host = %self.names[host], model, "Ollama host does not have the model");
         self.update(host, |h| h.forget(model));
         self.wake.wake();
+    }
+
+    /// `host` failed a request (`why`: a 5xx, an answer that is not
+    /// Ollama's, silence, a stream that died): one more failure in a row,
+    /// which may eject it.
+    pub(crate) fn failure(&self, host: usize, why: &'static str) {
+        let now = self.timer.now();
+        let mut ejected = None;
+        self.update(host, |h| ejected = h.outlier.fail(now));
+        let name = &self.names[host];
+        match ejected {
+            Some(cooldown) => {
+                tracing::warn!(host = %name, why, cooldown_secs = cooldown.as_secs(), "Ollama host keeps failing; avoiding it for a while");
+                telemetry::pool_host_up(name, false);
+            }
+            None => tracing::debug!(host = %name, why, "Ollama host failed a request"),
+        }
+    }
+
+    /// A stream from `host` broke off: a failure, and a probe at once to
+    /// see whether the host is still there.
+    pub(crate) fn stream_died(&self, host: usize) {
+        self.failure(host, "its stream broke off");
+        self.wake.wake();
+    }
+
+    /// `host` answered a request to its end: its failures are forgotten.
+    pub(crate) fn success(&self, host: usize) {
+        let now = self.timer.now();
+        let mut back = None;
+        self.update(host, |h| {
+            if h.outlier.succeed() {
+                back = Some(h.healthy(now));
+            }
+        });
+        if let Some(healthy) = back {
+            tracing::info!(host = %self.names[host], "Ollama host answers well again");
+            telemetry::pool_host_up(&self.names[host], healthy);
+        }
     }
 
     /// `host` answered, and has `loaded` loaded now.

@@ -46,6 +46,14 @@ impl Kind {
     pub(crate) fn reads_body(self) -> bool {
         matches!(self, Kind::Generate | Kind::Model)
     }
+
+    /// Whether the pool judges a host's health by its answers to this kind
+    /// of request: those that name a model. Not searches (whose failures
+    /// are ollama.com's), nor the rest (whose failures may be the
+    /// request's, as a pull of a model that does not exist).
+    pub(crate) fn judged(self) -> bool {
+        matches!(self, Kind::Generate | Kind::Model)
+    }
 }
 
 /// Headers that name a conversation: Claude Code's, Codex's, and a

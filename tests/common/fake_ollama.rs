@@ -70,6 +70,9 @@
 //! | [`FakeOllama::set_header_delay`] | generations (and embeddings) wait that long before the response head (a slow host); the wait counts as in flight |
 //! | [`FakeOllama::set_die_mid_stream`] | streamed generations send their thinking lines, two content lines (their own, padded with `Partial`, ` answer`), half a line, then the connection is aborted as with `[drop]` (non-streaming requests are unaffected) |
 //! | [`FakeOllama::set_prompt_cost`] | a prompt cache (below) |
+//! | [`FakeOllama::set_fail`] | every `POST` to `/api/chat`, `/api/generate`, `/api/embed` answers that HTTP status with Ollama's error JSON `{"error":RUNNER_FAILED}` right after being recorded (a runner that died while loading); listings and `/api/show` still answer |
+//! | [`FakeOllama::set_garbage`] | every `POST` to `/api/chat`, `/api/generate`, `/api/embed` answers `text/html` [`GARBAGE_PAGE`] right after being recorded: HTTP 200 (another server on Ollama's port), or with `set_fail`'s status (a proxy's error page) |
+//! | [`FakeOllama::set_silent_after_headers`] | generations send their response head (200, NDJSON when streaming, JSON otherwise), then nothing for [`STALL_DURATION`]; counted in flight, and cancelled when the client goes away |
 //!
 //! Prompt cache: per model, each instance keeps the prompt text of its last generation (one
 //! slot, like a runner with `OLLAMA_NUM_PARALLEL=1`). The prompt text is, for `/api/chat`, each
@@ -91,7 +94,7 @@ use std::hash::BuildHasher;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -132,6 +135,8 @@ pub const STALL_DURATION: Duration = Duration::from_secs(3600);
 pub const THINKING_TOKENS: [&str; 3] = ["Let me think", " about this", "."];
 /// `expires_at` of every model in `/api/ps`.
 pub const EXPIRES_AT: &str = "2026-08-21T10:05:00.101Z";
+/// What [`FakeOllama::set_garbage`] answers: a page that is not Ollama's.
+pub const GARBAGE_PAGE: &str = "<html><body><h1>It works!</h1></body></html>";
 
 // ---------------------------------------------------------------------------------------------
 // Public API
@@ -185,6 +190,12 @@ struct Shared {
     /// `/api/experimental/web_search` answers gin's 404, as an Ollama without it does.
     no_search: AtomicBool,
     die_mid_stream: AtomicBool,
+    /// The status generations and embeddings fail with (0: none).
+    fail: AtomicU16,
+    /// Generations and embeddings answer [`GARBAGE_PAGE`].
+    garbage: AtomicBool,
+    /// Generations send their head, then nothing.
+    silent_after_headers: AtomicBool,
     header_delay: Mutex<Duration>,
     /// Sleep per KiB of uncached prompt; zero = no prompt cache model.
     prompt_cost: Mutex<Duration>,
@@ -388,6 +399,28 @@ impl FakeOllama {
     /// While set, streamed generations send two content lines, then the connection is aborted.
     pub fn set_die_mid_stream(&self, die: bool) {
         self.shared.die_mid_stream.store(die, Ordering::SeqCst);
+    }
+
+    /// While `Some(status)`, `POST` to `/api/chat`, `/api/generate` and `/api/embed` answers
+    /// that HTTP status with `{"error":RUNNER_FAILED}` right after the request is recorded.
+    pub fn set_fail(&self, status: Option<u16>) {
+        self.shared
+            .fail
+            .store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// While set, `POST` to `/api/chat`, `/api/generate` and `/api/embed` answers `text/html`
+    /// [`GARBAGE_PAGE`] right after the request is recorded: HTTP 200, or the status given to
+    /// [`FakeOllama::set_fail`].
+    pub fn set_garbage(&self, garbage: bool) {
+        self.shared.garbage.store(garbage, Ordering::SeqCst);
+    }
+
+    /// While set, generations send their response head, then nothing for [`STALL_DURATION`].
+    pub fn set_silent_after_headers(&self, silent: bool) {
+        self.shared
+            .silent_after_headers
+            .store(silent, Ordering::SeqCst);
     }
 
     /// Prompt processing cost per KiB of prompt not shared with the model's cached prompt.
@@ -638,6 +671,18 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Resp {
     );
     if busy_path && parts.method == Method::POST && shared.busy.load(Ordering::SeqCst) {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, SERVER_BUSY).into_response();
+    }
+    let runs_model = matches!(path, "/api/chat" | "/api/generate" | "/api/embed");
+    if runs_model && parts.method == Method::POST {
+        let fail = StatusCode::from_u16(shared.fail.load(Ordering::SeqCst)).ok();
+        match (fail, shared.garbage.load(Ordering::SeqCst)) {
+            (fail, true) => {
+                let status = fail.unwrap_or(StatusCode::OK);
+                return respond(status, Some("text/html; charset=utf-8"), GARBAGE_PAGE);
+            }
+            (Some(status), false) => return ApiError::new(status, RUNNER_FAILED).into_response(),
+            (None, false) => {}
+        }
     }
 
     if !host_allowed(&parts) {
@@ -2397,6 +2442,10 @@ async fn deliver(prepared: Prepared, chunking: Chunking, shared: Arc<Shared>) ->
         // A slow host: nothing, not even the head, for a while (a client that goes away
         // meanwhile drops this future, and the guard counts a cancellation).
         tokio::time::sleep(header_delay).await;
+    }
+    if shared.silent_after_headers.load(Ordering::SeqCst) {
+        let content_type = if plan.stream { NDJSON_CT } else { JSON_CT };
+        return spawn_stream(content_type, vec![Out::Sleep(STALL_DURATION)], guard);
     }
     if plan.stream {
         if shared.die_mid_stream.load(Ordering::SeqCst) {

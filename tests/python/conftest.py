@@ -89,7 +89,17 @@ def start_fake_ollama():
 
 def start_proxy(ollama_url, **extra_env):
     env = dict(os.environ)
-    for key in ("THINK_MODELS", "REASONING", "OLLAMA_OPTIONS", "MODEL_ALIASES", "PROXY_API_KEY", "KEEPALIVE_SECS"):
+    for key in (
+        "THINK_MODELS",
+        "REASONING",
+        "OLLAMA_OPTIONS",
+        "MODEL_ALIASES",
+        "PROXY_API_KEY",
+        "KEEPALIVE_SECS",
+        "KEYS_FILE",
+        "KEYS_POLL_SECS",
+        "OPEN_ADMIN_PATHS",
+    ):
         env.pop(key, None)
     for key in [k for k in env if k.startswith("WEB_SEARCH")]:
         env.pop(key)

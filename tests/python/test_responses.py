@@ -89,6 +89,124 @@ def test_function_call_round_trip(proxy):
     assert r.output_text == "Tool said: Sunny, 25C"
 
 
+APPLY_PATCH_TOOL = {
+    "type": "custom",
+    "name": "apply_patch",
+    "description": "Edit files with a patch.",
+    "format": {
+        "type": "grammar",
+        "syntax": "lark",
+        "definition": 'start: begin_patch hunk+ end_patch\nbegin_patch: "*** Begin Patch" LF\n',
+    },
+}
+PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hi\n*** End Patch"
+
+
+def test_custom_tool_round_trip(recorder):
+    """A custom (freeform) tool: the model gets a function of one string,
+    `input`; its call is a `custom_tool_call` with the text, streamed as
+    `response.custom_tool_call_input.delta`/`.done`; the output sent back
+    reaches the model, and its answer the client."""
+    from conftest import start_proxy
+
+    p = start_proxy(recorder.url)
+    try:
+        c = client(p)
+        prompt = "add hello.txt [call:apply_patch:" + json.dumps({"input": PATCH}) + "]"
+        with c.responses.stream(model="llama3.2", input=prompt, tools=[APPLY_PATCH_TOOL]) as stream:
+            events = list(stream)
+            final = stream.get_final_response()
+        kinds = [e.type for e in events]
+        assert kinds.index("response.custom_tool_call_input.delta") < kinds.index(
+            "response.custom_tool_call_input.done"
+        )
+        delta = "".join(e.delta for e in events if e.type == "response.custom_tool_call_input.delta")
+        (done,) = [e for e in events if e.type == "response.custom_tool_call_input.done"]
+        (call,) = [o for o in final.output if o.type == "custom_tool_call"]
+        assert delta == done.input == call.input == PATCH
+        assert done.item_id == call.id and call.id.startswith("ctc_")
+        assert call.name == "apply_patch" and call.call_id
+
+        r = c.responses.create(
+            model="llama3.2",
+            tools=[APPLY_PATCH_TOOL],
+            input=[
+                {"role": "user", "content": prompt},
+                *dump(final.output),
+                {"type": "custom_tool_call_output", "call_id": call.call_id, "output": "Done: A hello.txt"},
+            ],
+        )
+        assert r.output_text == "Tool said: Done: A hello.txt"
+    finally:
+        p.stop()
+    first, second = recorder.bodies("/api/chat")
+    (fn,) = [t["function"] for t in first["tools"]]
+    assert fn["name"] == "apply_patch"
+    assert fn["parameters"]["properties"]["input"]["type"] == "string"
+    assert fn["parameters"]["required"] == ["input"]
+    assert fn["description"].startswith("Edit files with a patch.")
+    assert '"*** Begin Patch" LF' in fn["description"]
+    call_msg, tool_msg = second["messages"][-2:]
+    assert call_msg["tool_calls"][0]["function"] == {"name": "apply_patch", "arguments": {"input": PATCH}}
+    assert tool_msg == {
+        "role": "tool",
+        "content": "Done: A hello.txt",
+        "tool_name": "apply_patch",
+        "tool_call_id": call.call_id,
+    }
+
+
+def test_custom_tool_in_additional_tools_continues_by_previous_response_id(recorder):
+    """Tools in an `additional_tools` input item (as Codex sends them) are
+    offered like `tools`, a custom one inside a namespace included; the kept
+    conversation still offers them when the output comes back with
+    `previous_response_id` alone."""
+    from conftest import start_proxy
+
+    p = start_proxy(recorder.url)
+    try:
+        c = client(p)
+        extra = {
+            "type": "additional_tools",
+            "role": "developer",
+            "tools": [
+                {
+                    "type": "namespace",
+                    "name": "functions",
+                    "description": "",
+                    "tools": [{"type": "custom", "name": "exec", "description": "Run JavaScript."}],
+                }
+            ],
+        }
+        prompt = "run [call:functions__exec:" + json.dumps({"input": "text(6 * 7)"}) + "]"
+        r = c.responses.create(model="llama3.2", input=[extra, {"role": "user", "content": prompt}])
+        (call,) = [o for o in r.output if o.type == "custom_tool_call"]
+        assert (call.namespace, call.name, call.input) == ("functions", "exec", "text(6 * 7)")
+
+        r = c.responses.create(
+            model="llama3.2",
+            previous_response_id=r.id,
+            input=[
+                {
+                    "type": "custom_tool_call_output",
+                    "call_id": call.call_id,
+                    "output": [{"type": "input_text", "text": "42"}],
+                }
+            ],
+        )
+        assert r.output_text == "Tool said: 42"
+    finally:
+        p.stop()
+    first, second = recorder.bodies("/api/chat")
+    for chat in (first, second):
+        assert [t["function"]["name"] for t in chat["tools"]] == ["functions__exec"]
+    assert second["messages"][-2]["tool_calls"][0]["function"] == {
+        "name": "functions__exec",
+        "arguments": {"input": "text(6 * 7)"},
+    }
+    assert second["messages"][-1]["tool_name"] == "functions__exec"
+
+
 def test_two_parallel_calls(proxy):
     r = client(proxy).responses.create(
         model="llama3.2", input="weather in two cities", tools=[WEATHER_TOOL], parallel_tool_calls=True
