@@ -673,6 +673,8 @@ async fn passed_through_bodies_that_stall_or_trickle_are_a_408() {
     let env = [
         ("CLIENT_TIMEOUT_SECS", "1"),
         ("UPSTREAM_IDLE_TIMEOUT", "20"),
+        // Blobs (a model's gigabytes come this way) are an admin path.
+        ("OPEN_ADMIN_PATHS", "1"),
     ];
     let one = start(&a.base_url(), &env).await;
     let hosts = format!("{},{}", a.base_url(), b.base_url());
