@@ -278,13 +278,8 @@ pub(crate) fn parse_request_for(
     let model = config.resolve_model(&client_model).to_string();
 
     refuse_stateful(&root)?;
-    let previous = previous_items(config, &root, owner)?;
-    let store = match get(&root, "store") {
-        None => true,
-        Some(Value::Bool(b)) => *b,
-        Some(v) => return Err(Wording::Named.wrong_type("store", "a boolean", v)),
-    };
-    let id = random_id("resp_", 32, false);
+    let state = State::read(config, &root, owner)?;
+    let input = state.chain.as_ref().or(root.get("input"));
 
     let stream = stream(&root, Wording::Named)?;
 
@@ -295,17 +290,6 @@ pub(crate) fn parse_request_for(
     native.think = think(&root, ThinkFields::Responses)?;
     native.format =
         FormatField::RESPONSES.read(get(&root, "text").and_then(|t| t.get("format")))?;
-
-    // A continuation: the kept conversation, then the new input (the
-    // instructions and options are this request's, as in OpenAI's API).
-    let (chain, conversation) = match previous {
-        Some((mut items, first)) => {
-            items.extend(input_items(root.get("input")));
-            (Some(Value::Array(items)), first)
-        }
-        None => (None, id.clone()),
-    };
-    let input = chain.as_ref().or(root.get("input"));
 
     let entries = tool_entries(get(&root, "tools"), input)?;
     let Tools {
@@ -331,24 +315,14 @@ pub(crate) fn parse_request_for(
 
     let instructions = expect_str(&root, "instructions", Wording::Named)?;
     let (messages, loaded) = parse_input(&config.thinking_key, instructions, input)?;
-    let keep = (store && config.response_store.enabled()).then(|| Keep {
-        store: config.response_store.clone(),
-        owner: owner.unwrap_or_else(|| Owner::of(&http::HeaderMap::new())),
-        input: match &chain {
-            Some(Value::Array(items)) => render_items(items),
-            _ => render_items(&input_items(input)),
-        },
-        timer: config.timing.timer.clone(),
-        root: conversation.clone(),
-        collect_limit: config.max_answer_bytes,
-    });
+    let keep = state.keep(config, owner, input);
     native.messages = messages;
     if !tool_choice_none {
         loaded.offer(&mut native.tools, &mut namespaced, &mut custom);
     }
 
     Ok(Parsed {
-        echo: render_echo(&root, store),
+        echo: render_echo(&root, state.store),
         native,
         client_model,
         include_encrypted,
@@ -359,10 +333,68 @@ pub(crate) fn parse_request_for(
         tool_search,
         custom,
         // A pool keeps a kept conversation on one host by its first response.
-        conversation: keep.is_some().then_some(conversation),
+        conversation: keep.is_some().then_some(state.conversation),
         keep,
-        id,
+        id: state.id,
     })
+}
+
+/// What a request says of conversation state.
+struct State {
+    /// Keep the answer (`store`, true unless said otherwise).
+    store: bool,
+    /// The new response's id.
+    id: String,
+    /// A continuation: the kept conversation's items, then the new input
+    /// (the instructions and options are this request's, as in OpenAI's
+    /// API).
+    chain: Option<Value>,
+    /// The id of the conversation's first response.
+    conversation: String,
+}
+
+impl State {
+    fn read(
+        config: &Config,
+        root: &Map<String, Value>,
+        owner: Option<Owner>,
+    ) -> Result<Self, ApiError> {
+        let previous = previous_items(config, root, owner)?;
+        let store = match get(root, "store") {
+            None => true,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => return Err(Wording::Named.wrong_type("store", "a boolean", v)),
+        };
+        let id = random_id("resp_", 32, false);
+        let (chain, conversation) = match previous {
+            Some((mut items, first)) => {
+                items.extend(input_items(root.get("input")));
+                (Some(Value::Array(items)), first)
+            }
+            None => (None, id.clone()),
+        };
+        Ok(State {
+            store,
+            id,
+            chain,
+            conversation,
+        })
+    }
+
+    /// What keeping the answer needs, unless it is not to be kept.
+    fn keep(&self, config: &Config, owner: Option<Owner>, input: Option<&Value>) -> Option<Keep> {
+        (self.store && config.response_store.enabled()).then(|| Keep {
+            store: config.response_store.clone(),
+            owner: owner.unwrap_or_else(|| Owner::of(&http::HeaderMap::new())),
+            input: match &self.chain {
+                Some(Value::Array(items)) => render_items(items),
+                _ => render_items(&input_items(input)),
+            },
+            timer: config.timing.timer.clone(),
+            root: self.conversation.clone(),
+            collect_limit: config.max_answer_bytes,
+        })
+    }
 }
 
 /// The input items of `previous_response_id`'s conversation (for its
