@@ -18,6 +18,10 @@
 //!   translate + render of the native request.
 //! * `passthrough` — a native `/api/chat` stream through the layer vs. the
 //!   same inner service without it.
+//! * `web_search` — a Messages request whose model searches once (a
+//!   zero-latency backend) then answers, against the same two model streams
+//!   as two plain requests: what a search round adds beyond the backend's
+//!   and the model's own time.
 //!
 //! `cargo bench --bench translate` (add `-- body/chat` to filter).
 // Benchmarks may unwrap: a failure here is a broken benchmark, not a result.
@@ -438,6 +442,98 @@ fn passthrough(c: &mut Criterion) {
     group.finish();
 }
 
+// ------------------------------------------------------------ web search
+
+/// An in-memory "Ollama" that answers each request with the next of
+/// `answers` (a round that calls `web_search`, then the follow-up).
+fn ollama_rounds(
+    answers: Vec<Bytes>,
+) -> impl Service<OllamaRequest, Response = Response<Frames>, Error = BoxError, Future = OllamaAnswer>
+       + Clone {
+    let queue = Arc::new(Mutex::new(VecDeque::from(answers)));
+    service_fn(move |_req: OllamaRequest| {
+        let next = queue.lock().unwrap().pop_front().unwrap_or_default();
+        std::future::ready(Ok::<_, BoxError>(Response::new(Frames(cut(
+            &next,
+            "one_line_per_frame",
+        )))))
+    })
+}
+
+/// The cost of a web-search round beyond the search's and the model's own:
+/// a Messages request whose model searches once (a zero-latency backend)
+/// and then answers with `TOKENS` tokens, against the same two model
+/// streams as two plain requests. Added cost of a round = `one_search` −
+/// `two_plain_requests` (+ one request's fixed cost, `plain_request`).
+fn web_search(c: &mut Criterion) {
+    use ollama_translate::search::{SearchFuture, SearchHit, SearchRequest, WebSearchConfig};
+    const TOKENS: usize = 50;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let backend = |req: SearchRequest| -> SearchFuture {
+        let hits = (0..5)
+            .map(|i| {
+                SearchHit::new(
+                    format!("https://site{i}.example/{}", req.query.len()),
+                    format!("Result {i}"),
+                    "Some page text about the query. ".repeat(64),
+                )
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(hits)))
+    };
+    let layer = OllamaTranslateLayer::new().web_search(WebSearchConfig::with_backend(backend));
+    let call = Bytes::from_static(b"{\"model\":\"qwen3:8b\",\"message\":{\"role\":\"assistant\",\"content\":\"\",\"tool_calls\":[{\"function\":{\"name\":\"web_search\",\"arguments\":{\"query\":\"rust tower layer\"}}}]},\"done\":true,\"done_reason\":\"stop\",\"prompt_eval_count\":40,\"eval_count\":9}\n");
+    let answer = stream(TOKENS);
+    let searching = Bytes::from_static(
+        br#"{"model":"qwen3:8b","max_tokens":1024,"stream":true,"tools":[{"type":"web_search_20250305","name":"web_search"}],"messages":[{"role":"user","content":"what is a tower layer?"}]}"#,
+    );
+    let plain = Bytes::from_static(DIALECTS[1].2.as_bytes());
+    let path = "/v1/messages";
+    let run = |layer: &OllamaTranslateLayer, req: Bytes, answers: Vec<Bytes>| {
+        let mut svc = layer.layer(ollama_rounds(answers));
+        async move {
+            let req = Request::post(path).body(Full::new(req)).unwrap();
+            let res = svc.ready().await.unwrap().call(req).await.unwrap();
+            res.into_body().collect().await.unwrap().to_bytes()
+        }
+    };
+    // Sanity: the search ran, and the follow-up was streamed.
+    let out = rt.block_on(run(
+        &layer,
+        searching.clone(),
+        vec![call.clone(), answer.clone()],
+    ));
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.contains("web_search_tool_result") && text.contains("\"web_search_requests\":1"),
+        "{text}"
+    );
+    let mut group = c.benchmark_group("web_search");
+    group.bench_function("one_search", |b| {
+        b.to_async(&rt).iter(|| {
+            let answers = vec![call.clone(), answer.clone()];
+            let fut = run(&layer, searching.clone(), answers);
+            async move { black_box(fut.await) }
+        });
+    });
+    group.bench_function("two_plain_requests", |b| {
+        b.to_async(&rt).iter(|| {
+            let first = run(&layer, plain.clone(), vec![call.clone()]);
+            let second = run(&layer, plain.clone(), vec![answer.clone()]);
+            async move { black_box((first.await, second.await)) }
+        });
+    });
+    group.bench_function("plain_request", |b| {
+        b.to_async(&rt).iter(|| {
+            let fut = run(&layer, plain.clone(), vec![answer.clone()]);
+            async move { black_box(fut.await) }
+        });
+    });
+    group.finish();
+}
+
 /// The cost of recording metrics: a whole chat stream through the layer
 /// before and after a Prometheus recorder is installed (the `metrics` facade
 /// does nothing without one). Runs last: a recorder stays installed.
@@ -474,5 +570,5 @@ fn recorder(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, body, request, passthrough, recorder);
+criterion_group!(benches, body, request, passthrough, web_search, recorder);
 criterion_main!(benches);
