@@ -420,7 +420,37 @@ fn web_search(
             .map_err(|e| format!("WEB_SEARCH_API_KEY: {e}"))?;
     }
     let kind = non_empty("WEB_SEARCH").map(|k| k.trim().to_ascii_lowercase());
-    let (config, shown) = match kind.as_deref().unwrap_or("ollama") {
+    let Some((config, shown)) =
+        search_backend(kind.as_deref().unwrap_or("ollama"), url, key, hosts)?
+    else {
+        return Ok((
+            WebSearchConfig::off(),
+            "off (WEB_SEARCH=off): clients' web search tools are dropped".into(),
+        ));
+    };
+    let config = config
+        .max_results(results as usize)
+        .result_bytes(result_bytes as usize)
+        .timeout(Duration::from_secs(timeout))
+        .default_max_uses(max_uses as u32)
+        .max_uses_cap(cap as u32);
+    let shown = format!(
+        "{shown}; {results} results a search, {result_bytes} bytes of text each, {timeout} s \
+         a search, {max_uses} searches a request unless the client says (at most {cap})"
+    );
+    Ok((config, shown))
+}
+
+/// The backend `WEB_SEARCH` (`kind`) names, with `WEB_SEARCH_URL` and
+/// `WEB_SEARCH_API_KEY`, and what the start line says of it; `None` for
+/// `off`.
+fn search_backend(
+    kind: &str,
+    url: Option<String>,
+    key: Option<String>,
+    hosts: &[Uri],
+) -> Result<Option<(WebSearchConfig, String)>, String> {
+    let backend = match kind {
         "ollama" => {
             for (var, value) in [("WEB_SEARCH_URL", &url), ("WEB_SEARCH_API_KEY", &key)] {
                 if value.is_some() {
@@ -477,29 +507,14 @@ fn web_search(
                 ),
             )
         }
-        "off" => {
-            return Ok((
-                WebSearchConfig::off(),
-                "off (WEB_SEARCH=off): clients' web search tools are dropped".into(),
-            ))
-        }
+        "off" => return Ok(None),
         other => {
             return Err(format!(
                 "WEB_SEARCH {other:?} must be ollama, searxng, ollama-api or off"
             ))
         }
     };
-    let config = config
-        .max_results(results as usize)
-        .result_bytes(result_bytes as usize)
-        .timeout(Duration::from_secs(timeout))
-        .default_max_uses(max_uses as u32)
-        .max_uses_cap(cap as u32);
-    let shown = format!(
-        "{shown}; {results} results a search, {result_bytes} bytes of text each, {timeout} s \
-         a search, {max_uses} searches a request unless the client says (at most {cap})"
-    );
-    Ok((config, shown))
+    Ok(Some(backend))
 }
 
 /// `WEB_SEARCH_URL`: an `http://` or `https://` URL with a host, maybe a
