@@ -211,7 +211,7 @@ pub(crate) struct Config {
     /// Longest line of Ollama's stream, and largest answer collected whole.
     pub(crate) max_answer_bytes: usize,
     /// Memory that requests being read and parsed may hold together.
-    pub(crate) request_budget: Arc<crate::future::Budget>,
+    pub(crate) request_budget: Arc<crate::limits::Budget>,
     /// Ollama's address, for metrics and traces (`server.address`).
     pub(crate) server_address: Option<String>,
     /// Signs thinking text handed to clients; see `signing`.
@@ -314,7 +314,7 @@ impl Default for Config {
             default_model: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
-            request_budget: crate::future::Budget::new(DEFAULT_REQUEST_MEMORY),
+            request_budget: crate::limits::Budget::new(DEFAULT_REQUEST_MEMORY),
             server_address: None,
             thinking_key: crate::signing::random_key(),
             cannot_think: Arc::default(),

@@ -239,7 +239,7 @@ impl OllamaTranslateLayer {
     /// OpenAI and Anthropic SDKs retry. A body of more than a million JSON
     /// values gets a 413 before it is parsed. Clones of the layer share it.
     pub fn request_memory(mut self, bytes: usize) -> Self {
-        self.config_mut().request_budget = crate::future::Budget::new(bytes);
+        self.config_mut().request_budget = crate::limits::Budget::new(bytes);
         self
     }
 

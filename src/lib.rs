@@ -156,6 +156,7 @@ mod error;
 mod future;
 mod json;
 mod layer;
+mod limits;
 mod ollama;
 pub mod pool;
 pub mod search;

@@ -9,8 +9,6 @@
 
 mod call;
 mod collect;
-mod decode;
-mod read;
 mod respond;
 mod translate;
 
@@ -29,7 +27,6 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tower_service::Service;
 
-pub(crate) use read::{Budget, Hold, ReadBody};
 pub(crate) use translate::Translate;
 
 pin_project! {

@@ -3,7 +3,6 @@
 
 use super::call::{CallOllama, ThinkRetry};
 use super::collect::CollectAnswer;
-use super::read::{self, too_large, Hold, ReadBody};
 use super::respond::{self, Answer, Template};
 use super::Carry;
 use crate::access::Caller;
@@ -12,6 +11,7 @@ use crate::body::{RequestBody, TranslateBody};
 use crate::config::Config;
 use crate::dialect::{Delivery, Dialect};
 use crate::error::{ApiError, BoxError};
+use crate::limits::{self, too_large, Hold, ReadBody};
 use crate::telemetry::Meter;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -95,7 +95,7 @@ where
             return Err(too_large(limit));
         }
         // gzip and zstd are decoded as they come, the decoded size bounded.
-        let encoding = super::decode::encoding(req.headers())?;
+        let encoding = limits::encoding(req.headers())?;
         let (parts, body) = req.into_parts();
         let hold = Hold::new(config.request_budget.clone());
         let read =
@@ -147,7 +147,7 @@ where
     ResBody::Error: Into<BoxError>,
 {
     let (bytes, mut hold) = read?;
-    read::reserve_parse(&mut hold, &bytes)?;
+    limits::reserve_parse(&mut hold, &bytes)?;
     let up = job.dialect.prepare(&job.config, &job.parts, &bytes)?;
     if let Some(document) = up.local {
         let mut res = Response::new(TranslateBody::full(document));

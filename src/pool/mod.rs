@@ -21,7 +21,7 @@ pub(crate) use self::route::SESSION_HEADERS;
 use self::state::{choose, Choice, Health, HostState, Sessions, Want};
 use crate::body::RequestBody;
 use crate::error::BoxError;
-use crate::future::{Budget, Hold, ReadBody};
+use crate::limits::{Budget, Hold, ReadBody};
 use crate::telemetry;
 use crate::timer::{Sleep, Timer};
 use bytes::Bytes;

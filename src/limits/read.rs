@@ -1,8 +1,10 @@
-//! [`ReadBody`]: the client's request body, read with bounds on its size,
-//! on the memory every request being read and parsed holds together, and
-//! on the time it may take.
+//! [`ReadBody`]: a request body read whole (the client's, or the one a
+//! pool reads for its model), with bounds on its size, on the memory every
+//! request being read and parsed holds together, and on the time it may
+//! take; [`reserve_parse`]: what parsing it will take.
 
 use super::decode::{decoder_memory, Decode, Encoding};
+use super::Hold;
 use crate::error::{error_chain, ApiError, BoxError};
 use crate::timer::Sleep;
 use bytes::{Buf, Bytes, BytesMut};
@@ -11,70 +13,8 @@ use http_body::Body;
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
-
-/// Bytes of memory that requests being read and parsed may hold together.
-#[derive(Debug)]
-pub(crate) struct Budget {
-    used: AtomicUsize,
-    limit: usize,
-}
-
-impl Budget {
-    pub(crate) fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Budget {
-            used: AtomicUsize::new(0),
-            limit,
-        })
-    }
-}
-
-/// A share of the [`Budget`], given back when dropped.
-#[derive(Debug)]
-pub(crate) struct Hold {
-    budget: Arc<Budget>,
-    held: usize,
-}
-
-impl Hold {
-    pub(crate) fn new(budget: Arc<Budget>) -> Self {
-        Hold { budget, held: 0 }
-    }
-
-    /// Takes `n` more bytes of the budget, or says it is spent (503).
-    pub(crate) fn grow(&mut self, n: usize) -> Result<(), ApiError> {
-        let limit = self.budget.limit;
-        let taken = self
-            .budget
-            .used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|total| *total <= limit)
-            });
-        match taken {
-            Ok(_) => {
-                self.held += n;
-                Ok(())
-            }
-            Err(_) => {
-                tracing::warn!(limit, "request memory budget spent; answering 503");
-                Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the proxy is reading too many large requests at once; retry shortly",
-                )
-                .with_code("overloaded"))
-            }
-        }
-    }
-}
-
-impl Drop for Hold {
-    fn drop(&mut self) {
-        self.budget.used.fetch_sub(self.held, Ordering::AcqRel);
-    }
-}
 
 /// Bodies up to this size are parsed without counting their JSON values:
 /// they cannot hold enough values to matter.
@@ -251,6 +191,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::Budget;
+    use std::sync::atomic::Ordering;
 
     #[test]
     fn counts_values_outside_strings() {
