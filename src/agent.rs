@@ -16,7 +16,6 @@
 //! through the boxed [`Call`] the future gave it (the wrapped service, with
 //! the request's template), and searches through the configured backend.
 
-use crate::body::Transcode;
 use crate::config::Config;
 use crate::error::{error_chain, BoxError, Failure};
 use crate::ollama::request::{ChatRequest, Endpoint, Message, ToolCall, ToolFunction};
@@ -27,6 +26,7 @@ use crate::search::{
     SearchRequest, SearchTool, WebSearchConfig,
 };
 use crate::timer::{Sleep, Timer};
+use crate::transcode::Transcode;
 use bytes::{Bytes, BytesMut};
 use http::{Response, StatusCode};
 use http_body::Body;

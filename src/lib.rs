@@ -165,6 +165,7 @@ mod signing;
 mod store;
 pub mod telemetry;
 mod timer;
+mod transcode;
 mod util;
 
 #[doc(inline)]

@@ -7,6 +7,7 @@
 //! `gen_ai.client.operation.duration` into
 //! `gen_ai_client_operation_duration_seconds`.
 
+use crate::transcode::Usage;
 use metrics::{counter, gauge, histogram, Label, SharedString, Unit};
 use std::collections::HashSet;
 use std::sync::{Mutex, Once, OnceLock};
@@ -435,14 +436,6 @@ impl Drop for Meter {
         // The client went away before the end.
         self.finish(None, Some("cancelled"));
     }
-}
-
-/// What Ollama said it used.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Usage<'a> {
-    pub(crate) input: Option<u64>,
-    pub(crate) output: Option<u64>,
-    pub(crate) finish_reason: Option<&'a str>,
 }
 
 #[cfg(test)]

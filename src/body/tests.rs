@@ -1,6 +1,7 @@
 use super::gather::*;
 use super::translate::*;
 use super::*;
+use crate::error::Failure;
 use proptest::prelude::*;
 use std::collections::VecDeque;
 

@@ -2,12 +2,12 @@
 //! for the [`Transcode`], the deadlines, the agent's rounds, the meter.
 
 use super::gather::Gather;
-use super::Transcode;
 use crate::agent::{Rounds, Step};
 use crate::error::{error_chain, BoxError, Failure, StreamError};
 use crate::ollama::RoundEnd;
 use crate::telemetry::Meter;
 use crate::timer::{Deadlines, Due};
+use crate::transcode::Transcode;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame};
 use std::pin::Pin;

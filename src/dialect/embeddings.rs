@@ -5,7 +5,7 @@ use super::{openai, Render, Upstream, WholeBody};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::ollama::request::Endpoint;
-use crate::telemetry::Usage;
+use crate::transcode::Usage;
 use crate::util::base64_encode;
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;

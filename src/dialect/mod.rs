@@ -47,14 +47,14 @@ pub(crate) mod openai;
 pub(crate) mod params;
 pub(crate) mod responses;
 
-pub(crate) use crate::body::Transcode;
 use crate::config::{Config, ReasoningMode};
 use crate::error::{ApiError, BoxError, Failure, StreamError};
 use crate::ollama::request::ChatRequest;
 use crate::ollama::request::{Endpoint, GenerationRequest};
 use crate::ollama::{Decoder, Encoder, RoundEnd, Rounds, ServerCall, ServerResult};
 use crate::search::{self, SearchTool};
-use crate::telemetry::Usage;
+pub(crate) use crate::transcode::Transcode;
+use crate::transcode::Usage;
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode};
 

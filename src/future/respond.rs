@@ -1,12 +1,13 @@
 //! Building requests for Ollama and responses for clients.
 
 use crate::agent::Rounds;
-use crate::body::{Limits, RequestBody, Transcode, TranslateBody, MAX_ERROR_BODY};
+use crate::body::{Limits, RequestBody, TranslateBody, MAX_ERROR_BODY};
 use crate::dialect::{Delivery, Dialect, UpstreamError, JSON, SSE};
 use crate::error::ApiError;
 use crate::ollama::request::Endpoint;
 use crate::telemetry::Meter;
 use crate::timer::Timing;
+use crate::transcode::Transcode;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
