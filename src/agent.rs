@@ -19,7 +19,7 @@
 use crate::config::Config;
 use crate::error::{error_chain, BoxError, Failure};
 use crate::ollama::request::{ChatRequest, Endpoint, Message, ToolCall, ToolFunction};
-use crate::ollama::{RoundEnd, ServerCall, ServerResult};
+use crate::ollama::{RoundEnd, ServerCall, ServerResult, UpstreamError};
 use crate::search::http::{read_bounded, MAX_ANSWER};
 use crate::search::{
     self, Backend, SearchError, SearchErrorCode, SearchFormat, SearchFuture, SearchHit,
@@ -274,10 +274,8 @@ where
                     let status = *status;
                     let read = ready!(body.as_mut().poll(cx));
                     self.state = State::Idle;
-                    let said = crate::dialect::upstream_error_message(
-                        status,
-                        read.as_deref().unwrap_or_default(),
-                    );
+                    let said =
+                        UpstreamError::read(status, read.as_deref().unwrap_or_default()).message;
                     tracing::warn!(status = status.as_u16(), error = %said, "Ollama refused the answer after a web search");
                     return Poll::Ready(Step::Fail(Failure::OllamaError, said));
                 }

@@ -63,6 +63,23 @@ impl fmt::Display for StreamError {
 
 impl std::error::Error for StreamError {}
 
+/// The text of an error body: the `error` of `{"error":…}` (a string, or
+/// the JSON of anything else), else the body as text; trimmed, and empty
+/// when the body says nothing.
+pub(crate) fn said(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        error: serde_json::Value,
+    }
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody {
+            error: serde_json::Value::String(s),
+        }) => s,
+        Ok(ErrorBody { error }) => error.to_string(),
+        Err(_) => String::from_utf8_lossy(body).trim().to_string(),
+    }
+}
+
 /// The message of an error and of its sources, joined with `: `.
 pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = err.to_string();

@@ -51,7 +51,7 @@ use crate::config::{Config, ReasoningMode};
 use crate::error::{ApiError, BoxError, Failure, StreamError};
 use crate::ollama::request::ChatRequest;
 use crate::ollama::request::{Endpoint, GenerationRequest};
-use crate::ollama::{Decoder, Encoder, RoundEnd, Rounds, ServerCall, ServerResult};
+use crate::ollama::{Decoder, Encoder, RoundEnd, Rounds, ServerCall, ServerResult, UpstreamError};
 use crate::search::{self, SearchTool};
 pub(crate) use crate::transcode::Transcode;
 use crate::transcode::Usage;
@@ -248,7 +248,7 @@ impl Upstream {
             ..Upstream::document(
                 Endpoint::Tags,
                 Bytes::new(),
-                Box::new(UpstreamError::new(&NativeErrors, StatusCode::OK)),
+                Box::new(ErrorBody::new(&NativeErrors, StatusCode::OK)),
             )
         }
     }
@@ -563,7 +563,7 @@ pub(crate) const JSON: &str = "application/json";
 
 /// Reads Ollama's error body (`{"error":"…"}`, plain text, or nothing) and
 /// renders it in the client's dialect with the same status.
-pub(crate) struct UpstreamError {
+pub(crate) struct ErrorBody {
     dialect: &'static dyn Dialect,
     status: StatusCode,
     /// Replaces Ollama's message (e.g. gin's plain `404 page not found`).
@@ -571,9 +571,9 @@ pub(crate) struct UpstreamError {
     done: bool,
 }
 
-impl UpstreamError {
+impl ErrorBody {
     pub(crate) fn new(dialect: &'static dyn Dialect, status: StatusCode) -> Self {
-        UpstreamError {
+        ErrorBody {
             dialect,
             status,
             message: None,
@@ -594,40 +594,14 @@ impl UpstreamError {
         self.done = true;
         let message = match self.message.take() {
             Some(m) => m,
-            None => upstream_error_message(self.status, body),
+            None => UpstreamError::read(self.status, body).message,
         };
         let err = ApiError::new(self.status, message);
         out.extend_from_slice(&self.dialect.error_body(&err));
     }
 }
 
-/// The message in an Ollama error body.
-pub(crate) fn upstream_error_message(status: StatusCode, body: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    struct OllamaError {
-        error: serde_json::Value,
-    }
-    let text = match serde_json::from_slice::<OllamaError>(body) {
-        Ok(OllamaError {
-            error: serde_json::Value::String(s),
-        }) => s,
-        Ok(OllamaError { error }) => error.to_string(),
-        Err(_) => String::from_utf8_lossy(body).trim().to_string(),
-    };
-    if !text.is_empty() {
-        return text;
-    }
-    match status {
-        StatusCode::FORBIDDEN => "Ollama refused the request (403 with an empty body); it rejects Host headers that are not local".into(),
-        s => format!(
-            "Ollama answered {} {}",
-            s.as_u16(),
-            s.canonical_reason().unwrap_or("")
-        ),
-    }
-}
-
-impl Transcode for UpstreamError {
+impl Transcode for ErrorBody {
     fn line(&mut self, line: &[u8], out: &mut BytesMut) {
         self.render(line, out);
     }
@@ -638,7 +612,7 @@ impl Transcode for UpstreamError {
     fn abort(&mut self, _failure: Failure, error: &str, out: &mut BytesMut) {
         // Too long or cut: the status stands, with a message of our own.
         if self.message.is_none() {
-            let answered = upstream_error_message(self.status, b"");
+            let answered = UpstreamError::read(self.status, b"").message;
             self.message = Some(format!(
                 "{answered}; its error body could not be read: {error}"
             ));

@@ -6,9 +6,9 @@ use super::Carry;
 use crate::body::RequestBody;
 use crate::body::MAX_ERROR_BODY;
 use crate::config::Config;
-use crate::dialect::upstream_error_message;
 use crate::error::{error_chain, ApiError, BoxError, Failure};
 use crate::ollama::request::GenerationRequest;
+use crate::ollama::{ErrorKind, UpstreamError};
 use crate::timer::{Sleep, Timing};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
@@ -51,12 +51,6 @@ impl<S> ThinkRetry<S> {
     /// Whether `status` may call for a retry without `think`.
     fn retries(status: StatusCode) -> bool {
         status == StatusCode::BAD_REQUEST
-    }
-
-    /// Whether Ollama's 400 says the model cannot think (and not, say,
-    /// that the level is unknown: that one is the client's to see).
-    fn about_thinking(message: &str) -> bool {
-        message.contains("does not support thinking")
     }
 
     /// The request again, without `think`.
@@ -157,9 +151,11 @@ where
                 AttemptProj::Refused { read } => {
                     let (read, retry) = ready!(read.poll(cx));
                     let body = read.map(|c| c.to_bytes()).unwrap_or_default();
-                    let message = upstream_error_message(StatusCode::BAD_REQUEST, &body);
-                    if !ThinkRetry::<S>::about_thinking(&message) {
-                        // Another 400: the client's, in its dialect.
+                    let said = UpstreamError::read(StatusCode::BAD_REQUEST, &body);
+                    if said.kind != ErrorKind::NoThinking {
+                        // Another 400 (an unknown level, say): the client's,
+                        // in its dialect.
+                        let message = said.message;
                         return Poll::Ready(Err(ApiError::new(StatusCode::BAD_REQUEST, message)));
                     }
                     retry.learn();

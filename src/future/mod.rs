@@ -14,7 +14,7 @@ mod translate;
 
 use crate::access::{Caller, InFlight};
 use crate::body::{Limits, RequestBody, TranslateBody, MAX_ERROR_BODY};
-use crate::dialect::{Dialect, UpstreamError};
+use crate::dialect::{Dialect, ErrorBody};
 use crate::error::{ApiError, BoxError};
 use crate::timer::{Sleep, Timing};
 use http::{Request, Response, StatusCode};
@@ -261,7 +261,7 @@ fn plain_not_found<B>(
 ) -> Response<TranslateBody<B>> {
     let (mut parts, body) = res.into_parts();
     parts.status = StatusCode::NOT_FOUND;
-    let transcoder = UpstreamError::new(dialect, parts.status).with_message(message);
+    let transcoder = ErrorBody::new(dialect, parts.status).with_message(message);
     parts.headers = respond::error_headers();
     let body = TranslateBody::translate(
         body,

@@ -2,7 +2,7 @@
 
 use crate::agent::Rounds;
 use crate::body::{Limits, RequestBody, TranslateBody, MAX_ERROR_BODY};
-use crate::dialect::{Delivery, Dialect, UpstreamError, JSON, SSE};
+use crate::dialect::{Delivery, Dialect, ErrorBody, JSON, SSE};
 use crate::error::ApiError;
 use crate::ollama::request::Endpoint;
 use crate::telemetry::Meter;
@@ -174,7 +174,7 @@ pub(super) fn translated<B>(res: Response<B>, mut answer: Answer<B>) -> Response
         if let Some(mut meter) = answer.meter {
             meter.finish(None, Some(parts.status.as_str()));
         }
-        let errors = UpstreamError::new(answer.dialect, parts.status);
+        let errors = ErrorBody::new(answer.dialect, parts.status);
         // Bounded in bytes (`MAX_ERROR_BODY`) and in time (the idle
         // timeout); either way the client gets a whole error document.
         TranslateBody::translate(

@@ -13,8 +13,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
+mod error;
 mod fast;
 pub(crate) mod request;
+
+pub(crate) use self::error::{ErrorKind, UpstreamError};
 
 /// One thing Ollama said.
 #[derive(Debug, PartialEq)]
@@ -49,10 +52,49 @@ pub(crate) struct ToolCall<'a> {
 /// The final line's reason and counts.
 #[derive(Debug, PartialEq, Clone, Copy)]
 pub(crate) struct Done<'a> {
-    /// `stop`, `length`, … or `None` when Ollama gave no reason.
-    pub(crate) reason: Option<&'a str>,
+    /// Why the answer ended, or `None` when Ollama gave no reason.
+    pub(crate) reason: Option<Reason<'a>>,
     pub(crate) prompt_tokens: u64,
     pub(crate) completion_tokens: u64,
+}
+
+/// Why Ollama's answer ended: its `done_reason`.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub(crate) enum Reason<'a> {
+    /// The model finished (`stop`).
+    Stop,
+    /// The token limit cut the answer (`length`).
+    Length,
+    /// The request only loaded the model (`load`).
+    Load,
+    /// The request unloaded the model (`unload`).
+    Unload,
+    /// A reason this crate does not know, as Ollama wrote it.
+    Other(&'a str),
+}
+
+impl<'a> Reason<'a> {
+    /// The reason `done_reason` names.
+    pub(crate) fn parse(reason: &'a str) -> Self {
+        match reason {
+            "stop" => Reason::Stop,
+            "length" => Reason::Length,
+            "load" => Reason::Load,
+            "unload" => Reason::Unload,
+            other => Reason::Other(other),
+        }
+    }
+
+    /// As Ollama writes it.
+    pub(crate) fn as_str(self) -> &'a str {
+        match self {
+            Reason::Stop => "stop",
+            Reason::Length => "length",
+            Reason::Load => "load",
+            Reason::Unload => "unload",
+            Reason::Other(other) => other,
+        }
+    }
 }
 
 /// Turns events into a client dialect.
@@ -335,7 +377,11 @@ impl<E: Encoder> Decoder<E> {
         }
         if parsed.done {
             let mut done = Done {
-                reason: parsed.done_reason.as_deref().filter(|r| !r.is_empty()),
+                reason: parsed
+                    .done_reason
+                    .as_deref()
+                    .filter(|r| !r.is_empty())
+                    .map(Reason::parse),
                 prompt_tokens: parsed.prompt_eval_count.unwrap_or(0),
                 completion_tokens: parsed.eval_count.unwrap_or(0),
             };
@@ -348,7 +394,7 @@ impl<E: Encoder> Decoder<E> {
                 done.prompt_tokens = r.prompt_tokens;
                 done.completion_tokens = r.completion_tokens;
                 if !r.round.calls.is_empty() {
-                    r.held = Some(done.reason.map(str::to_string));
+                    r.held = Some(done.reason.map(|r| r.as_str().to_string()));
                     self.usage = Some((done.prompt_tokens, done.completion_tokens, None));
                     return;
                 }
@@ -356,7 +402,7 @@ impl<E: Encoder> Decoder<E> {
             self.usage = Some((
                 done.prompt_tokens,
                 done.completion_tokens,
-                done.reason.map(str::to_string),
+                done.reason.map(|r| r.as_str().to_string()),
             ));
             self.encoder.event(Event::Done(done), out);
         } else if !emitted {
@@ -534,7 +580,7 @@ impl<E: Encoder> Decoder<E> {
             return;
         };
         let done = Done {
-            reason: reason.as_deref(),
+            reason: reason.as_deref().map(Reason::parse),
             prompt_tokens: r.prompt_tokens,
             completion_tokens: r.completion_tokens,
         };
@@ -569,7 +615,9 @@ pub(crate) mod tests {
                 Event::ToolCall(c) => format!("call:{:?}:{}:{}", c.id, c.name, c.arguments),
                 Event::Done(d) => format!(
                     "done:{:?}:{}:{}",
-                    d.reason, d.prompt_tokens, d.completion_tokens
+                    d.reason.map(Reason::as_str),
+                    d.prompt_tokens,
+                    d.completion_tokens
                 ),
                 Event::Error(e) => format!("error:{e}"),
             });

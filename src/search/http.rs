@@ -164,11 +164,10 @@ const MAX_SAID: usize = 512;
 fn status_error(format: SearchFormat, status: StatusCode, body: &[u8]) -> SearchError {
     // An empty body says nothing (and no Ollama refused a Host); a long one
     // (an HTML error page) is cut.
-    let mut said = if body.iter().all(u8::is_ascii_whitespace) {
-        String::from("no message")
-    } else {
-        crate::dialect::upstream_error_message(status, body)
-    };
+    let mut said = crate::error::said(body);
+    if said.is_empty() {
+        said = String::from("no message");
+    }
     if said.len() > MAX_SAID {
         let mut end = MAX_SAID;
         while !said.is_char_boundary(end) {

@@ -82,7 +82,7 @@ use crate::config::Config;
 use crate::error::{ApiError, BoxError, Failure, StreamError};
 use crate::json::{write_str, write_u64};
 use crate::ollama::request::Endpoint;
-use crate::ollama::{Done, Encoder, Event, ServerCall, ServerResult};
+use crate::ollama::{Done, Encoder, Event, Reason, ServerCall, ServerResult};
 use crate::search::{self, SearchErrorCode, SearchHit, SearchTool};
 use crate::signing::{self, Key};
 use crate::util::random_id;

@@ -27,7 +27,7 @@ pub(super) fn tool_use_id() -> String {
 pub(super) fn stop_reason(done: &Done<'_>, tool_calls: bool) -> &'static str {
     match done.reason {
         _ if tool_calls => "tool_use",
-        Some("length") => "max_tokens",
+        Some(Reason::Length) => "max_tokens",
         _ => "end_turn",
     }
 }

@@ -2,7 +2,7 @@
 //! token usage.
 
 use crate::json::{write_str, write_u64};
-use crate::ollama::Done;
+use crate::ollama::{Done, Reason};
 use crate::util::{random_id, unix_now};
 use bytes::BytesMut;
 use serde_json::{json, Value};
@@ -45,7 +45,7 @@ impl Head {
 /// answer, else `tool_calls` when the model called tools, else `stop`.
 pub(crate) fn finish_reason(done: &Done<'_>, tool_calls: bool) -> &'static str {
     match done.reason {
-        Some("length") => "length",
+        Some(Reason::Length) => "length",
         _ if tool_calls => "tool_calls",
         _ => "stop",
     }
@@ -84,7 +84,7 @@ mod tests {
 
     fn done(reason: Option<&str>, prompt: u64, completion: u64) -> Done<'_> {
         Done {
-            reason,
+            reason: reason.map(Reason::parse),
             prompt_tokens: prompt,
             completion_tokens: completion,
         }

@@ -90,7 +90,7 @@ use super::{openai, ChatCall, Upstream};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::json::{write_str, write_u64};
-use crate::ollama::{Done, Encoder, Event, ServerCall, ServerResult};
+use crate::ollama::{Done, Encoder, Event, Reason, ServerCall, ServerResult};
 use crate::search::{self, SearchHit, SearchTool};
 use crate::signing::{self, Key};
 use crate::store::{Kept, Owner, ResponseStore};

@@ -533,7 +533,7 @@ impl ResponseEncoder {
     }
 
     pub(super) fn done(&mut self, done: &Done<'_>, out: &mut BytesMut) {
-        let length = done.reason == Some("length");
+        let length = done.reason == Some(Reason::Length);
         self.close_open(out, if length { "incomplete" } else { "completed" });
         let (ty, end) = if length {
             ("response.incomplete", End::Incomplete(done))
