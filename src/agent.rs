@@ -25,6 +25,7 @@ use crate::search::{
     self, Backend, SearchError, SearchErrorCode, SearchFormat, SearchFuture, SearchHit,
     SearchRequest, SearchTool, WebSearchConfig,
 };
+use crate::shared::NoThink;
 use crate::timer::{Sleep, Timer};
 use crate::transcode::Transcode;
 use bytes::{Bytes, BytesMut};
@@ -58,8 +59,8 @@ pub(crate) struct Agent<B> {
     call: Call<B>,
     /// The native request, growing by a round at each follow-up.
     native: ChatRequest,
-    /// The layer's configuration (a model that turned out not to think).
-    layer: Arc<Config>,
+    /// The models that turned out not to think.
+    no_think: Arc<NoThink>,
     config: WebSearchConfig,
     tool: SearchTool,
     timer: Option<Arc<dyn Timer>>,
@@ -151,7 +152,8 @@ where
     pub(crate) fn new(
         call: Call<B>,
         native: ChatRequest,
-        layer: Arc<Config>,
+        layer: &Config,
+        no_think: Arc<NoThink>,
         tool: SearchTool,
     ) -> Self {
         let config = layer.web_search.clone();
@@ -160,7 +162,7 @@ where
             call,
             native,
             timer: layer.timing.timer.clone(),
-            layer,
+            no_think,
             config,
             tool,
             uses_left: uses,
@@ -371,7 +373,7 @@ where
         assistant.tool_calls = s.calls;
         self.native.messages.push(assistant);
         self.native.messages.extend(s.results);
-        if self.layer.cannot_think(&self.native.model) {
+        if self.no_think.holds(&self.native.model) {
             self.native.think = None;
         }
         if self.uses_left == 0 || self.rounds_left == 0 {

@@ -3,7 +3,6 @@
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, RwLock};
 
 /// What the layer does with the model's thinking text.
 ///
@@ -195,8 +194,10 @@ pub(crate) fn model_key(name: &str) -> String {
     }
 }
 
-/// Everything the layer knows; shared behind an `Arc`. Its `Debug` hides
-/// the secrets (`thinking_key`, the keys of `access`).
+/// The layer's configuration, shared behind an `Arc`: what it was built
+/// with, nothing learned or held at run time (that is
+/// [`Shared`](crate::shared::Shared)). Its `Debug` hides the secrets
+/// (`thinking_key`, the keys of `access`).
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) think_models: HashSet<String>,
@@ -210,34 +211,21 @@ pub(crate) struct Config {
     pub(crate) max_request_bytes: usize,
     /// Longest line of Ollama's stream, and largest answer collected whole.
     pub(crate) max_answer_bytes: usize,
-    /// Memory that requests being read and parsed may hold together.
-    pub(crate) request_budget: Arc<crate::limits::Budget>,
     /// Ollama's address, for metrics and traces (`server.address`).
     pub(crate) server_address: Option<String>,
     /// Signs thinking text handed to clients; see `signing`.
     pub(crate) thinking_key: crate::signing::Key,
-    /// Models Ollama has shown cannot think (learned at run time, shared by
-    /// every clone of the layer).
-    pub(crate) cannot_think: Arc<RwLock<HashMap<String, std::time::Instant>>>,
     /// The timer, keep-alives and the upstream idle timeout.
     pub(crate) timing: crate::timer::Timing,
     /// Who may do what (keys, scopes, limits per key); `None`: no checks.
     pub(crate) access: Option<crate::access::Access>,
     /// Where web searches run, and their bounds.
     pub(crate) web_search: crate::search::WebSearchConfig,
-    /// Answered Responses responses, for `previous_response_id`.
-    pub(crate) response_store: Arc<crate::store::ResponseStore>,
 }
 
 /// Default cap on one line of Ollama's stream and on an answer collected
 /// whole: 32 MiB, room for a long non-streamed answer.
 pub(crate) const DEFAULT_MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
-
-/// How long a model Ollama said cannot think gets no `think`.
-pub(crate) const CANNOT_THINK_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-
-/// Default memory for requests being read and parsed together: 256 MiB.
-pub(crate) const DEFAULT_REQUEST_MEMORY: usize = 256 * 1024 * 1024;
 
 /// Stands for a secret in `Debug` output.
 struct Redacted;
@@ -261,14 +249,11 @@ impl fmt::Debug for Config {
             default_model,
             max_request_bytes,
             max_answer_bytes,
-            request_budget,
             server_address,
             thinking_key: _,
-            cannot_think,
             timing,
             access,
             web_search,
-            response_store,
         } = self;
         f.debug_struct("Config")
             .field("think_models", think_models)
@@ -280,10 +265,8 @@ impl fmt::Debug for Config {
             .field("default_model", default_model)
             .field("max_request_bytes", max_request_bytes)
             .field("max_answer_bytes", max_answer_bytes)
-            .field("request_budget", request_budget)
             .field("server_address", server_address)
             .field("thinking_key", &Redacted)
-            .field("cannot_think", cannot_think)
             .field("timing", timing)
             .field(
                 "api_key",
@@ -294,7 +277,6 @@ impl fmt::Debug for Config {
             )
             .field("access", access)
             .field("web_search", web_search)
-            .field("response_store", response_store)
             .finish()
     }
 }
@@ -314,10 +296,8 @@ impl Default for Config {
             default_model: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
-            request_budget: crate::limits::Budget::new(DEFAULT_REQUEST_MEMORY),
             server_address: None,
             thinking_key: crate::signing::random_key(),
-            cannot_think: Arc::default(),
             timing: crate::timer::Timing {
                 timer: None,
                 keepalive: Some(std::time::Duration::from_secs(10)),
@@ -326,7 +306,6 @@ impl Default for Config {
             },
             access: None,
             web_search: crate::search::WebSearchConfig::new(),
-            response_store: crate::store::ResponseStore::new(Default::default()),
         }
     }
 }
@@ -367,26 +346,6 @@ impl Config {
 
     pub(crate) fn is_think_model(&self, model: &str) -> bool {
         self.think_models.contains(&model_key(model))
-    }
-
-    /// Whether Ollama has answered, within [`CANNOT_THINK_FOR`], that
-    /// `model` does not support thinking.
-    pub(crate) fn cannot_think(&self, model: &str) -> bool {
-        self.cannot_think
-            .read()
-            .ok()
-            .and_then(|learned| learned.get(&model_key(model)).copied())
-            .is_some_and(|at| at.elapsed() < CANNOT_THINK_FOR)
-    }
-
-    /// Remembers that `model` cannot think, for [`CANNOT_THINK_FOR`] (a
-    /// model can be pulled again in a version that thinks). Forgets what
-    /// has expired, so the map stays as small as the models in use.
-    pub(crate) fn learn_cannot_think(&self, model: &str) {
-        if let Ok(mut learned) = self.cannot_think.write() {
-            learned.retain(|_, at| at.elapsed() < CANNOT_THINK_FOR);
-            learned.insert(model_key(model), std::time::Instant::now());
-        }
     }
 
     pub(crate) fn reasoning_for(&self, model: &str) -> ReasoningMode {

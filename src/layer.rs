@@ -2,6 +2,7 @@
 
 use crate::config::{model_key, Config, ModelDefaults, ReasoningMode};
 use crate::service::OllamaTranslate;
+use crate::shared::Shared;
 use crate::timer::{Sleep, Timer};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,8 @@ use tower_layer::Layer;
 #[derive(Clone, Debug, Default)]
 pub struct OllamaTranslateLayer {
     pub(crate) config: Arc<Config>,
+    /// What its services keep at run time; clones of the layer share it.
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl OllamaTranslateLayer {
@@ -42,6 +45,10 @@ impl OllamaTranslateLayer {
 
     fn config_mut(&mut self) -> &mut Config {
         Arc::make_mut(&mut self.config)
+    }
+
+    fn shared_mut(&mut self) -> &mut Shared {
+        Arc::make_mut(&mut self.shared)
     }
 
     /// Models that get `think: true` when the client says nothing about
@@ -239,7 +246,7 @@ impl OllamaTranslateLayer {
     /// OpenAI and Anthropic SDKs retry. A body of more than a million JSON
     /// values gets a 413 before it is parsed. Clones of the layer share it.
     pub fn request_memory(mut self, bytes: usize) -> Self {
-        self.config_mut().request_budget = crate::limits::Budget::new(bytes);
+        self.shared_mut().budget = crate::limits::Budget::new(bytes);
         self
     }
 
@@ -290,12 +297,11 @@ impl OllamaTranslateLayer {
     /// # let _ = layer;
     /// ```
     pub fn response_store(mut self, entries: usize, bytes: usize, ttl: Duration) -> Self {
-        self.config_mut().response_store =
-            crate::store::ResponseStore::new(crate::store::StoreLimits {
-                entries,
-                bytes,
-                ttl,
-            });
+        self.shared_mut().responses = crate::store::ResponseStore::new(crate::store::StoreLimits {
+            entries,
+            bytes,
+            ttl,
+        });
         self
     }
 }
@@ -307,6 +313,7 @@ impl<S> Layer<S> for OllamaTranslateLayer {
         OllamaTranslate {
             inner,
             config: self.config.clone(),
+            shared: self.shared.clone(),
         }
     }
 }

@@ -161,6 +161,7 @@ mod ollama;
 pub mod pool;
 pub mod search;
 mod service;
+mod shared;
 mod signing;
 mod store;
 pub mod telemetry;

@@ -7,6 +7,7 @@ use crate::dialect;
 use crate::error::BoxError;
 use crate::future::{ResponseFuture, Translate};
 use crate::layer::OllamaTranslateLayer;
+use crate::shared::Shared;
 use crate::store::Owner;
 use http::{Request, Response};
 use http_body::Body;
@@ -63,6 +64,8 @@ use tower_service::Service;
 pub struct OllamaTranslate<S> {
     pub(crate) inner: S,
     pub(crate) config: Arc<Config>,
+    /// What the layer's services keep at run time, next to the configuration.
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl<S> OllamaTranslate<S> {
@@ -71,6 +74,7 @@ impl<S> OllamaTranslate<S> {
         OllamaTranslate {
             inner,
             config: Arc::new(Config::default()),
+            shared: Arc::default(),
         }
     }
 
@@ -179,7 +183,7 @@ where
         // future, which calls it once the body is collected.
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);
-        match Translate::new(req, d, ready, self.config.clone()) {
+        match Translate::new(req, d, ready, self.config.clone(), self.shared.clone()) {
             Ok(fut) => ResponseFuture::translate(fut),
             Err(err) => ResponseFuture::reject(d, &err),
         }

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::json::{write_str, write_u64};
 use crate::ollama::{Encoder, Event, ToolCall};
+use crate::shared::Shared;
 use crate::util::random_id;
 use bytes::BytesMut;
 use http::request::Parts;
@@ -29,17 +30,19 @@ dialect!(
     ChatCompletions,
     "chat.completions",
     prepare_chat_completions,
-    openai::error_body
+    openai::error_body,
+    shared
 );
 
 /// [`Dialect::prepare`](super::Dialect::prepare) for [`ChatCompletions`].
 fn prepare_chat_completions(
     config: &Config,
+    shared: &Shared,
     _parts: &Parts,
     body: &[u8],
 ) -> Result<Upstream, ApiError> {
     let parsed = parse_request(config, body)?;
-    let call = ChatCall::new(config, parsed.native, "chat.completions")?;
+    let call = ChatCall::new(config, shared, parsed.native, "chat.completions")?;
     let head = Head::new("chatcmpl-", &parsed.client_model);
     let up = if call.stream {
         call.upstream(StreamEncoder::new(head, parsed.include_usage))

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::json::write_str;
 use crate::ollama::{Encoder, Event};
+use crate::shared::Shared;
 use bytes::BytesMut;
 use http::request::Parts;
 use serde_json::{json, Map, Value};
@@ -40,11 +41,17 @@ dialect!(
     Completions,
     "completions",
     prepare_completions,
-    openai::error_body
+    openai::error_body,
+    shared
 );
 
 /// [`Dialect::prepare`](super::Dialect::prepare) for [`Completions`].
-fn prepare_completions(config: &Config, _parts: &Parts, body: &[u8]) -> Result<Upstream, ApiError> {
+fn prepare_completions(
+    config: &Config,
+    shared: &Shared,
+    _parts: &Parts,
+    body: &[u8],
+) -> Result<Upstream, ApiError> {
     let root = json_object(body)?;
     let client_model = model_name(&root, Wording::Named)?;
     let prompt = prompt_of(&root)?;
@@ -86,7 +93,7 @@ fn prepare_completions(config: &Config, _parts: &Parts, body: &[u8]) -> Result<U
         stream,
     };
     // Legacy completions have no place for thinking.
-    let call = ChatCall::new(config, req, "completions")?.drop_thinking();
+    let call = ChatCall::new(config, shared, req, "completions")?.drop_thinking();
     let head = Head::new("cmpl-", &client_model);
     let up = if call.stream {
         call.upstream(StreamEncoder::new(&head, include_usage))

@@ -16,19 +16,32 @@
 
 /// Implements [`Dialect`] for a unit struct from its name, the function
 /// that prepares the native call, and the function that renders errors.
+/// With `shared` after them, the prepare function also takes the layer's
+/// run-time state (`fn(&Config, &Shared, &Parts, &[u8])`).
 macro_rules! dialect {
     ($ty:ident, $name:literal, $prepare:path, $errors:path) => {
+        dialect!(@impl $ty, $name, $errors, |config, _shared, parts, body| $prepare(
+            config, parts, body
+        ));
+    };
+    ($ty:ident, $name:literal, $prepare:path, $errors:path, shared) => {
+        dialect!(@impl $ty, $name, $errors, |config, shared, parts, body| $prepare(
+            config, shared, parts, body
+        ));
+    };
+    (@impl $ty:ident, $name:literal, $errors:path, |$config:ident, $shared:ident, $parts:ident, $body:ident| $call:expr) => {
         impl $crate::dialect::Dialect for $ty {
             fn name(&self) -> &'static str {
                 $name
             }
             fn prepare(
                 &self,
-                config: &$crate::config::Config,
-                parts: &http::request::Parts,
-                body: &[u8],
+                $config: &$crate::config::Config,
+                $shared: &$crate::shared::Shared,
+                $parts: &http::request::Parts,
+                $body: &[u8],
             ) -> Result<$crate::dialect::Upstream, $crate::error::ApiError> {
-                $prepare(config, parts, body)
+                $call
             }
             fn error_body(&self, error: &$crate::error::ApiError) -> bytes::Bytes {
                 $errors(error)
@@ -53,6 +66,7 @@ use crate::ollama::request::ChatRequest;
 use crate::ollama::request::{Endpoint, GenerationRequest};
 use crate::ollama::{Decoder, Encoder, RoundEnd, Rounds, ServerCall, ServerResult, UpstreamError};
 use crate::search::{self, SearchTool};
+use crate::shared::Shared;
 pub(crate) use crate::transcode::Transcode;
 use crate::transcode::Usage;
 use bytes::{Bytes, BytesMut};
@@ -296,10 +310,11 @@ impl ChatCall {
     /// always asked to stream; the client's own wish decides the delivery.
     pub(crate) fn new(
         config: &Config,
+        shared: &Shared,
         native: impl Into<GenerationRequest>,
         dialect: &'static str,
     ) -> Result<Self, ApiError> {
-        Self::build(config, native.into(), dialect, None)
+        Self::build(config, shared, native.into(), dialect, None)
     }
 
     /// [`Self::new`] for a chat whose tools include the web-search
@@ -307,20 +322,22 @@ impl ChatCall {
     /// request is kept for the follow-ups.
     pub(crate) fn searching(
         config: &Config,
+        shared: &Shared,
         native: ChatRequest,
         dialect: &'static str,
         tool: Option<SearchTool>,
     ) -> Result<Self, ApiError> {
-        Self::build(config, native.into(), dialect, tool)
+        Self::build(config, shared, native.into(), dialect, tool)
     }
 
     fn build(
         config: &Config,
+        shared: &Shared,
         mut native: GenerationRequest,
         dialect: &'static str,
         tool: Option<SearchTool>,
     ) -> Result<Self, ApiError> {
-        native::apply_rules(config, &mut native);
+        native::apply_rules(config, &shared.no_think, &mut native);
         let model = native.model().to_string();
         let stream = std::mem::replace(native.settings_mut().stream, true);
         let body = native.to_bytes().map_err(|e| {
@@ -397,6 +414,7 @@ pub(crate) trait Dialect: Sync {
     fn prepare(
         &self,
         config: &Config,
+        shared: &Shared,
         parts: &http::request::Parts,
         body: &[u8],
     ) -> Result<Upstream, ApiError>;
@@ -543,6 +561,7 @@ impl Dialect for NativeErrors {
     fn prepare(
         &self,
         _config: &Config,
+        _shared: &Shared,
         _parts: &http::request::Parts,
         _body: &[u8],
     ) -> Result<Upstream, ApiError> {

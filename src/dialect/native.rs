@@ -7,6 +7,7 @@ use crate::error::ApiError;
 pub(crate) use crate::ollama::request::{
     ChatRequest, GenerateRequest, GenerationRequest, Message, ToolCall, ToolFunction,
 };
+use crate::shared::NoThink;
 use serde_json::Value;
 
 /// Applies the layer's rules to a generating request: per-model defaults
@@ -14,7 +15,7 @@ use serde_json::Value;
 /// when a chat client said nothing about thinking; no `think` at all for a
 /// model Ollama has shown cannot think (it answers 400 to it). Legacy
 /// completions carry no thinking of their own: only the last rule applies.
-pub(crate) fn apply_rules(config: &Config, req: &mut GenerationRequest) {
+pub(crate) fn apply_rules(config: &Config, no_think: &NoThink, req: &mut GenerationRequest) {
     let model = req.model().to_string();
     let is_chat = matches!(req, GenerationRequest::Chat(_));
     let thinks = req.thinks();
@@ -26,7 +27,7 @@ pub(crate) fn apply_rules(config: &Config, req: &mut GenerationRequest) {
     if settings.keep_alive.is_none() {
         *settings.keep_alive = defaults.keep_alive;
     }
-    if config.cannot_think(&model) {
+    if no_think.holds(&model) {
         if thinks || !is_chat {
             tracing::debug!(model = ?model, "not sending think to a model that cannot think");
             *settings.think = None;
@@ -119,8 +120,14 @@ pub(crate) fn image_from_base64(data: &str, param: &str) -> Result<String, ApiEr
 /// dialects' tests look at (the client's own `stream` flag kept).
 #[cfg(test)]
 pub(crate) fn finished(config: &Config, req: ChatRequest) -> Value {
+    finished_with(config, &NoThink::default(), req)
+}
+
+/// [`finished`], with what the layer has learned of models that cannot think.
+#[cfg(test)]
+pub(crate) fn finished_with(config: &Config, no_think: &NoThink, req: ChatRequest) -> Value {
     let mut req = GenerationRequest::Chat(req);
-    apply_rules(config, &mut req);
+    apply_rules(config, no_think, &mut req);
     serde_json::from_slice(&req.to_bytes().unwrap()).unwrap()
 }
 
@@ -140,7 +147,7 @@ mod tests {
         let mut req = ChatRequest::new("glm-5:cloud", true);
         req.options.insert("temperature".into(), Value::from(0.9));
         let mut g = GenerationRequest::Chat(req);
-        apply_rules(&config, &mut g);
+        apply_rules(&config, &NoThink::default(), &mut g);
         assert_eq!(g.num_ctx(), Some(8192));
         let v: Value = serde_json::from_slice(&g.to_bytes().unwrap()).unwrap();
         assert_eq!(v["options"]["temperature"], 0.9);
@@ -163,18 +170,21 @@ mod tests {
     fn learned_non_thinking_models_never_get_think() {
         let mut config = Config::default();
         config.think_models.insert("llama3.2".into());
-        config.learn_cannot_think("llama3.2:latest");
+        let no_think = NoThink::default();
+        no_think.learn("llama3.2:latest");
         let mut req = ChatRequest::new("llama3.2", true);
         req.think = Some(Value::from("high"));
-        assert!(finished(&config, req).get("think").is_none());
-        let v = finished(&config, ChatRequest::new("llama3.2", true));
+        assert!(finished_with(&config, &no_think, req)
+            .get("think")
+            .is_none());
+        let v = finished_with(&config, &no_think, ChatRequest::new("llama3.2", true));
         assert!(v.get("think").is_none(), "no injection either");
         let mut g = GenerationRequest::Generate(GenerateRequest {
             model: "llama3.2".into(),
             think: Some(Value::Bool(false)),
             ..GenerateRequest::default()
         });
-        apply_rules(&config, &mut g);
+        apply_rules(&config, &no_think, &mut g);
         assert!(!g.to_bytes().unwrap().windows(7).any(|w| w == b"\"think\""));
     }
 

@@ -393,6 +393,7 @@ pub(crate) fn prepare_json(
     let (parts, _) = http::Request::new(()).into_parts();
     dialect.prepare(
         &crate::config::Config::default(),
+        &crate::shared::Shared::default(),
         &parts,
         body.to_string().as_bytes(),
     )

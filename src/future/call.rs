@@ -5,10 +5,10 @@ use super::respond::{self, Template};
 use super::Carry;
 use crate::body::RequestBody;
 use crate::body::MAX_ERROR_BODY;
-use crate::config::Config;
 use crate::error::{error_chain, ApiError, BoxError, Failure};
 use crate::ollama::request::GenerationRequest;
 use crate::ollama::{ErrorKind, UpstreamError};
+use crate::shared::NoThink;
 use crate::timer::{Sleep, Timing};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
@@ -30,7 +30,8 @@ pub(crate) struct ThinkRetry<S> {
     /// What the first request took from the client's.
     template: Template,
     request: GenerationRequest,
-    config: Arc<Config>,
+    /// Where the layer remembers the models that cannot think.
+    no_think: Arc<NoThink>,
 }
 
 impl<S> ThinkRetry<S> {
@@ -38,13 +39,13 @@ impl<S> ThinkRetry<S> {
         service: S,
         template: Template,
         request: GenerationRequest,
-        config: Arc<Config>,
+        no_think: Arc<NoThink>,
     ) -> Self {
         ThinkRetry {
             service,
             template,
             request,
-            config,
+            no_think,
         }
     }
 
@@ -69,7 +70,7 @@ impl<S> ThinkRetry<S> {
     fn learn(&self) {
         let model = self.request.model();
         tracing::warn!(model = ?model, "model cannot think: not sending think to it for a while");
-        self.config.learn_cannot_think(model);
+        self.no_think.learn(model);
     }
 }
 

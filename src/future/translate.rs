@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::dialect::{Delivery, Dialect};
 use crate::error::{ApiError, BoxError};
 use crate::limits::{self, too_large, Hold, ReadBody};
+use crate::shared::Shared;
 use crate::telemetry::Meter;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -30,6 +31,7 @@ pub(crate) struct Job<S> {
     parts: http::request::Parts,
     dialect: &'static dyn Dialect,
     config: Arc<Config>,
+    shared: Arc<Shared>,
 }
 
 pin_project! {
@@ -84,6 +86,7 @@ where
         dialect: &'static dyn Dialect,
         service: S,
         config: Arc<Config>,
+        shared: Arc<Shared>,
     ) -> Result<Self, ApiError> {
         let limit = config.max_request_bytes;
         let declared = req
@@ -97,7 +100,7 @@ where
         // gzip and zstd are decoded as they come, the decoded size bounded.
         let encoding = limits::encoding(req.headers())?;
         let (parts, body) = req.into_parts();
-        let hold = Hold::new(config.request_budget.clone());
+        let hold = Hold::new(shared.budget.clone());
         let read =
             ReadBody::new(body, limit, hold, config.timing.body_deadline()).decoding(encoding)?;
         let job = Job {
@@ -105,6 +108,7 @@ where
             parts,
             dialect,
             config,
+            shared,
         };
         let read = Carry::new(read, job);
         Ok(Translate {
@@ -148,7 +152,9 @@ where
 {
     let (bytes, mut hold) = read?;
     limits::reserve_parse(&mut hold, &bytes)?;
-    let up = job.dialect.prepare(&job.config, &job.parts, &bytes)?;
+    let up = job
+        .dialect
+        .prepare(&job.config, &job.shared, &job.parts, &bytes)?;
     if let Some(document) = up.local {
         let mut res = Response::new(TranslateBody::full(document));
         let h = res.headers_mut();
@@ -175,12 +181,17 @@ where
     let req = respond::upstream_request(&template, up.endpoint, up.body)?;
     let agent = up.search.map(|(native, tool)| {
         let call = caller(job.service.clone(), template.clone());
-        let agent = Agent::new(call, native, job.config.clone(), tool);
+        let agent = Agent::new(call, native, &job.config, job.shared.no_think.clone(), tool);
         Box::new(agent) as Box<dyn Rounds<ResBody>>
     });
-    let retry = up
-        .thinking
-        .map(|r| ThinkRetry::new(job.service.clone(), template, r, job.config.clone()));
+    let retry = up.thinking.map(|r| {
+        ThinkRetry::new(
+            job.service.clone(),
+            template,
+            r,
+            job.shared.no_think.clone(),
+        )
+    });
     let fut = job.service.call(req);
     let answer = Answer {
         meter,

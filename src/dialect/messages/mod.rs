@@ -84,6 +84,7 @@ use crate::json::{write_str, write_u64};
 use crate::ollama::request::Endpoint;
 use crate::ollama::{Done, Encoder, Event, Reason, ServerCall, ServerResult};
 use crate::search::{self, SearchErrorCode, SearchHit, SearchTool};
+use crate::shared::Shared;
 use crate::signing::{self, Key};
 use crate::util::random_id;
 use bytes::{Bytes, BytesMut};
@@ -114,12 +115,17 @@ pub(crate) struct Messages;
 /// `POST /v1/messages/count_tokens`.
 pub(crate) struct CountTokens;
 
-dialect!(Messages, "messages", prepare_messages, error_body);
+dialect!(Messages, "messages", prepare_messages, error_body, shared);
 
 /// [`Dialect::prepare`](super::Dialect::prepare) for [`Messages`].
-fn prepare_messages(config: &Config, _parts: &Parts, body: &[u8]) -> Result<Upstream, ApiError> {
+fn prepare_messages(
+    config: &Config,
+    shared: &Shared,
+    _parts: &Parts,
+    body: &[u8],
+) -> Result<Upstream, ApiError> {
     let parsed = parse_request(config, body, false)?;
-    let call = ChatCall::searching(config, parsed.native, "messages", parsed.search)?
+    let call = ChatCall::searching(config, shared, parsed.native, "messages", parsed.search)?
         .asked_for_thinking(parsed.asked_for_thinking);
     let head = Head::new(&parsed.client_model, config.thinking_key);
     let up = if call.stream {
@@ -134,12 +140,14 @@ dialect!(
     CountTokens,
     "messages.count_tokens",
     prepare_count_tokens,
-    error_body
+    error_body,
+    shared
 );
 
 /// [`Dialect::prepare`](super::Dialect::prepare) for [`CountTokens`].
 fn prepare_count_tokens(
     config: &Config,
+    shared: &Shared,
     _parts: &Parts,
     body: &[u8],
 ) -> Result<Upstream, ApiError> {
@@ -152,7 +160,7 @@ fn prepare_count_tokens(
         .options
         .insert("num_predict".into(), Value::from(1));
     let mut native = GenerationRequest::Chat(parsed.native);
-    native::apply_rules(config, &mut native);
+    native::apply_rules(config, &shared.no_think, &mut native);
     let body = native.to_bytes().map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -604,7 +604,12 @@ fn count_tokens_asks_for_one_token_without_streaming() {
         "messages": [{"role": "user", "content": "hello"}],
         "tools": [{"name": "f", "input_schema": {"type": "object"}}]});
     let up = dialect
-        .prepare(&config(), &parts, body.to_string().as_bytes())
+        .prepare(
+            &config(),
+            &Shared::default(),
+            &parts,
+            body.to_string().as_bytes(),
+        )
         .unwrap();
     let v: Value = serde_json::from_slice(&up.body).unwrap();
     assert_eq!(up.endpoint.path(), "/api/chat");

@@ -92,6 +92,7 @@ use crate::error::ApiError;
 use crate::json::{write_str, write_u64};
 use crate::ollama::{Done, Encoder, Event, Reason, ServerCall, ServerResult};
 use crate::search::{self, SearchHit, SearchTool};
+use crate::shared::Shared;
 use crate::signing::{self, Key};
 use crate::store::{Kept, Owner, ResponseStore};
 use crate::timer::Timer;
@@ -120,15 +121,21 @@ dialect!(
     Responses,
     "responses",
     prepare_responses,
-    openai::error_body
+    openai::error_body,
+    shared
 );
 
 /// [`Dialect::prepare`](super::Dialect::prepare) for [`Responses`].
-fn prepare_responses(config: &Config, parts: &Parts, body: &[u8]) -> Result<Upstream, ApiError> {
+fn prepare_responses(
+    config: &Config,
+    shared: &Shared,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<Upstream, ApiError> {
     let owner = parts.extensions.get::<Owner>().copied();
-    let parsed = parse_request_for(config, body, owner)?;
+    let parsed = parse_request_for(config, shared, body, owner)?;
     let asked = parsed.include_encrypted || parsed.summary_requested;
-    let call = ChatCall::searching(config, parsed.native, "responses", parsed.search)?
+    let call = ChatCall::searching(config, shared, parsed.native, "responses", parsed.search)?
         .asked_for_thinking(asked);
     let signer = parsed.include_encrypted.then_some(config.thinking_key);
     let mut encoder = ResponseEncoder::new(
@@ -155,7 +162,8 @@ dialect!(
     RetrieveResponse,
     "responses.retrieve",
     prepare_retrieve,
-    openai::error_body
+    openai::error_body,
+    shared
 );
 
 /// `DELETE /v1/responses/{id}`: forgets a kept response.
@@ -165,7 +173,8 @@ dialect!(
     DeleteResponse,
     "responses.delete",
     prepare_delete,
-    openai::error_body
+    openai::error_body,
+    shared
 );
 
 /// The id in `/v1/responses/{id}`, and who asks.
@@ -193,7 +202,12 @@ fn response_not_found(id: &str) -> ApiError {
 }
 
 /// [`Dialect::prepare`](super::Dialect::prepare) for [`RetrieveResponse`].
-fn prepare_retrieve(config: &Config, parts: &Parts, _body: &[u8]) -> Result<Upstream, ApiError> {
+fn prepare_retrieve(
+    config: &Config,
+    shared: &Shared,
+    parts: &Parts,
+    _body: &[u8],
+) -> Result<Upstream, ApiError> {
     let streamed = parts.uri.query().is_some_and(|q| {
         q.split('&')
             .any(|kv| kv.eq_ignore_ascii_case("stream=true"))
@@ -205,17 +219,22 @@ fn prepare_retrieve(config: &Config, parts: &Parts, _body: &[u8]) -> Result<Upst
         ));
     }
     let (id, owner) = kept_id(parts);
-    let kept = config
-        .response_store
+    let kept = shared
+        .responses
         .get(id, owner, config.now())
         .ok_or_else(|| response_not_found(id))?;
     Ok(Upstream::local(kept.response.clone()))
 }
 
 /// [`Dialect::prepare`](super::Dialect::prepare) for [`DeleteResponse`].
-fn prepare_delete(config: &Config, parts: &Parts, _body: &[u8]) -> Result<Upstream, ApiError> {
+fn prepare_delete(
+    config: &Config,
+    shared: &Shared,
+    parts: &Parts,
+    _body: &[u8],
+) -> Result<Upstream, ApiError> {
     let (id, owner) = kept_id(parts);
-    if !config.response_store.remove(id, owner, config.now()) {
+    if !shared.responses.remove(id, owner, config.now()) {
         return Err(response_not_found(id));
     }
     let body = json!({"id": id, "object": "response", "deleted": true}).to_string();

@@ -53,13 +53,14 @@ pub(crate) struct Parsed {
 /// Parses a Responses request body into a native request.
 #[cfg(test)]
 pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiError> {
-    parse_request_for(config, body, None)
+    parse_request_for(config, &Shared::default(), body, None)
 }
 
-/// [`parse_request`] for a client (`owner`), whose kept responses a
-/// `previous_response_id` may continue.
+/// [`parse_request`] for a client (`owner`), whose kept responses (in
+/// `shared`) a `previous_response_id` may continue.
 pub(crate) fn parse_request_for(
     config: &Config,
+    shared: &Shared,
     body: &[u8],
     owner: Option<Owner>,
 ) -> Result<Parsed, ApiError> {
@@ -68,7 +69,7 @@ pub(crate) fn parse_request_for(
     let model = config.resolve_model(&client_model).to_string();
 
     refuse_stateful(&root)?;
-    let state = State::read(config, &root, owner)?;
+    let state = State::read(config, &shared.responses, &root, owner)?;
     let input = state.chain.as_ref().or(root.get("input"));
 
     let stream = stream(&root, Wording::Named)?;
@@ -105,7 +106,7 @@ pub(crate) fn parse_request_for(
 
     let instructions = expect_str(&root, "instructions", Wording::Named)?;
     let (messages, loaded) = parse_input(&config.thinking_key, instructions, input)?;
-    let keep = state.keep(config, owner, input);
+    let keep = state.keep(config, &shared.responses, owner, input);
     native.messages = messages;
     if !tool_choice_none {
         loaded.offer(&mut native.tools, &mut namespaced, &mut custom);
@@ -146,10 +147,11 @@ pub(super) struct State {
 impl State {
     pub(super) fn read(
         config: &Config,
+        store: &ResponseStore,
         root: &Map<String, Value>,
         owner: Option<Owner>,
     ) -> Result<Self, ApiError> {
-        let previous = previous_items(config, root, owner)?;
+        let previous = previous_items(config, store, root, owner)?;
         let store = match get(root, "store") {
             None => true,
             Some(Value::Bool(b)) => *b,
@@ -175,11 +177,12 @@ impl State {
     pub(super) fn keep(
         &self,
         config: &Config,
+        store: &Arc<ResponseStore>,
         owner: Option<Owner>,
         input: Option<&Value>,
     ) -> Option<Keep> {
-        (self.store && config.response_store.enabled()).then(|| Keep {
-            store: config.response_store.clone(),
+        (self.store && store.enabled()).then(|| Keep {
+            store: store.clone(),
             owner: owner.unwrap_or_else(|| Owner::of(&http::HeaderMap::new())),
             input: match &self.chain {
                 Some(Value::Array(items)) => render_items(items),
@@ -197,6 +200,7 @@ impl State {
 /// `None` without one.
 pub(super) fn previous_items(
     config: &Config,
+    store: &ResponseStore,
     root: &Map<String, Value>,
     owner: Option<Owner>,
 ) -> Result<Option<(Vec<Value>, String)>, ApiError> {
@@ -209,7 +213,6 @@ pub(super) fn previous_items(
             Some(v) => Err(Wording::Named.wrong_type("previous_response_id", "a string", v)),
         };
     };
-    let store = &config.response_store;
     if !store.enabled() {
         return Err(ApiError::invalid(
             "previous_response_id",

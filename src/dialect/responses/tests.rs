@@ -1450,6 +1450,7 @@ fn prepare_routes_and_picks_content_type() {
     let up = d
         .prepare(
             &config(),
+            &Shared::default(),
             &parts,
             br#"{"model":"m","input":"x","stream":true}"#,
         )
@@ -1457,7 +1458,12 @@ fn prepare_routes_and_picks_content_type() {
     assert_eq!(up.delivery.content_type(), SSE);
     assert_eq!(up.endpoint.path(), "/api/chat");
     let up = d
-        .prepare(&config(), &parts, br#"{"model":"m","input":"x"}"#)
+        .prepare(
+            &config(),
+            &Shared::default(),
+            &parts,
+            br#"{"model":"m","input":"x"}"#,
+        )
         .unwrap();
     assert_eq!(up.delivery.content_type(), JSON);
     assert_eq!(up.delivery, crate::dialect::Delivery::Collect);
@@ -1466,6 +1472,7 @@ fn prepare_routes_and_picks_content_type() {
     let e = d
         .prepare(
             &config(),
+            &Shared::default(),
             &parts,
             br#"{"model":"m","input":"x","previous_response_id":"resp_1"}"#,
         )
@@ -1576,12 +1583,34 @@ impl Clock {
     }
 }
 
-/// A config whose timer is `clock`, and whose store keeps responses for
+/// A layer as these tests drive it: its configuration, and its run-time
+/// state (the response store).
+struct Layer {
+    config: Config,
+    shared: Shared,
+}
+
+impl std::ops::Deref for Layer {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// A layer with `config` and a fresh state.
+fn layer(config: Config) -> Layer {
+    Layer {
+        config,
+        shared: Shared::default(),
+    }
+}
+
+/// A layer whose timer is `clock`, and whose store keeps responses for
 /// `ttl`.
-fn clocked(clock: &Arc<Clock>, ttl: Duration) -> Config {
-    let mut c = config();
-    c.timing.timer = Some(clock.clone());
-    c.response_store = ResponseStore::new(StoreLimits {
+fn clocked(clock: &Arc<Clock>, ttl: Duration) -> Layer {
+    let mut c = layer(config());
+    c.config.timing.timer = Some(clock.clone());
+    c.shared.responses = ResponseStore::new(StoreLimits {
         ttl,
         ..StoreLimits::default()
     });
@@ -1598,9 +1627,9 @@ fn says(text: &str) -> String {
 /// One turn as the layer runs it for `owner`: the request parsed, Ollama's
 /// `lines` through the encoder (the final line keeps the response). The
 /// response id and what the client got.
-fn turn(c: &Config, owner: Owner, body: Value, lines: &[&str]) -> (String, String) {
+fn turn(c: &Layer, owner: Owner, body: Value, lines: &[&str]) -> (String, String) {
     let stream = body["stream"] == true;
-    let parsed = parse_request_for(c, body.to_string().as_bytes(), Some(owner)).unwrap();
+    let parsed = parse_request_for(c, &c.shared, body.to_string().as_bytes(), Some(owner)).unwrap();
     let mut enc = ResponseEncoder::new(
         &parsed.client_model,
         &parsed.echo,
@@ -1622,28 +1651,28 @@ fn turn(c: &Config, owner: Owner, body: Value, lines: &[&str]) -> (String, Strin
 }
 
 /// The native request made of `body` for `owner`.
-fn native_for(c: &Config, owner: Owner, body: Value) -> Value {
-    let parsed = parse_request_for(c, body.to_string().as_bytes(), Some(owner))
+fn native_for(c: &Layer, owner: Owner, body: Value) -> Value {
+    let parsed = parse_request_for(c, &c.shared, body.to_string().as_bytes(), Some(owner))
         .unwrap_or_else(|e| panic!("{}: {}", e.status, e.message));
     crate::dialect::native::finished(c, parsed.native)
 }
 
 /// The error `body` gets for `owner`.
-fn refused(c: &Config, owner: Owner, body: Value) -> ApiError {
-    match parse_request_for(c, body.to_string().as_bytes(), Some(owner)) {
+fn refused(c: &Layer, owner: Owner, body: Value) -> ApiError {
+    match parse_request_for(c, &c.shared, body.to_string().as_bytes(), Some(owner)) {
         Ok(_) => panic!("accepted: {body}"),
         Err(e) => e,
     }
 }
 
 /// The kept items of `id` (for `owner`), as JSON.
-fn kept_items(c: &Config, id: &str, owner: Owner) -> Vec<Value> {
-    let kept = c.response_store.get(id, owner, c.now()).expect("kept");
+fn kept_items(c: &Layer, id: &str, owner: Owner) -> Vec<Value> {
+    let kept = c.shared.responses.get(id, owner, c.now()).expect("kept");
     serde_json::from_slice(&kept.items).unwrap()
 }
 
-fn kept_response(c: &Config, id: &str, owner: Owner) -> Option<Value> {
-    let kept = c.response_store.get(id, owner, c.now())?;
+fn kept_response(c: &Layer, id: &str, owner: Owner) -> Option<Value> {
+    let kept = c.shared.responses.get(id, owner, c.now())?;
     Some(serde_json::from_slice(&kept.response).unwrap())
 }
 
@@ -1656,7 +1685,7 @@ fn assert_not_found(e: &ApiError, id: &str) {
 
 #[test]
 fn a_continuation_is_the_kept_items_then_the_new_input() {
-    let c = config();
+    let c = layer(config());
     let k = owner("k1");
     let (r1, _) = turn(
         &c,
@@ -1714,7 +1743,7 @@ fn a_continuation_is_the_kept_items_then_the_new_input() {
 
 #[test]
 fn input_messages_are_kept_but_instructions_and_options_are_not() {
-    let c = config();
+    let c = layer(config());
     let k = owner("k1");
     let (r1, _) = turn(
         &c,
@@ -1759,7 +1788,7 @@ fn input_messages_are_kept_but_instructions_and_options_are_not() {
 
 #[test]
 fn the_echo_names_previous_response_id_and_store() {
-    let c = config();
+    let c = layer(config());
     let k = owner("k1");
     let (r1, out) = turn(&c, k, json!({"model":"m","input":"a"}), &[&says("b")]);
     let first: Value = serde_json::from_str(&out).unwrap();
@@ -1805,7 +1834,7 @@ fn output_text(response: &Value) -> String {
 
 #[test]
 fn previous_response_id_must_be_a_string() {
-    let c = config();
+    let c = layer(config());
     let k = owner("k1");
     for bad in [
         json!(5),
@@ -1850,8 +1879,8 @@ fn a_store_that_keeps_nothing_refuses_previous_response_id() {
         },
     ];
     for limits in limits {
-        let mut c = config();
-        c.response_store = ResponseStore::new(limits);
+        let mut c = layer(config());
+        c.shared.responses = ResponseStore::new(limits);
         let k = owner("k1");
         let e = refused(
             &c,
@@ -1862,7 +1891,7 @@ fn a_store_that_keeps_nothing_refuses_previous_response_id() {
         assert_eq!(e.param.as_deref(), Some("previous_response_id"));
         assert!(e.message.contains("keeps none"), "{}", e.message);
         // Nothing to keep with: the answer is not kept, but still answered.
-        let p = parse_request_for(&c, br#"{"model":"m","input":"x"}"#, Some(k)).unwrap();
+        let p = parse_request_for(&c, &c.shared, br#"{"model":"m","input":"x"}"#, Some(k)).unwrap();
         assert!(p.keep.is_none(), "{limits:?}");
         let (id, out) = turn(&c, k, json!({"model":"m","input":"x"}), &[&says("y")]);
         assert_eq!(output_text(&serde_json::from_str(&out).unwrap()), "y");
@@ -1909,7 +1938,7 @@ fn unknown_foreign_expired_and_deleted_ids_are_not_found() {
     let (r2, _) = turn(&c, k1, json!({"model":"m","input":"a"}), &[&says("b")]);
     clock.advance(Duration::from_secs(30));
     assert!(kept_response(&c, &r2, k1).is_some());
-    assert!(c.response_store.remove(&r2, k1, c.now()));
+    assert!(c.shared.responses.remove(&r2, k1, c.now()));
     assert_not_found(&refused(&c, k1, cont(&r2)), &r2);
 }
 
@@ -1946,7 +1975,7 @@ const THINK_AND_CALL: &str = r#"{"message":{"role":"assistant","content":"","thi
 
 #[test]
 fn kept_reasoning_and_function_calls_come_back_as_the_model_s_messages() {
-    let c = config();
+    let c = layer(config());
     let k = owner("k1");
     let tools: Value = serde_json::from_str(WEATHER_TOOLS).unwrap();
     for stream in [false, true] {
@@ -2001,7 +2030,7 @@ fn kept_reasoning_and_function_calls_come_back_as_the_model_s_messages() {
 /// the continuation drops it like any unsigned summary.
 #[test]
 fn kept_reasoning_comes_back_without_include() {
-    let c = config();
+    let c = layer(config());
     let k = owner("k1");
     let tools: Value = serde_json::from_str(WEATHER_TOOLS).unwrap();
     let (r1, out) = turn(
@@ -2029,11 +2058,12 @@ fn kept_reasoning_comes_back_without_include() {
 
 #[test]
 fn store_false_is_never_kept() {
-    let c = config();
+    let c = layer(config());
     let k = owner("k1");
     for stream in [false, true] {
         let body = json!({"model":"m","input":"a","store":false,"stream":stream});
-        let parsed = parse_request_for(&c, body.to_string().as_bytes(), Some(k)).unwrap();
+        let parsed =
+            parse_request_for(&c, &c.shared, body.to_string().as_bytes(), Some(k)).unwrap();
         assert!(parsed.keep.is_none());
         let (id, _) = turn(&c, k, body, &[&says("b")]);
         assert!(kept_response(&c, &id, k).is_none(), "stream: {stream}");
@@ -2071,7 +2101,7 @@ fn store_false_is_never_kept() {
 
 #[test]
 fn only_completed_and_incomplete_responses_are_kept() {
-    let c = config();
+    let c = layer(config());
     let k = owner("k1");
     let partial = r#"{"message":{"role":"assistant","content":"Partial"},"done":false}"#;
     for stream in [false, true] {
@@ -2106,7 +2136,8 @@ fn only_completed_and_incomplete_responses_are_kept() {
             "cut upstream, stream {stream}"
         );
         // The client goes away mid-answer: the encoder is dropped.
-        let parsed = parse_request_for(&c, body.to_string().as_bytes(), Some(k)).unwrap();
+        let parsed =
+            parse_request_for(&c, &c.shared, body.to_string().as_bytes(), Some(k)).unwrap();
         let mut enc = ResponseEncoder::new("m", &parsed.echo, stream, None, parsed.namespaced);
         enc.keep = parsed.keep;
         let id = enc.id.clone();
@@ -2134,7 +2165,7 @@ fn only_completed_and_incomplete_responses_are_kept() {
 
 #[test]
 fn the_kept_response_is_the_one_the_client_got() {
-    let c = config();
+    let c = layer(config());
     let k = owner("k1");
     let tools: Value = serde_json::from_str(WEATHER_TOOLS).unwrap();
     let bodies = [
@@ -2162,7 +2193,7 @@ fn the_kept_response_is_the_one_the_client_got() {
 
 #[test]
 fn continuations_may_branch() {
-    let c = config();
+    let c = layer(config());
     let k = owner("k1");
     let (r1, _) = turn(&c, k, json!({"model":"m","input":"root"}), &[&says("r")]);
     let (a, _) = turn(
@@ -2195,7 +2226,7 @@ fn continuations_may_branch() {
 
 /// `GET` and `DELETE /v1/responses/{id}` as the layer routes them, for
 /// `owner`.
-fn kept_request(c: &Config, method: Method, path: &str, owner: Owner) -> Result<Value, ApiError> {
+fn kept_request(c: &Layer, method: Method, path: &str, owner: Owner) -> Result<Value, ApiError> {
     let d = crate::dialect::route(&method, path).expect("routed");
     let (parts, ()) = http::Request::builder()
         .method(method)
@@ -2204,14 +2235,14 @@ fn kept_request(c: &Config, method: Method, path: &str, owner: Owner) -> Result<
         .body(())
         .unwrap()
         .into_parts();
-    let up = d.prepare(c, &parts, b"")?;
+    let up = d.prepare(c, &c.shared, &parts, b"")?;
     let local = up.local.expect("answered by the layer");
     Ok(serde_json::from_slice(&local).unwrap())
 }
 
 #[test]
 fn get_returns_and_delete_forgets_a_kept_response() {
-    let c = config();
+    let c = layer(config());
     let (k1, k2) = (owner("k1"), owner("k2"));
     let (r1, out) = turn(&c, k1, json!({"model":"m","input":"a"}), &[&says("b")]);
     let got: Value = serde_json::from_str(&out).unwrap();
@@ -2259,7 +2290,7 @@ fn get_returns_and_delete_forgets_a_kept_response() {
 
 #[test]
 fn a_kept_custom_tool_call_comes_back_as_the_call_of_its_input() {
-    let c = config();
+    let c = layer(config());
     let k = owner("k1");
     let tools = json!([{"type":"custom","name":"apply_patch","description":"Patch files."}]);
     let call = r#"{"message":{"role":"assistant","content":"","tool_calls":[{"id":"call_p","function":{"name":"apply_patch","arguments":{"input":"*** Begin Patch\n*** End Patch"}}}]},"done":true,"done_reason":"stop","prompt_eval_count":4,"eval_count":6}"#;
@@ -2300,7 +2331,7 @@ fn a_kept_custom_tool_call_comes_back_as_the_call_of_its_input() {
 
 #[test]
 fn tools_the_kept_conversation_loaded_or_added_are_offered_on_a_continuation() {
-    let c = config();
+    let c = layer(config());
     let k = owner("k1");
     // A tool search answered in turn 1 loaded mcp__docs__search; an
     // additional_tools item offered `extra`.
@@ -2320,7 +2351,7 @@ fn tools_the_kept_conversation_loaded_or_added_are_offered_on_a_continuation() {
     );
     let mut body = tool_search_body(json!("now search"));
     body["previous_response_id"] = json!(r1);
-    let parsed = parse_request_for(&c, body.to_string().as_bytes(), Some(k)).unwrap();
+    let parsed = parse_request_for(&c, &c.shared, body.to_string().as_bytes(), Some(k)).unwrap();
     assert_eq!(
         offered(&parsed),
         ["exec_command", "tool_search", "extra", "mcp__docs__search"]
@@ -2332,6 +2363,7 @@ fn tools_the_kept_conversation_loaded_or_added_are_offered_on_a_continuation() {
     // Without tools of its own, the continuation still offers the kept ones.
     let parsed = parse_request_for(
         &c,
+        &c.shared,
         json!({"model":"m","previous_response_id":r1,"input":"again"})
             .to_string()
             .as_bytes(),
