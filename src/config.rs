@@ -213,6 +213,9 @@ pub(crate) struct Config {
     pub(crate) max_answer_bytes: usize,
     /// Ollama's address, for metrics and traces (`server.address`).
     pub(crate) server_address: Option<String>,
+    /// Whether the chunks of a body passed through that come together
+    /// leave in one frame (see [`TranslateBody`](crate::TranslateBody)).
+    pub(crate) coalesce_passthrough: bool,
     /// Signs thinking text handed to clients; see `signing`.
     pub(crate) thinking_key: crate::signing::Key,
     /// The timer, keep-alives and the upstream idle timeout.
@@ -250,6 +253,7 @@ impl fmt::Debug for Config {
             max_request_bytes,
             max_answer_bytes,
             server_address,
+            coalesce_passthrough,
             thinking_key: _,
             timing,
             access,
@@ -266,6 +270,7 @@ impl fmt::Debug for Config {
             .field("max_request_bytes", max_request_bytes)
             .field("max_answer_bytes", max_answer_bytes)
             .field("server_address", server_address)
+            .field("coalesce_passthrough", coalesce_passthrough)
             .field("thinking_key", &Redacted)
             .field("timing", timing)
             .field(
@@ -297,6 +302,7 @@ impl Default for Config {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             server_address: None,
+            coalesce_passthrough: true,
             thinking_key: crate::signing::random_key(),
             timing: crate::timer::Timing {
                 timer: None,

@@ -250,6 +250,23 @@ impl OllamaTranslateLayer {
         self
     }
 
+    /// Whether the chunks of a response passed through (`/api/*`, anything
+    /// not translated) that come together leave in one frame, one write
+    /// instead of one per chunk (default: true). The bytes are the same
+    /// either way; with `false` the frames are the inner body's own, as it
+    /// cut them, for an embedder that relies on that.
+    ///
+    /// ```
+    /// use ollama_translate::OllamaTranslateLayer;
+    ///
+    /// let layer = OllamaTranslateLayer::new().coalesce_passthrough(false);
+    /// # let _ = layer;
+    /// ```
+    pub fn coalesce_passthrough(mut self, coalesce: bool) -> Self {
+        self.config_mut().coalesce_passthrough = coalesce;
+        self
+    }
+
     /// Ollama's address (`host:port`), recorded as `server.address` on
     /// metrics and traces (default: none). The layer cannot see it: the
     /// inner service decides where requests go.
@@ -368,6 +385,52 @@ mod tests {
             OllamaTranslateLayer::new().config.timing.keepalive,
             Some(Duration::from_secs(10)),
             "the documented default"
+        );
+    }
+
+    /// Three chunks, all ready at once: a body passed through.
+    struct Chunks(std::collections::VecDeque<bytes::Bytes>);
+
+    impl http_body::Body for Chunks {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+            std::task::Poll::Ready(self.0.pop_front().map(|c| Ok(http_body::Frame::data(c))))
+        }
+    }
+
+    /// The frames of `/api/tags` passed through a layer built by `layer`.
+    async fn passed_through(layer: OllamaTranslateLayer) -> Vec<bytes::Bytes> {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let ollama = tower::service_fn(|_req: http::Request<crate::RequestBody<Chunks>>| async {
+            let chunks = ["{\"models\":", "[]", "}"].map(bytes::Bytes::from);
+            Ok::<_, std::convert::Infallible>(http::Response::new(Chunks(chunks.into())))
+        });
+        let req = http::Request::get("/api/tags")
+            .body(Chunks(Default::default()))
+            .unwrap();
+        let mut body = layer.layer(ollama).oneshot(req).await.unwrap().into_body();
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            frames.push(frame.unwrap().into_data().unwrap());
+        }
+        frames
+    }
+
+    #[tokio::test]
+    async fn passed_through_bodies_coalesce_unless_told_not_to() {
+        let coalesced = passed_through(OllamaTranslateLayer::new()).await;
+        assert_eq!(coalesced, ["{\"models\":[]}"], "the default: one frame");
+        let untouched =
+            passed_through(OllamaTranslateLayer::new().coalesce_passthrough(false)).await;
+        assert_eq!(
+            untouched,
+            ["{\"models\":", "[]", "}"],
+            "the inner body's frames"
         );
     }
 }

@@ -173,7 +173,7 @@ where
             return ResponseFuture::passthrough(
                 self.inner.call(Request::from_parts(parts, body)),
                 not_found,
-                &self.config.timing,
+                &self.config,
                 errors,
                 late,
             )

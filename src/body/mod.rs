@@ -16,6 +16,7 @@ mod tests;
 pub use self::request::RequestBody;
 
 use self::gather::{Gather, Held, GATHER_BYTES};
+use self::request::poll_as_bytes;
 use self::translate::Translator;
 use crate::agent::Rounds;
 use crate::error::BoxError;
@@ -64,6 +65,9 @@ pin_project! {
     /// hands out what it has, so that a burst costs one write instead of one
     /// per token. The first frame never waits, and a stream whose waits gain
     /// nothing (tokens really coming one at a time) backs off.
+    /// A layer told not to
+    /// [coalesce bodies passed through](crate::OllamaTranslateLayer::coalesce_passthrough)
+    /// hands those out frame for frame, as the inner body cut them.
     ///
     /// ```
     /// use bytes::Bytes;
@@ -101,18 +105,27 @@ pin_project! {
     #[project = InnerProj]
     enum Inner<B> {
         Passthrough { #[pin] body: B, held: Held },
+        // Passed through frame for frame, as the inner body cuts them.
+        Untouched { #[pin] body: B },
         Translate { #[pin] body: B, state: Box<Translator>, agent: Option<Box<dyn Rounds<B>>> },
         Full { data: Option<Bytes> },
     }
 }
 
 impl<B> TranslateBody<B> {
-    pub(crate) fn passthrough(body: B) -> Self {
-        TranslateBody {
-            inner: Inner::Passthrough {
+    /// A body passed through: its chunks that come together leave in one
+    /// frame when `coalesce`, else frame for frame.
+    pub(crate) fn passthrough(body: B, coalesce: bool) -> Self {
+        let inner = if coalesce {
+            Inner::Passthrough {
                 body,
                 held: Held::default(),
-            },
+            }
+        } else {
+            Inner::Untouched { body }
+        };
+        TranslateBody {
+            inner,
             permit: None,
         }
     }
@@ -191,7 +204,10 @@ impl<B> TranslateBody<B> {
 
     /// True when the layer translates this body (false for pass-through).
     pub fn is_translated(&self) -> bool {
-        !matches!(self.inner, Inner::Passthrough { .. })
+        !matches!(
+            self.inner,
+            Inner::Passthrough { .. } | Inner::Untouched { .. }
+        )
     }
 }
 
@@ -209,6 +225,7 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         match self.project().inner.project() {
             InnerProj::Passthrough { body, held } => held.poll(body, cx),
+            InnerProj::Untouched { body } => poll_as_bytes(body, cx),
             InnerProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             InnerProj::Translate {
                 mut body,
@@ -258,6 +275,7 @@ where
             Inner::Passthrough { body, held } => {
                 held.is_empty() && (held.done || body.is_end_stream())
             }
+            Inner::Untouched { body } => body.is_end_stream(),
             Inner::Full { data } => data.is_none(),
             Inner::Translate { state, .. } => state.ended,
         }
@@ -267,6 +285,7 @@ where
         match &self.inner {
             Inner::Passthrough { body, held } if held.is_empty() => body.size_hint(),
             Inner::Passthrough { .. } => SizeHint::default(),
+            Inner::Untouched { body } => body.size_hint(),
             Inner::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
@@ -279,6 +298,7 @@ impl<B> std::fmt::Debug for TranslateBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.inner {
             Inner::Passthrough { .. } => "Passthrough",
+            Inner::Untouched { .. } => "Untouched",
             Inner::Translate { .. } => "Translate",
             Inner::Full { .. } => "Full",
         };

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 /// A frame of `body` as it is, its data as [`Bytes`] and its error boxed.
-fn poll_as_bytes<B>(
+pub(super) fn poll_as_bytes<B>(
     body: Pin<&mut B>,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>>

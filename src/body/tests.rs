@@ -219,7 +219,7 @@ fn passed_through_bursts_leave_together_and_unchanged() {
         burst: true,
         polls: 0,
     };
-    let mut body = TranslateBody::passthrough(inner);
+    let mut body = TranslateBody::passthrough(inner, true);
     let (frames, err) = drain(&mut body);
     assert!(err.is_none());
     let all: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
@@ -227,6 +227,25 @@ fn passed_through_bursts_leave_together_and_unchanged() {
     assert_eq!(all, want);
     assert!(frames.len() <= 2, "{} frames for 300 chunks", frames.len());
     assert!(body.is_end_stream());
+}
+
+#[test]
+fn passed_through_untouched_keeps_the_inner_frames() {
+    let inner = HandOver {
+        lines: lines(300),
+        ready: true,
+        burst: true,
+        polls: 0,
+    };
+    let mut body = TranslateBody::passthrough(inner, false);
+    let (frames, err) = drain(&mut body);
+    assert!(err.is_none());
+    assert_eq!(
+        frames,
+        Vec::from(lines(300)),
+        "one frame per chunk, as it came"
+    );
+    assert!(!body.is_translated());
 }
 
 /// Two chunks, then an error.
@@ -250,7 +269,7 @@ impl Body for Breaks {
 
 #[test]
 fn a_passed_through_error_comes_after_the_data_and_a_flush() {
-    let mut body = TranslateBody::passthrough(Breaks(0));
+    let mut body = TranslateBody::passthrough(Breaks(0), true);
     let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
     let mut cx = Context::from_waker(&waker);
     let mut poll = || Pin::new(&mut body).poll_frame(&mut cx);

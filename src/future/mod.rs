@@ -14,6 +14,7 @@ mod translate;
 
 use crate::access::{Caller, InFlight};
 use crate::body::{Limits, RequestBody, TranslateBody, MAX_ERROR_BODY};
+use crate::config::Config;
 use crate::dialect::{Dialect, ErrorBody};
 use crate::error::{ApiError, BoxError};
 use crate::timer::{Sleep, Timing};
@@ -73,6 +74,8 @@ pin_project! {
             // Set when the client's body fell behind its pace: whatever
             // Ollama (or the pool) made of the cut body, the answer is a 408.
             late: Option<Arc<AtomicBool>>,
+            // The body's chunks that come together leave together.
+            coalesce: bool,
         },
         Translate { #[pin] fut: Translate<S, ReqBody, ResBody> },
         // Answered without calling Ollama (a 401, a 413 from the declared
@@ -92,7 +95,7 @@ where
     pub(crate) fn passthrough(
         fut: S::Future,
         not_found: Option<(&'static dyn Dialect, String)>,
-        timing: &Timing,
+        config: &Config,
         errors: &'static dyn Dialect,
         late: Option<Arc<AtomicBool>>,
     ) -> Self {
@@ -100,10 +103,11 @@ where
             kind: Kind::Passthrough {
                 fut,
                 not_found,
-                deadline: timing.idle_deadline(),
-                timing: timing.clone(),
+                deadline: config.timing.idle_deadline(),
+                timing: config.timing.clone(),
                 errors,
                 late,
+                coalesce: config.coalesce_passthrough,
             },
             caller: None,
             permit: None,
@@ -191,6 +195,7 @@ where
                 timing,
                 errors,
                 late,
+                coalesce,
             } => {
                 let polled = fut.poll(cx);
                 // After the poll: a pool reads the body inside it.
@@ -216,7 +221,7 @@ where
                 };
                 Poll::Ready(Ok(match not_found.take() {
                     Some(nf) if is_plain_not_found(&res) => plain_not_found(res, nf, timing),
-                    _ => res.map(TranslateBody::passthrough),
+                    _ => res.map(|body| TranslateBody::passthrough(body, *coalesce)),
                 }))
             }
             KindProj::Ready { res, dialect } => match res.take() {
