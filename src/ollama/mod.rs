@@ -498,7 +498,7 @@ fn emit_deltas<E: Encoder>(
     emitted
 }
 
-/// The body's side of a decoder: what [`Transcode`](crate::body) calls.
+/// The body's side of a decoder: what the dialects' `Transcode` calls.
 impl<E: Encoder> Decoder<E> {
     /// One complete NDJSON line.
     pub(crate) fn line(&mut self, line: &[u8], out: &mut BytesMut) {
