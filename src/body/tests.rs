@@ -211,16 +211,23 @@ fn drain(body: &mut TranslateBody<HandOver>) -> (Vec<Bytes>, Option<BoxError>) {
     panic!("no end");
 }
 
-#[test]
-fn passed_through_bursts_leave_together_and_unchanged() {
+/// 300 lines handed over in a burst, passed through (coalesced or not):
+/// the frames the client gets, and the error if any.
+fn pass_burst(coalesce: bool) -> (TranslateBody<HandOver>, Vec<Bytes>, Option<BoxError>) {
     let inner = HandOver {
         lines: lines(300),
         ready: true,
         burst: true,
         polls: 0,
     };
-    let mut body = TranslateBody::passthrough(inner, true);
+    let mut body = TranslateBody::passthrough(inner, coalesce);
     let (frames, err) = drain(&mut body);
+    (body, frames, err)
+}
+
+#[test]
+fn passed_through_bursts_leave_together_and_unchanged() {
+    let (body, frames, err) = pass_burst(true);
     assert!(err.is_none());
     let all: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
     let want: Vec<u8> = lines(300).iter().flat_map(|l| l.to_vec()).collect();
@@ -231,14 +238,7 @@ fn passed_through_bursts_leave_together_and_unchanged() {
 
 #[test]
 fn passed_through_untouched_keeps_the_inner_frames() {
-    let inner = HandOver {
-        lines: lines(300),
-        ready: true,
-        burst: true,
-        polls: 0,
-    };
-    let mut body = TranslateBody::passthrough(inner, false);
-    let (frames, err) = drain(&mut body);
+    let (body, frames, err) = pass_burst(false);
     assert!(err.is_none());
     assert_eq!(
         frames,
@@ -313,7 +313,7 @@ fn finds_the_first_newline() {
     assert_eq!(find_newline(b"abc"), None);
     assert_eq!(find_newline(b"\n"), Some(0));
     assert_eq!(find_newline(b"0123456\n89\n"), Some(7));
-    assert_eq!(find_newline(b"01234567\n"), Some(8));
+    assert_eq!(find_newline(b"0123456789abcdef0123\n"), Some(20));
     assert_eq!(find_newline("é\u{10a}\x0b\x09\n".as_bytes()), Some(6));
 }
 

@@ -270,31 +270,18 @@ impl Translator {
     }
 }
 
-/// Index of the first `\n` in `s`, eight bytes at a time (a byte-by-byte
-/// scan was a fifth of the streaming cost per line).
+/// Index of the first `\n` in `s`: `memchr` (SIMD) for a slice of 16 bytes
+/// or more, a plain loop below, where setting it up costs more than it
+/// saves. Measured on the bench's stream, the lines of 16 KiB frames are
+/// found ~30 % faster than with the eight-bytes-at-a-time scan this
+/// replaced, one line per frame as fast, and 7-byte frames as fast (memchr
+/// alone was 10–20 % slower on those).
 pub(super) fn find_newline(s: &[u8]) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    const NL: u64 = LO * b'\n' as u64;
-    let mut chunks = s.chunks_exact(8);
-    let mut at = 0;
-    for c in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(c);
-        // Bytes equal to `\n` become zero; the lowest flagged byte is the
-        // first zero (a borrow only ever flags bytes above a real zero).
-        let w = u64::from_le_bytes(word) ^ NL;
-        let zero = w.wrapping_sub(LO) & !w & HI;
-        if zero != 0 {
-            return Some(at + (zero.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
+    if s.len() < 16 {
+        s.iter().position(|&b| b == b'\n')
+    } else {
+        memchr::memchr(b'\n', s)
     }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == b'\n')
-        .map(|p| at + p)
 }
 
 /// Whether `data` holds nothing but whitespace (looking at its first chunk;
