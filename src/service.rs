@@ -28,7 +28,7 @@ use tower_service::Service;
 /// request passed through reaches the inner service without its
 /// `x-api-key`, and without its `Authorization` when that carried the key
 /// (an `Authorization` of another kind is kept), and with the key's
-/// [`Caller`](crate::access::Caller) in its extensions. Translated
+/// [`Caller`] in its extensions. Translated
 /// requests never carry the client's credentials. `Debug` output shows
 /// neither the API keys nor the thinking key.
 ///

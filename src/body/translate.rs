@@ -38,7 +38,7 @@ pub(super) struct Translator {
     pub(super) ended: bool,
     /// When to wait a turn for more before handing out what is ready.
     pub(super) gather: Gather,
-    /// The layer runs server tools for this answer (an [`Agent`] is there).
+    /// The layer runs server tools for this answer (an [`Agent`](crate::agent::Agent) is there).
     pub(super) looping: bool,
     /// A round that called server tools ended: for the agent to take.
     pub(super) round: Option<RoundEnd>,

@@ -56,7 +56,7 @@ pub(crate) fn parse_request(config: &Config, body: &[u8]) -> Result<Parsed, ApiE
     parse_request_for(config, &Shared::default(), body, None)
 }
 
-/// [`parse_request`] for a client (`owner`), whose kept responses (in
+/// `parse_request` for a client (`owner`), whose kept responses (in
 /// `shared`) a `previous_response_id` may continue.
 pub(crate) fn parse_request_for(
     config: &Config,
