@@ -77,21 +77,14 @@ fn trim(s: &str) -> &str {
 
 impl fmt::Display for KeyDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        f.write_str(&hex::encode(self.0))
     }
 }
 
 impl fmt::Debug for KeyDigest {
     /// The first eight digits only: enough to tell two apart in a log.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "KeyDigest({:02x}{:02x}{:02x}{:02x}…)",
-            self.0[0], self.0[1], self.0[2], self.0[3]
-        )
+        write!(f, "KeyDigest({}…)", hex::encode(&self.0[..4]))
     }
 }
 
@@ -110,23 +103,9 @@ impl std::str::FromStr for KeyDigest {
         if s.len() != 64 {
             return Err(bad());
         }
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        };
         let mut out = [0u8; 32];
-        for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-            match (digit(pair[0]), digit(pair[1])) {
-                (Some(hi), Some(lo)) => *o = (hi << 4) | lo,
-                _ => {
-                    return Err(ConfigError(
-                        "a key digest is 64 hex digits (SHA-256)".into(),
-                    ))
-                }
-            }
-        }
+        hex::decode_to_slice(s, &mut out)
+            .map_err(|_| ConfigError("a key digest is 64 hex digits (SHA-256)".into()))?;
         Ok(KeyDigest(out))
     }
 }
