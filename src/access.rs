@@ -326,6 +326,8 @@ struct Shared {
     required: bool,
     /// Without keys, whether the admin paths are open to everyone.
     open_admin: bool,
+    /// Whether paths the layer passes through are checked too.
+    passthrough: bool,
     table: RwLock<Arc<Table>>,
 }
 
@@ -366,13 +368,46 @@ impl Access {
     pub fn open_admin_paths(self, open: bool) -> Access {
         let keys = self.current();
         let shared = Shared {
-            required: self.shared.required,
             open_admin: open && !self.shared.required,
             table: RwLock::new(keys),
+            ..*self.shared
         };
         Access {
             shared: Arc::new(shared),
         }
+    }
+
+    /// Whether requests the layer does not translate (Ollama's native API,
+    /// anything passed through to the wrapped service) are checked too
+    /// (default: yes). An application that authenticates its own routes
+    /// turns it off: those requests then reach the wrapped service as they
+    /// came, credentials and all, with no key, scope or limit applied. The
+    /// wrapped service must then guard Ollama's admin paths itself.
+    ///
+    /// ```
+    /// use ollama_translate::access::{Access, Key, KeyDigest, Keys};
+    ///
+    /// let mut keys = Keys::new();
+    /// keys.insert(Key::new("alice", KeyDigest::of("sk-alice"))?)?;
+    /// let access = Access::new(keys).guard_passthrough(false);
+    /// assert!(!access.guards_passthrough());
+    /// # Ok::<(), ollama_translate::ConfigError>(())
+    /// ```
+    pub fn guard_passthrough(self, guard: bool) -> Access {
+        let shared = Shared {
+            passthrough: guard,
+            table: RwLock::new(self.current()),
+            ..*self.shared
+        };
+        Access {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Whether requests the layer passes through are checked
+    /// ([`Access::guard_passthrough`]).
+    pub fn guards_passthrough(&self) -> bool {
+        self.shared.passthrough
     }
 
     fn build(required: bool, open_admin: bool, keys: Keys) -> Access {
@@ -380,6 +415,7 @@ impl Access {
             shared: Arc::new(Shared {
                 required,
                 open_admin,
+                passthrough: true,
                 table: RwLock::new(Arc::default()),
             }),
         };
