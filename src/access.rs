@@ -77,21 +77,14 @@ fn trim(s: &str) -> &str {
 
 impl fmt::Display for KeyDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        f.write_str(&hex::encode(self.0))
     }
 }
 
 impl fmt::Debug for KeyDigest {
     /// The first eight digits only: enough to tell two apart in a log.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "KeyDigest({:02x}{:02x}{:02x}{:02x}…)",
-            self.0[0], self.0[1], self.0[2], self.0[3]
-        )
+        write!(f, "KeyDigest({}…)", hex::encode(&self.0[..4]))
     }
 }
 
@@ -110,23 +103,9 @@ impl std::str::FromStr for KeyDigest {
         if s.len() != 64 {
             return Err(bad());
         }
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        };
         let mut out = [0u8; 32];
-        for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-            match (digit(pair[0]), digit(pair[1])) {
-                (Some(hi), Some(lo)) => *o = (hi << 4) | lo,
-                _ => {
-                    return Err(ConfigError(
-                        "a key digest is 64 hex digits (SHA-256)".into(),
-                    ))
-                }
-            }
-        }
+        hex::decode_to_slice(s, &mut out)
+            .map_err(|_| ConfigError("a key digest is 64 hex digits (SHA-256)".into()))?;
         Ok(KeyDigest(out))
     }
 }
@@ -347,6 +326,8 @@ struct Shared {
     required: bool,
     /// Without keys, whether the admin paths are open to everyone.
     open_admin: bool,
+    /// Whether paths the layer passes through are checked too.
+    passthrough: bool,
     table: RwLock<Arc<Table>>,
 }
 
@@ -387,13 +368,46 @@ impl Access {
     pub fn open_admin_paths(self, open: bool) -> Access {
         let keys = self.current();
         let shared = Shared {
-            required: self.shared.required,
             open_admin: open && !self.shared.required,
             table: RwLock::new(keys),
+            ..*self.shared
         };
         Access {
             shared: Arc::new(shared),
         }
+    }
+
+    /// Whether requests the layer does not translate (Ollama's native API,
+    /// anything passed through to the wrapped service) are checked too
+    /// (default: yes). An application that authenticates its own routes
+    /// turns it off: those requests then reach the wrapped service as they
+    /// came, credentials and all, with no key, scope or limit applied. The
+    /// wrapped service must then guard Ollama's admin paths itself.
+    ///
+    /// ```
+    /// use ollama_translate::access::{Access, Key, KeyDigest, Keys};
+    ///
+    /// let mut keys = Keys::new();
+    /// keys.insert(Key::new("alice", KeyDigest::of("sk-alice"))?)?;
+    /// let access = Access::new(keys).guard_passthrough(false);
+    /// assert!(!access.guards_passthrough());
+    /// # Ok::<(), ollama_translate::ConfigError>(())
+    /// ```
+    pub fn guard_passthrough(self, guard: bool) -> Access {
+        let shared = Shared {
+            passthrough: guard,
+            table: RwLock::new(self.current()),
+            ..*self.shared
+        };
+        Access {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Whether requests the layer passes through are checked
+    /// ([`Access::guard_passthrough`]).
+    pub fn guards_passthrough(&self) -> bool {
+        self.shared.passthrough
     }
 
     fn build(required: bool, open_admin: bool, keys: Keys) -> Access {
@@ -401,6 +415,7 @@ impl Access {
             shared: Arc::new(Shared {
                 required,
                 open_admin,
+                passthrough: true,
                 table: RwLock::new(Arc::default()),
             }),
         };

@@ -327,6 +327,7 @@ impl<S> Layer<S> for OllamaTranslateLayer {
     type Service = OllamaTranslate<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        self.config.timing.warn_once();
         OllamaTranslate {
             inner,
             config: self.config.clone(),
@@ -338,6 +339,24 @@ impl<S> Layer<S> for OllamaTranslateLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deadlines_without_a_timer_are_named() {
+        let l = OllamaTranslateLayer::new();
+        assert_eq!(
+            l.config.timing.idle_without_timer(),
+            ["keepalive", "request_body_timeout"]
+        );
+        let l = l
+            .upstream_idle_timeout(Duration::from_secs(5))
+            .keepalive(Duration::ZERO);
+        assert_eq!(
+            l.config.timing.idle_without_timer(),
+            ["upstream_idle_timeout", "request_body_timeout"]
+        );
+        let l = l.timer(|d| Box::pin(tokio::time::sleep(d)));
+        assert!(l.config.timing.idle_without_timer().is_empty());
+    }
 
     #[test]
     fn builders_configure_the_layer() {

@@ -122,25 +122,28 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let translated = dialect::route(req.method(), req.uri().path()).is_some();
         let admission = match &self.config.access {
-            None => Admission::default(),
-            Some(access) => match access.admit(req.method(), req.uri().path(), req.headers()) {
-                Ok(a) => a,
-                Err(refused) => {
-                    let path = req.uri().path();
-                    let status = refused.error.status.as_u16();
-                    let key = refused.caller.as_ref().map(Caller::name);
-                    tracing::debug!(path, status, key, "refused");
-                    let dialect = dialect::route(req.method(), path)
-                        .unwrap_or_else(|| dialect::error_dialect(path));
-                    return ResponseFuture::reject(dialect, &refused.error)
-                        .admitted(refused.caller, None);
+            Some(access) if translated || access.guards_passthrough() => {
+                match access.admit(req.method(), req.uri().path(), req.headers()) {
+                    Ok(a) => a,
+                    Err(refused) => {
+                        let path = req.uri().path();
+                        let status = refused.error.status.as_u16();
+                        let key = refused.caller.as_ref().map(Caller::name);
+                        tracing::debug!(path, status, key, "refused");
+                        let dialect = dialect::route(req.method(), path)
+                            .unwrap_or_else(|| dialect::error_dialect(path));
+                        return ResponseFuture::reject(dialect, &refused.error)
+                            .admitted(refused.caller, None);
+                    }
                 }
-            },
+            }
+            _ => Admission::default(),
         };
         // Whose request this is, before the credential is taken off (for
         // the translated ones: kept responses belong to their owner).
-        if dialect::route(req.method(), req.uri().path()).is_some() {
+        if translated {
             // With keys, the owner is also tied to the key that let the
             // request in (a credential beside it still tells owners apart).
             let owner = Owner::of(req.headers());

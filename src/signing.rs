@@ -44,18 +44,11 @@ fn mac_parts(key: &Key, parts: &[&[u8]]) -> HmacSha256 {
     mac
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 /// A signature (64 lower-case hex characters) over `text`, bound to a
 /// `purpose` so a signature made for one use cannot be replayed for another.
 pub(crate) fn sign(key: &Key, purpose: &str, text: &str) -> String {
     let mac = mac_parts(key, &[purpose.as_bytes(), text.as_bytes()]).finalize();
-    let mut s = String::with_capacity(64);
-    for b in mac.into_bytes() {
-        s.push(HEX[usize::from(b >> 4)] as char);
-        s.push(HEX[usize::from(b & 0xf)] as char);
-    }
-    s
+    hex::encode(mac.into_bytes())
 }
 
 /// Whether `signature` (as [`sign`] writes it, surrounding whitespace
@@ -91,19 +84,11 @@ pub(crate) fn open(key: &Key, purpose: &str, sealed: &str) -> Option<String> {
 /// The 32 bytes of a 64-character lower-case hex string (the only form
 /// [`sign`] writes); `None` for anything else.
 fn decode_hex(s: &str) -> Option<[u8; 32]> {
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let s = s.as_bytes();
-    if s.len() != 64 {
+    if s.bytes().any(|c| c.is_ascii_uppercase()) {
         return None;
     }
     let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(s.chunks_exact(2)) {
-        *o = (digit(pair[0])? << 4) | digit(pair[1])?;
-    }
+    hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
 }
 
@@ -155,15 +140,10 @@ fn key_from(random: Result<Key, getrandom::Error>) -> Key {
 mod tests {
     use super::*;
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
+    use hex::{decode as unhex_result, encode as hex};
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        unhex_result(s).unwrap()
     }
 
     /// The production HMAC over a plain message (no length prefixes).

@@ -101,6 +101,38 @@ impl fmt::Debug for Timing {
 }
 
 impl Timing {
+    /// The deadlines set that need a timer when there is none: they do
+    /// nothing then, and the layer says so once (see [`Timing::warn_once`]).
+    pub(crate) fn idle_without_timer(&self) -> Vec<&'static str> {
+        if self.timer.is_some() {
+            return Vec::new();
+        }
+        [
+            ("keepalive", self.keepalive),
+            ("upstream_idle_timeout", self.idle_timeout),
+            ("request_body_timeout", self.body_timeout),
+        ]
+        .into_iter()
+        .filter(|(_, d)| d.is_some_and(|d| !d.is_zero()))
+        .map(|(name, _)| name)
+        .collect()
+    }
+
+    /// Logs once per process, at `warn`, that deadlines are set but there
+    /// is no timer to keep them.
+    pub(crate) fn warn_once(&self) {
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let idle = self.idle_without_timer();
+        if idle.is_empty() || WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        tracing::warn!(
+            settings = ?idle,
+            "the layer has no timer, so these deadlines do nothing: give it one with \
+             OllamaTranslateLayer::timer"
+        );
+    }
+
     /// A sleep until the idle timeout, from now: the wait for Ollama's
     /// response headers is bounded by the same silence.
     pub(crate) fn idle_deadline(&self) -> Option<Sleep> {

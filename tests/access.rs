@@ -948,8 +948,8 @@ async fn kept_responses_belong_to_the_key_that_made_them() {
 #[test]
 fn the_readme_s_keys_file_is_a_valid_one() {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let access = &readme[readme.find("### Access").unwrap()..];
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/access.md")).unwrap();
+    let access = &readme[readme.find("# Access").unwrap()..];
     let block = access
         .split("```text\n")
         .nth(1)

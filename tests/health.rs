@@ -72,11 +72,11 @@ async fn run(args: &[&str], env: &[(&str, &str)]) -> Option<std::process::Output
     Some(out)
 }
 
-/// The variables of README's Configuration table.
+/// The variables of docs/configuration.md's table.
 fn readme_settings() -> Vec<String> {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let start = readme.find("## Configuration").unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
+    let start = readme.find("# Configuration").unwrap();
     let vars: Vec<String> = readme[start..]
         .lines()
         .skip_while(|l| !l.starts_with("| variable |"))

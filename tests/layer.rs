@@ -687,3 +687,108 @@ async fn unknown_paths_under_a_client_api_get_that_api_s_404() {
     assert_eq!(v["error"]["type"], "not_found_error", "{v}");
     assert_eq!(v["type"], "error");
 }
+
+/// With keys, a path the layer passes through is checked like any other,
+/// unless the application guards its own routes
+/// (`Access::guard_passthrough(false)`): then it reaches the inner service
+/// as it came, its own credential intact, while translated paths still
+/// need a key.
+#[tokio::test]
+async fn passed_through_paths_can_be_left_to_the_application() {
+    use ollama_translate::access::{Access, Key, KeyDigest, Keys};
+    let keys = || {
+        let mut k = Keys::new();
+        k.insert(Key::new("alice", KeyDigest::of("sk-alice")).unwrap())
+            .unwrap();
+        k
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let inner = {
+        let seen = seen.clone();
+        service_fn(move |req: Request<RequestBody<Full<Bytes>>>| {
+            let seen = seen.clone();
+            async move {
+                let auth = req
+                    .headers()
+                    .get("authorization")
+                    .map(|v| v.to_str().unwrap().to_string());
+                let path = req.uri().path().to_string();
+                let body: &'static [u8] = if path == "/api/chat" {
+                    b"{\"message\":{\"role\":\"assistant\",\"content\":\"hi\"},\"done\":true,\"done_reason\":\"stop\"}\n"
+                } else {
+                    b"{}"
+                };
+                seen.lock().unwrap().push((path, auth));
+                Ok::<_, BoxError>(Response::new(Full::new(Bytes::from_static(body))))
+            }
+        })
+    };
+    let send = |layer: OllamaTranslateLayer, method: &str, path: &str, auth: Option<&str>| {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let body = if method == "POST" {
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string()
+        } else {
+            String::new()
+        };
+        let req = req.body(Full::new(Bytes::from(body))).unwrap();
+        layer.layer(inner.clone()).oneshot(req)
+    };
+    // Guarded (the default): the app's own token is not one of the keys.
+    let guarded = OllamaTranslateLayer::new().access(Access::new(keys()));
+    let res = send(guarded, "GET", "/api/tags", Some("Bearer app-token"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(seen.lock().unwrap().is_empty());
+    // Left to the application: passed through untouched, credential and all.
+    let open = OllamaTranslateLayer::new().access(Access::new(keys()).guard_passthrough(false));
+    let res = send(open.clone(), "GET", "/api/tags", Some("Bearer app-token"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = send(open.clone(), "DELETE", "/api/delete", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "the app guards its admin paths"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            (
+                "/api/tags".to_string(),
+                Some("Bearer app-token".to_string())
+            ),
+            ("/api/delete".to_string(), None),
+        ]
+    );
+    // Translated paths still need a key, and the key stops at the layer.
+    let res = send(
+        open.clone(),
+        "POST",
+        "/v1/chat/completions",
+        Some("Bearer app-token"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    let res = send(
+        open,
+        "POST",
+        "/v1/chat/completions",
+        Some("Bearer sk-alice"),
+    )
+    .await
+    .unwrap();
+    let status = res.status();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let last = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last, ("/api/chat".to_string(), None));
+}
