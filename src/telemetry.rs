@@ -234,6 +234,7 @@ pub(crate) fn answered(dialect: &'static str, status: http::StatusCode, key: Opt
 }
 
 /// A pool sent a request to `host`.
+#[cfg(feature = "pool")]
 pub(crate) fn pool_routed(host: &str, affinity: &'static str) {
     describe();
     counter!(POOL_REQUESTS, "server.address" => bounded_label(host), "affinity" => affinity)
@@ -241,12 +242,14 @@ pub(crate) fn pool_routed(host: &str, affinity: &'static str) {
 }
 
 /// A pool tries another host.
+#[cfg(feature = "pool")]
 pub(crate) fn pool_failover(reason: &'static str) {
     describe();
     counter!(POOL_FAILOVERS, "reason" => reason).increment(1);
 }
 
 /// Whether a pool's host answers.
+#[cfg(feature = "pool")]
 pub(crate) fn pool_host_up(host: &str, up: bool) {
     describe();
     gauge!(POOL_HOST_UP, "server.address" => bounded_label(host)).set(if up { 1.0 } else { 0.0 });

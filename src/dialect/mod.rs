@@ -219,6 +219,8 @@ pub(crate) struct Upstream {
     /// Names the conversation to a pool (`x-session-id`) when the client's
     /// headers do not: a kept Responses conversation's first response.
     pub(crate) conversation: Option<String>,
+    /// The model and the conversation, for a pool (a generation's).
+    pub(crate) routing: Option<crate::ollama::routing::Routing>,
 }
 
 impl Upstream {
@@ -238,6 +240,7 @@ impl Upstream {
             search: None,
             local: None,
             conversation: None,
+            routing: None,
         }
     }
 
@@ -289,6 +292,7 @@ pub(crate) struct ChatCall {
     search: Option<(ChatRequest, SearchTool)>,
     /// Bytes of a round's text kept for a follow-up.
     round_cap: usize,
+    routing: crate::ollama::routing::Routing,
 }
 
 impl ChatCall {
@@ -336,6 +340,7 @@ impl ChatCall {
             _ => None,
         };
         Ok(ChatCall {
+            routing: native.routing(),
             search,
             round_cap: config.max_answer_bytes,
             reasoning: config.reasoning_for(&model),
@@ -385,6 +390,7 @@ impl ChatCall {
             search: self.search,
             local: None,
             conversation: None,
+            routing: Some(self.routing),
         }
     }
 }

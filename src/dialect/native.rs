@@ -162,7 +162,9 @@ mod tests {
     #[test]
     fn learned_non_thinking_models_never_get_think() {
         let mut config = Config::default();
-        config.think_models.insert("llama3.2".into());
+        config
+            .think_models
+            .insert(crate::config::model_key("llama3.2"));
         config.learn_cannot_think("llama3.2:latest");
         let mut req = ChatRequest::new("llama3.2", true);
         req.think = Some(Value::from("high"));

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tower_service::Service;
 
+#[cfg_attr(not(feature = "pool"), allow(unused_imports))]
 pub(crate) use read::{Budget, Hold, ReadBody};
 pub(crate) use translate::Translate;
 

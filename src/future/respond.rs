@@ -5,10 +5,11 @@ use crate::body::{Limits, RequestBody, Transcode, TranslateBody, MAX_ERROR_BODY}
 use crate::dialect::{Delivery, Dialect, UpstreamError, JSON, SSE};
 use crate::error::ApiError;
 use crate::ollama::request::Endpoint;
+use crate::ollama::routing::Routing;
 use crate::telemetry::Meter;
 use crate::timer::Timing;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 
@@ -42,39 +43,51 @@ pub(super) fn error_headers() -> HeaderMap {
 
 /// What requests for Ollama take from the client's: its URI's scheme and
 /// authority, extensions, `User-Agent` and the header naming its
-/// conversation (for a [`Pool`](crate::Pool) to keep it on one host). The
-/// rest (the client's credentials, `Host`, hop-by-hop headers) stays
+/// conversation (one of the layer's `session_headers`), plus the
+/// request's [`Routing`] (for a pool to keep the conversation on one host).
+/// The rest (the client's credentials, `Host`, hop-by-hop headers) stays
 /// behind.
 #[derive(Clone)]
 pub(super) struct Template {
     uri: Uri,
     extensions: http::Extensions,
     user_agent: Option<HeaderValue>,
-    session: Option<(&'static str, HeaderValue)>,
+    session: Option<(HeaderName, HeaderValue)>,
 }
 
 impl Template {
-    /// Names the conversation with `x-session-id` when the client's headers
-    /// named none.
-    pub(super) fn conversation(&mut self, key: Option<&str>) {
-        if self.session.is_none() {
-            if let Some(v) = key.and_then(|k| HeaderValue::from_str(k).ok()) {
-                self.session = Some(("x-session-id", v));
-            }
-        }
-    }
-}
-
-impl From<http::request::Parts> for Template {
-    fn from(parts: http::request::Parts) -> Self {
-        let session = crate::pool::SESSION_HEADERS
+    /// What `parts` give requests for Ollama; `session_headers` name a
+    /// conversation, the first found wins.
+    pub(super) fn new(parts: http::request::Parts, session_headers: &[HeaderName]) -> Self {
+        let session = session_headers
             .iter()
-            .find_map(|name| Some((*name, parts.headers.get(*name)?.clone())));
+            .find_map(|name| Some((name.clone(), parts.headers.get(name)?.clone())));
         Template {
             uri: parts.uri,
             extensions: parts.extensions,
             user_agent: parts.headers.get(header::USER_AGENT).cloned(),
             session,
+        }
+    }
+
+    /// Names the conversation with `x-session-id` when the client's headers
+    /// named none.
+    pub(super) fn conversation(&mut self, key: Option<&str>) {
+        if self.session.is_none() {
+            if let Some(v) = key.and_then(|k| HeaderValue::from_str(k).ok()) {
+                self.session = Some((HeaderName::from_static("x-session-id"), v));
+            }
+        }
+    }
+
+    /// Hands `routing` on to every request for Ollama, its conversation
+    /// keyed by the session header when there is one.
+    pub(super) fn route(&mut self, routing: Option<Routing>) {
+        if let Some(mut routing) = routing {
+            if let Some((_, value)) = &self.session {
+                routing.session(value.as_bytes());
+            }
+            self.extensions.insert(routing);
         }
     }
 }
@@ -113,7 +126,7 @@ pub(super) fn upstream_request<B>(
         h.insert(header::USER_AGENT, ua.clone());
     }
     if let Some((name, value)) = &template.session {
-        h.insert(*name, value.clone());
+        h.insert(name.clone(), value.clone());
     }
     Ok(req)
 }

@@ -14,7 +14,10 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 
 mod fast;
+pub(crate) mod model;
 pub(crate) mod request;
+pub(crate) mod routing;
+pub(crate) mod tags;
 
 /// One thing Ollama said.
 #[derive(Debug, PartialEq)]
