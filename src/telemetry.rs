@@ -27,7 +27,7 @@ pub const STREAMS_IN_FLIGHT: &str = "ollama_translate.streams_in_flight";
 /// Calls to Ollama that failed, by `error_type`.
 pub const UPSTREAM_ERRORS: &str = "ollama_translate.upstream_errors";
 
-/// Requests a [`Pool`](crate::Pool) sent to a host, by `server.address`
+/// Requests a `Pool` (the `pool` feature) sent to a host, by `server.address`
 /// (the host's name) and `affinity`: `none` (no conversation), `new` (its
 /// first turn here), `kept` (its host again) or `moved` (its host could
 /// not take it).

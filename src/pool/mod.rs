@@ -75,7 +75,7 @@ pub(crate) const MAX_HOSTS: usize = 64;
 /// A refused or dropped connection, a 503, a 404 for a model the host
 /// listed, a 5xx, an answer that is not Ollama's and no head within the
 /// [first-byte timeout](PoolBuilder::first_byte_timeout) are tried again on
-/// the next host, before anything reaches the client ([`Failover`], a
+/// the next host, before anything reaches the client (a
 /// [`tower::retry::Policy`]). `GET /api/tags` and `GET /api/ps` list every
 /// reachable host's models once. Every other request goes to the least
 /// busy host, its body passed on as it comes.
