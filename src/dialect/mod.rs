@@ -220,7 +220,7 @@ pub(crate) struct Upstream {
     /// headers do not: a kept Responses conversation's first response.
     pub(crate) conversation: Option<String>,
     /// The model and the conversation, for a pool (a generation's).
-    pub(crate) routing: Option<crate::ollama::routing::Routing>,
+    pub(crate) routing: Option<crate::ollama::routing::Seed>,
 }
 
 impl Upstream {
@@ -292,7 +292,7 @@ pub(crate) struct ChatCall {
     search: Option<(ChatRequest, SearchTool)>,
     /// Bytes of a round's text kept for a follow-up.
     round_cap: usize,
-    routing: crate::ollama::routing::Routing,
+    routing: crate::ollama::routing::Seed,
 }
 
 impl ChatCall {

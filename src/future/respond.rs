@@ -5,7 +5,7 @@ use crate::body::{Limits, RequestBody, Transcode, TranslateBody, MAX_ERROR_BODY}
 use crate::dialect::{Delivery, Dialect, UpstreamError, JSON, SSE};
 use crate::error::ApiError;
 use crate::ollama::request::Endpoint;
-use crate::ollama::routing::Routing;
+use crate::ollama::routing::Seed;
 use crate::telemetry::Meter;
 use crate::timer::Timing;
 use bytes::Bytes;
@@ -44,7 +44,8 @@ pub(super) fn error_headers() -> HeaderMap {
 /// What requests for Ollama take from the client's: its URI's scheme and
 /// authority, extensions, `User-Agent` and the header naming its
 /// conversation (one of the layer's `session_headers`), plus the
-/// request's [`Routing`] (for a pool to keep the conversation on one host).
+/// request's [`Routing`](crate::Routing) (for a pool to keep the
+/// conversation on one host).
 /// The rest (the client's credentials, `Host`, hop-by-hop headers) stays
 /// behind.
 #[derive(Clone)]
@@ -80,14 +81,13 @@ impl Template {
         }
     }
 
-    /// Hands `routing` on to every request for Ollama, its conversation
-    /// keyed by the session header when there is one.
-    pub(super) fn route(&mut self, routing: Option<Routing>) {
-        if let Some(mut routing) = routing {
-            if let Some((_, value)) = &self.session {
-                routing.session(value.as_bytes());
-            }
-            self.extensions.insert(routing);
+    /// Hands the request's [`Routing`](crate::Routing) on to every
+    /// request for Ollama, its conversation keyed by the session header
+    /// when there is one.
+    pub(super) fn route(&mut self, seed: Option<Seed>) {
+        if let Some(seed) = seed {
+            let session = self.session.as_ref().map(|(_, value)| value.as_bytes());
+            self.extensions.insert(seed.routing(session));
         }
     }
 }

@@ -2,8 +2,7 @@
 //! typed values. The rules for filling them in (defaults, think-models,
 //! images) belong to the dialects; this module only knows Ollama's wire.
 
-use super::model::model_key;
-use super::routing::{self, Routing};
+use super::routing::Seed;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -252,14 +251,11 @@ impl GenerationRequest {
         options.get("num_ctx").and_then(Value::as_u64)
     }
 
-    /// What routes it to a host: its model, and its conversation (the
-    /// first system and user messages; for `/api/generate`, the prompt's
-    /// beginning). A session header, when the client sent one, replaces
-    /// the conversation ([`Routing::session`]).
-    pub(crate) fn routing(&self) -> Routing {
-        let model = self.model();
-        let key = model_key(model);
-        let conversation = match self {
+    /// What routes it to a host: its model, and what keys its
+    /// conversation when no session header does (the first system and
+    /// user messages; for `/api/generate`, the prompt's beginning).
+    pub(crate) fn routing(&self) -> Seed {
+        match self {
             GenerationRequest::Chat(r) => {
                 let first = |role: &str| {
                     r.messages
@@ -267,13 +263,10 @@ impl GenerationRequest {
                         .find(|m| m.role == role)
                         .map(|m| m.content.as_str())
                 };
-                first("user").map(|user| {
-                    routing::by_messages(&key, first("system").unwrap_or_default(), user)
-                })
+                Seed::chat(&r.model, first("system"), first("user"))
             }
-            GenerationRequest::Generate(r) => Some(routing::by_prompt(&key, "", &r.prompt)),
-        };
-        Routing::new(model, conversation)
+            GenerationRequest::Generate(r) => Seed::prompt(&r.model, &r.prompt),
+        }
     }
 
     /// The JSON body.
@@ -364,7 +357,7 @@ mod tests {
                 .iter()
                 .map(|(role, c)| Message::new(role, *c))
                 .collect();
-            GenerationRequest::from(r).routing()
+            GenerationRequest::from(r).routing().routing(None)
         };
         let first = chat("Qwen3", &[("system", "Be brief."), ("user", "Hi")]);
         let later = chat(
@@ -390,6 +383,6 @@ mod tests {
             prompt: "Once".into(),
             ..GenerateRequest::default()
         });
-        assert!(generate.routing().conversation.is_some());
+        assert!(generate.routing().routing(None).conversation.is_some());
     }
 }

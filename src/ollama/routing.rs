@@ -59,11 +59,67 @@ impl Routing {
             conversation,
         }
     }
+}
 
-    /// Keys the conversation by a session header's `value` (or a kept
-    /// conversation's id), which beats the messages.
-    pub(crate) fn session(&mut self, value: &[u8]) {
-        self.conversation = Some(by_session(&model_key(&self.model), value));
+/// What the layer keeps of a generation to route it: its model and what
+/// keys its conversation when no session header does, hashed only then
+/// (a long system prompt takes microseconds to hash).
+#[derive(Debug)]
+pub(crate) struct Seed {
+    model: String,
+    start: Start,
+}
+
+/// What a conversation starts with.
+#[derive(Debug)]
+enum Start {
+    /// A chat's first system message (or none) and first user message.
+    Chat { system: String, user: String },
+    /// A generation's prompt, its first [`PROMPT_PREFIX`] bytes.
+    Prompt(String),
+    /// Nothing that names a conversation (no user message).
+    Nothing,
+}
+
+impl Seed {
+    /// A chat for `model`, with its first system and user messages.
+    pub(crate) fn chat(model: &str, system: Option<&str>, user: Option<&str>) -> Seed {
+        let start = match user {
+            Some(user) => Start::Chat {
+                system: system.unwrap_or_default().to_string(),
+                user: user.to_string(),
+            },
+            None => Start::Nothing,
+        };
+        Seed {
+            model: model.to_string(),
+            start,
+        }
+    }
+
+    /// A generation for `model` from `prompt`.
+    pub(crate) fn prompt(model: &str, prompt: &str) -> Seed {
+        let mut end = prompt.len().min(PROMPT_PREFIX);
+        while !prompt.is_char_boundary(end) {
+            end -= 1;
+        }
+        Seed {
+            model: model.to_string(),
+            start: Start::Prompt(prompt.get(..end).unwrap_or_default().to_string()),
+        }
+    }
+
+    /// The routing: the conversation keyed by `session` (a session
+    /// header's value) when there is one, else by how it starts.
+    pub(crate) fn routing(self, session: Option<&[u8]>) -> Routing {
+        let key = model_key(&self.model);
+        let conversation = match (session, &self.start) {
+            (Some(value), _) => Some(by_session(&key, value)),
+            (None, Start::Chat { system, user }) => Some(by_messages(&key, system, user)),
+            (None, Start::Prompt(prompt)) => Some(by_prompt(&key, "", prompt)),
+            (None, Start::Nothing) => None,
+        };
+        Routing::new(self.model, conversation)
     }
 }
 
@@ -117,15 +173,36 @@ mod tests {
 
     #[test]
     fn a_session_beats_the_messages_and_names_the_model_too() {
-        let mut r = Routing::new("Qwen3", Some(by_messages("qwen3:latest", "", "hi")));
-        r.session(b"abc");
+        let r = Seed::chat("Qwen3", None, Some("hi")).routing(Some(b"abc"));
         assert_eq!(r.conversation, Some(by_session("qwen3:latest", b"abc")));
-        let mut other = Routing::new("qwen3:latest", None);
-        other.session(b"abc");
+        let other = Seed::chat("qwen3:latest", None, Some("bye")).routing(Some(b"abc"));
         assert_eq!(r.conversation, other.conversation);
-        let mut llama = Routing::new("llama3", None);
-        llama.session(b"abc");
+        let llama = Seed::chat("llama3", None, Some("hi")).routing(Some(b"abc"));
         assert_ne!(r.conversation, llama.conversation);
+    }
+
+    #[test]
+    fn seeds_hash_only_without_a_session() {
+        let chat = || Seed::chat("Qwen3", Some("Be brief."), Some("Hi"));
+        let routing = chat().routing(None);
+        assert_eq!(routing.model, "Qwen3");
+        assert_eq!(
+            routing.conversation,
+            Some(by_messages("qwen3:latest", "Be brief.", "Hi"))
+        );
+        assert_eq!(
+            chat().routing(Some(b"abc")).conversation,
+            Some(by_session("qwen3:latest", b"abc"))
+        );
+        assert_eq!(
+            Seed::chat("m", Some("s"), None).routing(None).conversation,
+            None
+        );
+        let long = "é".repeat(800);
+        assert_eq!(
+            Seed::prompt("m", &format!("{long}a")).routing(None),
+            Seed::prompt("m", &format!("{long}b")).routing(None)
+        );
     }
 
     #[test]

@@ -161,8 +161,7 @@ mod tests {
         let c = want(Endpoint::Chat, &headers, body("one").as_bytes());
         assert_ne!(a.session, c.session);
         // The layer keys a session header's conversation the same way.
-        let mut routing = Routing::new("M:latest", None);
-        routing.session(b"xyz");
+        let routing = routing::Seed::chat("M:latest", None, None).routing(Some(b"xyz"));
         assert_eq!(routing.conversation, c.session);
     }
 
