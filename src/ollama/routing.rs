@@ -9,9 +9,11 @@ use std::hash::{Hash, Hasher};
 /// The model a native request names and the conversation it continues, as
 /// the layer knew them when it built the request: an extension of every
 /// generating request ([`/api/chat`, `/api/generate`]) it sends to the
-/// wrapped service, so a pool in front of several Ollama hosts (the
-/// crate's own, with the `pool` feature, or one of the embedder's) can
-/// route it without reading and parsing its body again.
+/// wrapped service (and of the web searches and follow-ups it makes for
+/// one), so a pool in front of several Ollama hosts (the crate's own, with
+/// the `pool` feature, or one of the embedder's) can route it without
+/// reading and parsing its body again. Requests the layer passes through
+/// untouched (a native client's) carry none.
 ///
 /// [`/api/chat`, `/api/generate`]: https://github.com/ollama/ollama/blob/main/docs/api.md
 ///

@@ -55,8 +55,11 @@ pub(crate) const MAX_HOSTS: usize = 64;
 /// hyper-util client pointed at that host, say); the pool opens no sockets
 /// and reads no environment. For each request that needs a model
 /// (`/api/chat`, `/api/generate`, `/api/embed`, `/api/embeddings`,
-/// `/api/show`) it reads the body (up to
-/// [`max_body_bytes`](PoolBuilder::max_body_bytes)) and chooses, in order:
+/// `/api/show`) it takes the model and the conversation from the request's
+/// [`Routing`](crate::Routing) extension, which the layer adds to the
+/// generations it sends, or else reads the body (up to
+/// [`max_body_bytes`](PoolBuilder::max_body_bytes)) for them, and chooses,
+/// in order:
 ///
 /// 1. hosts that have the model (their `/api/tags`); a model no host has
 ///    is Ollama's 404, naming it (and the hosts that are down and never
@@ -320,7 +323,8 @@ pub struct HostStatus {
     /// Whether it answered its last probe or request (and is not cooling
     /// down after a 503, nor ejected after failures).
     pub healthy: bool,
-    /// Its models (canonical names), once it has listed them.
+    /// Its models, once it has listed them: each name lower case, with its
+    /// tag (`qwen3:latest`), without the default registry and namespace.
     pub models: Option<Vec<String>>,
     /// The models it has loaded, as far as the pool knows.
     pub loaded: Vec<String>,
