@@ -7,6 +7,9 @@
 //!   message), filters the hosts that list the model, prefers the
 //!   conversation's host, then loaded ones, then the least busy, and counts
 //!   the stream in flight until its body ends.
+//! * `pool/route/claude_code_routed_4_hosts` — the `claude_code` request
+//!   as the layer sends it: with the [`Routing`] extension (the model and
+//!   the conversation's key), so the pool does not parse the body.
 //! * `pool/direct/<case>` — the very same request sent straight to one
 //!   stand-in host, its body drained: the baseline. The difference between
 //!   the two is the pool's cost per request.
@@ -43,7 +46,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use ollama_translate::{Pool, RequestBody, Sleep};
+use ollama_translate::{Pool, RequestBody, Routing, Sleep};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -272,11 +275,31 @@ where
     B: http_body::Body,
     B::Error: std::fmt::Debug,
 {
-    let req = Request::builder()
+    send_routed(svc, method, path, body, None).await
+}
+
+/// [`send`], with the layer's [`Routing`] extension when there is one.
+async fn send_routed<S, B>(
+    svc: S,
+    method: &str,
+    path: &str,
+    body: Bytes,
+    routing: Option<Routing>,
+) -> Bytes
+where
+    S: Service<HostRequest, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let mut req = Request::builder()
         .method(method)
         .uri(path)
         .body(RequestBody::rewritten(body))
         .unwrap();
+    if let Some(routing) = routing {
+        req.extensions_mut().insert(routing);
+    }
     let res = svc.oneshot(req).await.unwrap();
     res.into_body().collect().await.unwrap().to_bytes()
 }
@@ -312,6 +335,15 @@ fn bench(c: &mut Criterion) {
         out["message"]["content"].as_str().unwrap().to_string()
     };
     assert_eq!(answer(&four), "Done by host 01.");
+    let routed = rt.block_on(send_routed(
+        four.clone(),
+        "POST",
+        "/api/chat",
+        claude.clone(),
+        Some(Routing::new(MODEL, Some(0x5eed))),
+    ));
+    let routed: Value = serde_json::from_slice(&routed).unwrap();
+    assert_eq!(routed["message"]["content"], "Done by host 01.");
     let by = answer(&sixteen);
     assert!(by == "Done by host 01." || by == "Done by host 09.", "{by}");
     let tags = rt.block_on(send(four.clone(), "GET", "/api/tags", Bytes::new()));
@@ -345,6 +377,16 @@ fn bench(c: &mut Criterion) {
             });
         });
         if name == "claude_code" {
+            // As the layer sends it: the model and the conversation known.
+            let routing = Routing::new(MODEL, Some(0x5eed));
+            c.bench_function(&format!("pool/route/{name}_routed_4_hosts"), |b| {
+                b.to_async(&rt).iter(|| {
+                    let body = body.clone();
+                    let pool = four.clone();
+                    let routing = Some(routing.clone());
+                    async move { black_box(send_routed(pool, method, path, body, routing).await) }
+                });
+            });
             c.bench_function(&format!("pool/route/{name}_16_hosts"), |b| {
                 b.to_async(&rt).iter(|| {
                     let body = body.clone();

@@ -185,14 +185,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Canonical key for a model name: lower case, `:latest` removed.
-pub(crate) fn model_key(name: &str) -> String {
-    let lower = name.trim().to_ascii_lowercase();
-    match lower.strip_suffix(":latest") {
-        Some(base) => base.to_string(),
-        None => lower,
-    }
-}
+pub(crate) use crate::ollama::model::model_key;
 
 /// The layer's configuration, shared behind an `Arc`: what it was built
 /// with, nothing learned or held at run time (that is
@@ -224,6 +217,8 @@ pub(crate) struct Config {
     pub(crate) access: Option<crate::access::Access>,
     /// Where web searches run, and their bounds.
     pub(crate) web_search: crate::search::WebSearchConfig,
+    /// Client headers that name a conversation, the first found wins.
+    pub(crate) session_headers: Vec<http::HeaderName>,
 }
 
 /// Default cap on one line of Ollama's stream and on an answer collected
@@ -258,6 +253,7 @@ impl fmt::Debug for Config {
             timing,
             access,
             web_search,
+            session_headers,
         } = self;
         f.debug_struct("Config")
             .field("think_models", think_models)
@@ -282,6 +278,7 @@ impl fmt::Debug for Config {
             )
             .field("access", access)
             .field("web_search", web_search)
+            .field("session_headers", session_headers)
             .finish()
     }
 }
@@ -312,6 +309,9 @@ impl Default for Config {
             },
             access: None,
             web_search: crate::search::WebSearchConfig::new(),
+            session_headers: crate::ollama::routing::SESSION_HEADERS
+                .map(http::HeaderName::from_static)
+                .into(),
         }
     }
 }
@@ -389,7 +389,7 @@ mod tests {
 
     #[test]
     fn model_keys_ignore_latest_and_case() {
-        assert_eq!(model_key("Qwen3:latest"), "qwen3");
+        assert_eq!(model_key("Qwen3:latest"), model_key("qwen3"));
         assert_eq!(model_key("glm-5:cloud"), "glm-5:cloud");
     }
 
@@ -400,7 +400,7 @@ mod tests {
             ..Config::default()
         };
         c.model_defaults
-            .insert("qwen3".into(), "num_ctx=65536".parse().unwrap());
+            .insert(model_key("qwen3"), "num_ctx=65536".parse().unwrap());
         let d = c.defaults_for("qwen3:latest");
         assert_eq!(d.get_num_ctx(), Some(65536));
         assert_eq!(d.keep_alive, Some(Value::from("30m")));

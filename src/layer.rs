@@ -321,6 +321,33 @@ impl OllamaTranslateLayer {
         });
         self
     }
+
+    /// Client headers that name a conversation, the first one present
+    /// wins (default: `x-claude-code-session-id` (Claude Code),
+    /// `session_id` (Codex), `x-session-id`). The one found goes on to
+    /// Ollama's request, and keys the conversation of the request's
+    /// [`Routing`](crate::Routing) extension, so a pool keeps the
+    /// conversation's turns on one host (else the first system and user
+    /// messages key it). No names: no header is read. Names that are not
+    /// header names are left out.
+    ///
+    /// ```
+    /// use ollama_translate::OllamaTranslateLayer;
+    ///
+    /// let layer = OllamaTranslateLayer::new().session_headers(["x-conversation", "x-session-id"]);
+    /// # let _ = layer;
+    /// ```
+    pub fn session_headers<I, N>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: AsRef<str>,
+    {
+        self.config_mut().session_headers = names
+            .into_iter()
+            .filter_map(|n| http::HeaderName::from_bytes(n.as_ref().trim().as_bytes()).ok())
+            .collect();
+        self
+    }
 }
 
 impl<S> Layer<S> for OllamaTranslateLayer {

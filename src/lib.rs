@@ -97,13 +97,15 @@
 //!
 //! # Several Ollama hosts
 //!
-//! A [`Pool`] is one service over several hosts' clients: the layer wraps
-//! it exactly as it wraps one. It sends each request to a host that has
-//! the model, preferring the conversation's host, then one with the model
-//! loaded, then the least busy, and tries the next host on a refused
-//! connection, a 503 or a 404 before anything reaches the client. Its
-//! [`Pool::maintain`] future (spawn it) keeps what it knows of the hosts
-//! fresh. See [`pool`].
+//! With the `pool` feature, `ollama_translate::pool::Pool` is one service
+//! over several hosts' clients: the layer wraps it exactly as it wraps one.
+//! It sends each request to a host that has the model, preferring the
+//! conversation's host, then one with the model loaded, then the least
+//! busy, and tries the next host on a refused connection, a 503 or a 404
+//! before anything reaches the client. Its `maintain` future (spawn it)
+//! keeps what it knows of the hosts fresh. The layer tells it what it
+//! already parsed (the model, the conversation) in a [`Routing`] request
+//! extension, which a pool of one's own can read too.
 //!
 //! # Web search
 //!
@@ -137,11 +139,14 @@
 //! (a sleep function) or [`OllamaTranslateLayer::with_timer`] (a [`Timer`]).
 //! Every buffer has a bound ([`OllamaTranslateLayer::max_request_bytes`],
 //! [`OllamaTranslateLayer::max_answer_bytes`],
-//! [`OllamaTranslateLayer::request_memory`]). The crate has no cargo
-//! features: everything above is always built, and it starts no runtime
-//! (tower's `load` and `retry` bring in tokio's `time` types, unused).
+//! [`OllamaTranslateLayer::request_memory`]). The crate starts no runtime.
+//!
+//! Cargo features: `compression` (on by default) decodes gzip and zstd
+//! request bodies; `pool` (off by default) adds the `pool` module, with
+//! tower's `load` and `retry` (which bring in tokio's `time` types, unused).
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
@@ -158,6 +163,8 @@ mod json;
 mod layer;
 mod limits;
 mod ollama;
+#[cfg(feature = "pool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
 pub mod pool;
 pub mod search;
 mod service;
@@ -176,7 +183,12 @@ pub use self::{
     error::BoxError,
     future::ResponseFuture,
     layer::OllamaTranslateLayer,
-    pool::Pool,
+    ollama::routing::Routing,
     service::OllamaTranslate,
     timer::{Sleep, Timer},
 };
+
+#[cfg(feature = "pool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
+#[doc(inline)]
+pub use self::pool::Pool;

@@ -3,8 +3,8 @@
 //! builds, shares it; [`Config`](crate::config::Config) is configuration
 //! only.
 
-use crate::config::model_key;
 use crate::limits::Budget;
+use crate::ollama::model::model_key;
 use crate::store::ResponseStore;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

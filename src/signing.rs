@@ -150,21 +150,21 @@ mod tests {
     fn hmac_of(key: &[u8], data: &[u8]) -> String {
         let mut mac = hmac_sha256(key);
         mac.update(data);
-        hex(&mac.finalize().into_bytes())
+        hex(mac.finalize().into_bytes())
     }
 
     #[test]
     fn sha256_matches_fips_180_vectors() {
         assert_eq!(
-            hex(&sha256(b"")),
+            hex(sha256(b"")),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         assert_eq!(
-            hex(&sha256(b"abc")),
+            hex(sha256(b"abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(
-            hex(&sha256(
+            hex(sha256(
                 b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
             )),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
@@ -222,7 +222,7 @@ mod tests {
         let block = [0x42u8; BLOCK];
         let mut whole = <HmacSha256 as KeyInit>::new_from_slice(&block).unwrap();
         whole.update(b"x");
-        assert_eq!(hmac_of(&block, b"x"), hex(&whole.finalize().into_bytes()));
+        assert_eq!(hmac_of(&block, b"x"), hex(whole.finalize().into_bytes()));
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub const STREAMS_IN_FLIGHT: &str = "ollama_translate.streams_in_flight";
 /// Calls to Ollama that failed, by `error_type`.
 pub const UPSTREAM_ERRORS: &str = "ollama_translate.upstream_errors";
 
-/// Requests a [`Pool`](crate::Pool) sent to a host, by `server.address`
+/// Requests a `Pool` (the `pool` feature) sent to a host, by `server.address`
 /// (the host's name) and `affinity`: `none` (no conversation), `new` (its
 /// first turn here), `kept` (its host again) or `moved` (its host could
 /// not take it).
@@ -235,6 +235,7 @@ pub(crate) fn answered(dialect: &'static str, status: http::StatusCode, key: Opt
 }
 
 /// A pool sent a request to `host`.
+#[cfg(feature = "pool")]
 pub(crate) fn pool_routed(host: &str, affinity: &'static str) {
     describe();
     counter!(POOL_REQUESTS, "server.address" => bounded_label(host), "affinity" => affinity)
@@ -242,12 +243,14 @@ pub(crate) fn pool_routed(host: &str, affinity: &'static str) {
 }
 
 /// A pool tries another host.
+#[cfg(feature = "pool")]
 pub(crate) fn pool_failover(reason: &'static str) {
     describe();
     counter!(POOL_FAILOVERS, "reason" => reason).increment(1);
 }
 
 /// Whether a pool's host answers.
+#[cfg(feature = "pool")]
 pub(crate) fn pool_host_up(host: &str, up: bool) {
     describe();
     gauge!(POOL_HOST_UP, "server.address" => bounded_label(host)).set(if up { 1.0 } else { 0.0 });

@@ -74,8 +74,11 @@ async fn run(args: &[&str], env: &[(&str, &str)]) -> Option<std::process::Output
 
 /// The variables of docs/configuration.md's table.
 fn readme_settings() -> Vec<String> {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md")).unwrap();
+    let readme = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
     let start = readme.find("# Configuration").unwrap();
     let vars: Vec<String> = readme[start..]
         .lines()

@@ -1122,3 +1122,117 @@ async fn a_model_no_reachable_host_has_is_a_404_while_another_host_is_down() {
     let res = openai_chat(&p, "qwen3", "hi").await;
     assert_eq!(res.status, 200, "{}", res.body);
 }
+
+/// The layer sends its native requests with a `Routing` extension: the
+/// model (after aliases) and the conversation's key, shared by the turns of
+/// one conversation, by the session header when the client sent one (one
+/// of the layer's `session_headers`).
+#[tokio::test]
+async fn the_layer_tells_the_pool_the_model_and_the_conversation() {
+    use bytes::Bytes;
+    use http::Request;
+    use ollama_translate::{OllamaTranslateLayer, RequestBody, Routing};
+    use std::sync::{Arc, Mutex};
+    use tower::{Layer, ServiceExt};
+
+    let seen: Arc<Mutex<Vec<Option<Routing>>>> = Arc::default();
+    let ollama = {
+        let seen = seen.clone();
+        tower::service_fn(move |req: Request<RequestBody<Full<Bytes>>>| {
+            seen.lock()
+                .unwrap()
+                .push(req.extensions().get::<Routing>().cloned());
+            async move {
+                let done = r#"{"message":{"role":"assistant","content":"ok"},"done":true,"done_reason":"stop","prompt_eval_count":1,"eval_count":1}"#;
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(
+                    format!("{done}\n"),
+                ))))
+            }
+        })
+    };
+    let layer = OllamaTranslateLayer::new()
+        .model_alias("gpt-4o", "qwen3:8b")
+        .session_headers(["x-conversation"]);
+    let svc = layer.layer(ollama);
+    let ask = |users: &[&str], header: Option<&str>| {
+        let messages: Vec<Value> = users
+            .iter()
+            .map(|u| json!({"role": "user", "content": u}))
+            .collect();
+        let body = json!({"model": "gpt-4o", "messages": messages}).to_string();
+        let mut req = Request::post("/v1/chat/completions");
+        if let Some(h) = header {
+            req = req.header("x-conversation", h);
+        }
+        let req = req.body(Full::new(Bytes::from(body))).unwrap();
+        let svc = svc.clone();
+        let seen = seen.clone();
+        async move {
+            let res = svc.oneshot(req).await.unwrap();
+            assert_eq!(res.status(), 200);
+            seen.lock()
+                .unwrap()
+                .pop()
+                .flatten()
+                .expect("a Routing extension")
+        }
+    };
+    let first = ask(&["Hi"], None).await;
+    let later = ask(&["Hi", "More"], None).await;
+    let other = ask(&["Bye"], None).await;
+    assert_eq!(first.model, "qwen3:8b");
+    assert!(first.conversation.is_some());
+    assert_eq!(first.conversation, later.conversation);
+    assert_ne!(first.conversation, other.conversation);
+    // The session header names the conversation, whatever the messages.
+    let a = ask(&["Hi"], Some("abc")).await;
+    let b = ask(&["Bye"], Some("abc")).await;
+    let c = ask(&["Hi"], Some("xyz")).await;
+    assert_eq!(a.conversation, b.conversation);
+    assert_ne!(a.conversation, c.conversation);
+    assert_ne!(a.conversation, first.conversation);
+}
+
+/// A request with the layer's `Routing` goes where it says, its body not
+/// read for the model.
+#[tokio::test]
+async fn the_pool_routes_by_the_layer_s_routing_without_reading_the_body() {
+    use bytes::Bytes;
+    use http::Request;
+    use http_body_util::BodyExt;
+    use ollama_translate::{Pool, RequestBody, Routing, Sleep};
+    use tower::ServiceExt;
+
+    let host = |model: &'static str| {
+        tower::service_fn(move |req: Request<RequestBody<Full<Bytes>>>| async move {
+            let body = match req.uri().path() {
+                "/api/tags" => format!(r#"{{"models":[{{"name":"{model}"}}]}}"#),
+                "/api/ps" => r#"{"models":[]}"#.to_string(),
+                _ => format!("{model} host"),
+            };
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+        })
+    };
+    let timer = |d: Duration| -> Sleep { Box::pin(tokio::time::sleep(d)) };
+    let pool = Pool::builder(timer)
+        .build([("a", host("qwen3:latest")), ("b", host("llama3:latest"))])
+        .unwrap();
+    let maintain = tokio::spawn(pool.maintain::<Full<Bytes>, _>());
+    while pool.hosts().iter().any(|h| !h.healthy) {
+        tokio::task::yield_now().await;
+    }
+    for (model, host) in [
+        ("llama3", "llama3:latest host"),
+        ("Qwen3:Latest", "qwen3:latest host"),
+    ] {
+        // Not a body that names the model: only the extension does.
+        let mut req = Request::post("/api/chat")
+            .body(RequestBody::rewritten(Bytes::from_static(b"not json")))
+            .unwrap();
+        req.extensions_mut().insert(Routing::new(model, Some(1)));
+        let res = pool.clone().oneshot(req).await.unwrap();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, host);
+    }
+    maintain.abort();
+}

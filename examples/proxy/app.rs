@@ -366,11 +366,11 @@ fn parse_hosts(bases: &str) -> Result<Vec<Uri>, String> {
     if hosts.is_empty() {
         return Err("OLLAMA_BASE_URL names no host".into());
     }
-    if hosts.len() > ollama_translate::pool::MAX_HOSTS {
+    if hosts.len() > 64 {
         return Err(format!(
             "OLLAMA_BASE_URL names {} hosts; at most {} are served",
             hosts.len(),
-            ollama_translate::pool::MAX_HOSTS
+            64
         ));
     }
     Ok(hosts)

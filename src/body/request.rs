@@ -96,6 +96,7 @@ impl<B> RequestBody<B> {
     }
 
     /// The whole body, when it is held in memory and not yet read.
+    #[cfg(feature = "pool")]
     pub(crate) fn whole(&self) -> Option<Bytes> {
         match &self.inner {
             ReqInner::Rewritten { data } => Some(data.clone().unwrap_or_default()),

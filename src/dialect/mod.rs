@@ -233,6 +233,8 @@ pub(crate) struct Upstream {
     /// Names the conversation to a pool (`x-session-id`) when the client's
     /// headers do not: a kept Responses conversation's first response.
     pub(crate) conversation: Option<String>,
+    /// The model and the conversation, for a pool (a generation's).
+    pub(crate) routing: Option<crate::ollama::routing::Seed>,
 }
 
 impl Upstream {
@@ -252,6 +254,7 @@ impl Upstream {
             search: None,
             local: None,
             conversation: None,
+            routing: None,
         }
     }
 
@@ -303,6 +306,7 @@ pub(crate) struct ChatCall {
     search: Option<(ChatRequest, SearchTool)>,
     /// Bytes of a round's text kept for a follow-up.
     round_cap: usize,
+    routing: crate::ollama::routing::Seed,
 }
 
 impl ChatCall {
@@ -353,6 +357,7 @@ impl ChatCall {
             _ => None,
         };
         Ok(ChatCall {
+            routing: native.routing(),
             search,
             round_cap: config.max_answer_bytes,
             reasoning: config.reasoning_for(&model),
@@ -402,6 +407,7 @@ impl ChatCall {
             search: self.search,
             local: None,
             conversation: None,
+            routing: Some(self.routing),
         }
     }
 }

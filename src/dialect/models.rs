@@ -4,10 +4,11 @@
 use super::{openai, Render, Upstream, WholeBody};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::ollama::model::{model_key, short_name};
 use crate::ollama::request::Endpoint;
+use crate::ollama::tags::ModelList;
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// `GET /v1/models`.
@@ -15,19 +16,6 @@ pub(crate) struct ListModels;
 
 /// `GET /v1/models/{id}`.
 pub(crate) struct RetrieveModel;
-
-#[derive(Deserialize)]
-struct Tags {
-    #[serde(default)]
-    models: Vec<Tag>,
-}
-
-#[derive(Deserialize)]
-struct Tag {
-    name: String,
-    #[serde(default)]
-    modified_at: Option<String>,
-}
 
 /// `library` for plain names, else the namespace (`hf.co/acme/x` → `acme`).
 fn owner(name: &str) -> String {
@@ -50,38 +38,10 @@ fn model_object(id: &str, owner: &str, modified_at: Option<&str>) -> Value {
 
 /// Seconds since the epoch of an RFC 3339 timestamp (`2026-08-01T12:00:00.5+02:00`).
 pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (date, rest) = s.split_once(['T', 't', ' '])?;
-    let mut d = date.split('-');
-    let year: i64 = d.next()?.parse().ok()?;
-    let month: i64 = d.next()?.parse().ok()?;
-    let day: i64 = d.next()?.parse().ok()?;
-    let time_end = rest.find(['Z', 'z', '+', '-']).unwrap_or(rest.len());
-    let (time, zone) = rest.split_at(time_end);
-    let mut t = time.split(':');
-    let hour: i64 = t.next()?.parse().ok()?;
-    let minute: i64 = t.next()?.parse().ok()?;
-    let second: i64 = t.next()?.split('.').next()?.parse().ok()?;
-    let offset = match zone.chars().next() {
-        Some('+') | Some('-') => {
-            let sign = if zone.starts_with('-') { -1 } else { 1 };
-            let (h, m) = zone[1..].split_once(':')?;
-            sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60)
-        }
-        _ => 0,
-    };
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some(days * 86400 + hour * 3600 + minute * 60 + second - offset)
+    s.trim()
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(jiff::Timestamp::as_second)
 }
 
 dialect!(
@@ -116,22 +76,19 @@ struct ListTranscoder {
 
 impl Render for ListTranscoder {
     fn render(&mut self, body: &[u8], out: &mut BytesMut) -> Result<(), ApiError> {
-        let tags = openai::read_answer::<Tags>(body, "model list")?;
+        let tags = openai::read_answer::<ModelList>(body, "model list")?;
         let mut data: Vec<Value> = tags
             .models
             .iter()
             .map(|m| model_object(&m.name, &owner(&m.name), m.modified_at.as_deref()))
             .collect();
-        // Aliases are models too, for clients that check the list first.
+        // Aliases are models too, for clients that check the list first
+        // (named as written, without `:latest`).
         for (alias, target) in &self.aliases {
-            let key = crate::config::model_key(target);
-            if let Some(m) = tags
-                .models
-                .iter()
-                .find(|m| crate::config::model_key(&m.name) == key)
-            {
+            let key = model_key(target);
+            if let Some(m) = tags.models.iter().find(|m| model_key(&m.name) == key) {
                 data.push(model_object(
-                    alias,
+                    short_name(alias),
                     &owner(&m.name),
                     m.modified_at.as_deref(),
                 ));
@@ -143,22 +100,24 @@ impl Render for ListTranscoder {
     }
 }
 
-/// Decodes `%XX` escapes in a path segment.
+/// Decodes `%XX` escapes in a path segment; `None` for a bad escape or
+/// bytes that are not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
+    let bytes = s.as_bytes();
+    // `percent-encoding` leaves a bad escape as it is: refuse it instead.
+    let bad = bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'%'
+            && !bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    });
+    if bad {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode(bytes)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
 }
 
 dialect!(
@@ -230,7 +189,13 @@ mod tests {
             parse_rfc3339("2026-08-01T14:00:00.5+02:00"),
             Some(1_785_585_600)
         );
+        assert_eq!(parse_rfc3339("2026-08-01 12:00:00z"), Some(1_785_585_600));
+        assert_eq!(
+            parse_rfc3339("2026-08-01t12:00:00-00:30"),
+            Some(1_785_587_400)
+        );
         assert_eq!(parse_rfc3339("yesterday"), None);
+        assert_eq!(parse_rfc3339("2026-13-01T00:00:00Z"), None);
     }
 
     #[test]
@@ -297,5 +262,8 @@ mod tests {
             "hf.co/acme/tiny:Q4"
         );
         assert!(percent_decode("bad%zz").is_none());
+        assert!(percent_decode("bad%2").is_none());
+        assert!(percent_decode("%ff").is_none(), "not UTF-8");
+        assert_eq!(percent_decode("qwen3%3A8b").unwrap(), "qwen3:8b");
     }
 }

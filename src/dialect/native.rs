@@ -169,7 +169,9 @@ mod tests {
     #[test]
     fn learned_non_thinking_models_never_get_think() {
         let mut config = Config::default();
-        config.think_models.insert("llama3.2".into());
+        config
+            .think_models
+            .insert(crate::config::model_key("llama3.2"));
         let no_think = NoThink::default();
         no_think.learn("llama3.2:latest");
         let mut req = ChatRequest::new("llama3.2", true);

@@ -5,11 +5,12 @@ use crate::body::{Limits, RequestBody, TranslateBody, MAX_ERROR_BODY};
 use crate::dialect::{Delivery, Dialect, ErrorBody, JSON, SSE};
 use crate::error::ApiError;
 use crate::ollama::request::Endpoint;
+use crate::ollama::routing::Seed;
 use crate::telemetry::Meter;
 use crate::timer::Timing;
 use crate::transcode::Transcode;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 
@@ -43,39 +44,51 @@ pub(super) fn error_headers() -> HeaderMap {
 
 /// What requests for Ollama take from the client's: its URI's scheme and
 /// authority, extensions, `User-Agent` and the header naming its
-/// conversation (for a [`Pool`](crate::Pool) to keep it on one host). The
-/// rest (the client's credentials, `Host`, hop-by-hop headers) stays
+/// conversation (one of the layer's `session_headers`), plus the
+/// request's [`Routing`](crate::Routing) (for a pool to keep the
+/// conversation on one host).
+/// The rest (the client's credentials, `Host`, hop-by-hop headers) stays
 /// behind.
 #[derive(Clone)]
 pub(super) struct Template {
     uri: Uri,
     extensions: http::Extensions,
     user_agent: Option<HeaderValue>,
-    session: Option<(&'static str, HeaderValue)>,
+    session: Option<(HeaderName, HeaderValue)>,
 }
 
 impl Template {
-    /// Names the conversation with `x-session-id` when the client's headers
-    /// named none.
-    pub(super) fn conversation(&mut self, key: Option<&str>) {
-        if self.session.is_none() {
-            if let Some(v) = key.and_then(|k| HeaderValue::from_str(k).ok()) {
-                self.session = Some(("x-session-id", v));
-            }
-        }
-    }
-}
-
-impl From<http::request::Parts> for Template {
-    fn from(parts: http::request::Parts) -> Self {
-        let session = crate::pool::SESSION_HEADERS
+    /// What `parts` give requests for Ollama; `session_headers` name a
+    /// conversation, the first found wins.
+    pub(super) fn new(parts: http::request::Parts, session_headers: &[HeaderName]) -> Self {
+        let session = session_headers
             .iter()
-            .find_map(|name| Some((*name, parts.headers.get(*name)?.clone())));
+            .find_map(|name| Some((name.clone(), parts.headers.get(name)?.clone())));
         Template {
             uri: parts.uri,
             extensions: parts.extensions,
             user_agent: parts.headers.get(header::USER_AGENT).cloned(),
             session,
+        }
+    }
+
+    /// Names the conversation with `x-session-id` when the client's headers
+    /// named none.
+    pub(super) fn conversation(&mut self, key: Option<&str>) {
+        if self.session.is_none() {
+            if let Some(v) = key.and_then(|k| HeaderValue::from_str(k).ok()) {
+                self.session = Some((HeaderName::from_static("x-session-id"), v));
+            }
+        }
+    }
+
+    /// Hands the request's [`Routing`](crate::Routing) on to every
+    /// request for Ollama, its conversation keyed by the session header
+    /// when there is one.
+    pub(super) fn route(&mut self, seed: Option<Seed>) {
+        if let Some(seed) = seed {
+            let session = self.session.as_ref().map(|(_, value)| value.as_bytes());
+            self.extensions.insert(seed.routing(session));
         }
     }
 }
@@ -114,7 +127,7 @@ pub(super) fn upstream_request<B>(
         h.insert(header::USER_AGENT, ua.clone());
     }
     if let Some((name, value)) = &template.session {
-        h.insert(*name, value.clone());
+        h.insert(name.clone(), value.clone());
     }
     Ok(req)
 }

@@ -176,8 +176,9 @@ where
     };
     // Parsed: the client's body and its parse are gone.
     drop((hold, bytes));
-    let mut template = Template::from(job.parts);
+    let mut template = Template::new(job.parts, &job.config.session_headers);
     template.conversation(up.conversation.as_deref());
+    template.route(up.routing);
     let req = respond::upstream_request(&template, up.endpoint, up.body)?;
     let agent = up.search.map(|(native, tool)| {
         let call = caller(job.service.clone(), template.clone());

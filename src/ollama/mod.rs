@@ -15,7 +15,10 @@ use std::borrow::Cow;
 
 mod error;
 mod fast;
+pub(crate) mod model;
 pub(crate) mod request;
+pub(crate) mod routing;
+pub(crate) mod tags;
 
 pub(crate) use self::error::{ErrorKind, UpstreamError};
 

@@ -2,6 +2,7 @@
 //! typed values. The rules for filling them in (defaults, think-models,
 //! images) belong to the dialects; this module only knows Ollama's wire.
 
+use super::routing::Seed;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -95,7 +96,8 @@ impl ChatRequest {
     }
 }
 
-/// One of Ollama's native endpoints.
+/// One of Ollama's native endpoints: those the layer calls, and those a
+/// pool of hosts treats apart ([`Endpoint::of`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     /// `POST /api/chat`, NDJSON when streaming.
@@ -104,8 +106,14 @@ pub(crate) enum Endpoint {
     Generate,
     /// `POST /api/embed`.
     Embed,
-    /// `GET /api/tags`.
+    /// `POST /api/embeddings`, the older embedding endpoint.
+    #[cfg_attr(not(feature = "pool"), allow(dead_code))]
+    Embeddings,
+    /// `GET /api/tags`: the models a host has.
     Tags,
+    /// `GET /api/ps`: the models a host has loaded.
+    #[cfg_attr(not(feature = "pool"), allow(dead_code))]
+    Ps,
     /// `POST /api/show`.
     Show,
     /// `POST /api/experimental/web_search`: `{"query","max_results"}` →
@@ -118,7 +126,7 @@ impl Endpoint {
     /// The HTTP method Ollama expects.
     pub(crate) fn method(self) -> http::Method {
         match self {
-            Endpoint::Tags => http::Method::GET,
+            Endpoint::Tags | Endpoint::Ps => http::Method::GET,
             _ => http::Method::POST,
         }
     }
@@ -129,10 +137,54 @@ impl Endpoint {
             Endpoint::Chat => "/api/chat",
             Endpoint::Generate => "/api/generate",
             Endpoint::Embed => "/api/embed",
+            Endpoint::Embeddings => "/api/embeddings",
             Endpoint::Tags => "/api/tags",
+            Endpoint::Ps => "/api/ps",
             Endpoint::Show => "/api/show",
             Endpoint::WebSearch => "/api/experimental/web_search",
         }
+    }
+
+    /// The endpoint a request for `path` with `method` is (a `HEAD` as
+    /// its `GET`); `None` for the rest of Ollama's API.
+    #[cfg(feature = "pool")]
+    pub(crate) fn of(method: &http::Method, path: &str) -> Option<Endpoint> {
+        let endpoint = match path {
+            "/api/chat" => Endpoint::Chat,
+            "/api/generate" => Endpoint::Generate,
+            "/api/embed" => Endpoint::Embed,
+            "/api/embeddings" => Endpoint::Embeddings,
+            "/api/tags" => Endpoint::Tags,
+            "/api/ps" => Endpoint::Ps,
+            "/api/show" => Endpoint::Show,
+            "/api/experimental/web_search" => Endpoint::WebSearch,
+            _ => return None,
+        };
+        let expected = endpoint.method();
+        let matches =
+            *method == expected || (*method == http::Method::HEAD && expected == http::Method::GET);
+        matches.then_some(endpoint)
+    }
+
+    /// Whether its request body names a model (`model`, or `/api/show`'s
+    /// older `name`), which a host must have.
+    #[cfg(feature = "pool")]
+    pub(crate) fn names_model(self) -> bool {
+        matches!(
+            self,
+            Endpoint::Chat
+                | Endpoint::Generate
+                | Endpoint::Embed
+                | Endpoint::Embeddings
+                | Endpoint::Show
+        )
+    }
+
+    /// Whether it generates: its request may continue a conversation, and
+    /// leaves the model loaded.
+    #[cfg(feature = "pool")]
+    pub(crate) fn generates(self) -> bool {
+        matches!(self, Endpoint::Chat | Endpoint::Generate)
     }
 }
 
@@ -199,6 +251,24 @@ impl GenerationRequest {
         options.get("num_ctx").and_then(Value::as_u64)
     }
 
+    /// What routes it to a host: its model, and what keys its
+    /// conversation when no session header does (the first system and
+    /// user messages; for `/api/generate`, the prompt's beginning).
+    pub(crate) fn routing(&self) -> Seed {
+        match self {
+            GenerationRequest::Chat(r) => {
+                let first = |role: &str| {
+                    r.messages
+                        .iter()
+                        .find(|m| m.role == role)
+                        .map(|m| m.content.as_str())
+                };
+                Seed::chat(&r.model, first("system"), first("user"))
+            }
+            GenerationRequest::Generate(r) => Seed::prompt(&r.model, &r.prompt),
+        }
+    }
+
     /// The JSON body.
     pub(crate) fn to_bytes(&self) -> Result<Bytes, serde_json::Error> {
         let body = match self {
@@ -231,5 +301,88 @@ impl From<ChatRequest> for GenerationRequest {
 impl From<GenerateRequest> for GenerationRequest {
     fn from(r: GenerateRequest) -> Self {
         GenerationRequest::Generate(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    #[test]
+    #[cfg(feature = "pool")]
+    fn endpoints_follow_method_and_path() {
+        assert_eq!(
+            Endpoint::of(&Method::GET, "/api/tags"),
+            Some(Endpoint::Tags)
+        );
+        assert_eq!(
+            Endpoint::of(&Method::HEAD, "/api/tags"),
+            Some(Endpoint::Tags)
+        );
+        assert_eq!(Endpoint::of(&Method::POST, "/api/tags"), None);
+        assert_eq!(Endpoint::of(&Method::GET, "/api/ps"), Some(Endpoint::Ps));
+        assert_eq!(
+            Endpoint::of(&Method::POST, "/api/chat"),
+            Some(Endpoint::Chat)
+        );
+        assert_eq!(Endpoint::of(&Method::GET, "/api/chat"), None);
+        assert_eq!(Endpoint::of(&Method::POST, "/api/pull"), None);
+        assert_eq!(
+            Endpoint::of(&Method::POST, "/api/experimental/web_search"),
+            Some(Endpoint::WebSearch)
+        );
+        for e in [
+            Endpoint::Chat,
+            Endpoint::Generate,
+            Endpoint::Embed,
+            Endpoint::Embeddings,
+            Endpoint::Tags,
+            Endpoint::Ps,
+            Endpoint::Show,
+            Endpoint::WebSearch,
+        ] {
+            assert_eq!(Endpoint::of(&e.method(), e.path()), Some(e));
+        }
+        assert!(Endpoint::Show.names_model() && !Endpoint::Show.generates());
+        assert!(Endpoint::Generate.generates());
+        assert!(!Endpoint::WebSearch.names_model() && !Endpoint::Tags.names_model());
+    }
+
+    #[test]
+    fn later_turns_of_a_chat_share_its_routing() {
+        let chat = |model: &str, messages: &[(&'static str, &str)]| {
+            let mut r = ChatRequest::new(model, true);
+            r.messages = messages
+                .iter()
+                .map(|(role, c)| Message::new(role, *c))
+                .collect();
+            GenerationRequest::from(r).routing().routing(None)
+        };
+        let first = chat("Qwen3", &[("system", "Be brief."), ("user", "Hi")]);
+        let later = chat(
+            "qwen3:latest",
+            &[
+                ("system", "Be brief."),
+                ("user", "Hi"),
+                ("assistant", "Hello"),
+                ("user", "More"),
+            ],
+        );
+        let other = chat("qwen3", &[("system", "Be brief."), ("user", "Bye")]);
+        assert_eq!(first.model, "Qwen3");
+        assert!(first.conversation.is_some());
+        assert_eq!(first.conversation, later.conversation);
+        assert_ne!(first.conversation, other.conversation);
+        assert_eq!(
+            chat("qwen3", &[("system", "Only a system prompt")]).conversation,
+            None
+        );
+        let generate = GenerationRequest::from(GenerateRequest {
+            model: "m".into(),
+            prompt: "Once".into(),
+            ..GenerateRequest::default()
+        });
+        assert!(generate.routing().routing(None).conversation.is_some());
     }
 }

@@ -2,10 +2,11 @@
 //! ([`Failover`], a [`tower::retry::Policy`]).
 
 use super::body::{PoolBody, Watch};
-use super::route::Kind;
+use super::route;
 use super::state::{Choice, Want};
 use super::{ollama_error, Core, Shared};
 use crate::body::RequestBody;
+use crate::ollama::request::Endpoint;
 use crate::telemetry;
 use crate::timer::Sleep;
 use http::header::CONTENT_TYPE;
@@ -24,11 +25,12 @@ use tower_service::Service;
 /// What the pool learnt of a request, carried in its extensions from one
 /// attempt to the next.
 #[derive(Clone, Debug)]
-pub(crate) struct Routing(Arc<RoutingInner>);
+pub(crate) struct Tries(Arc<TriesInner>);
 
 #[derive(Debug)]
-struct RoutingInner {
-    kind: Kind,
+struct TriesInner {
+    /// What it is for (`None`: another of Ollama's endpoints).
+    endpoint: Option<Endpoint>,
     want: Want,
     /// A bit per host already tried.
     tried: AtomicU64,
@@ -38,10 +40,10 @@ struct RoutingInner {
     suspect: AtomicU64,
 }
 
-impl Routing {
-    pub(crate) fn new(kind: Kind, want: Want) -> Routing {
-        Routing(Arc::new(RoutingInner {
-            kind,
+impl Tries {
+    pub(crate) fn new(endpoint: Option<Endpoint>, want: Want) -> Tries {
+        Tries(Arc::new(TriesInner {
+            endpoint,
             want,
             tried: AtomicU64::new(0),
             suspect: AtomicU64::new(0),
@@ -83,9 +85,7 @@ impl Routing {
 struct Retryable(&'static str);
 
 /// One try at the best host for a request (see [`Pool`](super::Pool)).
-/// It appears in [`PoolFuture`](super::PoolFuture)'s type; the pool builds
-/// it.
-pub struct Attempt<S> {
+pub(crate) struct Attempt<S> {
     pub(crate) shared: Arc<Shared<S>>,
 }
 
@@ -120,16 +120,16 @@ where
     fn call(&mut self, req: Request<RequestBody<B>>) -> Self::Future {
         let routing = req
             .extensions()
-            .get::<Routing>()
+            .get::<Tries>()
             .cloned()
-            .unwrap_or_else(|| Routing::new(Kind::Any, Want::default()));
+            .unwrap_or_else(|| Tries::new(None, Want::default()));
         let mut deadline = None;
         let state = match self.shared.pick(&routing.0.want, routing.tried()) {
             Choice::Host(host) => {
                 routing.0.tried.fetch_or(1 << host, Ordering::AcqRel);
                 // From the call into the pool, so that it comes before the
                 // layer's own deadline for the same head.
-                deadline = self.shared.first_byte_deadline(routing.0.kind);
+                deadline = self.shared.first_byte_deadline(routing.0.endpoint);
                 AttemptState::Calling {
                     req: Some(req),
                     host,
@@ -177,12 +177,12 @@ where
 
 pin_project! {
     /// [`Attempt`]'s response future.
-    pub struct AttemptFuture<S, B, R>
+    pub(crate) struct AttemptFuture<S, B, R>
     where
         S: Service<Request<RequestBody<B>>, Response = Response<R>>,
     {
         shared: Arc<Shared<S>>,
-        routing: Routing,
+        routing: Tries,
         // Until the host's head: the deadline, and the timeout it came from.
         deadline: Option<(Sleep, Duration)>,
         #[pin]
@@ -260,7 +260,7 @@ where
 /// Learns from a host's answer, and marks the answers worth another try.
 fn classify<S, R, E>(
     shared: &Shared<S>,
-    routing: &Routing,
+    routing: &Tries,
     host: usize,
     result: Result<Response<PoolBody<R>>, E>,
 ) -> Result<Response<PoolBody<R>>, E>
@@ -274,25 +274,28 @@ where
             return Err(e);
         }
     };
-    let kind = routing.0.kind;
+    let endpoint = routing.0.endpoint;
+    let judged = route::judged(endpoint);
     let want = &routing.0.want;
     let status = res.status();
     let json = json_content(&res);
     let retry = if status == StatusCode::SERVICE_UNAVAILABLE {
         shared.busy(host);
         Some("busy")
-    } else if status == StatusCode::NOT_FOUND && kind.reads_body() && want.model.is_some() {
+    } else if status == StatusCode::NOT_FOUND && judged && want.model.is_some() {
         // It listed the model (or its list is not known yet): it is gone
         // from there; ask again what it has.
         if let Some(model) = &want.model {
             shared.lacks(host, model);
         }
         Some("model_missing")
-    } else if kind == Kind::Search && matches!(status.as_u16(), 401 | 403 | 404 | 500 | 502) {
+    } else if endpoint == Some(Endpoint::WebSearch)
+        && matches!(status.as_u16(), 401 | 403 | 404 | 500 | 502)
+    {
         // This host cannot search (too old, not signed in, cloud off, or
         // ollama.com failed it): another may.
         Some("search_unavailable")
-    } else if kind.judged() && status.is_server_error() {
+    } else if judged && status.is_server_error() {
         if json != Some(true) {
             // Not Ollama's error (a proxy in front of it, say): the host's.
             shared.failure(host, "answered a 5xx that is not Ollama's");
@@ -301,19 +304,19 @@ where
             // Ollama's own: whose fault it is shows on the next host.
             routing.suspect(host).then_some("server_error")
         }
-    } else if kind.judged() && status.is_success() && json == Some(false) {
+    } else if judged && status.is_success() && json == Some(false) {
         shared.failure(host, "answered something that is not Ollama's");
         Some("server_error")
     } else {
         if status.is_success() {
-            let loaded = match (kind, &want.model) {
-                (Kind::Generate, Some(model)) => Some(model.as_str()),
+            let loaded = match (endpoint, &want.model) {
+                (Some(e), Some(model)) if e.generates() => Some(model.as_str()),
                 _ => None,
             };
             shared.answered(host, loaded);
         }
-        if kind.judged() {
-            let first_byte = shared.first_byte_deadline(kind);
+        if judged {
+            let first_byte = shared.first_byte_deadline(endpoint);
             let watch = Watch::new(shared.core.clone(), host, first_byte);
             res.body_mut().watch(watch);
         }
@@ -338,7 +341,7 @@ fn json_content<B>(res: &Response<B>) -> Option<bool> {
 /// the first-byte timeout. Only before the first byte: a response that
 /// reached the client is never retried, and a body that is not held in
 /// memory cannot be sent twice.
-pub struct Failover<S> {
+pub(crate) struct Failover<S> {
     pub(crate) shared: Arc<Shared<S>>,
     /// Tries left after this one.
     pub(crate) left: usize,
@@ -371,7 +374,7 @@ impl<S, B, R, E> tower::retry::Policy<Request<RequestBody<B>>, Response<PoolBody
         req: &mut Request<RequestBody<B>>,
         result: &mut Result<Response<PoolBody<R>>, E>,
     ) -> Option<Self::Future> {
-        let routing = req.extensions().get::<Routing>()?;
+        let routing = req.extensions().get::<Tries>()?;
         let reason = match result {
             Err(_) => Some("unreachable"),
             Ok(res) => res.extensions().get::<Retryable>().map(|r| r.0),

@@ -17,7 +17,9 @@ use std::time::Duration;
 use tower::load::completion::TrackCompletion;
 
 pin_project! {
-    /// The body of a [`Pool`](super::Pool)'s response.
+    /// The body of a [`Pool`](super::Pool)'s response: opaque, named only
+    /// in bounds (a [`Body`] of [`Bytes`] whose error is a
+    /// [`BoxError`]).
     ///
     /// A host's body counts as a request in flight on that host until it
     /// ends, fails or is dropped, so a streamed answer weighs on the host

@@ -1,17 +1,16 @@
 //! [`Maintain`]: asks every host what it has, over and over.
 
-use super::state::{canonical, Entry, Health};
+use super::state::{Entry, Health};
 use super::{lock, Pool, Shared};
 use crate::body::RequestBody;
 use crate::error::BoxError;
+use crate::ollama::model::model_key;
+use crate::ollama::tags::ModelList;
 use crate::telemetry;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -186,28 +185,14 @@ where
         .unwrap_or_else(|| Err(format!("GET {path} took longer than the probe timeout").into()))
 }
 
-/// The entries of a `{"models":[…]}` answer, with their canonical names.
+/// The entries of a `{"models":[…]}` answer, with their keys.
 fn entries(body: &[u8]) -> Result<Vec<Entry>, BoxError> {
-    #[derive(Deserialize)]
-    struct List {
-        models: Vec<Box<RawValue>>,
-    }
-    #[derive(Deserialize)]
-    struct Named<'a> {
-        #[serde(borrow, default)]
-        name: Option<Cow<'a, str>>,
-        #[serde(borrow, default)]
-        model: Option<Cow<'a, str>>,
-    }
-    let list: List = serde_json::from_slice(body)?;
-    let mut out = Vec::with_capacity(list.models.len());
-    for raw in list.models {
-        let named: Named<'_> = serde_json::from_str(raw.get())?;
-        if let Some(name) = named.name.or(named.model).filter(|n| !n.is_empty()) {
-            out.push((canonical(&name), raw));
-        }
-    }
-    Ok(out)
+    let list = ModelList::parse(body)?;
+    Ok(list
+        .models
+        .into_iter()
+        .map(|m| (model_key(&m.name), m.raw))
+        .collect())
 }
 
 /// Polls `fut` until `deadline`; `None` if the deadline came first.

@@ -1,8 +1,13 @@
 //! [`Pool`]: several Ollama hosts behind one service that speaks Ollama's
-//! native API, and the pieces it is made of: [`Attempt`] (one try at the
-//! best host) and [`Failover`] (the [`tower::retry::Policy`] that tries
-//! the next one), [`PoolBody`] (a host's body, counted in flight until it
-//! ends) and [`Maintain`] (what keeps the pool's view fresh).
+//! native API (the `pool` cargo feature).
+//!
+//! What an embedder names: [`Pool`] and its [`PoolBuilder`], [`HostStatus`]
+//! (what [`Pool::hosts`] reports), [`Maintain`] (the future that keeps the
+//! pool's view of its hosts fresh, to spawn), and, in bounds only, the
+//! response body [`PoolBody`] and the response future [`PoolFuture`]
+//! (both opaque). Behind a [`OllamaTranslateLayer`](crate::OllamaTranslateLayer)
+//! the pool takes the model and the conversation from the request's
+//! [`Routing`](crate::Routing) extension instead of reading its body.
 
 mod attempt;
 mod body;
@@ -10,18 +15,16 @@ mod maintain;
 mod route;
 mod state;
 
-pub use self::attempt::{Attempt, AttemptFuture, Failover};
 pub use self::body::PoolBody;
 pub use self::maintain::Maintain;
 
-use self::attempt::Routing;
+use self::attempt::{Attempt, Failover, Tries};
 use self::body::{InFlight, UntilEos};
-use self::route::Kind;
-pub(crate) use self::route::SESSION_HEADERS;
 use self::state::{choose, Choice, Health, HostState, Sessions, Want};
 use crate::body::RequestBody;
 use crate::error::BoxError;
 use crate::limits::{Budget, Hold, ReadBody};
+use crate::ollama::request::Endpoint;
 use crate::telemetry;
 use crate::timer::{Sleep, Timer};
 use bytes::Bytes;
@@ -42,8 +45,8 @@ use tower::load::Load;
 use tower::retry::Retry;
 use tower_service::Service;
 
-/// The most hosts a pool holds.
-pub const MAX_HOSTS: usize = 64;
+/// The most hosts a pool holds (a bit each in a `u64`).
+pub(crate) const MAX_HOSTS: usize = 64;
 
 /// Several Ollama hosts as one service that speaks Ollama's native API.
 ///
@@ -52,8 +55,11 @@ pub const MAX_HOSTS: usize = 64;
 /// hyper-util client pointed at that host, say); the pool opens no sockets
 /// and reads no environment. For each request that needs a model
 /// (`/api/chat`, `/api/generate`, `/api/embed`, `/api/embeddings`,
-/// `/api/show`) it reads the body (up to
-/// [`max_body_bytes`](PoolBuilder::max_body_bytes)) and chooses, in order:
+/// `/api/show`) it takes the model and the conversation from the request's
+/// [`Routing`](crate::Routing) extension, which the layer adds to the
+/// generations it sends, or else reads the body (up to
+/// [`max_body_bytes`](PoolBuilder::max_body_bytes)) for them, and chooses,
+/// in order:
 ///
 /// 1. hosts that have the model (their `/api/tags`); a model no host has
 ///    is Ollama's 404, naming it (and the hosts that are down and never
@@ -72,7 +78,7 @@ pub const MAX_HOSTS: usize = 64;
 /// A refused or dropped connection, a 503, a 404 for a model the host
 /// listed, a 5xx, an answer that is not Ollama's and no head within the
 /// [first-byte timeout](PoolBuilder::first_byte_timeout) are tried again on
-/// the next host, before anything reaches the client ([`Failover`], a
+/// the next host, before anything reaches the client (a
 /// [`tower::retry::Policy`]). `GET /api/tags` and `GET /api/ps` list every
 /// reachable host's models once. Every other request goes to the least
 /// busy host, its body passed on as it comes.
@@ -267,7 +273,7 @@ impl PoolBuilder {
 
     /// The pool of `hosts`, each a name (for logs and metrics, say its base
     /// URL) and the service that reaches it. At least one host, at most
-    /// [`MAX_HOSTS`].
+    /// 64: more is an error.
     pub fn build<S, N>(self, hosts: impl IntoIterator<Item = (N, S)>) -> Result<Pool<S>, BoxError>
     where
         N: Into<String>,
@@ -317,7 +323,8 @@ pub struct HostStatus {
     /// Whether it answered its last probe or request (and is not cooling
     /// down after a 503, nor ejected after failures).
     pub healthy: bool,
-    /// Its models (canonical names), once it has listed them.
+    /// Its models, once it has listed them: each name lower case, with its
+    /// tag (`qwen3:latest`), without the default registry and namespace.
     pub models: Option<Vec<String>>,
     /// The models it has loaded, as far as the pool knows.
     pub loaded: Vec<String>,
@@ -493,10 +500,13 @@ impl Core {
         lock(&self.fleet)
     }
 
-    /// A deadline for a host's first byte, for a request of `kind`.
-    pub(crate) fn first_byte_deadline(&self, kind: Kind) -> Option<(Sleep, Duration)> {
+    /// A deadline for a host's first byte, for a request for `endpoint`.
+    pub(crate) fn first_byte_deadline(
+        &self,
+        endpoint: Option<Endpoint>,
+    ) -> Option<(Sleep, Duration)> {
         let after = self.settings.first_byte_timeout?;
-        if !kind.judged() {
+        if !route::judged(endpoint) {
             return None;
         }
         Some((self.timer.sleep_until(self.timer.now() + after), after))
@@ -611,7 +621,7 @@ impl Core {
     /// `GET /api/tags` or `GET /api/ps` for every host that is not down and
     /// has listed its models, each model once (the first host's entry);
     /// `None` before any host has.
-    fn union(&self, kind: Kind) -> Option<Bytes> {
+    fn union(&self, endpoint: Endpoint) -> Option<Bytes> {
         let fleet = self.lock_fleet();
         let mut seen = HashSet::new();
         let mut out = String::from(r#"{"models":["#);
@@ -622,7 +632,7 @@ impl Core {
                 continue;
             }
             any = true;
-            let entries = if kind == Kind::Tags {
+            let entries = if endpoint == Endpoint::Tags {
                 models
             } else {
                 &h.running
@@ -692,13 +702,13 @@ where
     }
 
     fn call(&mut self, req: Req<B>) -> Self::Future {
-        let kind = Kind::of(req.method(), req.uri().path());
-        if matches!(kind, Kind::Tags | Kind::Running) {
-            if let Some(all) = self.shared.union(kind) {
+        let endpoint = Endpoint::of(req.method(), req.uri().path());
+        if let Some(list @ (Endpoint::Tags | Endpoint::Ps)) = endpoint {
+            if let Some(all) = self.shared.union(list) {
                 return PoolFuture::done(json(StatusCode::OK, all));
             }
         }
-        if !kind.reads_body() {
+        let Some(kind) = endpoint.filter(|e| e.names_model()) else {
             let (parts, body) = req.into_parts();
             // An empty body can be sent again: the request can fail over.
             let body = if body.is_end_stream() {
@@ -706,11 +716,14 @@ where
             } else {
                 body
             };
-            return self.dispatch(Request::from_parts(parts, body), kind, Want::default());
-        }
+            let req = Request::from_parts(parts, body);
+            return self.dispatch(req, endpoint, Want::default());
+        };
+        // The layer said what the request wants: its body is not parsed.
+        let routed = route::routed(kind, req.extensions());
         if let Some(whole) = req.body().whole() {
-            let want = route::want(kind, req.headers(), &whole);
-            return self.dispatch(req, kind, want);
+            let want = routed.unwrap_or_else(|| route::want(kind, req.headers(), &whole));
+            return self.dispatch(req, endpoint, want);
         }
         let (parts, body) = req.into_parts();
         let settings = &self.shared.settings;
@@ -725,6 +738,7 @@ where
                 read: ReadBody::new(body, settings.max_body_bytes, hold, Some(deadline)),
                 parts: Some(parts),
                 kind,
+                routed,
                 pool: self.clone(),
             },
         }
@@ -732,14 +746,19 @@ where
 }
 
 impl<S> Pool<S> {
-    fn dispatch<B, R>(&self, mut req: Req<B>, kind: Kind, want: Want) -> PoolFuture<S, B, R>
+    fn dispatch<B, R>(
+        &self,
+        mut req: Req<B>,
+        endpoint: Option<Endpoint>,
+        want: Want,
+    ) -> PoolFuture<S, B, R>
     where
         S: Service<Req<B>, Response = Response<R>>,
         B: Body,
         B::Error: Into<BoxError>,
         R: Body,
     {
-        req.extensions_mut().insert(Routing::new(kind, want));
+        req.extensions_mut().insert(Tries::new(endpoint, want));
         let policy = Failover {
             shared: self.shared.clone(),
             left: self.shared.names.len() - 1,
@@ -759,7 +778,7 @@ impl<S> Pool<S> {
 }
 
 pin_project! {
-    /// [`Pool`]'s response future.
+    /// [`Pool`]'s response future: opaque, named only in bounds.
     pub struct PoolFuture<S, B, R>
     where
         S: Service<Req<B>, Response = Response<R>>,
@@ -785,7 +804,10 @@ pin_project! {
             #[pin]
             read: ReadBody<RequestBody<B>>,
             parts: Option<http::request::Parts>,
-            kind: Kind,
+            // A request that names a model.
+            kind: Endpoint,
+            // What the layer said it wants, if it did.
+            routed: Option<Want>,
             pool: Pool<S>,
         },
         Calling {
@@ -827,14 +849,17 @@ where
                     read,
                     parts,
                     kind,
+                    routed,
                     pool,
                 } => {
                     let next = match (ready!(read.poll(cx)), parts.take()) {
                         (Ok((whole, hold)), Some(parts)) => {
-                            let want = route::want(*kind, &parts.headers, &whole);
+                            let want = routed
+                                .take()
+                                .unwrap_or_else(|| route::want(*kind, &parts.headers, &whole));
                             drop(hold);
                             let req = Request::from_parts(parts, RequestBody::rewritten(whole));
-                            pool.dispatch(req, *kind, want).state
+                            pool.dispatch(req, Some(*kind), want).state
                         }
                         (Err(e), _) => {
                             let mut res = ollama_error(e.status, &e.message);

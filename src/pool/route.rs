@@ -1,65 +1,38 @@
-//! What a request asks of the pool: which kind of request it is, the model
-//! it names and the conversation it continues.
+//! What a request asks of the pool: the model it names and the
+//! conversation it continues. The layer says so in the request's
+//! [`Routing`] extension; a request without one (a native client's) has
+//! its body read for them.
 
-use super::state::{canonical, Want};
-use http::{HeaderMap, Method};
+use super::state::Want;
+use crate::ollama::model::model_key;
+use crate::ollama::request::Endpoint;
+use crate::ollama::routing::{self, Routing, SESSION_HEADERS};
+use http::{Extensions, HeaderMap};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::hash::{Hash, Hasher};
 
-/// How the pool treats a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    /// `GET /api/tags`: answered with every healthy host's models.
-    Tags,
-    /// `GET /api/ps`: answered with every healthy host's running models.
-    Running,
-    /// `POST /api/chat`, `/api/generate`: a generation, maybe part of a
-    /// conversation. The body is read to find the model.
-    Generate,
-    /// `POST /api/embed`, `/api/embeddings`, `/api/show`: needs a host with
-    /// the model. The body is read to find it.
-    Model,
-    /// `POST /api/experimental/web_search` (the layer's web searches): any
-    /// healthy host; one that cannot search (an older Ollama, not signed in
-    /// to ollama.com, cloud features off) sends it to the next.
-    Search,
-    /// Anything else: any healthy host, the body passed on as it comes.
-    Any,
+/// Whether the pool judges a host's health by its answers to requests for
+/// `endpoint`: those that name a model. Not searches (whose failures are
+/// ollama.com's), nor the rest (whose failures may be the request's, as a
+/// pull of a model that does not exist).
+pub(crate) fn judged(endpoint: Option<Endpoint>) -> bool {
+    endpoint.is_some_and(Endpoint::names_model)
 }
 
-impl Kind {
-    pub(crate) fn of(method: &Method, path: &str) -> Kind {
-        let read = method == Method::GET || method == Method::HEAD;
-        match path {
-            "/api/tags" if read => Kind::Tags,
-            "/api/ps" if read => Kind::Running,
-            "/api/chat" | "/api/generate" if method == Method::POST => Kind::Generate,
-            "/api/embed" | "/api/embeddings" | "/api/show" if method == Method::POST => Kind::Model,
-            "/api/experimental/web_search" if method == Method::POST => Kind::Search,
-            _ => Kind::Any,
-        }
+/// What the layer's [`Routing`] in `extensions` says a request for
+/// `endpoint` wants; `None` without one.
+pub(crate) fn routed(endpoint: Endpoint, extensions: &Extensions) -> Option<Want> {
+    let routing = extensions.get::<Routing>()?;
+    let model = model_key(&routing.model);
+    if model.is_empty() {
+        return Some(Want::default());
     }
-
-    /// Whether the body has to be read before a host is chosen.
-    pub(crate) fn reads_body(self) -> bool {
-        matches!(self, Kind::Generate | Kind::Model)
-    }
-
-    /// Whether the pool judges a host's health by its answers to this kind
-    /// of request: those that name a model. Not searches (whose failures
-    /// are ollama.com's), nor the rest (whose failures may be the
-    /// request's, as a pull of a model that does not exist).
-    pub(crate) fn judged(self) -> bool {
-        matches!(self, Kind::Generate | Kind::Model)
-    }
+    Some(Want {
+        model: Some(model),
+        session: routing.conversation.filter(|_| endpoint.generates()),
+    })
 }
-
-/// Headers that name a conversation: Claude Code's, Codex's, and a
-/// generic one, in that order.
-pub(crate) const SESSION_HEADERS: [&str; 3] =
-    ["x-claude-code-session-id", "session_id", "x-session-id"];
 
 /// The fields of a native request that route it. Strings stay raw: only
 /// their hash is needed.
@@ -86,12 +59,16 @@ struct Message<'a> {
     content: Option<&'a RawValue>,
 }
 
-/// How much of a `/api/generate` prompt names its conversation.
-const PROMPT_PREFIX: usize = 1024;
-
-/// What `body` (a native request of `kind`) and `headers` ask for. A body
-/// that is not JSON, or names no model, wants any host: Ollama answers it.
-pub(crate) fn want(kind: Kind, headers: &HeaderMap, body: &[u8]) -> Want {
+/// What `body` (a native request for `endpoint`) and `headers` ask for,
+/// read from the body. A body that is not JSON, or names no model, wants
+/// any host: Ollama answers it.
+///
+/// Its conversation's key is the model and a session header (one of the
+/// layer's defaults), or else the model, the first system message and the
+/// first user message (for `/api/generate`, the system prompt and the
+/// prompt's beginning), hashed as written in JSON: not the key the layer
+/// gives the same conversation, which it never needs to be.
+pub(crate) fn want(endpoint: Endpoint, headers: &HeaderMap, body: &[u8]) -> Want {
     let Ok(peek) = serde_json::from_slice::<Peek<'_>>(body) else {
         return Want::default();
     };
@@ -100,14 +77,15 @@ pub(crate) fn want(kind: Kind, headers: &HeaderMap, body: &[u8]) -> Want {
         .as_deref()
         .filter(|m| !m.is_empty())
         .or(peek.name.as_deref())
+        .map(model_key)
         .filter(|m| !m.is_empty())
     else {
         return Want::default();
     };
-    let model = canonical(model);
-    let session = match kind {
-        Kind::Generate => session(&model, headers, &peek),
-        _ => None,
+    let session = if endpoint.generates() {
+        session(&model, headers, &peek)
+    } else {
+        None
     };
     Want {
         model: Some(model),
@@ -115,20 +93,14 @@ pub(crate) fn want(kind: Kind, headers: &HeaderMap, body: &[u8]) -> Want {
     }
 }
 
-/// The conversation's key: the model and a session header, or else the
-/// model, the first system message and the first user message (for
-/// `/api/generate`, the system prompt and the prompt's beginning).
+/// The conversation's key (see [`want`]).
 fn session(model: &str, headers: &HeaderMap, peek: &Peek<'_>) -> Option<u64> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    model.hash(&mut h);
     if let Some(id) = SESSION_HEADERS
         .iter()
         .find_map(|name| headers.get(*name))
         .filter(|v| !v.is_empty())
     {
-        "header".hash(&mut h);
-        id.as_bytes().hash(&mut h);
-        return Some(h.finish());
+        return Some(routing::by_session(model, id.as_bytes()));
     }
     if let Some(messages) = &peek.messages {
         let first = |role: &str| {
@@ -139,20 +111,15 @@ fn session(model: &str, headers: &HeaderMap, peek: &Peek<'_>) -> Option<u64> {
                 .map(RawValue::get)
         };
         let user = first("user")?;
-        "chat".hash(&mut h);
-        first("system").unwrap_or("").hash(&mut h);
-        user.hash(&mut h);
-        return Some(h.finish());
+        return Some(routing::by_messages(
+            model,
+            first("system").unwrap_or(""),
+            user,
+        ));
     }
     let prompt = peek.prompt.map(RawValue::get)?;
-    let mut end = prompt.len().min(PROMPT_PREFIX);
-    while !prompt.is_char_boundary(end) {
-        end -= 1;
-    }
-    "generate".hash(&mut h);
-    peek.system.map_or("", RawValue::get).hash(&mut h);
-    prompt[..end].hash(&mut h);
-    Some(h.finish())
+    let system = peek.system.map_or("", RawValue::get);
+    Some(routing::by_prompt(model, system, prompt))
 }
 
 #[cfg(test)]
@@ -160,22 +127,7 @@ mod tests {
     use super::*;
 
     fn chat(body: &str) -> Want {
-        want(Kind::Generate, &HeaderMap::new(), body.as_bytes())
-    }
-
-    #[test]
-    fn kinds_follow_method_and_path() {
-        assert_eq!(Kind::of(&Method::GET, "/api/tags"), Kind::Tags);
-        assert_eq!(Kind::of(&Method::POST, "/api/tags"), Kind::Any);
-        assert_eq!(Kind::of(&Method::GET, "/api/ps"), Kind::Running);
-        assert_eq!(Kind::of(&Method::POST, "/api/chat"), Kind::Generate);
-        assert_eq!(Kind::of(&Method::POST, "/api/show"), Kind::Model);
-        assert_eq!(Kind::of(&Method::POST, "/api/pull"), Kind::Any);
-        assert_eq!(
-            Kind::of(&Method::POST, "/api/experimental/web_search"),
-            Kind::Search
-        );
-        assert!(!Kind::Any.reads_body());
+        want(Endpoint::Chat, &HeaderMap::new(), body.as_bytes())
     }
 
     #[test]
@@ -202,24 +154,29 @@ mod tests {
         let body = |user: &str| {
             format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{user}"}}]}}"#)
         };
-        let a = want(Kind::Generate, &headers, body("one").as_bytes());
-        let b = want(Kind::Generate, &headers, body("two").as_bytes());
+        let a = want(Endpoint::Chat, &headers, body("one").as_bytes());
+        let b = want(Endpoint::Chat, &headers, body("two").as_bytes());
         assert_eq!(a.session, b.session);
         headers.insert("x-claude-code-session-id", "xyz".parse().unwrap());
-        let c = want(Kind::Generate, &headers, body("one").as_bytes());
+        let c = want(Endpoint::Chat, &headers, body("one").as_bytes());
         assert_ne!(a.session, c.session);
+        // The layer keys a session header's conversation the same way.
+        let routing = routing::Seed::chat("M:latest", None, None).routing(Some(b"xyz"));
+        assert_eq!(routing.conversation, c.session);
     }
 
     #[test]
     fn only_generations_have_sessions_and_garbage_wants_any_host() {
-        let show = want(Kind::Model, &HeaderMap::new(), br#"{"name":"llava"}"#);
+        let show = want(Endpoint::Show, &HeaderMap::new(), br#"{"name":"llava"}"#);
         assert_eq!(show.model.as_deref(), Some("llava:latest"));
         assert_eq!(show.session, None);
+        let library = chat(r#"{"model":"library/llava"}"#);
+        assert_eq!(library.model, show.model);
         assert_eq!(chat("not json").model, None);
         assert_eq!(chat(r#"{"model":""}"#).model, None);
         let generate = |prompt: &str| {
             want(
-                Kind::Generate,
+                Endpoint::Generate,
                 &HeaderMap::new(),
                 format!(r#"{{"model":"m","prompt":"{prompt}"}}"#).as_bytes(),
             )
@@ -230,5 +187,19 @@ mod tests {
             generate(&format!("{long}b")).session
         );
         assert_ne!(generate("a").session, generate("b").session);
+    }
+
+    #[test]
+    fn the_layer_s_routing_is_taken_as_it_is() {
+        let mut ext = Extensions::new();
+        assert!(routed(Endpoint::Chat, &ext).is_none());
+        ext.insert(Routing::new("Qwen3", Some(42)));
+        let chat = routed(Endpoint::Chat, &ext).unwrap();
+        assert_eq!(chat.model.as_deref(), Some("qwen3:latest"));
+        assert_eq!(chat.session, Some(42));
+        let embed = routed(Endpoint::Embed, &ext).unwrap();
+        assert_eq!(embed.session, None);
+        ext.insert(Routing::new("", Some(42)));
+        assert_eq!(routed(Endpoint::Chat, &ext).unwrap().model, None);
     }
 }

@@ -1,24 +1,9 @@
 //! What the pool knows about its hosts, and the choice it makes from it.
 
 use serde_json::value::RawValue;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
-
-/// A model name as Ollama compares them: lower case, with `:latest` when
-/// the last path segment names no tag, without the default registry.
-pub(crate) fn canonical(name: &str) -> String {
-    let lower = name.trim().to_ascii_lowercase();
-    let lower = lower
-        .strip_prefix("registry.ollama.ai/library/")
-        .map(str::to_string)
-        .unwrap_or(lower);
-    let last = lower.rsplit('/').next().unwrap_or(&lower);
-    if last.contains(':') {
-        lower
-    } else {
-        format!("{lower}:latest")
-    }
-}
 
 /// Whether a host can be sent requests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,8 +84,8 @@ impl Outlier {
     }
 }
 
-/// One entry of a host's `/api/tags` or `/api/ps`: its canonical name and
-/// the entry as Ollama wrote it.
+/// One entry of a host's `/api/tags` or `/api/ps`: its model's key and the
+/// entry as Ollama wrote it.
 pub(crate) type Entry = (String, Box<RawValue>);
 
 /// One host's state.
@@ -113,7 +98,7 @@ pub(crate) struct HostState {
     pub(crate) models: Option<Vec<Entry>>,
     /// `/api/ps`, as last read.
     pub(crate) running: Vec<Entry>,
-    /// Canonical names of the models loaded: `/api/ps`, and every model
+    /// Keys of the models loaded: `/api/ps`, and every model
     /// this host has answered a generation for since.
     pub(crate) loaded: HashSet<String>,
 }
@@ -166,7 +151,8 @@ impl HostState {
 /// What a request needs from a host.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Want {
-    /// The canonical model name, when the request names one.
+    /// The model's key ([`model_key`](crate::ollama::model::model_key)),
+    /// when the request names one.
     pub(crate) model: Option<String>,
     /// The conversation's key, for requests that continue one.
     pub(crate) session: Option<u64>,
@@ -258,94 +244,52 @@ pub(crate) fn choose(
     }
 }
 
-/// Conversations and the host that served them: a map with a TTL, kept to
-/// `capacity` entries by evicting the least recently used.
+/// Conversations and the host that served them: an LRU map (`lru`) with a
+/// TTL, kept to `capacity` entries by evicting the least recently used.
 #[derive(Debug)]
 pub(crate) struct Sessions {
-    pins: HashMap<u64, Pin>,
-    /// Keys in the order they were last used; stale stamps are skipped.
-    order: VecDeque<(u64, u64)>,
-    stamp: u64,
-    capacity: usize,
+    /// Each conversation's host and when it was last sent there; `None`
+    /// when stickiness is off (a capacity of 0).
+    pins: Option<lru::LruCache<u64, (usize, Instant)>>,
     ttl: Duration,
-}
-
-#[derive(Debug)]
-struct Pin {
-    host: usize,
-    at: Instant,
-    stamp: u64,
 }
 
 impl Sessions {
     pub(crate) fn new(capacity: usize, ttl: Duration) -> Sessions {
         Sessions {
-            pins: HashMap::new(),
-            order: VecDeque::new(),
-            stamp: 0,
-            capacity,
+            pins: NonZeroUsize::new(capacity).map(lru::LruCache::new),
             ttl,
         }
     }
 
     /// The host `key` was last sent to, unless that is older than the TTL.
     pub(crate) fn get(&mut self, key: u64, now: Instant) -> Option<usize> {
-        let pin = self.pins.get(&key)?;
-        if now.saturating_duration_since(pin.at) > self.ttl {
-            self.pins.remove(&key);
+        let pins = self.pins.as_mut()?;
+        let &(host, at) = pins.peek(&key)?;
+        if now.saturating_duration_since(at) > self.ttl {
+            pins.pop(&key);
             return None;
         }
-        Some(pin.host)
+        Some(host)
     }
 
     /// Pins `key` to `host` (again), as most recently used.
     pub(crate) fn set(&mut self, key: u64, host: usize, now: Instant) {
-        if self.capacity == 0 {
-            return;
-        }
-        self.stamp += 1;
-        let stamp = self.stamp;
-        self.pins.insert(
-            key,
-            Pin {
-                host,
-                at: now,
-                stamp,
-            },
-        );
-        self.order.push_back((key, stamp));
-        while self.pins.len() > self.capacity {
-            let Some((old, s)) = self.order.pop_front() else {
-                break;
-            };
-            if self.pins.get(&old).is_some_and(|p| p.stamp == s) {
-                self.pins.remove(&old);
-            }
-        }
-        // Re-used keys leave stale entries behind: drop them once they are
-        // as many as the live ones.
-        if self.order.len() > 2 * self.capacity + 16 {
-            let pins = &self.pins;
-            self.order
-                .retain(|(k, s)| pins.get(k).is_some_and(|p| p.stamp == *s));
+        if let Some(pins) = self.pins.as_mut() {
+            pins.put(key, (host, now));
         }
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.pins.len()
-    }
-
-    /// Bookkeeping entries, live or stale (for tests of the bound).
-    #[cfg(test)]
-    fn order_len(&self) -> usize {
-        self.order.len()
+        self.pins.as_ref().map_or(0, lru::LruCache::len)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ollama::model::model_key as canonical;
 
     fn host(health: Health, models: Option<&[&str]>, loaded: &[&str]) -> HostState {
         let entry = |m: &&str| {
@@ -370,18 +314,6 @@ mod tests {
             model: Some(canonical(model)),
             session: None,
         }
-    }
-
-    #[test]
-    fn names_compare_as_ollama_compares_them() {
-        assert_eq!(canonical("Qwen3"), "qwen3:latest");
-        assert_eq!(canonical("qwen3:8b"), "qwen3:8b");
-        assert_eq!(
-            canonical("registry.ollama.ai/library/llama3"),
-            "llama3:latest"
-        );
-        assert_eq!(canonical("hf.co/org/model"), "hf.co/org/model:latest");
-        assert_eq!(canonical("localhost:5000/m"), "localhost:5000/m:latest");
     }
 
     #[test]
@@ -648,14 +580,26 @@ mod tests {
             s.set(k % 5, 1, t0);
             s.set(k, 2, t0);
             assert!(s.len() <= 3);
-            assert!(s.order_len() <= 2 * 3 + 16 + 1);
         }
         // The most recently used survive.
         assert_eq!(s.get(99, t0), Some(2));
         assert_eq!(s.get(98, t0), Some(2));
         assert_eq!(s.get(0, t0), None);
+        // Reading a conversation does not make it recent; pinning does.
+        s.set(1, 0, t0);
+        s.set(2, 0, t0);
+        s.set(3, 0, t0);
+        assert_eq!(s.get(1, t0), Some(0));
+        s.set(5, 0, t0);
+        assert_eq!(s.get(1, t0), None, "the least recently pinned went");
+        assert_eq!(s.get(2, t0), Some(0));
+        // An expired one is gone for good, even once time is back.
+        s.set(4, 1, t0);
+        assert_eq!(s.get(4, t0 + Duration::from_secs(11)), None);
+        assert_eq!(s.get(4, t0), None);
         let mut off = Sessions::new(0, Duration::from_secs(10));
         off.set(1, 1, t0);
         assert_eq!(off.get(1, t0), None);
+        assert_eq!(off.len(), 0);
     }
 }

@@ -246,7 +246,9 @@ fn rejects_bad_input_naming_the_parameter() {
 #[test]
 fn aliases_resolve_but_responses_keep_the_client_name() {
     let mut config = Config::default();
-    config.aliases.insert("gpt-4o".into(), "qwen3:8b".into());
+    config
+        .aliases
+        .insert(crate::config::model_key("gpt-4o"), "qwen3:8b".into());
     let p = parse_request(
         &config,
         json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})

@@ -347,7 +347,7 @@ fn a_tool_reference_needs_a_name() {
 #[test]
 fn thinking_config_maps_to_think() {
     let mut c = config();
-    c.think_models.insert("qwen3".into());
+    c.think_models.insert(crate::config::model_key("qwen3"));
     let think = |c: &Config, model: &str, extra: Value| {
         let mut body = json!({"model": model, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
         for (k, v) in extra.as_object().unwrap() {
@@ -421,8 +421,10 @@ fn thinking_config_maps_to_think() {
 #[test]
 fn model_aliases_and_default_model() {
     let mut c = config();
-    c.aliases
-        .insert("claude-sonnet-4-5".into(), "glm-5:cloud".into());
+    c.aliases.insert(
+        crate::config::model_key("claude-sonnet-4-5"),
+        "glm-5:cloud".into(),
+    );
     c.default_model = Some("qwen3:8b".into());
     let model = |c: &Config, name: &str| {
         let p = parse_with(c, json!({"model": name, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]})).unwrap();
