@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
+use sync_wrapper::SyncWrapper;
 
 /// A future that completes after a delay.
 pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -154,7 +155,7 @@ impl Timing {
         Some(Pace {
             timer: self.timer.clone()?,
             after: self.body_timeout?,
-            sleep: None,
+            sleep: SyncWrapper::new(None),
             got: 0,
             late: Arc::new(AtomicBool::new(false)),
         })
@@ -173,7 +174,7 @@ impl Timing {
             idle_timeout: self.idle_timeout,
             last_in: now,
             last_out: now,
-            sleep: None,
+            sleep: SyncWrapper::new(None),
         })
     }
 }
@@ -196,8 +197,9 @@ pub(crate) struct Deadlines {
     last_in: Instant,
     /// When the client was last sent something.
     last_out: Instant,
-    /// Armed for `.1`.
-    sleep: Option<(Sleep, Instant)>,
+    /// Armed for `.1`. Only ever touched through `&mut self`, so the body
+    /// that holds it is `Sync` whatever the timer's sleeps are.
+    sleep: SyncWrapper<Option<(Sleep, Instant)>>,
 }
 
 impl Deadlines {
@@ -235,7 +237,7 @@ impl Deadlines {
             let Some(next) = self.next() else {
                 return Poll::Pending;
             };
-            let sleep = match &mut self.sleep {
+            let sleep = match self.sleep.get_mut() {
                 // Activity only pushes deadlines later; a sleep armed for an
                 // earlier instant is moved when it fires, not per token.
                 Some((sleep, at)) => {
@@ -245,25 +247,28 @@ impl Deadlines {
                     }
                     sleep
                 }
-                None => &mut self.sleep.insert((self.timer.sleep_until(next), next)).0,
+                None => {
+                    let armed = (self.timer.sleep_until(next), next);
+                    &mut self.sleep.get_mut().insert(armed).0
+                }
             };
             ready!(sleep.as_mut().poll(cx));
             let now = self.timer.now();
             if let Some(after) = self.idle_timeout {
                 if now >= self.last_in + after {
-                    self.sleep = None;
+                    *self.sleep.get_mut() = None;
                     return Poll::Ready(Due::IdleTimeout(after));
                 }
             }
             if let Some(every) = self.keepalive {
                 if now >= self.last_out + every {
-                    self.sleep = None;
+                    *self.sleep.get_mut() = None;
                     return Poll::Ready(Due::KeepAlive);
                 }
             }
             // Fired for a deadline that activity has since moved: re-arm
             // for the new one on the next turn.
-            self.sleep = None;
+            *self.sleep.get_mut() = None;
         }
     }
 }
@@ -279,7 +284,7 @@ pub(crate) struct Pace {
     timer: Arc<dyn Timer>,
     after: Duration,
     /// Armed when the body first has nothing after the last reset.
-    sleep: Option<Sleep>,
+    sleep: SyncWrapper<Option<Sleep>>,
     /// Bytes since the last reset.
     got: usize,
     /// Set once the body fell behind: the response is then a 408.
@@ -302,7 +307,7 @@ impl Pace {
         self.got = self.got.saturating_add(n);
         if end || self.got >= PACE_BYTES {
             self.got = 0;
-            self.sleep = None;
+            *self.sleep.get_mut() = None;
         }
     }
 
@@ -312,6 +317,7 @@ impl Pace {
         let (timer, after) = (&self.timer, self.after);
         let sleep = self
             .sleep
+            .get_mut()
             .get_or_insert_with(|| timer.sleep_until(timer.now() + after));
         ready!(sleep.as_mut().poll(cx));
         self.late.store(true, Ordering::Release);

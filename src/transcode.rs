@@ -12,7 +12,7 @@ use bytes::BytesMut;
 /// Turns an upstream response body into the client's, piece by piece: the
 /// body's plug-in point. Dialects implement it (usually through
 /// [`Decoder`](crate::ollama::Decoder) and an encoder of their own).
-pub(crate) trait Transcode: Send {
+pub(crate) trait Transcode: Send + Sync {
     /// One complete line of the upstream body, without its `\n` (or, when
     /// [`Transcode::whole_body`] is true, the whole body at its end).
     fn line(&mut self, line: &[u8], out: &mut BytesMut);

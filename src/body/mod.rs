@@ -28,6 +28,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use sync_wrapper::SyncWrapper;
 
 /// How much of Ollama's answer a translated body keeps.
 #[derive(Clone, Copy, Debug)]
@@ -92,6 +93,11 @@ pin_project! {
     /// # }
     /// ```
     ///
+    /// It is `Send` and `Sync` when the inner body is, so it boxes as
+    /// [`BoxBody`](http_body_util::combinators::BoxBody) as well as
+    /// `UnsyncBoxBody`, whatever the [`Timer`](crate::Timer)'s sleeps and a
+    /// web search's futures are.
+    ///
     /// See the [crate docs](crate) for more details.
     pub struct TranslateBody<B> {
         #[pin]
@@ -107,7 +113,7 @@ pin_project! {
         Passthrough { #[pin] body: B, held: Held },
         // Passed through frame for frame, as the inner body cuts them.
         Untouched { #[pin] body: B },
-        Translate { #[pin] body: B, state: Box<Translator>, agent: Option<Box<dyn Rounds<B>>> },
+        Translate { #[pin] body: B, state: Box<Translator>, agent: Option<SyncWrapper<Box<dyn Rounds<B>>>> },
         Full { data: Option<Bytes> },
     }
 }
@@ -171,7 +177,7 @@ impl<B> TranslateBody<B> {
                     ended: false,
                     gather: Gather::default(),
                 }),
-                agent,
+                agent: agent.map(SyncWrapper::new),
             },
             permit: None,
         }
@@ -248,7 +254,7 @@ where
                     state.ended = true;
                     return Poll::Ready(state.error.take().map(Err));
                 }
-                let polled = match agent.as_deref_mut() {
+                let polled = match agent.as_mut().map(|a| &mut **a.get_mut()) {
                     Some(agent) if state.between_rounds => {
                         state.poll_agent(body.as_mut(), agent, cx)
                     }

@@ -357,3 +357,36 @@ proptest! {
         prop_assert_eq!(find_newline(&s), s.iter().position(|&b| b == b'\n'));
     }
 }
+
+/// `TranslateBody` is `Sync` over a `Sync` body, whatever the timer's
+/// sleeps are (these are not `Sync`), so it boxes as `BoxBody`.
+#[tokio::test]
+async fn translate_body_is_sync_and_boxes() {
+    use http_body_util::BodyExt;
+    fn sync<T: Send + Sync>(_: &T) {}
+    let unsync_sleep = |d: std::time::Duration| -> crate::Sleep {
+        let not_sync = std::cell::Cell::new(0u8);
+        Box::pin(async move {
+            tokio::time::sleep(d).await;
+            not_sync.set(1);
+        })
+    };
+    let timing = crate::timer::Timing {
+        timer: Some(std::sync::Arc::new(unsync_sleep)),
+        keepalive: Some(std::time::Duration::from_secs(10)),
+        idle_timeout: Some(std::time::Duration::from_secs(10)),
+        body_timeout: None,
+    };
+    let line = "hi\n";
+    let body = TranslateBody::translate(
+        http_body_util::Full::new(bytes::Bytes::from(line)),
+        Box::new(Echo),
+        timing.deadlines(),
+        Limits::line(1024),
+        None,
+    );
+    sync(&body);
+    let boxed = http_body_util::combinators::BoxBody::new(body);
+    let text = boxed.collect().await.unwrap().to_bytes();
+    assert_eq!(text, "hi\n");
+}

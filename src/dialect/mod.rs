@@ -114,7 +114,7 @@ impl<E: Encoder> Transcode for Decoder<E> {
 }
 
 /// Renders a whole upstream JSON document in a client's shape.
-pub(crate) trait Render: Send {
+pub(crate) trait Render: Send + Sync {
     /// `body` is the complete upstream body (`{}` when it was empty). An
     /// error means Ollama's answer cannot be rendered (not JSON, missing
     /// fields): the client gets it, with its status, instead of a document.

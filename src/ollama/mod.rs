@@ -101,7 +101,7 @@ impl<'a> Reason<'a> {
 }
 
 /// Turns events into a client dialect.
-pub(crate) trait Encoder: Send {
+pub(crate) trait Encoder: Send + Sync {
     /// Writes whatever `event` means in this dialect to `out`.
     fn event(&mut self, event: Event<'_>, out: &mut BytesMut);
     /// Nothing has arrived from upstream for a while; write a keep-alive if
