@@ -188,11 +188,7 @@ impl InputBuilder<'_> {
     ) -> Result<(), ApiError> {
         let name = call_name(item, p, "function_call")?;
         let arguments = parse_arguments(item.get("arguments"), &format!("{p}.arguments"))?;
-        let call_id = item
-            .get("call_id")
-            .or_else(|| item.get("id"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let call_id = call_id_of(item);
         self.push_call(call_id, name, arguments);
         Ok(())
     }
@@ -213,11 +209,7 @@ impl InputBuilder<'_> {
                 return Err(Wording::Named.wrong_type(&format!("{p}.input"), "a string", v));
             }
         };
-        let call_id = item
-            .get("call_id")
-            .or_else(|| item.get("id"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let call_id = call_id_of(item);
         self.push_call(call_id, name, json!({ CUSTOM_INPUT: input }));
         Ok(())
     }
@@ -230,11 +222,7 @@ impl InputBuilder<'_> {
         item: &Map<String, Value>,
     ) -> Result<(), ApiError> {
         let arguments = parse_arguments(item.get("arguments"), &format!("{p}.arguments"))?;
-        let call_id = item
-            .get("call_id")
-            .or_else(|| item.get("id"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let call_id = call_id_of(item);
         self.push_call(call_id, TOOL_SEARCH.to_string(), arguments);
         Ok(())
     }
@@ -420,4 +408,12 @@ pub(crate) fn seal_reasoning(key: &Key, text: &str) -> String {
 /// The thinking text inside an `encrypted_content`, if we made it.
 pub(crate) fn open_reasoning(key: &Key, sealed: &str) -> Option<String> {
     signing::open(key, REASONING_PURPOSE, sealed)
+}
+
+/// A call item's `call_id` (or, from older clients, its `id`).
+fn call_id_of(item: &Map<String, Value>) -> Option<String> {
+    item.get("call_id")
+        .or_else(|| item.get("id"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }

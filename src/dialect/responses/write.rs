@@ -81,11 +81,8 @@ pub(super) fn write_summary_text(out: &mut BytesMut, text: &str) {
 
 /// A message item; `text` `None` renders the empty item of `output_item.added`.
 pub(super) fn write_message_item(out: &mut BytesMut, id: &str, status: &str, text: Option<&str>) {
-    out.extend_from_slice(b"{\"id\":");
-    write_str(out, id);
-    out.extend_from_slice(b",\"type\":\"message\",\"status\":\"");
-    out.extend_from_slice(status.as_bytes());
-    out.extend_from_slice(b"\",\"role\":\"assistant\",\"content\":[");
+    write_item_head(out, id, "message", status);
+    out.extend_from_slice(b",\"role\":\"assistant\",\"content\":[");
     if let Some(t) = text {
         write_output_text(out, t);
     }
@@ -112,6 +109,18 @@ pub(super) fn write_reasoning_item(
     out.extend_from_slice(b"}");
 }
 
+/// `{"id":…,"type":…,"status":…`: how every output item with a status
+/// begins (the caller writes the rest and the closing brace).
+fn write_item_head(out: &mut BytesMut, id: &str, kind: &str, status: &str) {
+    out.extend_from_slice(b"{\"id\":");
+    write_str(out, id);
+    out.extend_from_slice(b",\"type\":\"");
+    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(b"\",\"status\":\"");
+    out.extend_from_slice(status.as_bytes());
+    out.extend_from_slice(b"\"");
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn write_function_item(
     out: &mut BytesMut,
@@ -122,11 +131,8 @@ pub(super) fn write_function_item(
     namespace: Option<&str>,
     arguments: &str,
 ) {
-    out.extend_from_slice(b"{\"id\":");
-    write_str(out, id);
-    out.extend_from_slice(b",\"type\":\"function_call\",\"status\":\"");
-    out.extend_from_slice(status.as_bytes());
-    out.extend_from_slice(b"\",\"call_id\":");
+    write_item_head(out, id, "function_call", status);
+    out.extend_from_slice(b",\"call_id\":");
     write_str(out, call_id);
     out.extend_from_slice(b",\"name\":");
     write_str(out, name);
@@ -147,11 +153,8 @@ pub(super) fn write_tool_search_item(
     call_id: &str,
     arguments: &str,
 ) {
-    out.extend_from_slice(b"{\"id\":");
-    write_str(out, id);
-    out.extend_from_slice(b",\"type\":\"tool_search_call\",\"status\":\"");
-    out.extend_from_slice(status.as_bytes());
-    out.extend_from_slice(b"\",\"execution\":\"client\",\"call_id\":");
+    write_item_head(out, id, "tool_search_call", status);
+    out.extend_from_slice(b",\"execution\":\"client\",\"call_id\":");
     write_str(out, call_id);
     out.extend_from_slice(b",\"arguments\":");
     out.extend_from_slice(arguments.as_bytes());
