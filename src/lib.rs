@@ -137,9 +137,25 @@
 //! (a sleep function) or [`OllamaTranslateLayer::with_timer`] (a [`Timer`]).
 //! Every buffer has a bound ([`OllamaTranslateLayer::max_request_bytes`],
 //! [`OllamaTranslateLayer::max_answer_bytes`],
-//! [`OllamaTranslateLayer::request_memory`]). The crate has no cargo
-//! features: everything above is always built, and it starts no runtime
-//! (tower's `load` and `retry` bring in tokio's `time` types, unused).
+//! [`OllamaTranslateLayer::request_memory`]). Everything above is always
+//! built, and it starts no runtime (tower's `load` and `retry` bring in
+//! tokio's `time` types, unused).
+//!
+//! # Feature flags
+//!
+//! Pieces for serving the layer with tokio and hyper, none on by default.
+//! They read no environment variable and open no listener:
+//!
+//! | feature | gives |
+//! |---|---|
+//! | `compression` (default) | gzip and zstd request bodies |
+//! | `tokio` | `TokioTimer`: the [`Timer`] over tokio's clock |
+//! | `client` | `client::OllamaClient`: a hyper-util client that is one Ollama |
+//! | `server` | `server::serve`: a service on a caller's `TcpListener`, with connection limits, timeouts and a graceful shutdown |
+//! | `health` | `health::Health`: `/livez`, `/readyz`, `/metrics` before a service |
+//! | `proxy` | all of the above (what `examples/proxy` uses) |
+//!
+//! [`keys_file`] (the keys file format) is always built.
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(unsafe_code)]
 #![cfg_attr(
@@ -150,15 +166,24 @@
 pub mod access;
 mod agent;
 mod body;
+#[cfg(feature = "client")]
+pub mod client;
 mod config;
 mod dialect;
 mod error;
 mod future;
+#[cfg(feature = "health")]
+pub mod health;
 mod json;
+pub mod keys_file;
 mod layer;
 mod ollama;
 pub mod pool;
+#[cfg(feature = "tokio")]
+mod rt;
 pub mod search;
+#[cfg(feature = "server")]
+pub mod server;
 mod service;
 mod signing;
 mod store;
@@ -166,6 +191,9 @@ pub mod telemetry;
 mod timer;
 mod util;
 
+#[cfg(feature = "tokio")]
+#[doc(inline)]
+pub use self::rt::TokioTimer;
 #[doc(inline)]
 pub use self::{
     body::{RequestBody, TranslateBody},
