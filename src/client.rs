@@ -62,6 +62,34 @@ pub fn connector() -> HttpConnector {
     c
 }
 
+/// A client for `http://` and `https://` services (web search backends,
+/// ollama.com): `https://` through rustls with the Mozilla roots of
+/// `webpki-roots` (no system certificates needed); HTTP/1.1, the
+/// [`connector`]'s timeouts. Feature `tls`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let client = ollama_translate::client::https_client::<http_body_util::Full<bytes::Bytes>>();
+/// # let _ = client;
+/// # }
+/// ```
+#[cfg(feature = "tls")]
+pub fn https_client<B>() -> Client<hyper_rustls::HttpsConnector<HttpConnector>, B>
+where
+    B: http_body::Body + Send,
+    B::Data: Send,
+{
+    let mut http = connector();
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new()).build(https)
+}
+
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",

@@ -5,9 +5,10 @@
 
 mod common;
 
+use common::child::check;
 use common::child::{proxy_binary, ProxyChild};
 use common::fake_ollama::FakeOllama;
-use common::proxy::{app, send};
+use common::proxy::send;
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -418,15 +419,17 @@ fn every_invalid_setting_names_its_variable() {
         ("SHUTDOWN_GRACE_SECS", "soon"),
         ("SHUTDOWN_DRAIN_SECS", "-2"),
         ("READINESS_PROBE_SECS", "abc"),
-        ("READINESS_PROBE_SECS", "0"),
+        ("READINESS_PROBE_SECS", "-1"),
     ] {
-        let err = app::Settings::from_env(|k| (k == var).then(|| value.to_string()))
-            .expect_err(&format!("{var}={value:?} is refused"));
+        let err = check(&[(var, value)]).expect_err(&format!("{var}={value:?} is refused"));
         assert!(err.contains(var), "{var}: {err}");
     }
-    let s = app::Settings::from_env(|_| None).unwrap();
-    assert_eq!(s.readiness_probe, None, "the binary supplies its default");
-    assert_eq!(s.shutdown_drain, Duration::ZERO);
-    let s = app::Settings::from_env(|k| (k == "READINESS_PROBE_SECS").then(|| "2".into())).unwrap();
-    assert_eq!(s.readiness_probe, Some(Duration::from_secs(2)));
+    let s = check(&[]).unwrap();
+    assert!(s.contains("readiness_probe_secs: 5,"), "{s}");
+    assert!(s.contains("shutdown_drain_secs: 0,"), "{s}");
+    // 0: no probe; blank counts as unset, values are trimmed.
+    let s = check(&[("READINESS_PROBE_SECS", "0"), ("SHUTDOWN_DRAIN_SECS", " ")]).unwrap();
+    assert!(s.contains("readiness_probe_secs: 0,"), "{s}");
+    let s = check(&[("READINESS_PROBE_SECS", " 2 ")]).unwrap();
+    assert!(s.contains("readiness_probe_secs: 2,"), "{s}");
 }

@@ -58,17 +58,18 @@ fn main() {
         .build()
         .unwrap_or_else(|e| fail(2, format!("configuration error: {e}")));
     if args.check {
-        return println!("{:#?}\n{:#?}", args.settings, built.layer);
+        let (s, b) = (&args.settings, &built);
+        return println!("{s:#?}\naccess: {:?}\nlayer: {:?}", b.access, b.layer);
     }
     rt.block_on(async {
-        let otlp = logging(&args.settings);
+        let exporting = logging(&args.settings);
         let served = run(args.settings, built).await;
         #[cfg(feature = "otlp")]
-        if let Some(provider) = otlp {
+        if let Some(provider) = exporting {
             otlp::shutdown(provider).await;
         }
         #[cfg(not(feature = "otlp"))]
-        let () = otlp;
+        let _ = exporting;
         served.unwrap_or_else(|e| fail(1, e));
     });
 }
@@ -81,7 +82,7 @@ fn fail(status: i32, message: impl std::fmt::Display) -> ! {
 #[cfg(feature = "otlp")]
 type Otlp = Option<opentelemetry_sdk::trace::SdkTracerProvider>;
 #[cfg(not(feature = "otlp"))]
-type Otlp = ();
+type Otlp = Option<std::convert::Infallible>;
 
 /// The log (`RUST_LOG`, on standard error) and the OTLP export.
 fn logging(s: &Settings) -> Otlp {
@@ -102,7 +103,7 @@ fn logging(s: &Settings) -> Otlp {
         Err(e) => fail(2, format!("configuration error: {e}")),
     };
     #[cfg(not(feature = "otlp"))]
-    let (export, provider) = (None::<tracing_subscriber::layer::Identity>, ());
+    let (export, provider) = (None::<tracing_subscriber::layer::Identity>, None);
     tracing_subscriber::registry().with(log).with(export).init();
     #[cfg(not(feature = "otlp"))]
     if endpoint.is_some() {
@@ -130,8 +131,8 @@ async fn run(s: Settings, b: Built) -> Result<(), BoxError> {
     tracing::info!(%addr, %ollama, "listening");
     tracing::info!("web search: {}", b.web_search);
     keys::start(&b.access, b.keys_file.as_ref());
-    let readiness = Readiness::new(true);
-    let every = secs(s.readiness_probe_secs);
+    let every = Some(secs(s.readiness_probe_secs)).filter(|d| !d.is_zero());
+    let readiness = Readiness::new(every.is_some());
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build(connector());
     let host = |base: &http::Uri| -> Result<OllamaClient<RequestBody<Incoming>>, BoxError> {
@@ -139,7 +140,9 @@ async fn run(s: Settings, b: Built) -> Result<(), BoxError> {
     };
     if let [one] = b.hosts.as_slice() {
         let probe = configured(OllamaClient::<Empty<Bytes>>::new(one.clone())?, &s)?;
-        tokio::spawn(readiness.clone().probe_ollama(probe, every));
+        if let Some(every) = every {
+            tokio::spawn(readiness.clone().probe_ollama(probe, every));
+        }
         let inner = host(one)?;
         return serve(listener, &s, b, readiness, inner).await;
     }
@@ -158,11 +161,13 @@ async fn run(s: Settings, b: Built) -> Result<(), BoxError> {
     let hosts: Result<Vec<_>, BoxError> = b
         .hosts
         .iter()
-        .map(|u| Ok((shown(&[u.clone()]), host(u)?)))
+        .map(|u| Ok((ollama_translate::client::base_display(u), host(u)?)))
         .collect();
     let pool = pool.build(hosts?)?;
     tokio::spawn(pool.maintain::<Incoming, _>());
-    tokio::spawn(readiness.clone().probe_pool(pool.clone(), every));
+    if let Some(every) = every {
+        tokio::spawn(readiness.clone().probe_pool(pool.clone(), every));
+    }
     serve(listener, &s, b, readiness, pool).await
 }
 

@@ -4,10 +4,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, Uri};
 use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use ollama_translate::client::base_display;
+use ollama_translate::client::{base_display, https_client};
 use ollama_translate::search::{HttpSearch, SearchFormat, WebSearchConfig};
 use std::time::Duration;
 
@@ -131,7 +128,7 @@ fn backend(
         SearchFormat::Searxng => format!("SearXNG at {}", base_display(&base)),
         _ => format!("Ollama's web search API at {}", base_display(&base)),
     };
-    let mut search = HttpSearch::<_, Full<Bytes>>::new(search_client(), base, format);
+    let mut search = HttpSearch::<_, Full<Bytes>>::new(https_client(), base, format);
     if let Some(k) = key {
         search = search.api_key(k);
         shown.push_str(" (with WEB_SEARCH_API_KEY)");
@@ -164,18 +161,4 @@ fn search_url(url: &str) -> Result<Uri, String> {
         return Err(format!("WEB_SEARCH_URL {url:?} must not have a query"));
     }
     Ok(uri)
-}
-
-/// The client search backends are reached with: `http://`, and `https://`
-/// through rustls with the Mozilla roots of `webpki-roots` (no system
-/// certificates needed); HTTP/1.1, the connect timeout Ollama has.
-fn search_client() -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> {
-    let mut http = ollama_translate::client::connector();
-    http.enforce_http(false);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new()).build(https)
 }

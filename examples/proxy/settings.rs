@@ -17,7 +17,7 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(
     name = "ollama-translate",
-    bin_name = "ollama-translate",
+    override_usage = "ollama-translate [OPTIONS]",
     version,
     max_term_width = 100
 )]
@@ -156,8 +156,8 @@ pub struct Settings {
     /// Client connections at once; 16 more get /livez only. Each may take a connection to Ollama too: keep twice this under `ulimit -n`.
     #[arg(long, env = "MAX_CONNECTIONS", default_value = "512", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
-    /// How often /readyz asks Ollama GET /api/version.
-    #[arg(long, env = "READINESS_PROBE_SECS", default_value = "5", value_parser = clap::value_parser!(u64).range(1..))]
+    /// How often /readyz asks Ollama GET /api/version; 0: no probe (ready until a shutdown).
+    #[arg(long, env = "READINESS_PROBE_SECS", default_value = "5")]
     pub readiness_probe_secs: u64,
     /// On SIGTERM, keep accepting with /readyz at 503 this long.
     #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value = "0")]
