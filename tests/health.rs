@@ -43,22 +43,16 @@ async fn closed_url() -> String {
     format!("http://{addr}")
 }
 
-async fn child(ollama: &str, env: &[(&str, &str)]) -> Option<ProxyChild> {
-    let c = ProxyChild::start(ollama, env).await;
-    if c.is_none() {
-        eprintln!("examples/proxy is not built next to this test: skipped");
-    }
-    c
+async fn child(ollama: &str, env: &[(&str, &str)]) -> ProxyChild {
+    ProxyChild::start(ollama, env).await
 }
 
 /// Runs the proxy binary with `args` and `env` to its end (within 10 s).
-async fn run(args: &[&str], env: &[(&str, &str)]) -> Option<std::process::Output> {
-    let Some(bin) = proxy_binary() else {
-        eprintln!("examples/proxy is not built next to this test: skipped");
-        return None;
-    };
+async fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let bin = proxy_binary();
     let mut cmd = tokio::process::Command::new(bin);
-    cmd.args(args)
+    cmd.env_clear()
+        .args(args)
         .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("OLLAMA_BASE_URL", "http://127.0.0.1:9")
         .env("NO_COLOR", "1")
@@ -70,7 +64,7 @@ async fn run(args: &[&str], env: &[(&str, &str)]) -> Option<std::process::Output
         .await
         .unwrap_or_else(|_| panic!("{args:?} {env:?}: the proxy ends within 10 s"))
         .unwrap();
-    Some(out)
+    out
 }
 
 /// The variables of README's Configuration table.
@@ -115,7 +109,7 @@ async fn readiness_follows_ollama_down_and_up_again() {
     let fake = FakeOllama::start().await;
     let addr = fake.addr;
     let base = fake.base_url();
-    let Some(p) = child(
+    let p = child(
         &base,
         &[
             ("READINESS_PROBE_SECS", "1"),
@@ -124,10 +118,7 @@ async fn readiness_follows_ollama_down_and_up_again() {
             ("RUST_LOG", "info"),
         ],
     )
-    .await
-    else {
-        return;
-    };
+    .await;
     let (s, v) = readyz_until(&p.url, 200, Duration::from_secs(10)).await;
     assert_eq!((s, v), (200, json!({"status": "ready"})));
     // The probe asks /api/version with Ollama's own Host and OLLAMA_API_KEY.
@@ -257,9 +248,7 @@ async fn readyz_is_503_from_the_start_of_a_shutdown_while_a_stream_flows() {
 #[tokio::test]
 async fn startup_warns_once_when_ollama_is_down_and_keeps_serving() {
     let base = closed_url().await;
-    let Some(p) = child(&base, &[("READINESS_PROBE_SECS", "1")]).await else {
-        return;
-    };
+    let p = child(&base, &[("READINESS_PROBE_SECS", "1")]).await;
     let warning = format!("Ollama is not reachable at {base}: ");
     assert!(
         p.wait_for_log(&warning, Duration::from_secs(5)).await,
@@ -355,9 +344,7 @@ async fn help_names_every_setting_and_version_prints_the_version() {
         "README's Configuration table = the settings read"
     );
 
-    let Some(out) = run(&["--help"], &[]).await else {
-        return;
-    };
+    let out = run(&["--help"], &[]).await;
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
     assert!(help.starts_with("ollama-translate: a proxy"), "{help}");
@@ -365,14 +352,14 @@ async fn help_names_every_setting_and_version_prints_the_version() {
         assert!(help.contains(var.as_str()), "--help names {var}");
     }
 
-    let out = run(&["--version"], &[]).await.unwrap();
+    let out = run(&["--version"], &[]).await;
     assert!(out.status.success());
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
         format!("ollama-translate {}\n", env!("CARGO_PKG_VERSION"))
     );
 
-    let out = run(&["--frobnicate"], &[]).await.unwrap();
+    let out = run(&["--frobnicate"], &[]).await;
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(
@@ -389,9 +376,7 @@ async fn invalid_settings_stop_the_binary_naming_the_variable() {
         ("MAX_ANSWER_BYTES", "lots"),
         ("LISTEN_ADDR", "nowhere"),
     ] {
-        let Some(out) = run(&[], &[(var, value)]).await else {
-            return;
-        };
+        let out = run(&[], &[(var, value)]).await;
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(out.status.code(), Some(2), "{var}={value}: {err}");
         assert!(

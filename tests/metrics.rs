@@ -216,9 +216,34 @@ async fn metrics_need_the_key_when_there_is_one() {
     let p = start(&fake.base_url(), &[("PROXY_API_KEY", "s3cret")]).await;
     let a = send("GET", &format!("{}/metrics", p.url), &[], None).await;
     assert_eq!(a.status, 401);
+    // One answer, so that the scrape has something to say.
+    let body = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]});
+    let url = format!("{}/v1/chat/completions", p.url);
+    let a = send(
+        "POST",
+        &url,
+        &[("authorization", "Bearer s3cret")],
+        Some(&body),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
     let text = scrape(&p, &[("authorization", "Bearer s3cret")]).await;
-    assert!(text.contains("# TYPE") || text.is_empty(), "{text}");
-    scrape(&p, &[("x-api-key", "s3cret")]).await;
+    assert!(
+        text.contains("# TYPE ollama_translate_requests_total counter"),
+        "{text}"
+    );
+    let served = [
+        "dialect=\"chat.completions\"",
+        "status=\"200\"",
+        "key=\"default\"",
+    ];
+    assert_eq!(
+        sample(&text, "ollama_translate_requests_total", &served),
+        1.0,
+        "{text}"
+    );
+    let text = scrape(&p, &[("x-api-key", "s3cret")]).await;
+    assert!(text.contains("# TYPE"), "{text}");
 }
 
 #[tokio::test]

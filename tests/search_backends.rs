@@ -695,13 +695,11 @@ fn web_search_settings_choose_the_backend_and_its_bounds() {
 
 /// Runs the proxy binary with `env` to its end (within 10 s); `None` when
 /// it is not built next to this test.
-async fn run(env: &[(&str, &str)]) -> Option<std::process::Output> {
-    let Some(bin) = proxy_binary() else {
-        eprintln!("examples/proxy is not built next to this test: skipped");
-        return None;
-    };
+async fn run(env: &[(&str, &str)]) -> std::process::Output {
+    let bin = proxy_binary();
     let mut cmd = tokio::process::Command::new(bin);
-    cmd.env("LISTEN_ADDR", "127.0.0.1:0")
+    cmd.env_clear()
+        .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("OLLAMA_BASE_URL", "http://127.0.0.1:9")
         .env("NO_COLOR", "1")
         .kill_on_drop(true);
@@ -712,7 +710,7 @@ async fn run(env: &[(&str, &str)]) -> Option<std::process::Output> {
         .await
         .unwrap_or_else(|_| panic!("{env:?}: the proxy ends within 10 s"))
         .unwrap();
-    Some(out)
+    out
 }
 
 #[tokio::test]
@@ -723,9 +721,7 @@ async fn invalid_web_search_settings_stop_the_binary() {
         (&[("WEB_SEARCH", "duckduckgo")], "WEB_SEARCH"),
         (&[("WEB_SEARCH_RESULTS", "11")], "WEB_SEARCH_RESULTS"),
     ] {
-        let Some(out) = run(env).await else {
-            return;
-        };
+        let out = run(env).await;
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(out.status.code(), Some(2), "{env:?}: {err}");
         assert!(
@@ -739,7 +735,7 @@ async fn invalid_web_search_settings_stop_the_binary() {
 #[tokio::test]
 async fn the_binary_names_its_search_backend_at_start_and_never_the_key() {
     let fake = Fake::start(|_| (200, Bytes::from_static(b"{}"))).await;
-    let Some(mut proxy) = ProxyChild::start(
+    let mut proxy = ProxyChild::start(
         "http://127.0.0.1:9",
         &[
             ("RUST_LOG", "info"),
@@ -749,11 +745,7 @@ async fn the_binary_names_its_search_backend_at_start_and_never_the_key() {
             ("WEB_SEARCH_RESULTS", "4"),
         ],
     )
-    .await
-    else {
-        eprintln!("examples/proxy is not built next to this test: skipped");
-        return;
-    };
+    .await;
     let line = format!("web search: Ollama's web search API at {}", fake.url);
     assert!(
         proxy.wait_for_log(&line, Duration::from_secs(5)).await,

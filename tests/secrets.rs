@@ -119,7 +119,7 @@ fn proxy_settings_debug_hides_the_keys() {
     let plain = common::child::check(&[]).unwrap();
     assert!(plain.contains("ollama_api_key: None"), "{plain}");
     // In --help, the variables holding secrets show no value.
-    let help = std::process::Command::new(common::child::proxy_binary().unwrap())
+    let help = std::process::Command::new(common::child::proxy_binary())
         .arg("--help")
         .env_clear()
         .envs(env)

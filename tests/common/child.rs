@@ -40,16 +40,15 @@ pub fn example_binary(name: &str) -> std::path::PathBuf {
     bin
 }
 
-/// The `examples/proxy` binary, built (see [`example_binary`]). Always
-/// `Some` (the type is from when a missing binary skipped the test).
-pub fn proxy_binary() -> Option<std::path::PathBuf> {
-    Some(example_binary("proxy"))
+/// The `examples/proxy` binary, built (see [`example_binary`]).
+pub fn proxy_binary() -> std::path::PathBuf {
+    example_binary("proxy")
 }
 
 /// Runs `proxy --check` with only `env` as its environment: the settings
 /// it prints (keys hidden), or the error it stops with (exit status 2).
 pub fn check(env: &[(&str, &str)]) -> Result<String, String> {
-    let out = std::process::Command::new(proxy_binary().unwrap())
+    let out = std::process::Command::new(proxy_binary())
         .arg("--check")
         .env_clear()
         .envs(env.iter().copied())
@@ -73,10 +72,9 @@ pub struct ProxyChild {
 }
 
 impl ProxyChild {
-    /// Starts the proxy next to this test binary in front of `ollama`
-    /// (always `Some`).
-    pub async fn start(ollama: &str, env: &[(&str, &str)]) -> Option<ProxyChild> {
-        Some(ProxyChild::example("proxy", ollama, env).await)
+    /// Starts the proxy next to this test binary in front of `ollama`.
+    pub async fn start(ollama: &str, env: &[(&str, &str)]) -> ProxyChild {
+        ProxyChild::example("proxy", ollama, env).await
     }
 
     /// Starts example `name` in front of `ollama` with `env` (and nothing

@@ -58,9 +58,7 @@ impl Proxy {
 pub async fn start(ollama: &str, env: &[(&str, &str)]) -> Proxy {
     let mut vars = vec![("READINESS_PROBE_SECS", "0")];
     vars.extend_from_slice(env);
-    let child = ProxyChild::start(ollama, &vars)
-        .await
-        .expect("the proxy binary");
+    let child = ProxyChild::start(ollama, &vars).await;
     let addr = child.url.trim_start_matches("http://").to_string();
     Proxy {
         url: child.url.clone(),
