@@ -192,7 +192,7 @@ where
         let capacity = Capacity::new(max_connections);
         let (phase, phase_rx) = watch::channel(Phase::Serving);
         // Every connection task holds a sender: when all are gone, all ended.
-        let (alive, mut all_ended) = tokio::sync::mpsc::channel::<()>(1);
+        let (alive, all_ended) = tokio::sync::mpsc::channel::<()>(1);
         let mut full = false;
         tokio::pin!(shutdown);
         let drained = tokio::time::sleep(Duration::from_secs(365 * 24 * 3600));
@@ -245,19 +245,28 @@ where
                 () = &mut drained, if draining => break,
             }
         }
-        drop(listener);
-        tracing::info!("shutting down; waiting for in-flight requests");
-        phase.send_replace(Phase::Stopping);
-        drop(alive);
-        tokio::select! {
-            _ = all_ended.recv() => {}
-            () = tokio::time::sleep(grace) => {
-                tracing::warn!("grace period over; dropping remaining connections");
-                phase.send_replace(Phase::Stopped);
-                let _ = tokio::time::timeout(Duration::from_secs(1), all_ended.recv()).await;
-            }
-        }
+        drop((listener, alive));
+        stop(phase, all_ended, grace).await;
         Ok(())
+    }
+}
+
+/// Lets the connections finish what is in flight (up to `grace`), then
+/// drops them: every connection task holds a sender of `all_ended`.
+async fn stop(
+    phase: watch::Sender<Phase>,
+    mut all_ended: tokio::sync::mpsc::Receiver<()>,
+    grace: Duration,
+) {
+    tracing::info!("shutting down; waiting for in-flight requests");
+    phase.send_replace(Phase::Stopping);
+    tokio::select! {
+        _ = all_ended.recv() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!("grace period over; dropping remaining connections");
+            phase.send_replace(Phase::Stopped);
+            let _ = tokio::time::timeout(Duration::from_secs(1), all_ended.recv()).await;
+        }
     }
 }
 

@@ -879,7 +879,8 @@ async fn idle_http2_connections_are_closed_and_connections_are_capped() {
     for _ in 0..16 {
         silent.push(TcpStream::connect(&p.addr).await.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // (The proxy is another process: give it time to accept them all.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut refused = TcpStream::connect(&p.addr).await.unwrap();
     assert!(closes_within(&mut refused, Duration::from_secs(1)).await);
     // A reserved place is held briefly by a client that says nothing.

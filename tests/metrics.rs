@@ -104,7 +104,17 @@ async fn token_usage_and_durations_are_recorded_by_value() {
     )
     .await;
     assert_eq!(a.status, 200);
-    let after = scrape(&p, &[]).await;
+    // The proxy (another process) records a stream's timings as its body
+    // ends, which may be just after the client has read that end.
+    let first = "gen_ai_client_operation_time_to_first_chunk_seconds_count";
+    let mut after = scrape(&p, &[]).await;
+    for _ in 0..40 {
+        if sample(&after, first, &[model]) > sample(&before, first, &[model]) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        after = scrape(&p, &[]).await;
+    }
     let grew =
         |name: &str, labels: &[&str]| sample(&after, name, labels) - sample(&before, name, labels);
     assert_eq!(
@@ -112,7 +122,8 @@ async fn token_usage_and_durations_are_recorded_by_value() {
             "gen_ai_client_operation_time_to_first_chunk_seconds_count",
             &[model]
         ),
-        1.0
+        1.0,
+        "{after}"
     );
     assert_eq!(
         grew(

@@ -17,7 +17,7 @@ mod settings;
 mod spec;
 
 use bytes::Bytes;
-use clap::Parser;
+use clap::Parser as _;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
@@ -37,7 +37,19 @@ const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
 fn main() {
     settings::tidy_env();
-    let args = settings::Args::parse();
+    let args = settings::Args::try_parse().unwrap_or_else(|e| {
+        if !e.use_stderr() {
+            e.exit() // --help, --version
+        }
+        let e = e.render().to_string();
+        fail(
+            2,
+            format!(
+                "configuration error: {}",
+                e.trim_start_matches("error: ").trim_end()
+            ),
+        )
+    });
     if args.hash_key {
         let mut input = String::new();
         let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input);

@@ -228,6 +228,10 @@ impl Settings {
         if let Some(n) = self.request_memory_bytes {
             layer = layer.request_memory(n);
         }
+        if let Some(k) = &self.ollama_api_key {
+            http::HeaderValue::from_str(&format!("Bearer {}", k.0))
+                .map_err(|e| format!("OLLAMA_API_KEY: {e}"))?;
+        }
         let (access, keys_file) = self.access()?;
         // With several hosts the layer does not know which one answers; the
         // pool's own metrics name it.
