@@ -27,7 +27,7 @@ use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http::{StatusCode, Uri};
+use http::Uri;
 use ollama_translate::client::{OllamaClient, OllamaError};
 use ollama_translate::{OllamaTranslateLayer, RequestBody, TokioTimer};
 use serde_json::{json, Value};
@@ -54,10 +54,7 @@ pub fn app(
     let client = OllamaClient::<RequestBody<Body>>::new(ollama_base)?;
     let ollama = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|e: OllamaError| async move {
-            (
-                StatusCode::BAD_GATEWAY,
-                format!("could not reach Ollama: {}", e.chain()),
-            )
+            e.response()
         }))
         .layer(layer)
         .service(client);

@@ -39,7 +39,7 @@
 
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
-use http::{StatusCode, Uri};
+use http::Uri;
 use ollama_translate::client::{OllamaClient, OllamaError};
 use ollama_translate::{OllamaTranslateLayer, RequestBody, TokioTimer};
 use tokio::net::TcpListener;
@@ -56,10 +56,7 @@ pub fn routes(ollama: Uri) -> Result<Routes, Box<dyn std::error::Error>> {
 
     let translated = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|e: OllamaError| async move {
-            (
-                StatusCode::BAD_GATEWAY,
-                format!("could not reach Ollama: {}", e.chain()),
-            )
+            e.response()
         }))
         // A timer gives streams keep-alives and an upstream idle timeout.
         .layer(OllamaTranslateLayer::new().with_timer(TokioTimer))

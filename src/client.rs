@@ -31,6 +31,7 @@ use crate::error::error_chain;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -346,6 +347,30 @@ impl OllamaError {
     }
 }
 
+impl OllamaError {
+    /// The answer for the client when Ollama could not be reached for a
+    /// request passed through: a 502 in Ollama's own error shape,
+    /// `{"error": "could not reach Ollama: …"}`, naming the address and why.
+    ///
+    /// ```no_run
+    /// # async fn f(e: ollama_translate::client::OllamaError) {
+    /// let res = e.response(); // e.g. in axum's `HandleErrorLayer`
+    /// assert_eq!(res.status(), 502);
+    /// # }
+    /// ```
+    pub fn response(&self) -> Response<Full<Bytes>> {
+        let body =
+            serde_json::json!({"error": format!("could not reach Ollama: {}", self.chain())});
+        let mut res = Response::new(Full::new(Bytes::from(body.to_string())));
+        *res.status_mut() = http::StatusCode::BAD_GATEWAY;
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        res
+    }
+}
+
 impl fmt::Display for OllamaError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.source.is_connect() {
@@ -411,6 +436,9 @@ mod tests {
             "connecting to http://{addr} (OLLAMA_BASE_URL) failed"
         )));
         assert!(err.chain().len() > err.to_string().len());
+        let res = err.response();
+        assert_eq!(res.status(), 502);
+        assert_eq!(res.headers()["content-type"], "application/json");
     }
 
     #[test]

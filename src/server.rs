@@ -270,6 +270,37 @@ async fn stop(
     }
 }
 
+/// Resolves on Ctrl-C, or on SIGTERM where there are signals (what
+/// `docker stop` and Kubernetes send): a shutdown signal for [`Serve::run`].
+///
+/// ```no_run
+/// # async fn f(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+/// # let svc = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+/// #     Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+/// # });
+/// use ollama_translate::server::{serve, shutdown_signal};
+/// serve(listener, svc).run(shutdown_signal()).await
+/// # }
+/// ```
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => drop(s.recv().await),
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
 /// The connection settings: tokio's timer (without one hyper's timeouts do
 /// nothing); HTTP/1 request heads bounded by `timeout`; HTTP/2 connections
 /// pinged to find dead peers. hyper has no idle timeout for HTTP/2 (a peer

@@ -19,7 +19,7 @@ mod spec;
 use bytes::Bytes;
 use clap::Parser as _;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use ollama_translate::client::{connector, OllamaClient, OllamaError};
 use ollama_translate::health::{Health, HealthBody, Readiness};
@@ -225,7 +225,7 @@ where
         .drain(secs(s.shutdown_drain_secs))
         .grace(secs(s.shutdown_grace_secs))
         .on_shutdown(move || readiness.drain())
-        .run(shutdown_signal())
+        .run(ollama_translate::server::shutdown_signal())
         .await?;
     Ok(())
 }
@@ -241,20 +241,9 @@ where
     Ok(match r {
         Ok(res) => res.map(|b| b.boxed_unsync()),
         Err(e) => {
-            let msg = e.chain();
-            tracing::warn!(error = %msg, "Ollama is unreachable");
-            let body = serde_json::json!({"error": format!("could not reach Ollama: {msg}")});
-            let mut res = Response::new(
-                Full::from(body.to_string())
-                    .map_err(|e| match e {})
-                    .boxed_unsync(),
-            );
-            *res.status_mut() = StatusCode::BAD_GATEWAY;
-            res.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            res
+            tracing::warn!(error = %e.chain(), "Ollama is unreachable");
+            e.response()
+                .map(|b| b.map_err(|e| match e {}).boxed_unsync())
         }
     })
 }
@@ -288,25 +277,5 @@ async fn healthcheck(listen: &str) -> Result<(), String> {
             Err(format!("{addr}: {msg}"))
         }
         Err(_) => Err(format!("{addr}: no answer within 3 s")),
-    }
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => drop(s.recv().await),
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
     }
 }
