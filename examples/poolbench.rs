@@ -7,9 +7,9 @@
 //! cargo run --release --example poolbench
 //! ```
 //!
-//! One process: three fake Ollamas (`tests/common/fake_ollama.rs`, `qwen3`
-//! loaded on each) and the proxy (`examples/proxy/app.rs`, the very same
-//! code) in-process, twice over the same three hosts
+//! Three fake Ollamas (the `support/` crate's, `qwen3` loaded on each) in
+//! this process and the proxy (the built `examples/proxy`, a child process)
+//! in front of them, twice over the same three hosts
 //! (`OLLAMA_BASE_URL=a,b,c`, `POOL_REFRESH_SECS=1`): once with
 //! `POOL_SESSIONS` left at its default (sticky), once with `POOL_SESSIONS=0`
 //! (every turn goes to the least busy host, ties taken in turns). Each

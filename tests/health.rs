@@ -95,7 +95,7 @@ async fn livez_and_healthz_need_no_key_and_never_ask_ollama() {
             "{path}"
         );
     }
-    // Without a probe (the in-process proxy, no READINESS_PROBE_SECS)
+    // Without a probe (`common::proxy::start`: READINESS_PROBE_SECS=0)
     // there is nothing to wait for.
     assert_eq!(
         get(&format!("{}/readyz", p.url)).await,

@@ -1,5 +1,5 @@
 //! Web search for the Anthropic Messages dialect (issue 19), end to end: the
-//! proxy (`examples/proxy/app.rs`) on a real socket runs the
+//! proxy (`examples/proxy`, a child process) on a real socket runs the
 //! `web_search_*` server tool through the fake Ollama's
 //! `/api/experimental/web_search` (scripted by the query: `nothing`,
 //! `unavailable`, `ratelimited`, `unsupported`, `slow`) while the fake's model

@@ -1,5 +1,6 @@
-//! The proxy of `examples/proxy` (the very same code), in-process on an
-//! ephemeral loopback port, and an HTTP client that keeps what a broken
+//! The proxy of `examples/proxy` (the built binary, a child process with
+//! the test's settings as its environment) on an ephemeral loopback port,
+//! and an HTTP client that keeps what a broken
 //! stream delivered before it broke.
 
 use super::child::ProxyChild;
