@@ -152,6 +152,8 @@ pub struct OllamaClient<B> {
     api_key: Option<HeaderValue>,
     /// How errors name the address: the base, and what configured it.
     shown: Arc<str>,
+    /// What configured it ([`OllamaClient::setting`]).
+    pub(crate) setting: Option<Arc<str>>,
 }
 
 impl<B> Clone for OllamaClient<B> {
@@ -161,6 +163,7 @@ impl<B> Clone for OllamaClient<B> {
             base: self.base.clone(),
             api_key: self.api_key.clone(),
             shown: self.shown.clone(),
+            setting: self.setting.clone(),
         }
     }
 }
@@ -210,6 +213,7 @@ where
             base,
             api_key: None,
             shown,
+            setting: None,
         })
     }
 }
@@ -229,6 +233,7 @@ impl<B> OllamaClient<B> {
     /// "connecting to http://… (OLLAMA_BASE_URL) failed".
     pub fn setting(mut self, name: &str) -> Self {
         self.shown = format!("{} ({name})", base_display(&self.base)).into();
+        self.setting = Some(name.into());
         self
     }
 

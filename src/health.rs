@@ -175,11 +175,12 @@ impl Readiness {
 async fn probe(
     ollama: &OllamaClient<Empty<Bytes>>,
     timeout: Duration,
-) -> Result<(), (String, &'static str)> {
-    const START: &str = "Start it with `ollama serve`, or point OLLAMA_BASE_URL at it.";
-    const CHECK: &str = "Check OLLAMA_BASE_URL (and OLLAMA_API_KEY if Ollama sits behind an \
-                         authenticating proxy).";
+) -> Result<(), (String, String)> {
     let shown = base_display(ollama.base());
+    let setting = ollama.setting.as_deref().unwrap_or("its address");
+    let start = format!("Start it with `ollama serve`, or point {setting} at it.");
+    let check =
+        format!("Check {setting} (and the API key if Ollama sits behind an authenticating proxy).");
     let mut req = Request::new(Empty::new());
     *req.uri_mut() = Uri::from_static("/api/version");
     let ask = async {
@@ -188,7 +189,7 @@ async fn probe(
             let chain = crate::error::error_chain(&e);
             (
                 format!("Ollama is not reachable at {shown}: {chain}"),
-                START,
+                start,
             )
         })?;
         let status = res.status();
@@ -198,7 +199,7 @@ async fn probe(
             return Ok(());
         }
         let why = format!("Ollama at {shown} answered {status} to GET /api/version");
-        Err((why, CHECK))
+        Err((why, check.clone()))
     };
     match tokio::time::timeout(timeout, ask).await {
         Ok(r) => r,
@@ -207,7 +208,7 @@ async fn probe(
                 "Ollama at {shown} did not answer GET /api/version within {} s",
                 timeout.as_secs()
             ),
-            CHECK,
+            check,
         )),
     }
 }
@@ -316,7 +317,7 @@ impl<S> Health<S> {
                 if let Some(r) = req.extensions().get::<Reserved>() {
                     let max = r.max_connections;
                     let body = serde_json::json!({"error": format!(
-                        "the proxy is serving its maximum of {max} connections (MAX_CONNECTIONS); retry shortly"
+                        "the server is serving its maximum of {max} connections; retry shortly"
                     )});
                     let mut res = json(StatusCode::SERVICE_UNAVAILABLE, body.to_string());
                     res.headers_mut()

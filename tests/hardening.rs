@@ -873,7 +873,7 @@ async fn idle_http2_connections_are_closed_and_connections_are_capped() {
     .await;
     assert_eq!(a.status, 503, "{}", a.body);
     assert_eq!(a.headers["retry-after"], "1");
-    assert!(a.body.contains("MAX_CONNECTIONS"), "{}", a.body);
+    assert!(a.body.contains("maximum of 4 connections"), "{}", a.body);
     // Past the reserve too, a new connection is closed at once.
     let mut silent = Vec::new();
     for _ in 0..16 {
