@@ -14,28 +14,28 @@ const OLLAMA_API_URL: &str = "https://ollama.com";
 #[derive(clap::Args, Debug, Clone)]
 pub struct SearchSettings {
     /// Where clients' web search tools search: ollama (through OLLAMA_BASE_URL's /api/experimental/web_search), searxng, ollama-api (ollama.com's web search API), or off.
-    #[arg(long, env = "WEB_SEARCH", default_value = "ollama", value_parser = ["ollama", "searxng", "ollama-api", "off"], ignore_case = true)]
+    #[arg(long, env, default_value = "ollama", value_parser = ["ollama", "searxng", "ollama-api", "off"], ignore_case = true)]
     pub web_search: String,
     /// The SearXNG address (needed for searxng), or the web search API's [https://ollama.com for ollama-api].
-    #[arg(long, env = "WEB_SEARCH_URL")]
+    #[arg(long, env)]
     pub web_search_url: Option<String>,
     /// Key sent as Authorization: Bearer <key> (needed for ollama-api).
-    #[arg(long, env = "WEB_SEARCH_API_KEY", hide_env_values = true, value_parser = crate::settings::secret)]
+    #[arg(long, env, hide_env_values = true, value_parser = crate::settings::secret)]
     pub web_search_api_key: Option<crate::settings::Secret>,
     /// Results a search gives the model, 1 to 10.
-    #[arg(long, env = "WEB_SEARCH_RESULTS", default_value = "5", value_parser = clap::value_parser!(u64).range(1..=ollama_translate::search::MAX_RESULTS as u64))]
+    #[arg(long, env, default_value = "5", value_parser = clap::value_parser!(u64).range(1..=ollama_translate::search::MAX_RESULTS as u64))]
     pub web_search_results: u64,
     /// Bytes of page text per result that reach the model.
-    #[arg(long, env = "WEB_SEARCH_RESULT_BYTES", default_value = "8192", value_parser = clap::value_parser!(u64).range(256..))]
+    #[arg(long, env, default_value = "8192", value_parser = clap::value_parser!(u64).range(256..))]
     pub web_search_result_bytes: u64,
     /// How long one search may take, 1 to 3600.
-    #[arg(long, env = "WEB_SEARCH_TIMEOUT_SECS", default_value = "15", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long, env, default_value = "15", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub web_search_timeout_secs: u64,
     /// Searches a request may run when the client sets no max_uses [3].
-    #[arg(long, env = "WEB_SEARCH_MAX_USES", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env, value_parser = clap::value_parser!(u32).range(1..))]
     pub web_search_max_uses: Option<u32>,
     /// Searches a request may run whatever the client asks.
-    #[arg(long, env = "WEB_SEARCH_MAX_USES_CAP", default_value = "10", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env, default_value = "10", value_parser = clap::value_parser!(u32).range(1..))]
     pub web_search_max_uses_cap: u32,
 }
 

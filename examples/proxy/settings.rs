@@ -84,103 +84,99 @@ fn flag(s: &str) -> Result<bool, String> {
 #[derive(clap::Args, Debug, Clone)]
 pub struct Settings {
     /// Where Ollama is; several hosts separated by commas form a pool.
-    #[arg(
-        long,
-        env = "OLLAMA_BASE_URL",
-        default_value = "http://localhost:11434"
-    )]
+    #[arg(long, env, default_value = "http://localhost:11434")]
     pub ollama_base_url: String,
     /// With several hosts, how often each is asked for its models and loaded models.
-    #[arg(long, env = "POOL_REFRESH_SECS", default_value = "10", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env, default_value = "10", value_parser = clap::value_parser!(u64).range(1..))]
     pub pool_refresh_secs: u64,
     /// Conversations kept on their host; 0 off.
-    #[arg(long, env = "POOL_SESSIONS", default_value = "10000")]
+    #[arg(long, env, default_value = "10000")]
     pub pool_sessions: usize,
     /// Requests a host with the model loaded takes before an idle host without it is as good (OLLAMA_NUM_PARALLEL).
-    #[arg(long, env = "POOL_WARM_SLOTS", default_value = "1", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env, default_value = "1", value_parser = clap::value_parser!(u64).range(1..))]
     pub pool_warm_slots: u64,
     /// Sent to Ollama as Authorization: Bearer <key>.
-    #[arg(long, env = "OLLAMA_API_KEY", hide_env_values = true, value_parser = secret)]
+    #[arg(long, env, hide_env_values = true, value_parser = secret)]
     pub ollama_api_key: Option<Secret>,
     /// Where the proxy listens.
-    #[arg(long, env = "LISTEN_ADDR", default_value = "127.0.0.1:4000", value_parser = host_port)]
+    #[arg(long, env, default_value = "127.0.0.1:4000", value_parser = host_port)]
     pub listen_addr: String,
     /// An admin key clients may send (Authorization: Bearer or x-api-key), named default; also with KEYS_FILE.
-    #[arg(long, env = "PROXY_API_KEY", hide_env_values = true, value_parser = secret)]
+    #[arg(long, env, hide_env_values = true, value_parser = secret)]
     pub proxy_api_key: Option<Secret>,
     /// Named keys (digests), admin flags and limits per key.
-    #[arg(long, env = "KEYS_FILE")]
+    #[arg(long, env)]
     pub keys_file: Option<PathBuf>,
     /// How often KEYS_FILE is checked for changes; 0: SIGHUP only.
-    #[arg(long, env = "KEYS_POLL_SECS", default_value = "2")]
+    #[arg(long, env, default_value = "2")]
     pub keys_poll_secs: u64,
     /// 1: without keys, model management, blobs and Ollama's account and cloud endpoints are open to everyone.
-    #[arg(long, env = "OPEN_ADMIN_PATHS", default_value = "0", value_parser = flag, action = clap::ArgAction::Set)]
+    #[arg(long, env, default_value = "0", value_parser = flag, action = clap::ArgAction::Set)]
     pub open_admin_paths: bool,
     /// Comma list of models that get think: true by default.
-    #[arg(long, env = "THINK_MODELS")]
+    #[arg(long, env)]
     pub think_models: Option<String>,
     /// auto | drop | forward, per model with [model]mode [auto].
-    #[arg(long, env = "REASONING")]
+    #[arg(long, env)]
     pub reasoning: Option<String>,
     /// Default options, e.g. num_ctx=32768;[qwen3:8b]num_ctx=65536.
-    #[arg(long, env = "OLLAMA_OPTIONS")]
+    #[arg(long, env)]
     pub ollama_options: Option<String>,
     /// Client names to Ollama models, e.g. gpt-4o=qwen3:8b.
-    #[arg(long, env = "MODEL_ALIASES")]
+    #[arg(long, env)]
     pub model_aliases: Option<String>,
     /// Ollama model for claude-* names without an alias.
-    #[arg(long, env = "DEFAULT_MODEL")]
+    #[arg(long, env)]
     pub default_model: Option<String>,
     /// Secret that signs thinking handed to clients [random per start].
-    #[arg(long, env = "THINKING_KEY", hide_env_values = true, value_parser = secret)]
+    #[arg(long, env, hide_env_values = true, value_parser = secret)]
     pub thinking_key: Option<Secret>,
     /// Silence towards a streaming client before a keep-alive; 0 off.
-    #[arg(long, env = "KEEPALIVE_SECS", default_value = "10")]
+    #[arg(long, env, default_value = "10")]
     pub keepalive_secs: u64,
     /// Seconds without a byte from Ollama before giving up; 0 off.
-    #[arg(long, env = "UPSTREAM_IDLE_TIMEOUT", default_value = "300")]
+    #[arg(long, env, default_value = "300")]
     pub upstream_idle_timeout: u64,
     /// Largest translated request body [33554432].
-    #[arg(long, env = "MAX_BODY_BYTES")]
+    #[arg(long, env)]
     pub max_body_bytes: Option<usize>,
     /// Longest stream line / largest answer read whole [33554432].
-    #[arg(long, env = "MAX_ANSWER_BYTES")]
+    #[arg(long, env)]
     pub max_answer_bytes: Option<usize>,
     /// Memory translated requests may hold together [268435456].
-    #[arg(long, env = "REQUEST_MEMORY_BYTES")]
+    #[arg(long, env)]
     pub request_memory_bytes: Option<usize>,
     /// First byte, request head, body, idle connection; 0 off.
-    #[arg(long, env = "CLIENT_TIMEOUT_SECS", default_value = "30")]
+    #[arg(long, env, default_value = "30")]
     pub client_timeout_secs: u64,
     /// Client connections at once; 16 more get /livez only. Each may take a connection to Ollama too: keep twice this under `ulimit -n`.
-    #[arg(long, env = "MAX_CONNECTIONS", default_value = "512", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env, default_value = "512", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
     /// How often /readyz asks Ollama GET /api/version; 0: no probe (ready until a shutdown).
-    #[arg(long, env = "READINESS_PROBE_SECS", default_value = "5")]
+    #[arg(long, env, default_value = "5")]
     pub readiness_probe_secs: u64,
     /// On SIGTERM, keep accepting with /readyz at 503 this long.
-    #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value = "0")]
+    #[arg(long, env, default_value = "0")]
     pub shutdown_drain_secs: u64,
     /// Then let in-flight streams finish this long.
-    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value = "30")]
+    #[arg(long, env, default_value = "30")]
     pub shutdown_grace_secs: u64,
     #[command(flatten)]
     pub search: crate::search::SearchSettings,
     /// Responses responses kept for previous_response_id; 0 none.
-    #[arg(long, env = "RESPONSES_STORE_ENTRIES", default_value = "1024")]
+    #[arg(long, env, default_value = "1024")]
     pub responses_store_entries: usize,
     /// Memory those kept responses may take.
-    #[arg(long, env = "RESPONSES_STORE_BYTES", default_value = "67108864")]
+    #[arg(long, env, default_value = "67108864")]
     pub responses_store_bytes: usize,
     /// How long a response is kept.
-    #[arg(long, env = "RESPONSES_STORE_TTL_SECS", default_value = "1800")]
+    #[arg(long, env, default_value = "1800")]
     pub responses_store_ttl_secs: u64,
     /// Log filter.
-    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    #[arg(long, env, default_value = "info")]
     pub rust_log: String,
     /// Export spans over OTLP/HTTP to <endpoint>/v1/traces, e.g. http://127.0.0.1:4318; needs a build with --features otlp.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    #[arg(long, env)]
     pub otel_exporter_otlp_endpoint: Option<String>,
 }
 
