@@ -616,6 +616,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_shutdown_is_announced_then_drains_then_stops_accepting() {
+        let svc = tower::service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("ok"))))
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let announced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = announced.clone();
+        let task = tokio::spawn(
+            serve(listener, svc)
+                .drain(Duration::from_millis(300))
+                .on_shutdown(move || seen.store(true, std::sync::atomic::Ordering::SeqCst))
+                .run(async {}),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(announced.load(std::sync::atomic::Ordering::SeqCst));
+        // Still accepting during the drain…
+        assert_eq!(get(&format!("http://{addr}")).await, "ok");
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        // …and not after.
+        assert!(TcpStream::connect(addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_at_the_client_timeout() {
+        use tokio::io::AsyncReadExt;
+        let svc = tower::service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::new())))
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _task = tokio::spawn(
+            serve(listener, svc)
+                .client_timeout(Duration::from_millis(200))
+                .run(std::future::pending()),
+        );
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(2), silent.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "closed: {read:?}");
+    }
+
+    #[tokio::test]
     async fn past_the_cap_requests_are_marked_reserved() {
         let (url, _stop, _task) = started(1).await;
         let addr = url.trim_start_matches("http://");
