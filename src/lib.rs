@@ -151,9 +151,11 @@
 //! | `compression` (default) | gzip and zstd request bodies |
 //! | `tokio` | `TokioTimer`: the [`Timer`] over tokio's clock |
 //! | `client` | `client::OllamaClient`: a hyper-util client that is one Ollama |
+//! | `tls` | `client::https_client`: `http://` and `https://` (rustls, the Mozilla roots built in) |
 //! | `server` | `server::serve`: a service on a caller's `TcpListener`, with connection limits, timeouts and a graceful shutdown |
 //! | `health` | `health::Health`: `/livez`, `/readyz`, `/metrics` before a service |
-//! | `proxy` | all of the above (what `examples/proxy` uses) |
+//! | `proxy` | all of the above but `compression` (what `examples/proxy` uses) |
+//! | `otlp` | only for `examples/proxy`: OTLP/HTTP export of its spans |
 //!
 //! [`keys_file`] (the keys file format) is always built.
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
