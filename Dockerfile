@@ -17,13 +17,15 @@ ARG FEATURES=""
 
 # The crate as cargo needs it to read the manifest: every target it names
 # or finds (in src/, examples/, benches/, tests/) must exist, even those not
-# built here. A build script, or a file the build reads from elsewhere, needs
+# built here, and the workspace's test support crate (support/, which the
+# examples use). A build script, or a file the build reads from elsewhere, needs
 # a COPY line here (tests/dockerfile.rs fails without one).
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY examples ./examples
 COPY benches ./benches
 COPY tests ./tests
+COPY support ./support
 
 # Downloaded crates and compiled dependencies stay in the builder's cache
 # mounts between builds, so a change to the sources recompiles only the crate.

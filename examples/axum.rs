@@ -4,7 +4,7 @@
 //! the layer.
 //!
 //! ```text
-//! OLLAMA_BASE_URL=http://localhost:11434 cargo run --example axum
+//! OLLAMA_BASE_URL=http://localhost:11434 LISTEN_ADDR=127.0.0.1:4001 cargo run --example axum
 //! curl localhost:4001/hello
 //! curl localhost:4001/v1/chat/completions -d '{"model":"qwen3","messages":[{"role":"user","content":"hi"}]}'
 //! ```
@@ -27,28 +27,12 @@ use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http::{header, HeaderValue, Request, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use ollama_translate::{OllamaTranslateLayer, RequestBody};
+use http::Uri;
+use ollama_translate::client::{OllamaClient, OllamaError};
+use ollama_translate::{OllamaTranslateLayer, RequestBody, TokioTimer};
 use serde_json::{json, Value};
+use std::time::Duration;
 use tower::ServiceBuilder;
-
-/// Sends a request to Ollama: absolute URI, Ollama's own `Host`, HTTP/1.1.
-fn to_ollama(base: &Uri, mut req: Request<RequestBody<Body>>) -> Request<RequestBody<Body>> {
-    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    if let Ok(uri) = format!("{}{}", base.to_string().trim_end_matches('/'), pq).parse() {
-        *req.uri_mut() = uri;
-    }
-    *req.version_mut() = http::Version::HTTP_11;
-    if let Some(a) = base
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    {
-        req.headers_mut().insert(header::HOST, a);
-    }
-    req
-}
 
 /// The app's own routes: a greeting and a small JSON API.
 pub fn own_routes() -> Router {
@@ -60,39 +44,35 @@ pub fn own_routes() -> Router {
         )
 }
 
-/// The app with the client APIs added: Ollama, behind the layer, is the
-/// fallback service.
-pub fn app(ollama_base: Uri, layer: OllamaTranslateLayer) -> Router {
-    let client = Client::builder(TokioExecutor::new()).build_http::<RequestBody<Body>>();
+/// The app with the client APIs added: Ollama (the library's
+/// `OllamaClient`, which points each request at `ollama_base`), behind the
+/// layer, is the fallback service.
+pub fn app(
+    ollama_base: Uri,
+    layer: OllamaTranslateLayer,
+) -> Result<Router, Box<dyn std::error::Error>> {
+    let client = OllamaClient::<RequestBody<Body>>::new(ollama_base)?;
     let ollama = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(
-            |e: hyper_util::client::legacy::Error| async move {
-                (
-                    StatusCode::BAD_GATEWAY,
-                    format!("could not reach Ollama: {e}"),
-                )
-            },
-        ))
+        .layer(HandleErrorLayer::new(|e: OllamaError| async move {
+            e.response()
+        }))
         .layer(layer)
-        .map_request(move |req: Request<RequestBody<Body>>| to_ollama(&ollama_base, req))
         .service(client);
-    own_routes().fallback_service(ollama)
+    Ok(own_routes().fallback_service(ollama))
 }
 
-#[allow(dead_code)] // tests/axum.rs includes this file for `app`
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let base: Uri = std::env::var("OLLAMA_BASE_URL")
-        .unwrap_or_else(|_| "http://localhost:11434".into())
-        .parse()?;
+    let var = |k: &str, default: &str| std::env::var(k).unwrap_or_else(|_| default.into());
+    let base: Uri = var("OLLAMA_BASE_URL", "http://localhost:11434").parse()?;
     let layer = OllamaTranslateLayer::new()
-        .timer(|d| Box::pin(tokio::time::sleep(d)))
-        .upstream_idle_timeout(std::time::Duration::from_secs(300));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:4001").await?;
+        .with_timer(TokioTimer)
+        .upstream_idle_timeout(Duration::from_secs(300));
+    let listener = tokio::net::TcpListener::bind(var("LISTEN_ADDR", "127.0.0.1:4001")).await?;
     println!(
         "axum example listening on http://{}",
         listener.local_addr()?
     );
-    axum::serve(listener, app(base, layer)).await?;
+    axum::serve(listener, app(base, layer)?).await?;
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! Runs the fake Ollama server from `tests/common/fake_ollama.rs` as a standalone process.
+//! Runs the fake Ollama server of the test support crate (`support/src/fake_ollama.rs`) as a
+//! standalone process.
 //!
 //! Binds `127.0.0.1:0` (or `FAKE_OLLAMA_ADDR`), prints exactly one line
 //! `FAKE_OLLAMA_LISTENING http://127.0.0.1:<port>` to stdout, then serves until killed. With
@@ -20,13 +21,9 @@
 //! cargo run --example fake_ollama
 //! ```
 
-// The module carries its own `#![allow(dead_code)]` (the binary uses only part of it).
-#[path = "../tests/common/fake_ollama.rs"]
-mod fake_ollama;
-
 use std::io::{Read, Write};
 
-use fake_ollama::{FakeConfig, FakeOllama};
+use ollama_translate_support::fake_ollama::{FakeConfig, FakeOllama};
 
 /// A comma-separated list from the environment; unset or empty ⇒ `None`.
 fn env_list(name: &str) -> Option<Vec<String>> {

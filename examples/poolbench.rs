@@ -7,9 +7,9 @@
 //! cargo run --release --example poolbench
 //! ```
 //!
-//! One process: three fake Ollamas (`tests/common/fake_ollama.rs`, `qwen3`
-//! loaded on each) and the proxy (`examples/proxy/app.rs`, the very same
-//! code) in-process, twice over the same three hosts
+//! Three fake Ollamas (the `support/` crate's, `qwen3` loaded on each) in
+//! this process and the proxy (the built `examples/proxy`, a child process)
+//! in front of them, twice over the same three hosts
 //! (`OLLAMA_BASE_URL=a,b,c`, `POOL_REFRESH_SECS=1`): once with
 //! `POOL_SESSIONS` left at its default (sticky), once with `POOL_SESSIONS=0`
 //! (every turn goes to the least busy host, ties taken in turns). Each
@@ -76,24 +76,15 @@
 // A benchmark harness: a failed unwrap is a broken run, not a result.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../tests/common/fake_ollama.rs"]
-mod fake_ollama;
-
-#[path = "proxy/app.rs"]
-mod app;
-
 use bytes::Bytes;
-use fake_ollama::{FakeConfig, FakeOllama};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use ollama_translate_support::fake_ollama::{FakeConfig, FakeOllama};
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -221,34 +212,44 @@ fn system_prompt(kb: usize) -> String {
 
 // ---------------------------------------------------------------- servers
 
-/// A running in-process proxy.
+/// A running proxy: the `examples/proxy` binary next to this one (built
+/// first, by cargo), a child process.
 struct Proxy {
     url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    child: tokio::process::Child,
 }
 
 impl Proxy {
     async fn start(env: &[(&str, String)]) -> Proxy {
-        let vars: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        let settings = app::Settings::from_env(|k| vars.get(k).cloned()).expect("proxy settings");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = app::serve(listener, settings, async {
-                let _ = stopped.await;
-            })
-            .await;
-        });
-        Proxy {
-            url,
-            stop: Some(stop),
-            task,
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().unwrap();
+        let mut build = std::process::Command::new(env!("CARGO"));
+        build.args(["build", "--quiet", "--example", "proxy", "--target-dir"]);
+        build.arg(dir.parent().unwrap().parent().unwrap());
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
         }
+        let built = build.current_dir(env!("CARGO_MANIFEST_DIR")).status();
+        assert!(built.unwrap().success(), "cargo build --example proxy");
+        let mut child = tokio::process::Command::new(dir.join("proxy"))
+            .env_clear()
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the proxy");
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line)
+            .await
+            .unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .expect("the proxy announces its address")
+            .to_string();
+        Proxy { url, child }
     }
 
     /// Waits until `GET /api/tags` through the proxy lists the model.
@@ -280,17 +281,18 @@ impl Proxy {
         }
     }
 
-    /// Shuts down (in-flight requests are done by now) and waits.
+    /// Shuts down (SIGTERM; in-flight requests are done by now) and waits.
     async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
         }
-        if tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
             .await
             .is_err()
         {
-            self.task.abort();
-            let _ = (&mut self.task).await;
+            let _ = self.child.kill().await;
         }
     }
 }

@@ -31,79 +31,53 @@
 //! versions as well (enable axum's `http2` feature), but none of tonic's
 //! server settings apply.
 //!
-//! Requests reach Ollama as HTTP/1.1 (an HTTP/2 client of ours is still
-//! welcome), with Ollama's own `Host`: Ollama refuses foreign hosts.
-//! `examples/proxy` additionally drops hop-by-hop headers and client
-//! credentials, answers `/healthz`, and shuts down gracefully.
+//! Requests reach Ollama through the library's `OllamaClient` (feature
+//! `client`): HTTP/1.1 (an HTTP/2 client of ours is still welcome), with
+//! Ollama's own `Host` (Ollama refuses foreign hosts), without hop-by-hop
+//! headers or client credentials. `examples/proxy` additionally answers
+//! `/livez` and `/readyz`, and shuts down gracefully.
 
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
-use http::{header, HeaderValue, Request, StatusCode, Uri, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use ollama_translate::{OllamaTranslateLayer, RequestBody};
+use http::Uri;
+use ollama_translate::client::{OllamaClient, OllamaError};
+use ollama_translate::{OllamaTranslateLayer, RequestBody, TokioTimer};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tower::ServiceBuilder;
 
-/// Points a request at Ollama: its scheme and authority, its `Host`, HTTP/1.1.
-fn rebase<B>(base: &Uri, mut req: Request<B>) -> Request<B> {
-    let mut parts = req.uri().clone().into_parts();
-    parts.scheme = base.scheme().cloned();
-    parts.authority = base.authority().cloned();
-    if let Ok(uri) = Uri::from_parts(parts) {
-        *req.uri_mut() = uri;
-    }
-    *req.version_mut() = Version::HTTP_11;
-    if let Some(host) = base
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    {
-        req.headers_mut().insert(header::HOST, host);
-    }
-    req
-}
-
 /// The gRPC health service, and `/v1/*` translated to the Ollama at `ollama`.
-pub fn routes(ollama: Uri) -> Routes {
+pub fn routes(ollama: Uri) -> Result<Routes, Box<dyn std::error::Error>> {
     // Keep the reporter to report per-service health; "" (the whole server)
     // starts out SERVING.
     let (_reporter, health) = tonic_health::server::health_reporter();
 
-    let client = Client::builder(TokioExecutor::new()).build_http::<RequestBody<Body>>();
     let translated = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(
-            |e: hyper_util::client::legacy::Error| async move {
-                (
-                    StatusCode::BAD_GATEWAY,
-                    format!("could not reach Ollama: {e}"),
-                )
-            },
-        ))
+        .layer(HandleErrorLayer::new(|e: OllamaError| async move {
+            e.response()
+        }))
         // A timer gives streams keep-alives and an upstream idle timeout.
-        .layer(OllamaTranslateLayer::new().timer(|d| Box::pin(tokio::time::sleep(d))))
-        .map_request(move |req| rebase(&ollama, req))
-        .service(client);
+        .layer(OllamaTranslateLayer::new().with_timer(TokioTimer))
+        .service(OllamaClient::<RequestBody<Body>>::new(ollama)?);
 
-    Routes::new(health)
+    Ok(Routes::new(health)
         .into_axum_router()
         .route_service("/v1/{*path}", translated)
-        .into()
+        .into())
 }
 
 /// Serves gRPC (HTTP/2) and the translated APIs (HTTP/1.1 or HTTP/2) on `listener`.
-pub async fn serve(listener: TcpListener, ollama: Uri) -> Result<(), tonic::transport::Error> {
+pub async fn serve(listener: TcpListener, ollama: Uri) -> Result<(), Box<dyn std::error::Error>> {
     Server::builder()
         .accept_http1(true)
-        .add_routes(routes(ollama))
+        .add_routes(routes(ollama)?)
         .serve_with_incoming(TcpIncoming::from(listener))
-        .await
+        .await?;
+    Ok(())
 }
 
-// Unused when tests/tonic.rs includes this file.
-#[allow(dead_code)]
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let var = |k: &str, default: &str| std::env::var(k).unwrap_or_else(|_| default.into());
@@ -113,6 +87,5 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "gRPC + OpenAI/Anthropic on http://{} (Ollama at {ollama})",
         listener.local_addr()?
     );
-    serve(listener, ollama).await?;
-    Ok(())
+    serve(listener, ollama).await
 }

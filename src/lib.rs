@@ -139,11 +139,27 @@
 //! (a sleep function) or [`OllamaTranslateLayer::with_timer`] (a [`Timer`]).
 //! Every buffer has a bound ([`OllamaTranslateLayer::max_request_bytes`],
 //! [`OllamaTranslateLayer::max_answer_bytes`],
-//! [`OllamaTranslateLayer::request_memory`]). The crate starts no runtime.
+//! [`OllamaTranslateLayer::request_memory`]). Everything above is always
+//! built, and it starts no runtime.
 //!
-//! Cargo features: `compression` (on by default) decodes gzip and zstd
-//! request bodies; `pool` (off by default) adds the `pool` module, with
-//! tower's `load` and `retry` (which bring in tokio's `time` types, unused).
+//! # Feature flags
+//!
+//! None but `compression` is on by default. The serving pieces read no
+//! environment variable and open no listener:
+//!
+//! | feature | gives |
+//! |---|---|
+//! | `compression` (default) | gzip and zstd request bodies |
+//! | `pool` | `pool::Pool`: several Ollama hosts as one service (tower's `load` and `retry`) |
+//! | `tokio` | `TokioTimer`: the [`Timer`] over tokio's clock |
+//! | `client` | `client::OllamaClient`: a hyper-util client that is one Ollama |
+//! | `tls` | `client::https_client`: `http://` and `https://` (rustls, the Mozilla roots built in) |
+//! | `server` | `server::serve`: a service on a caller's `TcpListener`, with connection limits, timeouts and a graceful shutdown |
+//! | `health` | `health::Health`: `/livez`, `/readyz`, `/metrics` before a service |
+//! | `proxy` | all of the above but `compression` (what `examples/proxy` uses) |
+//! | `otlp` | only for `examples/proxy`: OTLP/HTTP export of its spans |
+//!
+//! [`keys_file`] (the keys file format) is always built.
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -155,18 +171,27 @@
 pub mod access;
 mod agent;
 mod body;
+#[cfg(feature = "client")]
+pub mod client;
 mod config;
 mod dialect;
 mod error;
 mod future;
+#[cfg(feature = "health")]
+pub mod health;
 mod json;
+pub mod keys_file;
 mod layer;
 mod limits;
 mod ollama;
 #[cfg(feature = "pool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
 pub mod pool;
+#[cfg(feature = "tokio")]
+mod rt;
 pub mod search;
+#[cfg(feature = "server")]
+pub mod server;
 mod service;
 mod shared;
 mod signing;
@@ -176,6 +201,9 @@ mod timer;
 mod transcode;
 mod util;
 
+#[cfg(feature = "tokio")]
+#[doc(inline)]
+pub use self::rt::TokioTimer;
 #[doc(inline)]
 pub use self::{
     body::{RequestBody, TranslateBody},

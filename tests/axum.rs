@@ -1,16 +1,14 @@
-//! `examples/axum.rs` driven: an axum app with its own routes gains the
-//! client APIs with the layer around its fallback service, over a real
-//! socket in front of the fake Ollama; and the composition users try first
+//! `examples/axum.rs` driven (the built example, a child process): an axum
+//! app with its own routes gains the client APIs with the layer around its
+//! fallback service, in front of the fake Ollama; and the composition users try first
 //! (`Router::layer`) shown not to work, for the reason the example gives.
 
 mod common;
 
-#[path = "../examples/axum.rs"]
-mod axum_example;
-
+use axum::routing::get;
+use common::child::ProxyChild;
 use common::fake_ollama::FakeOllama;
 use common::proxy::send;
-use http::Uri;
 use ollama_translate::OllamaTranslateLayer;
 use serde_json::{json, Value};
 
@@ -34,8 +32,8 @@ fn events(body: &str) -> Vec<String> {
 #[tokio::test]
 async fn an_axum_app_gains_the_client_apis_and_keeps_its_routes() {
     let fake = FakeOllama::start().await;
-    let base: Uri = fake.base_url().parse().unwrap();
-    let (url, task) = serve(axum_example::app(base, OllamaTranslateLayer::new())).await;
+    let app = ProxyChild::example("axum", &fake.base_url(), &[]).await;
+    let url = app.url.clone();
 
     // The app's own routes.
     let a = send("GET", &format!("{url}/hello"), &[], None).await;
@@ -99,7 +97,7 @@ async fn an_axum_app_gains_the_client_apis_and_keeps_its_routes() {
     assert_eq!(a.status, 200);
     assert!(a.json()["models"].is_array());
     assert_eq!(fake.requests_to("/api/chat").len(), 2);
-    task.abort();
+    drop(app);
 }
 
 #[tokio::test]
@@ -108,7 +106,8 @@ async fn router_layer_is_the_wrong_composition() {
     // happens before the layer: the request lands in the app's fallback
     // (a 404 here), never in Ollama.
     let fake = FakeOllama::start().await;
-    let app = axum_example::own_routes().layer(OllamaTranslateLayer::new());
+    let own_routes = axum::Router::new().route("/hello", get(|| async { "hello from the app" }));
+    let app = own_routes.layer(OllamaTranslateLayer::new());
     let (url, task) = serve(app).await;
     let body = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]});
     let a = send(

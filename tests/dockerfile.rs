@@ -1037,7 +1037,7 @@ fn run_like_the_engine(image: &Image, service: &Service, what: &str, folder: &Pa
     );
     for (k, _) in &service.env {
         assert!(
-            k == "PATH" || stdout.contains(&format!("  {k} ")),
+            k == "PATH" || stdout.contains(&format!("[env: {k}")),
             "{what}: sets {k}, which --help does not list"
         );
     }

@@ -5,7 +5,8 @@ mod common;
 use common::fake_ollama::FakeOllama;
 use serde_json::{json, Value};
 
-use common::proxy::{app, Proxy};
+use common::child::check;
+use common::proxy::Proxy;
 
 async fn proxy(vars: &[(&str, &str)]) -> Proxy {
     common::proxy::start("", vars).await
@@ -96,13 +97,17 @@ async fn api_key_guards_every_dialect_and_stays_home() {
 
 #[tokio::test]
 async fn listens_on_loopback_by_default() {
-    let settings = app::Settings::from_env(|_| None).unwrap();
-    assert_eq!(settings.listen, "127.0.0.1:4000");
-    assert_eq!(settings.ollama.to_string(), "http://localhost:11434/");
+    let settings = check(&[]).unwrap();
     assert!(
-        app::Settings::from_env(|k| (k == "OLLAMA_BASE_URL").then(|| "ftp://x".into())).is_err()
+        settings.contains("listen_addr: \"127.0.0.1:4000\""),
+        "{settings}"
     );
-    assert!(app::Settings::from_env(|k| (k == "REASONING").then(|| "loud".into())).is_err());
+    assert!(
+        settings.contains("ollama_base_url: \"http://localhost:11434\""),
+        "{settings}"
+    );
+    assert!(check(&[("OLLAMA_BASE_URL", "ftp://x")]).is_err());
+    assert!(check(&[("REASONING", "loud")]).is_err());
 }
 
 #[tokio::test]

@@ -40,12 +40,8 @@ fn ndjson(headers: Vec<(&'static str, &'static str)>) -> Answer {
     }
 }
 
-async fn child(ollama: &str, env: &[(&str, &str)]) -> Option<ProxyChild> {
-    let c = ProxyChild::start(ollama, env).await;
-    if c.is_none() {
-        eprintln!("examples/proxy is not built next to this test: skipped");
-    }
-    c
+async fn child(ollama: &str, env: &[(&str, &str)]) -> ProxyChild {
+    ProxyChild::start(ollama, env).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,9 +52,7 @@ async fn a_line_that_never_ends_costs_bounded_memory() {
         max_bytes: 256 * MIB,
     })
     .await;
-    let Some(p) = child(&evil.url, &[("MAX_ANSWER_BYTES", "1048576")]).await else {
-        return;
-    };
+    let p = child(&evil.url, &[("MAX_ANSWER_BYTES", "1048576")]).await;
     let before = p.rss_kib();
     let url = format!("{}/v1/chat/completions", p.url);
     let a = send("POST", &url, &[], Some(&chat(true))).await;
@@ -94,9 +88,7 @@ async fn an_answer_that_never_ends_is_a_502_for_a_non_streaming_client() {
         max_bytes: 256 * MIB,
     })
     .await;
-    let Some(p) = child(&evil.url, &[("MAX_ANSWER_BYTES", "1048576")]).await else {
-        return;
-    };
+    let p = child(&evil.url, &[("MAX_ANSWER_BYTES", "1048576")]).await;
     let before = p.rss_kib();
     for path in ["/v1/chat/completions", "/v1/responses"] {
         let body = if path == "/v1/responses" {
@@ -342,9 +334,7 @@ async fn only_ollama_s_thinking_refusal_turns_thinking_off() {
 async fn client_strings_reach_the_log_escaped() {
     let evil = Evil::start(|_| ndjson(vec![])).await;
     // The prompt "fills" a 10-token context: the proxy warns, naming the model.
-    let Some(p) = child(&evil.url, &[("OLLAMA_OPTIONS", "num_ctx=10")]).await else {
-        return;
-    };
+    let p = child(&evil.url, &[("OLLAMA_OPTIONS", "num_ctx=10")]).await;
     let forged = "m\nFORGED WARN proxy: all good\u{1b}[2J";
     let body = json!({"model": forged, "messages": [{"role": "user", "content": "hi"}]});
     let a = send(
@@ -461,9 +451,7 @@ async fn compressed_request_bodies_are_decoded_and_other_encodings_get_a_415() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decompression_bomb_is_a_413_with_memory_flat() {
     let fake = FakeOllama::start().await;
-    let Some(p) = child(&fake.base_url(), &[("MAX_BODY_BYTES", "1048576")]).await else {
-        return;
-    };
+    let p = child(&fake.base_url(), &[("MAX_BODY_BYTES", "1048576")]).await;
     // 1 GiB of JSON whitespace inside a string: a few hundred KB compressed.
     let mut e = zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap();
     {
@@ -591,9 +579,7 @@ async fn long_model_names_keep_metrics_small() {
         ndjson(vec![])
     })
     .await;
-    let Some(p) = child(&evil.url, &[("MODEL_ALIASES", "my-alias=served-0")]).await else {
-        return;
-    };
+    let p = child(&evil.url, &[("MODEL_ALIASES", "my-alias=served-0")]).await;
     let before = p.rss_kib();
     let url = format!("{}/v1/chat/completions", p.url);
     let tail = "x".repeat(MIB);
@@ -887,13 +873,14 @@ async fn idle_http2_connections_are_closed_and_connections_are_capped() {
     .await;
     assert_eq!(a.status, 503, "{}", a.body);
     assert_eq!(a.headers["retry-after"], "1");
-    assert!(a.body.contains("MAX_CONNECTIONS"), "{}", a.body);
+    assert!(a.body.contains("maximum of 4 connections"), "{}", a.body);
     // Past the reserve too, a new connection is closed at once.
     let mut silent = Vec::new();
     for _ in 0..16 {
         silent.push(TcpStream::connect(&p.addr).await.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // (The proxy is another process: give it time to accept them all.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut refused = TcpStream::connect(&p.addr).await.unwrap();
     assert!(closes_within(&mut refused, Duration::from_secs(1)).await);
     // A reserved place is held briefly by a client that says nothing.

@@ -259,13 +259,11 @@ async fn load(streams: usize, held: usize) -> String {
         .await;
     assert!(cancelled, "every held stream is dropped upstream");
 
-    let child = match proxy_child_rss(&fake, &client, held).await {
-        Some((b, d)) => format!(
-            "; the proxy alone (examples/proxy as a child process): VmRSS {b} KiB -> {d} KiB, {:.1} KiB per in-flight stream",
-            (d.saturating_sub(b) as f64) / held as f64
-        ),
-        None => "; examples/proxy binary not built, child measurement skipped".into(),
-    };
+    let (b, d) = proxy_child_rss(&fake, &client, held).await;
+    let child = format!(
+        "; the proxy alone (examples/proxy as a child process): VmRSS {b} KiB -> {d} KiB, {:.1} KiB per in-flight stream",
+        (d.saturating_sub(b) as f64) / held as f64
+    );
     format!(
         "load: {streams} streams ({:?} Chat/Messages/Responses round robin) in {:.2?}, \
          peak {max_in_flight} in flight at the fake, 0 errors; \
@@ -279,12 +277,8 @@ async fn load(streams: usize, held: usize) -> String {
 /// Runs the built `examples/proxy` (next to this test binary) as a child in
 /// front of `fake`, holds `held` `[slow]` streams open through it, and
 /// returns its VmRSS (KiB) before and during. The child is killed at the end.
-async fn proxy_child_rss(
-    fake: &FakeOllama,
-    client: &HttpClient,
-    held: usize,
-) -> Option<(u64, u64)> {
-    let child = common::child::ProxyChild::start(&fake.base_url(), &[]).await?;
+async fn proxy_child_rss(fake: &FakeOllama, client: &HttpClient, held: usize) -> (u64, u64) {
+    let child = common::child::ProxyChild::start(&fake.base_url(), &[]).await;
     let url = child.url.clone();
     let url = Arc::new(url);
     for i in 0..6 {
@@ -319,7 +313,7 @@ async fn proxy_child_rss(
         .await
     );
     drop(child);
-    Some((before, during))
+    (before, during)
 }
 
 /// Awaits all futures concurrently, in order.

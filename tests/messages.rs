@@ -1,5 +1,5 @@
 //! The Anthropic Messages dialect end to end: the real proxy composition
-//! (`examples/proxy/app.rs`) on a real socket, in front of the fake Ollama,
+//! (`examples/proxy`, a child process) on a real socket, in front of the fake Ollama,
 //! driven the way Claude Code drives it.
 
 mod common;

@@ -104,7 +104,17 @@ async fn token_usage_and_durations_are_recorded_by_value() {
     )
     .await;
     assert_eq!(a.status, 200);
-    let after = scrape(&p, &[]).await;
+    // The proxy (another process) records a stream's timings as its body
+    // ends, which may be just after the client has read that end.
+    let first = "gen_ai_client_operation_time_to_first_chunk_seconds_count";
+    let mut after = scrape(&p, &[]).await;
+    for _ in 0..40 {
+        if sample(&after, first, &[model]) > sample(&before, first, &[model]) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        after = scrape(&p, &[]).await;
+    }
     let grew =
         |name: &str, labels: &[&str]| sample(&after, name, labels) - sample(&before, name, labels);
     assert_eq!(
@@ -112,7 +122,8 @@ async fn token_usage_and_durations_are_recorded_by_value() {
             "gen_ai_client_operation_time_to_first_chunk_seconds_count",
             &[model]
         ),
-        1.0
+        1.0,
+        "{after}"
     );
     assert_eq!(
         grew(
@@ -216,9 +227,34 @@ async fn metrics_need_the_key_when_there_is_one() {
     let p = start(&fake.base_url(), &[("PROXY_API_KEY", "s3cret")]).await;
     let a = send("GET", &format!("{}/metrics", p.url), &[], None).await;
     assert_eq!(a.status, 401);
+    // One answer, so that the scrape has something to say.
+    let body = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]});
+    let url = format!("{}/v1/chat/completions", p.url);
+    let a = send(
+        "POST",
+        &url,
+        &[("authorization", "Bearer s3cret")],
+        Some(&body),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
     let text = scrape(&p, &[("authorization", "Bearer s3cret")]).await;
-    assert!(text.contains("# TYPE") || text.is_empty(), "{text}");
-    scrape(&p, &[("x-api-key", "s3cret")]).await;
+    assert!(
+        text.contains("# TYPE ollama_translate_requests_total counter"),
+        "{text}"
+    );
+    let served = [
+        "dialect=\"chat.completions\"",
+        "status=\"200\"",
+        "key=\"default\"",
+    ];
+    assert_eq!(
+        sample(&text, "ollama_translate_requests_total", &served),
+        1.0,
+        "{text}"
+    );
+    let text = scrape(&p, &[("x-api-key", "s3cret")]).await;
+    assert!(text.contains("# TYPE"), "{text}");
 }
 
 #[tokio::test]

@@ -15,15 +15,29 @@ fn read(path: &str) -> String {
         .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// Every `NAME` the proxy reads from its environment.
+/// The proxy's `--help`.
+fn help() -> String {
+    let out = std::process::Command::new(common::child::proxy_binary())
+        .arg("--help")
+        .env_clear()
+        .output()
+        .expect("proxy --help");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every `NAME` the proxy reads from its environment: each `[env: NAME…]`
+/// of its `--help`.
 fn settings_the_proxy_reads() -> Vec<String> {
-    let app = read("examples/proxy/app.rs") + &read("examples/proxy/main.rs");
-    let mut names: Vec<String> = app
-        .split('"')
-        .filter(|w| w.len() > 3 && w.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+    let names: Vec<String> = help()
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split(['=', ']']).next())
         .map(str::to_string)
         .collect();
-    names.push("RUST_LOG".into()); // read by the log filter
+    for name in ["OLLAMA_BASE_URL", "LISTEN_ADDR", "KEYS_FILE", "RUST_LOG"] {
+        assert!(names.iter().any(|n| n == name), "{name}: {names:?}");
+    }
     names
 }
 
@@ -81,7 +95,7 @@ fn the_dockerfile_names_what_exists() {
     // A non-root user, a health check the binary understands, SIGTERM.
     assert!(dockerfile.contains("USER 10001"));
     assert!(dockerfile.contains("\"--healthcheck\""));
-    assert!(read("examples/proxy/main.rs").contains("\"--healthcheck\""));
+    assert!(help().contains("--healthcheck"));
     assert!(dockerfile.contains("STOPSIGNAL SIGTERM"));
     // The feature it offers as a build argument exists.
     assert!(dockerfile.contains("FEATURES=otlp"));
@@ -220,18 +234,8 @@ fn the_kubernetes_example_uses_the_proxy_s_settings_and_paths() {
 #[tokio::test]
 async fn the_health_check_asks_the_running_proxy() {
     let fake = FakeOllama::start().await;
-    let Some(p) = ProxyChild::start(&fake.base_url(), &[]).await else {
-        eprintln!("examples/proxy is not built next to this test: skipped");
-        return;
-    };
-    let bin = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("proxy");
+    let p = ProxyChild::start(&fake.base_url(), &[]).await;
+    let bin = common::child::proxy_binary();
     let addr = p.url.trim_start_matches("http://").to_string();
     let healthy = tokio::process::Command::new(&bin)
         .arg("--healthcheck")

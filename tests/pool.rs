@@ -29,21 +29,43 @@ async fn pool(hosts: &[&FakeOllama], env: &[(&str, &str)]) -> Proxy {
     let mut env = env.to_vec();
     env.push(("POOL_REFRESH_SECS", "1"));
     let p = proxy::start(&urls.join(","), &env).await;
-    let expected = {
+    let expected = |path: &'static str| async move {
         let mut all = std::collections::BTreeSet::new();
         for h in hosts {
-            let tags = send("GET", &format!("{}/api/tags", h.base_url()), &[], None).await;
-            for m in tags.json()["models"].as_array().unwrap() {
+            let list = send("GET", &format!("{}{path}", h.base_url()), &[], None).await;
+            for m in list.json()["models"].as_array().unwrap() {
                 all.insert(m["name"].as_str().unwrap().to_string());
             }
         }
         all
     };
+    let (tags, loaded) = (expected("/api/tags").await, expected("/api/ps").await);
     assert!(
-        wait_for(|| async { tag_names(&p).await == expected }).await,
+        wait_for(|| async { tag_names(&p).await == tags }).await,
         "the pool learns every host's models"
     );
+    // And which are loaded where (the proxy is another process: its first
+    // round of questions may still be under way).
+    assert!(
+        wait_for(|| async { names(&p, "/api/ps").await == loaded }).await,
+        "the pool learns every host's loaded models"
+    );
     p
+}
+
+async fn names(p: &Proxy, path: &str) -> std::collections::BTreeSet<String> {
+    let list = send("GET", &format!("{}{path}", p.url), &[], None).await;
+    if list.status != 200 {
+        return Default::default();
+    }
+    list.json()["models"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter_map(|m| m["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 async fn tag_names(p: &Proxy) -> std::collections::BTreeSet<String> {
@@ -942,9 +964,10 @@ async fn a_request_every_host_fails_blames_no_host() {
         failovers(&after, "server_error") - failovers(&before, "server_error"),
         4.0
     );
-    // Both hosts are still healthy, and the warm one still comes first.
-    assert_eq!(host_up(&p, &a).await, 1.0);
-    assert_eq!(host_up(&p, &b).await, 1.0);
+    // Both hosts are still healthy (the gauge is the pool's last round:
+    // the proxy is another process), and the warm one still comes first.
+    assert!(wait_for(|| async { host_up(&p, &a).await == 1.0 }).await);
+    assert!(wait_for(|| async { host_up(&p, &b).await == 1.0 }).await);
     let res = openai_chat(&p, "qwen3", "a good one").await;
     assert_eq!(res.status, 200, "{}", res.body);
     let good = |h: &FakeOllama| {

@@ -963,7 +963,7 @@ async fn a_response_object_too_large_to_collect_takes_no_room() {
 
 #[test]
 fn bad_store_settings_are_refused_by_name() {
-    use common::proxy::app::Settings;
+    use common::child::check;
     for (var, value) in [
         ("RESPONSES_STORE_ENTRIES", "many"),
         ("RESPONSES_STORE_ENTRIES", "-1"),
@@ -971,7 +971,7 @@ fn bad_store_settings_are_refused_by_name() {
         ("RESPONSES_STORE_TTL_SECS", "30m"),
         ("RESPONSES_STORE_TTL_SECS", "-5"),
     ] {
-        let err = Settings::from_env(|k| (k == var).then(|| value.to_string()))
+        let err = check(&[(var, value)])
             .err()
             .unwrap_or_else(|| panic!("{var}={value:?} is refused"));
         assert!(err.contains(var), "{var}: {err}");
@@ -981,10 +981,7 @@ fn bad_store_settings_are_refused_by_name() {
         ("RESPONSES_STORE_BYTES", "1048576"),
         ("RESPONSES_STORE_TTL_SECS", "0"),
     ] {
-        assert!(
-            Settings::from_env(|k| (k == var).then(|| value.to_string())).is_ok(),
-            "{var}={value:?}"
-        );
+        assert!(check(&[(var, value)]).is_ok(), "{var}={value:?}");
     }
 }
 

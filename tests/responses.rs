@@ -1,5 +1,5 @@
 //! The OpenAI Responses dialect end to end: the real proxy composition
-//! (`examples/proxy/app.rs`) on a real socket, in front of the fake Ollama,
+//! (`examples/proxy`, a child process) on a real socket, in front of the fake Ollama,
 //! driven the way LiteLLM and Codex CLI drive it.
 
 mod common;

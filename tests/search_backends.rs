@@ -9,7 +9,6 @@ mod common;
 use bytes::Bytes;
 use common::child::{proxy_binary, ProxyChild};
 use common::evil::{Answer, Evil};
-use common::proxy::app;
 use http::{HeaderMap, Method, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -633,7 +632,7 @@ async fn the_proxys_client_reaches_http_backends() {
     })
     .await;
     let search = HttpSearch::<_, Full<Bytes>>::new(
-        app::search_client(),
+        ollama_translate::client::https_client(),
         fake.url.parse().unwrap(),
         SearchFormat::Searxng,
     )
@@ -661,7 +660,7 @@ async fn the_proxys_client_speaks_tls_to_https_backends() {
         first // then closed: the handshake fails
     });
     let search = HttpSearch::<_, Full<Bytes>>::new(
-        app::search_client(),
+        ollama_translate::client::https_client(),
         format!("https://localhost:{}", addr.port())
             .parse()
             .unwrap(),
@@ -681,178 +680,11 @@ async fn the_proxys_client_speaks_tls_to_https_backends() {
 
 // ---- the proxy's settings ----
 
-/// `from_env` over a fixed set of variables.
-fn settings(vars: &[(&str, &str)]) -> Result<app::Settings, String> {
-    let vars: Vec<(String, String)> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    app::Settings::from_env(move |k| {
-        vars.iter()
-            .find(|(name, _)| name == k)
-            .map(|(_, v)| v.clone())
-    })
-}
-
 #[test]
 fn web_search_settings_choose_the_backend_and_its_bounds() {
-    let s = settings(&[]).unwrap();
-    assert_eq!(s.web_search.backend_name(), "ollama", "the default");
-    assert!(s.web_search.is_enabled());
-    let shown = format!("{:?}", s.web_search);
-    for bound in [
-        "max_results: 5",
-        "result_bytes: 8192",
-        "timeout: 15s",
-        "default_max_uses: 3",
-        "max_uses_cap: 10",
-    ] {
-        assert!(shown.contains(bound), "{bound}: {shown}");
-    }
-    assert!(
-        s.web_search_shown
-            .starts_with("through Ollama at http://localhost:11434"),
-        "{}",
-        s.web_search_shown
-    );
-    // The layer got it too.
-    assert!(format!("{:?}", s.layer).contains("backend: \"ollama\""));
-
-    let s = settings(&[
-        ("WEB_SEARCH", "searxng"),
-        ("WEB_SEARCH_URL", "http://searxng.internal:8080/"),
-        ("WEB_SEARCH_RESULTS", "7"),
-        ("WEB_SEARCH_RESULT_BYTES", "4096"),
-        ("WEB_SEARCH_TIMEOUT_SECS", "20"),
-        ("WEB_SEARCH_MAX_USES", "2"),
-        ("WEB_SEARCH_MAX_USES_CAP", "4"),
-    ])
-    .unwrap();
-    assert_eq!(s.web_search.backend_name(), "searxng");
-    let shown = format!("{:?}", s.layer);
-    for bound in [
-        "backend: \"searxng\"",
-        "max_results: 7",
-        "result_bytes: 4096",
-        "timeout: 20s",
-        "default_max_uses: 2",
-        "max_uses_cap: 4",
-    ] {
-        assert!(shown.contains(bound), "{bound}: {shown}");
-    }
-    assert!(
-        s.web_search_shown
-            .starts_with("SearXNG at http://searxng.internal:8080;"),
-        "{}",
-        s.web_search_shown
-    );
-
-    let s = settings(&[
-        ("WEB_SEARCH", " Ollama-API "),
-        ("WEB_SEARCH_API_KEY", "sk-web-123"),
-    ])
-    .unwrap();
-    assert_eq!(s.web_search.backend_name(), "ollama_api");
-    assert!(
-        s.web_search_shown
-            .starts_with("Ollama's web search API at https://ollama.com "),
-        "{}",
-        s.web_search_shown
-    );
-    for debug in [
-        format!("{s:?}"),
-        format!("{s:#?}"),
-        s.web_search_shown.clone(),
-    ] {
-        assert!(
-            !debug.contains("sk-web-123"),
-            "the key is never shown: {debug}"
-        );
-    }
-
-    let s = settings(&[
-        ("WEB_SEARCH", "off"),
-        ("WEB_SEARCH_URL", "http://left.over"),
-    ])
-    .unwrap();
-    assert_eq!(s.web_search.backend_name(), "off");
-    assert!(!s.web_search.is_enabled());
-
-    // A cap below the default lowers the default with it.
-    let s = settings(&[("WEB_SEARCH_MAX_USES_CAP", "2")]).unwrap();
-    let shown = format!("{:?}", s.web_search);
-    assert!(
-        shown.contains("default_max_uses: 2") && shown.contains("max_uses_cap: 2"),
-        "{shown}"
-    );
-}
-
-#[test]
-fn invalid_web_search_settings_name_their_variable() {
-    for (vars, named) in [
-        (&[("WEB_SEARCH", "bing")][..], "WEB_SEARCH"),
-        (&[("WEB_SEARCH", "searxng")], "WEB_SEARCH_URL"),
-        (&[("WEB_SEARCH", "ollama-api")], "WEB_SEARCH_API_KEY"),
-        (
-            &[("WEB_SEARCH", "searxng"), ("WEB_SEARCH_URL", "ftp://searx")],
-            "WEB_SEARCH_URL",
-        ),
-        (
-            &[("WEB_SEARCH", "searxng"), ("WEB_SEARCH_URL", "searx:8080")],
-            "WEB_SEARCH_URL",
-        ),
-        (
-            &[
-                ("WEB_SEARCH", "searxng"),
-                ("WEB_SEARCH_URL", "http://s/?x=1"),
-            ],
-            "WEB_SEARCH_URL",
-        ),
-        (
-            &[
-                ("WEB_SEARCH", "ollama-api"),
-                ("WEB_SEARCH_API_KEY", "bad\nkey"),
-            ],
-            "WEB_SEARCH_API_KEY",
-        ),
-        // Set for nothing: the default backend goes through Ollama.
-        (&[("WEB_SEARCH_URL", "http://searx")], "WEB_SEARCH_URL"),
-        (&[("WEB_SEARCH_API_KEY", "k")], "WEB_SEARCH_API_KEY"),
-        (&[("WEB_SEARCH_RESULTS", "11")], "WEB_SEARCH_RESULTS"),
-        (&[("WEB_SEARCH_RESULTS", "0")], "WEB_SEARCH_RESULTS"),
-        (&[("WEB_SEARCH_RESULTS", "five")], "WEB_SEARCH_RESULTS"),
-        (
-            &[("WEB_SEARCH_RESULT_BYTES", "100")],
-            "WEB_SEARCH_RESULT_BYTES",
-        ),
-        (
-            &[("WEB_SEARCH_RESULT_BYTES", "8k")],
-            "WEB_SEARCH_RESULT_BYTES",
-        ),
-        (
-            &[("WEB_SEARCH_TIMEOUT_SECS", "0")],
-            "WEB_SEARCH_TIMEOUT_SECS",
-        ),
-        (
-            &[("WEB_SEARCH_TIMEOUT_SECS", "15s")],
-            "WEB_SEARCH_TIMEOUT_SECS",
-        ),
-        (&[("WEB_SEARCH_MAX_USES", "0")], "WEB_SEARCH_MAX_USES"),
-        (&[("WEB_SEARCH_MAX_USES", "11")], "WEB_SEARCH_MAX_USES_CAP"),
-        (
-            &[("WEB_SEARCH_MAX_USES_CAP", "0")],
-            "WEB_SEARCH_MAX_USES_CAP",
-        ),
-        (
-            &[("WEB_SEARCH_MAX_USES_CAP", "99999999999")],
-            "WEB_SEARCH_MAX_USES_CAP",
-        ),
-    ] {
-        let err = settings(vars).expect_err(&format!("{vars:?} is refused"));
-        assert!(err.contains(named), "{vars:?}: {err}");
-    }
-    // Credentials in the URL are refused without being repeated.
-    let err = settings(&[
+    let s = common::child::check(&[]).unwrap();
+    assert!(s.contains("web_search: \"ollama\""), "the default: {s}");
+    let err = common::child::check(&[
         ("WEB_SEARCH", "searxng"),
         ("WEB_SEARCH_URL", "http://admin:hunter2@searx"),
     ])
@@ -863,13 +695,11 @@ fn invalid_web_search_settings_name_their_variable() {
 
 /// Runs the proxy binary with `env` to its end (within 10 s); `None` when
 /// it is not built next to this test.
-async fn run(env: &[(&str, &str)]) -> Option<std::process::Output> {
-    let Some(bin) = proxy_binary() else {
-        eprintln!("examples/proxy is not built next to this test: skipped");
-        return None;
-    };
+async fn run(env: &[(&str, &str)]) -> std::process::Output {
+    let bin = proxy_binary();
     let mut cmd = tokio::process::Command::new(bin);
-    cmd.env("LISTEN_ADDR", "127.0.0.1:0")
+    cmd.env_clear()
+        .env("LISTEN_ADDR", "127.0.0.1:0")
         .env("OLLAMA_BASE_URL", "http://127.0.0.1:9")
         .env("NO_COLOR", "1")
         .kill_on_drop(true);
@@ -880,7 +710,7 @@ async fn run(env: &[(&str, &str)]) -> Option<std::process::Output> {
         .await
         .unwrap_or_else(|_| panic!("{env:?}: the proxy ends within 10 s"))
         .unwrap();
-    Some(out)
+    out
 }
 
 #[tokio::test]
@@ -891,9 +721,7 @@ async fn invalid_web_search_settings_stop_the_binary() {
         (&[("WEB_SEARCH", "duckduckgo")], "WEB_SEARCH"),
         (&[("WEB_SEARCH_RESULTS", "11")], "WEB_SEARCH_RESULTS"),
     ] {
-        let Some(out) = run(env).await else {
-            return;
-        };
+        let out = run(env).await;
         let err = String::from_utf8(out.stderr).unwrap();
         assert_eq!(out.status.code(), Some(2), "{env:?}: {err}");
         assert!(
@@ -907,7 +735,7 @@ async fn invalid_web_search_settings_stop_the_binary() {
 #[tokio::test]
 async fn the_binary_names_its_search_backend_at_start_and_never_the_key() {
     let fake = Fake::start(|_| (200, Bytes::from_static(b"{}"))).await;
-    let Some(mut proxy) = ProxyChild::start(
+    let mut proxy = ProxyChild::start(
         "http://127.0.0.1:9",
         &[
             ("RUST_LOG", "info"),
@@ -917,11 +745,7 @@ async fn the_binary_names_its_search_backend_at_start_and_never_the_key() {
             ("WEB_SEARCH_RESULTS", "4"),
         ],
     )
-    .await
-    else {
-        eprintln!("examples/proxy is not built next to this test: skipped");
-        return;
-    };
+    .await;
     let line = format!("web search: Ollama's web search API at {}", fake.url);
     assert!(
         proxy.wait_for_log(&line, Duration::from_secs(5)).await,

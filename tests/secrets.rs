@@ -1,8 +1,7 @@
 //! Secrets stay secret: `Debug` output hides the keys, and the API key the
 //! layer checks is not handed on to the inner service.
 
-#[path = "../examples/proxy/app.rs"]
-mod app;
+mod common;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
@@ -95,37 +94,53 @@ fn layer_and_service_debug_hide_the_keys() {
 
 #[test]
 fn proxy_settings_debug_hides_the_keys() {
-    let env = |k: &str| {
-        match k {
-            "PROXY_API_KEY" => Some(API_KEY),
-            "THINKING_KEY" => Some(THINKING_SECRET),
-            "OLLAMA_API_KEY" => Some(OLLAMA_KEY),
-            "OLLAMA_BASE_URL" => Some("http://ollama.internal:11434"),
-            _ => None,
-        }
-        .map(String::from)
-    };
-    let settings = app::Settings::from_env(env).unwrap();
-    let header = settings.ollama_api_key.as_ref().unwrap();
-    assert!(
-        header.is_sensitive(),
-        "OLLAMA_API_KEY's header is sensitive"
-    );
-    assert_eq!(header, &format!("Bearer {OLLAMA_KEY}")[..]);
-    for debug in [format!("{settings:?}"), format!("{settings:#?}")] {
-        assert_hides_secrets("settings", &debug);
-        for shown in ["127.0.0.1:4000", "ollama.internal:11434", "shutdown_grace"] {
-            assert!(debug.contains(shown), "settings lack {shown:?}:\n{debug}");
-        }
+    let env = [
+        ("PROXY_API_KEY", API_KEY),
+        ("THINKING_KEY", THINKING_SECRET),
+        ("OLLAMA_API_KEY", OLLAMA_KEY),
+        ("OLLAMA_BASE_URL", "http://ollama.internal:11434"),
+    ];
+    // What `--check` prints: the settings, who may do what, the layer.
+    let debug = common::child::check(&env).unwrap();
+    assert_hides_secrets("settings", &debug);
+    for shown in ["127.0.0.1:4000", "ollama.internal:11434", "shutdown_grace"] {
+        assert!(debug.contains(shown), "settings lack {shown:?}:\n{debug}");
     }
-    let compact = format!("{settings:?}");
+    let compact = debug.replace(['\n', ' '], "").replace(",)", ")");
     assert!(
-        compact.contains("ollama_api_key: Some(<redacted>)"),
+        compact.contains("ollama_api_key:Some(<redacted>)"),
         "{compact}"
     );
-    assert!(compact.contains("api_key: Some(<redacted>)"), "{compact}");
-    let plain = format!("{:?}", app::Settings::from_env(|_| None).unwrap());
+    assert!(
+        compact.contains("proxy_api_key:Some(<redacted>)"),
+        "{compact}"
+    );
+    assert!(compact.contains("api_key:Some(<redacted>)"), "{compact}");
+    let plain = common::child::check(&[]).unwrap();
     assert!(plain.contains("ollama_api_key: None"), "{plain}");
+    // In --help, the variables holding secrets show no value.
+    let help = std::process::Command::new(common::child::proxy_binary())
+        .arg("--help")
+        .env_clear()
+        .envs(env)
+        .output()
+        .unwrap();
+    assert_hides_secrets("--help", &String::from_utf8_lossy(&help.stdout));
+}
+
+/// The Ollama client sends `OLLAMA_API_KEY` as a sensitive header.
+#[test]
+fn the_ollama_key_is_a_sensitive_header() {
+    use ollama_translate::client::OllamaClient;
+    let c = OllamaClient::<Full<Bytes>>::new("http://ollama:11434".parse().unwrap())
+        .unwrap()
+        .api_key(OLLAMA_KEY)
+        .unwrap();
+    let req = c.rebase(Request::new(()));
+    let header = &req.headers()["authorization"];
+    assert!(header.is_sensitive());
+    assert_eq!(header, &format!("Bearer {OLLAMA_KEY}")[..]);
+    assert_hides_secrets("client", &format!("{c:?}"));
 }
 
 type Seen = Arc<Mutex<Vec<(String, HeaderMap)>>>;

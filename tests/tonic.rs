@@ -1,12 +1,10 @@
-//! `examples/tonic.rs` in-process: gRPC and the translated HTTP APIs on one
+//! `examples/tonic.rs` (the built example, a child process): gRPC and the translated HTTP APIs on one
 //! loopback port, in front of the fake Ollama.
 
 mod common;
 
-#[path = "../examples/tonic.rs"]
-mod tonic_example;
-
 use bytes::Bytes;
+use common::child::ProxyChild;
 use common::fake_ollama::FakeOllama;
 use http::{header, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
@@ -15,7 +13,6 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -44,12 +41,8 @@ async fn post(addr: SocketAddr, path: &str, body: Value) -> (http::response::Par
 #[tokio::test]
 async fn grpc_and_translated_apis_share_one_port() {
     let ollama = FakeOllama::start().await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let server = tokio::spawn(tonic_example::serve(
-        listener,
-        ollama.base_url().parse().unwrap(),
-    ));
+    let server = ProxyChild::example("tonic", &ollama.base_url(), &[]).await;
+    let addr: SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
 
     // gRPC over HTTP/2: the health service says the server is SERVING.
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
@@ -127,7 +120,6 @@ async fn grpc_and_translated_apis_share_one_port() {
         .collect();
     assert_eq!(text, "Hello! You said: hi");
 
-    server.abort();
-    let _ = server.await;
+    drop(server);
     drop(ollama);
 }

@@ -1,5 +1,5 @@
 //! Web search for the Anthropic Messages dialect (issue 19), end to end: the
-//! proxy (`examples/proxy/app.rs`) on a real socket runs the
+//! proxy (`examples/proxy`, a child process) on a real socket runs the
 //! `web_search_*` server tool through the fake Ollama's
 //! `/api/experimental/web_search` (scripted by the query: `nothing`,
 //! `unavailable`, `ratelimited`, `unsupported`, `slow`) while the fake's model
@@ -1713,7 +1713,7 @@ async fn a_searxng_backend_serves_the_proxys_searches() {
 async fn through_layer(fake: &FakeOllama, search: WebSearchConfig, body: &Value) -> (u16, String) {
     // The proxies' recorder first: the layer describes its metrics (their
     // units, hence their names) once, to whichever recorder is installed.
-    common::proxy::app::metrics_handle();
+    ollama_translate::health::prometheus();
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let inner = tower::service_fn(move |req: Request<RequestBody<Full<Bytes>>>| {
         let client = client.clone();

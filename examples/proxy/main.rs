@@ -5,14 +5,29 @@
 //! cargo run --release --example proxy
 //! ```
 //!
-//! Configuration comes from the environment; see `README.md` or `--help`.
-//! Built with `--features otlp`, it exports its spans over OTLP/HTTP when
+//! Settings come from the environment (or flags); see `--help`. Built with
+//! `--features otlp`, it exports its spans over OTLP/HTTP when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
-mod app;
+mod keys;
 #[cfg(feature = "otlp")]
 mod otlp;
+mod search;
+mod settings;
+mod spec;
 
+use bytes::Bytes;
+use clap::Parser as _;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use ollama_translate::client::{connector, OllamaClient, OllamaError};
+use ollama_translate::health::{Health, HealthBody, Readiness};
+use ollama_translate::{BoxError, Pool, RequestBody, TokioTimer, TranslateBody};
+use settings::{secs, shown, Built, Settings};
+use std::process::exit;
+use std::time::Duration;
+use tower::ServiceBuilder;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::Layer as _;
@@ -20,207 +35,247 @@ use tracing_subscriber::Layer as _;
 /// Where spans go over OTLP/HTTP (`{endpoint}/v1/traces`), with `--features otlp`.
 const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 
-const USAGE: &str = "usage: ollama-translate [--help | --version | --healthcheck | --hash-key]";
-
-const HELP: &str = "\
-ollama-translate: a proxy that serves the OpenAI (Chat Completions, Responses,
-legacy completions, embeddings, models) and Anthropic (Messages) APIs from
-Ollama's native API, translating requests and streams.
-
-usage: ollama-translate [--help | --version | --healthcheck | --hash-key]
-
-  --help         print this and exit
-  --version      print the version and exit
-  --healthcheck  ask the proxy running on LISTEN_ADDR for /livez; exit 0 if healthy
-  --hash-key     read a key on standard input, print its SHA-256 digest for KEYS_FILE
-
-Health endpoints (no API key needed): /livez (and /healthz) 200 while the process
-serves; /readyz 200 when Ollama answered the last probe, 503 otherwise and from
-the start of a shutdown. GET /metrics: Prometheus metrics (needs an admin key
-when keys are configured).
-
-Keys file (KEYS_FILE), one key per line, # comments:
-  NAME:SHA256-OF-THE-KEY[:admin][:MAX_IN_FLIGHT]
-Every key may use generation and read-only paths; model management, blobs and
-Ollama's account and cloud endpoints need an admin key. Reloaded on SIGHUP and
-when the file changes.
-
-Settings (environment variables, default in brackets):
-  OLLAMA_BASE_URL        where Ollama is; several hosts separated by commas
-                         form a pool [http://localhost:11434]
-  POOL_REFRESH_SECS      with several hosts, how often each is asked for its
-                         models and loaded models [10]
-  POOL_SESSIONS          conversations kept on their host; 0 off [10000]
-  POOL_WARM_SLOTS        requests a host with the model loaded takes before an
-                         idle host without it is as good (OLLAMA_NUM_PARALLEL) [1]
-  OLLAMA_API_KEY         sent to Ollama as Authorization: Bearer <key> [none]
-  LISTEN_ADDR            where the proxy listens [127.0.0.1:4000]
-  PROXY_API_KEY          an admin key clients may send (Authorization: Bearer or
-                         x-api-key), named default; also with KEYS_FILE [none]
-  KEYS_FILE              named keys (digests), admin flags and limits per key [none]
-  KEYS_POLL_SECS         how often KEYS_FILE is checked for changes; 0: SIGHUP only [2]
-  OPEN_ADMIN_PATHS       1: without keys, model management, blobs and Ollama's
-                         account and cloud endpoints are open to everyone [0]
-  THINK_MODELS           comma list of models that get think: true by default [none]
-  REASONING              auto | drop | forward, per model with [model]mode [auto]
-  OLLAMA_OPTIONS         default options, e.g. num_ctx=32768;[qwen3:8b]num_ctx=65536 [none]
-  MODEL_ALIASES          client names to Ollama models, e.g. gpt-4o=qwen3:8b [none]
-  DEFAULT_MODEL          Ollama model for claude-* names without an alias [none]
-  THINKING_KEY           secret that signs thinking handed to clients [random per start]
-  KEEPALIVE_SECS         silence towards a streaming client before a keep-alive; 0 off [10]
-  UPSTREAM_IDLE_TIMEOUT  seconds without a byte from Ollama before giving up; 0 off [300]
-  MAX_BODY_BYTES         largest translated request body [33554432]
-  MAX_ANSWER_BYTES       longest stream line / largest answer read whole [33554432]
-  REQUEST_MEMORY_BYTES   memory translated requests may hold together [268435456]
-  CLIENT_TIMEOUT_SECS    first byte, request head, body, idle connection; 0 off [30]
-  MAX_CONNECTIONS        client connections at once; 16 more get /livez only [512]
-  READINESS_PROBE_SECS   how often /readyz asks Ollama GET /api/version [5]
-  SHUTDOWN_DRAIN_SECS    on SIGTERM, keep accepting with /readyz at 503 this long [0]
-  SHUTDOWN_GRACE_SECS    then let in-flight streams finish this long [30]
-  WEB_SEARCH             where clients' web search tools search: ollama (through
-                         OLLAMA_BASE_URL's /api/experimental/web_search), searxng,
-                         ollama-api (ollama.com's web search API), or off [ollama]
-  WEB_SEARCH_URL         the SearXNG address (needed for searxng), or the web search
-                         API's [https://ollama.com for ollama-api]
-  WEB_SEARCH_API_KEY     key sent as Authorization: Bearer <key> (needed for
-                         ollama-api) [none]
-  WEB_SEARCH_RESULTS     results a search gives the model, 1 to 10 [5]
-  WEB_SEARCH_RESULT_BYTES
-                         bytes of page text per result that reach the model [8192]
-  WEB_SEARCH_TIMEOUT_SECS
-                         how long one search may take, 1 to 3600 [15]
-  WEB_SEARCH_MAX_USES    searches a request may run when the client sets no
-                         max_uses [3]
-  WEB_SEARCH_MAX_USES_CAP
-                         searches a request may run whatever the client asks [10]
-  RESPONSES_STORE_ENTRIES
-                         Responses responses kept for previous_response_id; 0 none [1024]
-  RESPONSES_STORE_BYTES  memory those kept responses may take [67108864]
-  RESPONSES_STORE_TTL_SECS
-                         how long a response is kept [1800]
-  RUST_LOG               log filter [info]
-  OTEL_EXPORTER_OTLP_ENDPOINT
-                         export spans over OTLP/HTTP to <endpoint>/v1/traces, e.g.
-                         http://127.0.0.1:4318; needs a build with --features otlp [none]
-
-An invalid setting stops the proxy (exit status 2) with a message naming it.
-";
-
-#[tokio::main]
-async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        [] => {}
-        ["--help" | "-h"] => {
-            print!("{HELP}");
-            return;
+fn main() {
+    settings::tidy_env();
+    let args = settings::Args::try_parse().unwrap_or_else(|e| {
+        if !e.use_stderr() {
+            e.exit() // --help, --version
         }
-        ["--version" | "-V"] => {
-            println!("ollama-translate {}", env!("CARGO_PKG_VERSION"));
-            return;
-        }
-        // A key's digest for KEYS_FILE.
-        ["--hash-key"] => {
-            let mut input = String::new();
-            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
-                eprintln!("ollama-translate: --hash-key: {e}");
-                std::process::exit(2);
-            }
-            match app::keys::hash_key(&input) {
-                Ok(hex) => println!("{hex}"),
-                Err(e) => {
-                    eprintln!("ollama-translate: {e}");
-                    std::process::exit(2);
-                }
-            }
-            return;
-        }
-        // For container health checks: asks the running proxy's `/livez`.
-        ["--healthcheck"] => {
-            let listen = std::env::var("LISTEN_ADDR").unwrap_or_else(|_| "127.0.0.1:4000".into());
-            std::process::exit(match app::healthcheck(&listen).await {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("ollama-translate: unhealthy: {e}");
-                    1
-                }
-            });
-        }
-        _ => {
-            eprintln!(
-                "ollama-translate: unexpected argument(s) {args:?}\n{USAGE}\n\
-                 Settings come from the environment; see --help."
-            );
-            std::process::exit(2);
+        let e = e.render().to_string();
+        fail(
+            2,
+            format!(
+                "configuration error: {}",
+                e.trim_start_matches("error: ").trim_end()
+            ),
+        )
+    });
+    if args.hash_key {
+        let mut input = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input);
+        match ollama_translate::keys_file::hash_key(&input) {
+            Some(digest) => return println!("{digest}"),
+            None => fail(2, "--hash-key reads a key on standard input; it got none"),
         }
     }
+    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| fail(1, e));
+    if args.healthcheck {
+        match rt.block_on(healthcheck(&args.settings.listen_addr)) {
+            Ok(()) => exit(0),
+            Err(e) => fail(1, format!("unhealthy: {e}")),
+        }
+    }
+    let built = args
+        .settings
+        .build()
+        .unwrap_or_else(|e| fail(2, format!("configuration error: {e}")));
+    if args.check {
+        let (s, b) = (&args.settings, &built);
+        return println!("{s:#?}\naccess: {:?}\nlayer: {:?}", b.access, b.layer);
+    }
+    rt.block_on(async {
+        let exporting = logging(&args.settings);
+        let served = run(args.settings, built).await;
+        #[cfg(feature = "otlp")]
+        if let Some(provider) = exporting {
+            otlp::shutdown(provider).await;
+        }
+        #[cfg(not(feature = "otlp"))]
+        let _ = exporting;
+        served.unwrap_or_else(|e| fail(1, e));
+    });
+}
 
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.trim().is_empty() => match tracing_subscriber::EnvFilter::try_new(&v) {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("ollama-translate: configuration error: RUST_LOG {v:?}: {e}");
-                std::process::exit(2);
-            }
-        },
-        _ => tracing_subscriber::EnvFilter::new("info"),
-    };
+fn fail(status: i32, message: impl std::fmt::Display) -> ! {
+    eprintln!("ollama-translate: {message}");
+    exit(status)
+}
+
+#[cfg(feature = "otlp")]
+type Otlp = Option<opentelemetry_sdk::trace::SdkTracerProvider>;
+#[cfg(not(feature = "otlp"))]
+type Otlp = Option<std::convert::Infallible>;
+
+/// The log (`RUST_LOG`, on standard error) and the OTLP export.
+fn logging(s: &Settings) -> Otlp {
+    let filter = tracing_subscriber::EnvFilter::try_new(&s.rust_log).unwrap_or_else(|e| {
+        fail(
+            2,
+            format!("configuration error: RUST_LOG {:?}: {e}", s.rust_log),
+        )
+    });
     let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(filter);
-    let otlp_endpoint = std::env::var(OTLP_ENDPOINT).ok();
+    let endpoint = s.otel_exporter_otlp_endpoint.as_deref();
     #[cfg(feature = "otlp")]
-    let (export, tracer_provider) = match otlp::layer(otlp_endpoint.as_deref()) {
+    let (export, provider) = match otlp::layer(endpoint) {
         Ok(Some((layer, provider))) => (Some(layer), Some(provider)),
         Ok(None) => (None, None),
-        Err(e) => {
-            eprintln!("ollama-translate: configuration error: {e}");
-            std::process::exit(2);
-        }
+        Err(e) => fail(2, format!("configuration error: {e}")),
     };
     #[cfg(not(feature = "otlp"))]
-    let export: Option<tracing_subscriber::layer::Identity> = None;
+    let (export, provider) = (None::<tracing_subscriber::layer::Identity>, None);
     tracing_subscriber::registry().with(log).with(export).init();
     #[cfg(not(feature = "otlp"))]
-    if otlp_endpoint.is_some_and(|e| !e.trim().is_empty()) {
+    if endpoint.is_some() {
         tracing::warn!(
             "{OTLP_ENDPOINT} is set, but this binary was built without `--features otlp`: \
              no spans are exported"
         );
     }
+    provider
+}
 
-    let mut settings = match app::Settings::from_env(|k| std::env::var(k).ok()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("ollama-translate: configuration error: {e}");
-            std::process::exit(2);
-        }
+/// Listens, and serves until Ctrl-C or SIGTERM.
+async fn run(s: Settings, b: Built) -> Result<(), BoxError> {
+    let listener = tokio::net::TcpListener::bind(&s.listen_addr)
+        .await
+        .unwrap_or_else(|e| {
+            fail(
+                1,
+                format!("cannot listen on {} (LISTEN_ADDR): {e}", s.listen_addr),
+            )
+        });
+    let addr = listener.local_addr()?;
+    let ollama = shown(&b.hosts);
+    println!("ollama-translate listening on http://{addr} (Ollama at {ollama})");
+    tracing::info!(%addr, %ollama, "listening");
+    tracing::info!("web search: {}", b.web_search);
+    keys::start(&b.access, b.keys_file.as_ref());
+    let every = Some(secs(s.readiness_probe_secs)).filter(|d| !d.is_zero());
+    let readiness = Readiness::new(every.is_some());
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(connector());
+    let host = |base: &http::Uri| -> Result<OllamaClient<RequestBody<Incoming>>, BoxError> {
+        configured(OllamaClient::with_client(client.clone(), base.clone())?, &s)
     };
-    settings
-        .readiness_probe
-        .get_or_insert(app::DEFAULT_READINESS_PROBE);
-    let listener = match tokio::net::TcpListener::bind(&settings.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!(
-                "ollama-translate: cannot listen on {} (LISTEN_ADDR): {e}",
-                settings.listen
-            );
-            std::process::exit(1);
+    if let [one] = b.hosts.as_slice() {
+        let probe = configured(OllamaClient::<Empty<Bytes>>::new(one.clone())?, &s)?;
+        if let Some(every) = every {
+            tokio::spawn(readiness.clone().probe_ollama(probe, every));
         }
-    };
-    let served = app::serve(listener, settings, app::shutdown_signal()).await;
-    #[cfg(feature = "otlp")]
-    if let Some(provider) = tracer_provider {
-        otlp::shutdown(provider).await;
+        let inner = host(one)?;
+        return serve(listener, &s, b, readiness, inner).await;
     }
-    if let Err(e) = served {
-        eprintln!("ollama-translate: {e}");
-        std::process::exit(1);
+    let mut pool = Pool::builder(TokioTimer)
+        .refresh_every(secs(s.pool_refresh_secs))
+        .sessions(s.pool_sessions, Duration::from_secs(600))
+        .warm_slots(s.pool_warm_slots as usize)
+        .body_timeout(secs(s.client_timeout_secs))
+        .first_byte_timeout(secs(s.upstream_idle_timeout));
+    if let Some(n) = s.max_body_bytes {
+        pool = pool.max_body_bytes(n);
+    }
+    if let Some(n) = s.request_memory_bytes {
+        pool = pool.read_memory(n);
+    }
+    let hosts: Result<Vec<_>, BoxError> = b
+        .hosts
+        .iter()
+        .map(|u| Ok((ollama_translate::client::base_display(u), host(u)?)))
+        .collect();
+    let pool = pool.build(hosts?)?;
+    tokio::spawn(pool.maintain::<Incoming, _>());
+    if let Some(every) = every {
+        tokio::spawn(readiness.clone().probe_pool(pool.clone(), every));
+    }
+    serve(listener, &s, b, readiness, pool).await
+}
+
+/// An Ollama client as the settings say: errors name `OLLAMA_BASE_URL`, `OLLAMA_API_KEY` sent.
+fn configured<B>(c: OllamaClient<B>, s: &Settings) -> Result<OllamaClient<B>, BoxError> {
+    let c = c.setting("OLLAMA_BASE_URL");
+    match &s.ollama_api_key {
+        Some(k) => c
+            .api_key(&k.0)
+            .map_err(|e| format!("OLLAMA_API_KEY: {e}").into()),
+        None => Ok(c),
+    }
+}
+
+/// Serves `inner` (one Ollama or a pool) behind the layer, the trace and the health paths.
+async fn serve<S, B>(
+    listener: tokio::net::TcpListener,
+    s: &Settings,
+    b: Built,
+    readiness: Readiness,
+    inner: S,
+) -> Result<(), BoxError>
+where
+    S: tower::Service<Request<RequestBody<Incoming>>, Response = Response<B>, Error = OllamaError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let svc = ServiceBuilder::new()
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .map_result(finish_response)
+        .layer(b.layer)
+        .service(inner);
+    let metrics = ollama_translate::health::prometheus();
+    let svc = Health::new(svc, readiness.clone()).metrics(metrics, Some(b.access));
+    ollama_translate::server::serve(listener, svc)
+        .max_connections(s.max_connections as usize)
+        .client_timeout(secs(s.client_timeout_secs))
+        .drain(secs(s.shutdown_drain_secs))
+        .grace(secs(s.shutdown_grace_secs))
+        .on_shutdown(move || readiness.drain())
+        .run(ollama_translate::server::shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+/// A boxed body, and a 502 when Ollama cannot be reached for a passed-through
+/// request (translated ones already answer in their client's dialect).
+fn finish_response<B>(
+    r: Result<Response<TranslateBody<B>>, OllamaError>,
+) -> Result<Response<HealthBody>, BoxError>
+where
+    TranslateBody<B>: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+{
+    Ok(match r {
+        Ok(res) => res.map(|b| b.boxed_unsync()),
+        Err(e) => {
+            tracing::warn!(error = %e.chain(), "Ollama is unreachable");
+            e.response()
+                .map(|b| b.map_err(|e| match e {}).boxed_unsync())
+        }
+    })
+}
+
+/// `--healthcheck`: asks the proxy listening on `listen` for `/livez` (a
+/// wildcard address is asked on loopback); `Ok` on a 200 within 3 s.
+async fn healthcheck(listen: &str) -> Result<(), String> {
+    let mut addr: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|e| format!("LISTEN_ADDR {listen:?}: {e}"))?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, Empty<Bytes>>(connector());
+    let uri = format!("http://{addr}/livez")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    match tokio::time::timeout(Duration::from_secs(3), client.get(uri)).await {
+        Ok(Ok(res)) if res.status() == StatusCode::OK => Ok(()),
+        Ok(Ok(res)) => Err(format!("{addr} answered {}", res.status())),
+        Ok(Err(e)) => {
+            let (mut msg, mut src) = (e.to_string(), std::error::Error::source(&e));
+            while let Some(s) = src {
+                msg = format!("{msg}: {s}");
+                src = s.source();
+            }
+            Err(format!("{addr}: {msg}"))
+        }
+        Err(_) => Err(format!("{addr}: no answer within 3 s")),
     }
 }

@@ -1,75 +1,71 @@
-//! The proxy of `examples/proxy` (the very same code), in-process on an
-//! ephemeral loopback port, and an HTTP client that keeps what a broken
+//! The proxy of `examples/proxy` (the built binary, a child process with
+//! the test's settings as its environment) on an ephemeral loopback port,
+//! and an HTTP client that keeps what a broken
 //! stream delivered before it broke.
 
-#[path = "../../examples/proxy/app.rs"]
-pub mod app;
-
+use super::child::ProxyChild;
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
-/// A running proxy; stops (and drops its connections) when dropped.
+/// A running proxy (the built `examples/proxy`, a child process); killed
+/// when dropped.
 pub struct Proxy {
     /// `http://127.0.0.1:PORT`
     pub url: String,
     /// `127.0.0.1:PORT`
     pub addr: String,
-    stop: Option<oneshot::Sender<()>>,
+    child: Option<ProxyChild>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
         self.task.abort();
     }
 }
 
 impl Proxy {
-    /// Sends the shutdown signal (what Ctrl-C/SIGTERM do in the binary);
-    /// returns the server task, which ends once in-flight requests finish
-    /// or the grace period runs out.
+    /// Sends SIGTERM (what `docker stop` does); returns a task that ends
+    /// when the process has exited: once in-flight requests finish or the
+    /// grace period runs out.
     pub fn shutdown(&mut self) -> &mut tokio::task::JoinHandle<()> {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+        if let Some(child) = self.child.take() {
+            child.signal("TERM");
+            self.task = tokio::spawn(async move {
+                let status = child.wait().await;
+                assert!(status.success(), "the proxy exits cleanly: {status}");
+            });
         }
         &mut self.task
     }
+
+    /// Every line the proxy logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.child
+            .as_ref()
+            .map(|c| c.log.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
 }
 
-/// Starts the proxy in front of `ollama` with `env` as its environment.
+/// Starts the proxy in front of `ollama` with `env` as its environment
+/// (nothing else of the test's). Unless `env` says otherwise, no readiness
+/// probe asks Ollama (`READINESS_PROBE_SECS=0`).
 pub async fn start(ollama: &str, env: &[(&str, &str)]) -> Proxy {
-    let mut vars: HashMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    vars.entry("OLLAMA_BASE_URL".into())
-        .or_insert_with(|| ollama.to_string());
-    let settings = app::Settings::from_env(|k| vars.get(k).cloned()).expect("settings");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = app::serve(listener, settings, async {
-            let _ = stopped.await;
-        })
-        .await;
-    });
+    let mut vars = vec![("READINESS_PROBE_SECS", "0")];
+    vars.extend_from_slice(env);
+    let child = ProxyChild::start(ollama, &vars).await;
+    let addr = child.url.trim_start_matches("http://").to_string();
     Proxy {
-        url: format!("http://{addr}"),
+        url: child.url.clone(),
         addr,
-        stop: Some(stop),
-        task,
+        child: Some(child),
+        task: tokio::spawn(async {}),
     }
 }
 
