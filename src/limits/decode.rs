@@ -4,7 +4,6 @@
 //! stop at the size limit with memory flat.
 
 use crate::error::ApiError;
-use bytes::BytesMut;
 use http::header::{HeaderMap, CONTENT_ENCODING};
 use http::StatusCode;
 
@@ -226,13 +225,10 @@ mod imp {
 
 pub(crate) use imp::Decode;
 
-/// Keeps `BytesMut` in use for both builds.
-#[allow(dead_code)]
-fn _uses(_: BytesMut) {}
-
 #[cfg(all(test, feature = "compression"))]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use std::io::Write;
 
     fn gzip(data: &[u8]) -> Vec<u8> {
