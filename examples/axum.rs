@@ -28,8 +28,8 @@ use axum::error_handling::HandleErrorLayer;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::Uri;
-use ollama_translate::client::{OllamaClient, OllamaError};
-use ollama_translate::{OllamaTranslateLayer, RequestBody, TokioTimer};
+use ollama_translate::client::{bad_gateway, OllamaClient};
+use ollama_translate::{BoxError, OllamaTranslateLayer, RequestBody, TokioTimer};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tower::ServiceBuilder;
@@ -53,8 +53,8 @@ pub fn app(
 ) -> Result<Router, Box<dyn std::error::Error>> {
     let client = OllamaClient::<RequestBody<Body>>::new(ollama_base)?;
     let ollama = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|e: OllamaError| async move {
-            e.response()
+        .layer(HandleErrorLayer::new(|e: BoxError| async move {
+            bad_gateway(&*e)
         }))
         .layer(layer)
         .service(client);
@@ -66,7 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let var = |k: &str, default: &str| std::env::var(k).unwrap_or_else(|_| default.into());
     let base: Uri = var("OLLAMA_BASE_URL", "http://localhost:11434").parse()?;
     let layer = OllamaTranslateLayer::new()
-        .with_timer(TokioTimer)
+        .timer(TokioTimer)
         .upstream_idle_timeout(Duration::from_secs(300));
     let listener = tokio::net::TcpListener::bind(var("LISTEN_ADDR", "127.0.0.1:4001")).await?;
     println!(

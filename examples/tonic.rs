@@ -40,8 +40,8 @@
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use http::Uri;
-use ollama_translate::client::{OllamaClient, OllamaError};
-use ollama_translate::{OllamaTranslateLayer, RequestBody, TokioTimer};
+use ollama_translate::client::{bad_gateway, OllamaClient};
+use ollama_translate::{BoxError, OllamaTranslateLayer, RequestBody, TokioTimer};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
@@ -55,11 +55,11 @@ pub fn routes(ollama: Uri) -> Result<Routes, Box<dyn std::error::Error>> {
     let (_reporter, health) = tonic_health::server::health_reporter();
 
     let translated = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|e: OllamaError| async move {
-            e.response()
+        .layer(HandleErrorLayer::new(|e: BoxError| async move {
+            bad_gateway(&*e)
         }))
         // A timer gives streams keep-alives and an upstream idle timeout.
-        .layer(OllamaTranslateLayer::new().with_timer(TokioTimer))
+        .layer(OllamaTranslateLayer::new().timer(TokioTimer))
         .service(OllamaClient::<RequestBody<Body>>::new(ollama)?);
 
     Ok(Routes::new(health)

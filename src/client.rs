@@ -20,7 +20,7 @@
 //! # async fn main() -> Result<(), ollama_translate::BoxError> {
 //! let ollama = OllamaClient::<RequestBody<Full<Bytes>>>::new("http://localhost:11434".parse()?)?;
 //! let svc = ServiceBuilder::new()
-//!     .layer(OllamaTranslateLayer::new().with_timer(TokioTimer))
+//!     .layer(OllamaTranslateLayer::new().timer(TokioTimer))
 //!     .service(ollama);
 //! # let _ = svc;
 //! # Ok(())
@@ -364,16 +364,41 @@ impl OllamaError {
     /// # }
     /// ```
     pub fn response(&self) -> Response<Full<Bytes>> {
-        let body =
-            serde_json::json!({"error": format!("could not reach Ollama: {}", self.chain())});
-        let mut res = Response::new(Full::new(Bytes::from(body.to_string())));
-        *res.status_mut() = http::StatusCode::BAD_GATEWAY;
-        res.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        res
+        unreachable_response(&self.chain())
     }
+}
+
+/// The answer for a request passed through that failed with `error` (the
+/// layer's [`BoxError`](crate::BoxError)): an [`OllamaError`]'s
+/// [`response`](OllamaError::response), or the same 502 naming whatever
+/// else failed.
+///
+/// ```
+/// use ollama_translate::client::bad_gateway;
+/// use ollama_translate::BoxError;
+///
+/// let e: BoxError = "no route to host".into();
+/// let res = bad_gateway(&*e); // e.g. in axum's `HandleErrorLayer`
+/// assert_eq!(res.status(), 502);
+/// ```
+pub fn bad_gateway(
+    error: &(dyn std::error::Error + Send + Sync + 'static),
+) -> Response<Full<Bytes>> {
+    match error.downcast_ref::<OllamaError>() {
+        Some(e) => e.response(),
+        None => unreachable_response(&error_chain(error)),
+    }
+}
+
+fn unreachable_response(why: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({"error": format!("could not reach Ollama: {why}")});
+    let mut res = Response::new(Full::new(Bytes::from(body.to_string())));
+    *res.status_mut() = http::StatusCode::BAD_GATEWAY;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
 }
 
 impl fmt::Display for OllamaError {

@@ -80,8 +80,15 @@ pub(crate) fn said(body: &[u8]) -> String {
     }
 }
 
-/// The message of an error and of its sources, joined with `: `.
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+/// The message of an error and of its sources, joined with `: ` (for a
+/// log line or an error answer).
+///
+/// ```
+/// let io = std::io::Error::new(std::io::ErrorKind::Other, "refused");
+/// let e: ollama_translate::BoxError = Box::new(io);
+/// assert_eq!(ollama_translate::error_chain(&*e), "refused");
+/// ```
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {

@@ -3,7 +3,7 @@
 use crate::config::{model_key, Config, ModelDefaults, ReasoningMode};
 use crate::service::OllamaTranslate;
 use crate::shared::Shared;
-use crate::timer::{Sleep, Timer};
+use crate::timer::Timer;
 use std::sync::Arc;
 use std::time::Duration;
 use tower_layer::Layer;
@@ -27,6 +27,45 @@ use tower_layer::Layer;
 ///     .default_options(ModelDefaults::new().num_ctx(32768).keep_alive("30m"))
 ///     .model_alias("gpt-4o", "qwen3:8b");
 /// # let _ = layer;
+/// ```
+///
+/// # In axum
+///
+/// The layer goes around the service that reaches Ollama, and that service
+/// into the router as its fallback, so the app's own routes stay its own
+/// and everything else (the client APIs, Ollama's native API) goes through
+/// the layer. Its error is always a [`BoxError`](crate::BoxError), which
+/// axum wants handled:
+///
+/// ```
+/// use axum::{error_handling::HandleErrorLayer, routing::get, Router};
+/// use ollama_translate::client::{bad_gateway, OllamaClient};
+/// use ollama_translate::{BoxError, OllamaTranslateLayer, RequestBody, TokioTimer};
+/// use tower::ServiceBuilder;
+///
+/// let ollama = OllamaClient::<RequestBody<axum::body::Body>>::new("http://127.0.0.1:11434".parse()?)?;
+/// let translated = ServiceBuilder::new()
+///     .layer(HandleErrorLayer::new(|e: BoxError| async move { bad_gateway(&*e) }))
+///     .layer(OllamaTranslateLayer::new().timer(TokioTimer))
+///     .service(ollama);
+/// let app: Router = Router::new()
+///     .route("/hello", get(|| async { "hello from the app" }))
+///     .fallback_service(translated);
+/// # Ok::<(), BoxError>(())
+/// ```
+///
+/// `Router::layer` would put the layer around the app's own routes: a
+/// translated request would reach the app's fallback, never Ollama. It
+/// does not compile (axum's `Router::layer` needs an error that converts
+/// into `Infallible`):
+///
+/// ```compile_fail
+/// use axum::{routing::get, Router};
+/// use ollama_translate::OllamaTranslateLayer;
+///
+/// let app: Router = Router::new()
+///     .route("/hello", get(|| async { "hello from the app" }))
+///     .layer(OllamaTranslateLayer::new());
 /// ```
 ///
 /// See the [crate docs](crate) for more details.
@@ -128,36 +167,36 @@ impl OllamaTranslateLayer {
         self
     }
 
-    /// Gives the layer a sleep function (default: none, and then no
-    /// keep-alives and no idle timeout): with tokio,
-    /// `|d| Box::pin(tokio::time::sleep(d))`. Its clock is
-    /// [`std::time::Instant`]; [`Self::with_timer`] takes a [`Timer`] that
-    /// reads the runtime's clock. [`Self::keepalive`] and
-    /// [`Self::upstream_idle_timeout`] may be set before or after it.
+    /// Gives the layer a [`Timer`]: its clock and sleeps (default: none,
+    /// and then no keep-alives, no idle timeout and no body deadline; the
+    /// layer says so once, at `warn`, when it wraps a service). With the
+    /// `tokio` feature, [`TokioTimer`](crate::TokioTimer); any runtime's
+    /// sleep as a function also works. [`Self::keepalive`],
+    /// [`Self::upstream_idle_timeout`] and [`Self::request_body_timeout`]
+    /// may be set before or after it.
     ///
     /// ```
-    /// use ollama_translate::OllamaTranslateLayer;
+    /// use ollama_translate::{OllamaTranslateLayer, Sleep, TokioTimer};
     /// use std::time::Duration;
     ///
     /// let layer = OllamaTranslateLayer::new()
-    ///     .timer(|d| Box::pin(tokio::time::sleep(d)))
+    ///     .timer(TokioTimer)
     ///     .keepalive(Duration::from_secs(15))
     ///     .upstream_idle_timeout(Duration::from_secs(300));
-    /// # let _ = layer;
+    /// // The same with a sleep function:
+    /// let other = OllamaTranslateLayer::new()
+    ///     .timer(|d: Duration| -> Sleep { Box::pin(tokio::time::sleep(d)) });
+    /// # let _ = (layer, other);
     /// ```
-    pub fn timer<F>(self, sleep: F) -> Self
-    where
-        F: Fn(Duration) -> Sleep + Send + Sync + 'static,
-    {
-        self.with_timer(sleep)
-    }
-
-    /// Gives the layer a [`Timer`]: its clock and sleeps (default: none).
-    /// See [`Timer`] for a tokio one that keeps exact deadlines under
-    /// `tokio::time::pause()`.
-    pub fn with_timer(mut self, timer: impl Timer) -> Self {
+    pub fn timer(mut self, timer: impl Timer) -> Self {
         self.config_mut().timing.timer = Some(Arc::new(timer));
         self
+    }
+
+    /// The same as [`Self::timer`] (its former spelling for a [`Timer`]).
+    #[deprecated(since = "0.2.0", note = "use `timer`, which takes any `Timer`")]
+    pub fn with_timer(self, timer: impl Timer) -> Self {
+        self.timer(timer)
     }
 
     /// Silence towards the client after which a translated stream gets a
@@ -381,7 +420,7 @@ mod tests {
             l.config.timing.idle_without_timer(),
             ["upstream_idle_timeout", "request_body_timeout"]
         );
-        let l = l.timer(|d| Box::pin(tokio::time::sleep(d)));
+        let l = l.timer(crate::TokioTimer);
         assert!(l.config.timing.idle_without_timer().is_empty());
     }
 

@@ -72,26 +72,13 @@
 //!   `Client` and a `rebase` that points each request at Ollama's base URL
 //!   (and its `Host`).
 //! * **axum**: the layered Ollama client is the router's *fallback
-//!   service*, so the app's own routes stay its own. `Router::layer` does not
-//!   work: axum routes before its layers run, so a client API request lands
-//!   in the app's fallback, not in Ollama; `nest_service("/v1", …)` strips
-//!   the prefix the layer routes on. `examples/axum.rs` and `tests/axum.rs`.
-//!
-//!   ```no_run
-//!   # use axum::{body::Body, routing::get, Router};
-//!   # use http::Request;
-//!   # use ollama_translate::{OllamaTranslateLayer, RequestBody};
-//!   # use tower::{service_fn, ServiceBuilder};
-//!   # fn ollama_client() -> impl tower::Service<Request<RequestBody<Body>>, Response = http::Response<Body>, Error = std::convert::Infallible, Future = impl Send> + Clone + Send + Sync + 'static {
-//!   #     service_fn(|_req: Request<RequestBody<Body>>| async { Ok(http::Response::new(Body::empty())) })
-//!   # }
-//!   let ollama = ServiceBuilder::new()
-//!       .layer(OllamaTranslateLayer::new())
-//!       .service(ollama_client()); // rebased onto Ollama's URL
-//!   let app: Router = Router::new()
-//!       .route("/hello", get(|| async { "the app's own route" }))
-//!       .fallback_service(ollama);
-//!   ```
+//!   service*, so the app's own routes stay its own; the layer's error (a
+//!   [`BoxError`]) is handled with axum's `HandleErrorLayer`.
+//!   `Router::layer` does not compile: axum routes before its layers run,
+//!   so a client API request would land in the app's fallback, never in
+//!   Ollama ([`OllamaTranslateLayer`]'s docs show both);
+//!   `nest_service("/v1", …)` strips the prefix the layer routes on.
+//!   `examples/axum.rs` and `tests/axum.rs`.
 //! * **tonic**: `examples/tonic.rs` serves gRPC and the client APIs on one
 //!   port; see its module docs for the composition and why.
 //!
@@ -135,8 +122,9 @@
 //!
 //! # Time, limits and features
 //!
-//! Keep-alives and the idle timeouts need a clock: [`OllamaTranslateLayer::timer`]
-//! (a sleep function) or [`OllamaTranslateLayer::with_timer`] (a [`Timer`]).
+//! Keep-alives, the idle timeout and the request body deadline need a clock,
+//! a [`Timer`] given to [`OllamaTranslateLayer::timer`] (without one, the
+//! layer says once, at `warn`, which deadlines do nothing).
 //! Every buffer has a bound ([`OllamaTranslateLayer::max_request_bytes`],
 //! [`OllamaTranslateLayer::max_answer_bytes`],
 //! [`OllamaTranslateLayer::request_memory`]). Everything above is always
@@ -208,7 +196,7 @@ pub use self::rt::TokioTimer;
 pub use self::{
     body::{RequestBody, TranslateBody},
     config::{ConfigError, ModelDefaults, ReasoningMode},
-    error::BoxError,
+    error::{error_chain, BoxError},
     future::ResponseFuture,
     layer::OllamaTranslateLayer,
     ollama::routing::Routing,

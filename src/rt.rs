@@ -12,7 +12,7 @@ use std::time::Instant;
 /// use std::time::Duration;
 ///
 /// let layer = OllamaTranslateLayer::new()
-///     .with_timer(TokioTimer)
+///     .timer(TokioTimer)
 ///     .keepalive(Duration::from_secs(15))
 ///     .upstream_idle_timeout(Duration::from_secs(300));
 /// # let _ = layer;

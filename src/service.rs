@@ -114,11 +114,17 @@ where
     ResBody::Error: Into<BoxError>,
 {
     type Response = Response<TranslateBody<ResBody>>;
-    type Error = S::Error;
+    /// Always a [`BoxError`], whatever the inner service's error: the inner
+    /// error boxed (a request passed through that the inner service
+    /// failed). One reason: axum's `Router::layer` needs an error that
+    /// converts into `Infallible`, so wrapping an app's routes in the layer
+    /// (which would translate into the app's own routes, never Ollama) does
+    /// not compile.
+    type Error = BoxError;
     type Future = ResponseFuture<S, ReqBody, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {

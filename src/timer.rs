@@ -1,7 +1,7 @@
 //! Time, without tying the library to a runtime.
 //!
-//! The user hands the layer a [`Timer`] (with tokio, a few lines; a closure
-//! `|d| Box::pin(tokio::time::sleep(d))` also works). Each translated body
+//! The user hands the layer a [`Timer`] (with tokio, `TokioTimer` of the
+//! `tokio` feature; any runtime's sleep as a function also works). Each translated body
 //! keeps two deadlines with it: a keep-alive, due when nothing has been
 //! written to the client for the keep-alive period, and the upstream idle
 //! timeout, due when nothing has arrived from Ollama for that long. One
@@ -43,7 +43,7 @@ pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// }
 ///
 /// let layer = OllamaTranslateLayer::new()
-///     .with_timer(TokioTimer)
+///     .timer(TokioTimer)
 ///     .keepalive(Duration::from_secs(15));
 /// # let _ = layer;
 /// ```

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
-use ollama_translate::{BoxError, OllamaTranslateLayer, RequestBody, Sleep, Timer};
+use ollama_translate::TokioTimer;
+use ollama_translate::{BoxError, OllamaTranslateLayer, RequestBody};
 use serde_json::{json, Value};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -15,18 +16,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tower::{service_fn, Layer, ServiceExt};
-
-/// tokio's clock, so that deadlines hold under paused time.
-struct TokioTimer;
-
-impl Timer for TokioTimer {
-    fn sleep_until(&self, deadline: std::time::Instant) -> Sleep {
-        Box::pin(tokio::time::sleep_until(deadline.into()))
-    }
-    fn now(&self) -> std::time::Instant {
-        Instant::now().into_std()
-    }
-}
 
 type Chunk = Result<Frame<Bytes>, BoxError>;
 
@@ -128,7 +117,7 @@ fn chat(stream: bool) -> Value {
 async fn a_keepalive_comes_after_exactly_its_period_of_silence() {
     let layer = OllamaTranslateLayer::new()
         .keepalive(Duration::from_secs(10))
-        .with_timer(TokioTimer);
+        .timer(TokioTimer);
     let (frames, error) = run(layer, "/v1/chat/completions", chat(true), |tx| {
         tokio::spawn(async move {
             tx.send(token("a")).await.unwrap();
@@ -152,7 +141,7 @@ async fn the_idle_timeout_fires_at_its_deadline() {
     let layer = OllamaTranslateLayer::new()
         .upstream_idle_timeout(Duration::from_secs(11))
         .keepalive(Duration::from_secs(10))
-        .with_timer(TokioTimer);
+        .timer(TokioTimer);
     let (frames, error) = run(layer, "/v1/chat/completions", chat(true), |tx| {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -174,7 +163,7 @@ async fn the_idle_timeout_fires_at_its_deadline() {
 #[tokio::test(start_paused = true)]
 async fn dropped_thinking_still_gets_pings_in_the_messages_dialect() {
     let layer = OllamaTranslateLayer::new()
-        .with_timer(TokioTimer)
+        .timer(TokioTimer)
         .keepalive(Duration::from_secs(10));
     let body = json!({"model": "m", "max_tokens": 100, "stream": true,
                       "messages": [{"role": "user", "content": "think"}]});
@@ -200,7 +189,7 @@ async fn dropped_thinking_still_gets_pings_in_the_messages_dialect() {
 #[tokio::test(start_paused = true)]
 async fn a_non_streaming_client_gets_a_504_at_the_idle_deadline() {
     let layer = OllamaTranslateLayer::new()
-        .with_timer(TokioTimer)
+        .timer(TokioTimer)
         .upstream_idle_timeout(Duration::from_secs(7));
     let (tx, rx) = mpsc::channel::<Chunk>(16);
     let rx = Arc::new(Mutex::new(Some(rx)));

@@ -5,7 +5,8 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
-use ollama_translate::{BoxError, ModelDefaults, OllamaTranslateLayer, RequestBody, Sleep, Timer};
+use ollama_translate::TokioTimer;
+use ollama_translate::{BoxError, ModelDefaults, OllamaTranslateLayer, RequestBody};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -519,18 +520,6 @@ async fn think_models_and_default_options_reach_ollama() {
     assert_eq!(sent["keep_alive"], "30m");
 }
 
-/// tokio's clock, so that deadlines hold under paused time.
-struct TokioTimer;
-
-impl Timer for TokioTimer {
-    fn sleep_until(&self, deadline: std::time::Instant) -> Sleep {
-        Box::pin(tokio::time::sleep_until(deadline.into()))
-    }
-    fn now(&self) -> std::time::Instant {
-        tokio::time::Instant::now().into_std()
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn silence_gets_keepalives_then_an_idle_timeout() {
     let mut script = Script::new(vec![Bytes::from(&STREAM[..STREAM.find('\n').unwrap() + 1])]);
@@ -542,7 +531,7 @@ async fn silence_gets_keepalives_then_an_idle_timeout() {
         async move { Ok::<_, BoxError>(Response::new(s)) }
     });
     let layer = OllamaTranslateLayer::new()
-        .with_timer(TokioTimer)
+        .timer(TokioTimer)
         .keepalive(std::time::Duration::from_secs(5))
         .upstream_idle_timeout(std::time::Duration::from_secs(30));
     let mut body = layer

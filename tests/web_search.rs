@@ -1727,7 +1727,7 @@ async fn through_layer(fake: &FakeOllama, search: WebSearchConfig, body: &Value)
         }
     });
     let layer = OllamaTranslateLayer::new()
-        .timer(|d| Box::pin(tokio::time::sleep(d)))
+        .timer(ollama_translate::TokioTimer)
         .web_search(search);
     let req = Request::post(format!("{}/v1/messages", fake.base_url()))
         .header("content-type", "application/json")

@@ -21,7 +21,7 @@ use clap::Parser as _;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use ollama_translate::client::{connector, OllamaClient, OllamaError};
+use ollama_translate::client::{bad_gateway, connector, OllamaClient, OllamaError};
 use ollama_translate::health::{Health, HealthBody, Readiness};
 use ollama_translate::{BoxError, Pool, RequestBody, TokioTimer, TranslateBody};
 use settings::{secs, shown, Built, Settings};
@@ -233,7 +233,7 @@ where
 /// A boxed body, and a 502 when Ollama cannot be reached for a passed-through
 /// request (translated ones already answer in their client's dialect).
 fn finish_response<B>(
-    r: Result<Response<TranslateBody<B>>, OllamaError>,
+    r: Result<Response<TranslateBody<B>>, BoxError>,
 ) -> Result<Response<HealthBody>, BoxError>
 where
     TranslateBody<B>: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
@@ -241,9 +241,8 @@ where
     Ok(match r {
         Ok(res) => res.map(|b| b.boxed_unsync()),
         Err(e) => {
-            tracing::warn!(error = %e.chain(), "Ollama is unreachable");
-            e.response()
-                .map(|b| b.map_err(|e| match e {}).boxed_unsync())
+            tracing::warn!(error = %ollama_translate::error_chain(&*e), "Ollama is unreachable");
+            bad_gateway(&*e).map(|b| b.map_err(|e| match e {}).boxed_unsync())
         }
     })
 }
@@ -268,14 +267,7 @@ async fn healthcheck(listen: &str) -> Result<(), String> {
     match tokio::time::timeout(Duration::from_secs(3), client.get(uri)).await {
         Ok(Ok(res)) if res.status() == StatusCode::OK => Ok(()),
         Ok(Ok(res)) => Err(format!("{addr} answered {}", res.status())),
-        Ok(Err(e)) => {
-            let (mut msg, mut src) = (e.to_string(), std::error::Error::source(&e));
-            while let Some(s) = src {
-                msg = format!("{msg}: {s}");
-                src = s.source();
-            }
-            Err(format!("{addr}: {msg}"))
-        }
+        Ok(Err(e)) => Err(format!("{addr}: {}", ollama_translate::error_chain(&e))),
         Err(_) => Err(format!("{addr}: no answer within 3 s")),
     }
 }

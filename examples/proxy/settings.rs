@@ -236,7 +236,7 @@ impl Settings {
         }
         let (search, web_search) = self.search.config(&hosts)?;
         let layer = layer
-            .with_timer(TokioTimer)
+            .timer(TokioTimer)
             .keepalive(secs(self.keepalive_secs))
             .upstream_idle_timeout(secs(self.upstream_idle_timeout))
             .request_body_timeout(secs(self.client_timeout_secs))

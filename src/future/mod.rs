@@ -176,7 +176,7 @@ where
     ResBody::Data: Send,
     ResBody::Error: Into<BoxError>,
 {
-    type Output = Result<Response<TranslateBody<ResBody>>, S::Error>;
+    type Output = Result<Response<TranslateBody<ResBody>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -213,7 +213,7 @@ where
                         return Poll::Ready(Ok(respond::error(*errors, &stalled(after))));
                     }
                     // The inner service's own error stays its error.
-                    Poll::Ready(res) => res?,
+                    Poll::Ready(res) => res.map_err(Into::into)?,
                     Poll::Pending => {
                         let late = ready!(call::timed_out(deadline, timing, cx));
                         return Poll::Ready(Ok(respond::error(*errors, &late)));
