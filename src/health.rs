@@ -153,6 +153,8 @@ impl Readiness {
     /// questions; the reason names each host that does not. Reads
     /// [`Pool::hosts`](crate::Pool::hosts) every `every`; runs until
     /// dropped.
+    #[cfg(feature = "pool")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
     pub async fn probe_pool<S>(self, pool: crate::Pool<S>, every: Duration) {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
