@@ -95,7 +95,9 @@ async fn token_usage_and_durations_are_recorded_by_value() {
 
     // A stream: one time-to-first-chunk sample, and per-chunk time.
     let before = after;
-    let body = json!({"model": "metered-chat", "stream": true, "messages": [{"role": "user", "content": "one two three four"}]});
+    // Paced (a line every 20 ms), so that the tokens leave in several
+    // chunks and there is a time per chunk to record.
+    let body = json!({"model": "metered-chat", "stream": true, "messages": [{"role": "user", "content": "one two three four [paced]"}]});
     let a = send(
         "POST",
         &format!("{}/v1/chat/completions", p.url),
@@ -105,11 +107,20 @@ async fn token_usage_and_durations_are_recorded_by_value() {
     .await;
     assert_eq!(a.status, 200);
     // The proxy (another process) records a stream's timings as its body
-    // ends, which may be just after the client has read that end.
-    let first = "gen_ai_client_operation_time_to_first_chunk_seconds_count";
+    // ends, one metric after another, which may be just after the client
+    // has read that end: wait (2 s at most) until every one has moved and
+    // the stream is no longer in flight.
+    let recorded = [
+        "gen_ai_client_operation_time_to_first_chunk_seconds_count",
+        "gen_ai_client_operation_time_per_output_chunk_seconds_count",
+        "gen_ai_client_operation_duration_seconds_count",
+    ];
     let mut after = scrape(&p, &[]).await;
     for _ in 0..40 {
-        if sample(&after, first, &[model]) > sample(&before, first, &[model]) {
+        let moved = recorded
+            .iter()
+            .all(|m| sample(&after, m, &[model]) > sample(&before, m, &[model]));
+        if moved && sample(&after, "ollama_translate_streams_in_flight", &[]) == 0.0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

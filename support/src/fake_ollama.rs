@@ -13,6 +13,7 @@
 //! | `[error]` | content `Partial`, ` answer`, then `{"error":"model runner has unexpectedly stopped, …"}`, EOF, no done line (non-streaming: HTTP 500) |
 //! | `[drop]` | content `Partial`, ` answer`, then half of the next line, then the connection is aborted (non-streaming: half a JSON body, then abort) |
 //! | `[slow]` | 2000 content tokens `tok{i} `, one line every 20 ms |
+//! | `[paced]` | the default echo (below), one line every 20 ms (each its own frame) |
 //! | `[stall]` | one content line `Waiting`, then silence for an hour |
 //! | `[garbage]` | one content line `Hello`, then the line `this is not json`, then a done line (non-streaming: the body `this is not json`) |
 //! | `[length]` | the default echo, with `done_reason:"length"` |
@@ -34,7 +35,7 @@
 //!
 //! The request header `x-fake-chunking` picks how the NDJSON bytes are framed: absent ⇒ awkward
 //! frame sizes cycling through [`AWKWARD_FRAME_SIZES`], `lines` ⇒ one frame per line, `whole` ⇒
-//! one frame, `bytes` ⇒ one byte per frame. `[slow]` and `[stall]` always send whole lines.
+//! one frame, `bytes` ⇒ one byte per frame. `[slow]`, `[paced]` and `[stall]` always send whole lines.
 //!
 //! Counters ([`FakeOllama::in_flight`], [`FakeOllama::cancelled`], [`FakeOllama::completed`],
 //! [`FakeOllama::generations`]) cover every generation on `/api/chat` and `/api/generate`,
@@ -1576,6 +1577,8 @@ fn keyword_scenario(
             .map(|i| Event::Content(format!("tok{i} ")))
             .collect();
         (tokens, Ending::Done, true, "stop")
+    } else if lower.contains("[paced]") {
+        (content_events(default_text), Ending::Done, true, "stop")
     } else if lower.contains("[stall]") {
         (contents(&["Waiting"]), Ending::Stall, false, "stop")
     } else if lower.contains("[garbage]") {
