@@ -1081,51 +1081,58 @@ fn own_cpus() -> Option<String> {
     Some(text.rsplit(": ").next()?.trim().to_string()).filter(|l| !l.is_empty())
 }
 
-/// `n` streams paced at 50 tokens/s, straight to a fake and through a
-/// proxy of their own (pinned to CPU 0 when `taskset` can, the fake and the
-/// load generator to CPU 1); returns the table.
-fn paced_scenario(rt: &tokio::runtime::Runtime, wanted: usize, warm: &Scenario) -> String {
-    let me = std::env::current_exe().unwrap();
-    let proxy_bin = me.with_file_name("proxy");
-    let me_str = me.to_str().unwrap();
-    let proxy_str = proxy_bin.to_str().unwrap();
-    let tokens = paced_tokens();
-    // Two CPUs (0 and 1) to pin to, and the tool to do it.
-    let pin = taskset(&["-c", "0", "true"]) && taskset(&["-c", "1", "true"]);
-    let taskset_bin = std::path::Path::new("taskset");
-    let fake_env = [("LOADBENCH_PACED_TOKENS", tokens.to_string())];
-    let fake = if pin {
-        spawn(
-            taskset_bin,
-            &["-c", "1", me_str, "--fake"],
-            &fake_env,
-            " on ",
-        )
-    } else {
-        spawn(&me, &["--fake"], &fake_env, " on ")
-    };
+/// The proxy at `fake`, listening on an ephemeral port; pinned to CPU 0
+/// when `pin`.
+fn spawn_proxy(fake: &Proc, pin: bool) -> Proc {
+    let proxy_bin = std::env::current_exe().unwrap().with_file_name("proxy");
     let proxy_env = [
         ("LISTEN_ADDR", "127.0.0.1:0".to_string()),
         ("OLLAMA_BASE_URL", format!("http://{}", fake.addr)),
         ("RUST_LOG", "warn".into()),
     ];
-    let proxy = if pin {
-        spawn(taskset_bin, &["-c", "0", proxy_str], &proxy_env, " on ")
+    if pin {
+        let proxy_str = proxy_bin.to_str().unwrap();
+        spawn(
+            std::path::Path::new("taskset"),
+            &["-c", "0", proxy_str],
+            &proxy_env,
+            " on ",
+        )
     } else {
         spawn(&proxy_bin, &[], &proxy_env, " on ")
-    };
-    // The load generator follows the fake to CPU 1 for this scenario only
-    // (`taskset -p` on this process: `libc` is no dependency here).
-    let own = own_cpus();
-    let me_pid = std::process::id().to_string();
-    let gen_pinned = pin && own.is_some() && taskset(&["-a", "-c", "-p", "1", &me_pid]);
-    let pinning = match (pin, gen_pinned) {
-        (true, true) => "proxy on CPU 0 (taskset -c 0); fake Ollama and load generator on CPU 1 (taskset -c 1; the generator via taskset -a -p for this scenario only)".to_string(),
-        (true, false) => "proxy on CPU 0 (taskset -c 0), fake Ollama on CPU 1 (taskset -c 1); the load generator is NOT pinned (taskset -p failed)".to_string(),
-        (false, _) => "none: taskset is missing or CPUs 0 and 1 are not both available; the proxy, the fake and the load generator share all CPUs".to_string(),
-    };
+    }
+}
 
-    // Sockets: 2 per stream in the proxy, 1 in the fake and in this process.
+/// The fake of `paced streams` (`tokens` lines per `rate50` answer),
+/// pinned to CPU 1 when `pin`.
+fn spawn_paced_fake(pin: bool, tokens: usize) -> Proc {
+    let me = std::env::current_exe().unwrap();
+    let fake_env = [("LOADBENCH_PACED_TOKENS", tokens.to_string())];
+    if pin {
+        spawn(
+            std::path::Path::new("taskset"),
+            &["-c", "1", me.to_str().unwrap(), "--fake"],
+            &fake_env,
+            " on ",
+        )
+    } else {
+        spawn(&me, &["--fake"], &fake_env, " on ")
+    }
+}
+
+/// What the first line of the `paced streams` table says about pinning.
+fn pinning_note(pin: bool, gen_pinned: bool) -> &'static str {
+    match (pin, gen_pinned) {
+        (true, true) => "proxy on CPU 0 (taskset -c 0); fake Ollama and load generator on CPU 1 (taskset -c 1; the generator via taskset -a -p for this scenario only)",
+        (true, false) => "proxy on CPU 0 (taskset -c 0), fake Ollama on CPU 1 (taskset -c 1); the load generator is NOT pinned (taskset -p failed)",
+        (false, _) => "none: taskset is missing or CPUs 0 and 1 are not both available; the proxy, the fake and the load generator share all CPUs",
+    }
+}
+
+/// How many of the `wanted` paced streams the open-file limits allow (2
+/// sockets per stream in the proxy, 1 in the fake and in this process);
+/// says so when fewer.
+fn paced_reach(proxy: &Proc, fake: &Proc, wanted: usize) -> usize {
     let proxy_limit = fd_limit(proxy.pid());
     let fake_limit = fd_limit(fake.pid());
     let own_limit = fd_limit(std::process::id());
@@ -1139,45 +1146,73 @@ fn paced_scenario(rt: &tokio::runtime::Runtime, wanted: usize, warm: &Scenario) 
             2 * wanted
         );
     }
-    eprintln!("loadbench: paced streams: {n} × {tokens} tokens at 50/s; pinning: {pinning}");
+    n
+}
 
+/// `n` paced streams straight to `fake`, then through `proxy` (warmed up
+/// with `warm` first).
+async fn paced_runs(fake: &Proc, proxy: &Proc, n: usize, warm: &Scenario) -> (PacedRun, PacedRun) {
     let body = Bytes::from(format!(
         r#"{{"model":"rate50","stream":true,"messages":{USER}}}"#
     ));
-    let (d, p) = rt.block_on(async {
-        // Warm the proxy up (connections, allocator) before its "before".
-        let _ = run_scenario(warm, proxy.addr, proxy.pid(), 0.5).await;
-        let d = run_paced(
-            fake.addr,
-            "/api/chat",
-            body.clone(),
-            false,
-            n,
-            proxy.pid(),
-            fake.pid(),
-        )
-        .await;
-        eprintln!("loadbench: paced streams direct done");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let p = run_paced(
-            proxy.addr,
-            "/v1/chat/completions",
-            body,
-            true,
-            n,
-            proxy.pid(),
-            fake.pid(),
-        )
-        .await;
-        eprintln!("loadbench: paced streams proxy done");
-        (d, p)
-    });
+    // Warm the proxy up (connections, allocator) before its "before".
+    let _ = run_scenario(warm, proxy.addr, proxy.pid(), 0.5).await;
+    let d = run_paced(
+        fake.addr,
+        "/api/chat",
+        body.clone(),
+        false,
+        n,
+        proxy.pid(),
+        fake.pid(),
+    )
+    .await;
+    eprintln!("loadbench: paced streams direct done");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let p = run_paced(
+        proxy.addr,
+        "/v1/chat/completions",
+        body,
+        true,
+        n,
+        proxy.pid(),
+        fake.pid(),
+    )
+    .await;
+    eprintln!("loadbench: paced streams proxy done");
+    (d, p)
+}
+
+/// `n` streams paced at 50 tokens/s, straight to a fake and through a
+/// proxy of their own (pinned to CPU 0 when `taskset` can, the fake and the
+/// load generator to CPU 1); returns the table.
+fn paced_scenario(rt: &tokio::runtime::Runtime, wanted: usize, warm: &Scenario) -> String {
+    let tokens = paced_tokens();
+    // Two CPUs (0 and 1) to pin to, and the tool to do it.
+    let pin = taskset(&["-c", "0", "true"]) && taskset(&["-c", "1", "true"]);
+    let fake = spawn_paced_fake(pin, tokens);
+    let proxy = spawn_proxy(&fake, pin);
+    // The load generator follows the fake to CPU 1 for this scenario only
+    // (`taskset -p` on this process: `libc` is no dependency here).
+    let own = own_cpus();
+    let me_pid = std::process::id().to_string();
+    let gen_pinned = pin && own.is_some() && taskset(&["-a", "-c", "-p", "1", &me_pid]);
+    let pinning = pinning_note(pin, gen_pinned);
+
+    let n = paced_reach(&proxy, &fake, wanted);
+    eprintln!("loadbench: paced streams: {n} × {tokens} tokens at 50/s; pinning: {pinning}");
+    let (d, p) = rt.block_on(paced_runs(&fake, &proxy, n, warm));
     if gen_pinned {
         taskset(&["-a", "-c", "-p", own.as_deref().unwrap(), &me_pid]);
     }
     drop(proxy);
     drop(fake);
+    paced_table(n, tokens, pinning, &d, &p)
+}
 
+/// The `paced streams` table, direct row then proxied row, and each
+/// side's CPU use below it.
+fn paced_table(n: usize, tokens: usize, pinning: &str, d: &PacedRun, p: &PacedRun) -> String {
     let mut table = format!(
         "paced streams: {n} streams × {tokens} tokens at 50 tokens/s (a line every {} ms), opened over {:.0} s; pinning: {pinning}\n\n",
         RATE_GAP.as_millis(),
@@ -1186,84 +1221,325 @@ fn paced_scenario(rt: &tokio::runtime::Runtime, wanted: usize, warm: &Scenario) 
     table.push_str("| via | streams completed | % of pace | TTFB p50 ms | TTFB p99 ms | gap p50 ms | gap p99 ms | gap max ms | proxy CPU µs/token | proxy writes/token | proxy reads/token | proxy switches/token | proxy RSS before MiB | proxy RSS peak MiB | KiB per stream |\n");
     table.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     let mut notes = String::new();
-    for (via, o) in [("direct", &d), ("proxy chat", &p)] {
-        let is_proxy = via != "direct";
-        let completed = o.streams.iter().filter(|s| s.completed).count();
-        let tokens_seen: usize = o.streams.iter().map(|s| s.arrivals.len()).sum();
-        let mut ttfb: Vec<Duration> = o.streams.iter().filter_map(|s| s.ttfb).collect();
-        let mut gaps: Vec<Duration> = o
-            .streams
-            .iter()
-            .flat_map(|s| s.arrivals.windows(2).map(|w| w[1] - w[0]))
-            .map(|us| Duration::from_micros(us.into()))
-            .collect();
-        let gap_max = gaps.iter().max().copied().unwrap_or_default();
-        let per_tok = |v: f64| v / tokens_seen.max(1) as f64;
-        let dash = || "—".to_string();
-        table.push_str(&format!(
-            "| {via} | {completed} / {n} | {:.1} % | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            100.0 * share_of_pace(&o.streams, n),
-            ms(pct(&mut ttfb, 50)),
-            ms(pct(&mut ttfb, 99)),
-            ms(pct(&mut gaps, 50)),
-            ms(pct(&mut gaps, 99)),
-            ms(gap_max),
-            if is_proxy {
-                format!("{:.2}", per_tok(o.proxy_cpu * 1e6))
-            } else {
-                format!("({:.2})", per_tok(o.proxy_cpu * 1e6))
-            },
-            if is_proxy { format!("{:.2}", per_tok(o.proxy_calls.writes as f64)) } else { dash() },
-            match (is_proxy, o.proxy_reads) {
-                (true, Some(r)) => format!("{:.2}", per_tok(r as f64)),
-                _ => dash(),
-            },
-            if is_proxy { format!("{:.2}", per_tok(o.proxy_calls.switches as f64)) } else { dash() },
-            if is_proxy { format!("{:.1}", o.rss_before_kib as f64 / 1024.0) } else { dash() },
-            if is_proxy { format!("{:.1}", o.rss_peak_kib as f64 / 1024.0) } else { dash() },
-            if is_proxy {
-                format!("{:.1}", o.rss_peak_kib.saturating_sub(o.rss_before_kib) as f64 / n.max(1) as f64)
-            } else {
-                dash()
-            },
-        ));
-        let secs = o.elapsed.as_secs_f64();
-        notes.push_str(&format!(
-            "{via}: {tokens_seen} tokens in {secs:.1} s; CPU busy: fake {:.0} %, load generator {:.0} %, proxy {:.0} % (kernel {:.0} % of it){}\n",
-            100.0 * o.fake_cpu / secs,
-            100.0 * o.generator_cpu / secs,
-            100.0 * o.proxy_cpu / secs,
-            100.0 * o.proxy_sys / o.proxy_cpu.max(1e-9),
-            match &o.first_error {
-                Some(e) => format!("; {} streams failed, first: {e}", o.failed),
-                None => String::new(),
-            }
-        ));
+    for (via, o) in [("direct", d), ("proxy chat", p)] {
+        table.push_str(&paced_row(via, o, n));
+        notes.push_str(&paced_note(via, o));
     }
     table.push('\n');
     table.push_str(&notes);
     table
 }
 
+/// Token lines received over all streams of `o`.
+fn tokens_seen(o: &PacedRun) -> usize {
+    o.streams.iter().map(|s| s.arrivals.len()).sum()
+}
+
+/// One row of the `paced streams` table.
+fn paced_row(via: &str, o: &PacedRun, n: usize) -> String {
+    let is_proxy = via != "direct";
+    let completed = o.streams.iter().filter(|s| s.completed).count();
+    let tokens_seen = tokens_seen(o);
+    let mut ttfb: Vec<Duration> = o.streams.iter().filter_map(|s| s.ttfb).collect();
+    let mut gaps: Vec<Duration> = o
+        .streams
+        .iter()
+        .flat_map(|s| s.arrivals.windows(2).map(|w| w[1] - w[0]))
+        .map(|us| Duration::from_micros(us.into()))
+        .collect();
+    let gap_max = gaps.iter().max().copied().unwrap_or_default();
+    let per_tok = |v: f64| v / tokens_seen.max(1) as f64;
+    let dash = || "—".to_string();
+    format!(
+        "| {via} | {completed} / {n} | {:.1} % | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        100.0 * share_of_pace(&o.streams, n),
+        ms(pct(&mut ttfb, 50)),
+        ms(pct(&mut ttfb, 99)),
+        ms(pct(&mut gaps, 50)),
+        ms(pct(&mut gaps, 99)),
+        ms(gap_max),
+        if is_proxy {
+            format!("{:.2}", per_tok(o.proxy_cpu * 1e6))
+        } else {
+            format!("({:.2})", per_tok(o.proxy_cpu * 1e6))
+        },
+        if is_proxy { format!("{:.2}", per_tok(o.proxy_calls.writes as f64)) } else { dash() },
+        match (is_proxy, o.proxy_reads) {
+            (true, Some(r)) => format!("{:.2}", per_tok(r as f64)),
+            _ => dash(),
+        },
+        if is_proxy { format!("{:.2}", per_tok(o.proxy_calls.switches as f64)) } else { dash() },
+        if is_proxy { format!("{:.1}", o.rss_before_kib as f64 / 1024.0) } else { dash() },
+        if is_proxy { format!("{:.1}", o.rss_peak_kib as f64 / 1024.0) } else { dash() },
+        if is_proxy {
+            format!("{:.1}", o.rss_peak_kib.saturating_sub(o.rss_before_kib) as f64 / n.max(1) as f64)
+        } else {
+            dash()
+        },
+    )
+}
+
+/// The line under the `paced streams` table for one side: tokens, time and
+/// CPU use.
+fn paced_note(via: &str, o: &PacedRun) -> String {
+    let secs = o.elapsed.as_secs_f64();
+    format!(
+        "{via}: {} tokens in {secs:.1} s; CPU busy: fake {:.0} %, load generator {:.0} %, proxy {:.0} % (kernel {:.0} % of it){}\n",
+        tokens_seen(o),
+        100.0 * o.fake_cpu / secs,
+        100.0 * o.generator_cpu / secs,
+        100.0 * o.proxy_cpu / secs,
+        100.0 * o.proxy_sys / o.proxy_cpu.max(1e-9),
+        match &o.first_error {
+            Some(e) => format!("; {} streams failed, first: {e}", o.failed),
+            None => String::new(),
+        }
+    )
+}
+
 // ---------------------------------------------------------------- orchestration
 
 const USER: &str = r#"[{"role":"user","content":"Write a short story about a fox."}]"#;
 
-fn orchestrate() {
-    let secs: f64 = std::env::var("LOADBENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
-    let slow: Vec<usize> = std::env::var("LOADBENCH_SLOW")
-        .unwrap_or_else(|_| "1000,10000".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    // Unset: 2000; empty or 0: skip.
-    let paced: usize = match std::env::var("LOADBENCH_PACED_STREAMS") {
-        Err(_) => 2000,
-        Ok(v) => v.trim().parse().unwrap_or(0),
+/// What an Ollama `/api/chat` answer ends with.
+const NATIVE_TAIL: &str = "\"done\":true";
+
+/// One (direct, proxied) pair of the load table: scenario name, then the
+/// proxied side's via, path, body (sent by both sides), tail (what its
+/// answer ends with), then concurrency, stream, token lines per answer.
+/// The direct side always goes to `/api/chat` and ends with `NATIVE_TAIL`.
+type PairRow = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    usize,
+    bool,
+    usize,
+);
+
+/// The two scenarios of a `PairRow`: direct, proxied.
+fn pair(&(name, via, path, body, tail, conc, stream, tokens): &PairRow) -> (Scenario, Scenario) {
+    let side = |via, path, tail| Scenario {
+        name,
+        via,
+        path,
+        body,
+        tail,
+        conc,
+        stream,
+        tokens,
     };
+    (
+        side("direct", "/api/chat", NATIVE_TAIL),
+        side(via, path, tail),
+    )
+}
+
+/// A request body that lives as long as the run (scenarios hold `&'static str`).
+fn leak(body: String) -> &'static str {
+    Box::leak(body.into_boxed_str())
+}
+
+/// A chat request for `model` with the `USER` messages.
+fn chat_body(model: &str, stream: bool) -> &'static str {
+    leak(format!(
+        r#"{{"model":"{model}","stream":{stream},"messages":{USER}}}"#
+    ))
+}
+
+/// The load table's scenarios, in table order.
+fn scenario_pairs() -> Vec<(Scenario, Scenario)> {
+    let stream = chat_body("qwen3:8b", true);
+    let paced = chat_body("paced", true);
+    let once = chat_body("qwen3:8b", false);
+    let short = chat_body("short", false);
+    let messages = leak(format!(
+        r#"{{"model":"qwen3:8b","max_tokens":1024,"stream":true,"messages":{USER}}}"#
+    ));
+    let responses =
+        r#"{"model":"qwen3:8b","stream":true,"input":"Write a short story about a fox."}"#;
+    let chat = "/v1/chat/completions";
+    #[rustfmt::skip]
+    let rows: [PairRow; 9] = [
+        ("stream c=1", "proxy chat", chat, stream, "[DONE]", 1, true, TOKENS),
+        ("stream c=32", "proxy chat", chat, stream, "[DONE]", 32, true, TOKENS),
+        ("stream c=32", "proxy messages", "/v1/messages", messages, "message_stop", 32, true, TOKENS),
+        ("stream c=32", "proxy responses", "/v1/responses", responses, "response.completed", 32, true, TOKENS),
+        ("stream c=32", "proxy pass-through", "/api/chat", stream, NATIVE_TAIL, 32, true, TOKENS),
+        ("paced c=32", "proxy chat", chat, paced, "[DONE]", 32, true, TOKENS),
+        ("non-stream c=1", "proxy chat", chat, once, "total_tokens", 1, false, TOKENS),
+        ("non-stream c=32", "proxy chat", chat, once, "total_tokens", 32, false, TOKENS),
+        ("non-stream 16 tokens c=32", "proxy chat", chat, short, "total_tokens", 32, false, SHORT_TOKENS),
+    ];
+    rows.iter().map(pair).collect()
+}
+
+/// One row of the load table: scenario `s`'s outcome `o`, against the
+/// direct side's tokens/s and TTFB p50.
+fn load_row(s: &Scenario, o: &Outcome, d_tps: f64, d_ttfb50: Duration) -> String {
+    let n = o.samples.len();
+    let tokens = n * s.tokens;
+    let tps = tokens as f64 / o.elapsed.as_secs_f64();
+    let mut ttfb: Vec<Duration> = o.samples.iter().map(|s| s.ttfb).collect();
+    let mut lat: Vec<Duration> = o.samples.iter().map(|s| s.total).collect();
+    let (t50, t99) = (pct(&mut ttfb, 50), pct(&mut ttfb, 99));
+    let is_proxy = s.via != "direct";
+    let dash = || "—".to_string();
+    let _ = (s.stream, o.bytes);
+    format!(
+        "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        s.name,
+        s.via,
+        n,
+        tps,
+        if is_proxy {
+            format!("{:.1} %", 100.0 * tps / d_tps)
+        } else {
+            dash()
+        },
+        ms(t50),
+        ms(t99),
+        if is_proxy {
+            format!("{:+.3}", (t50.as_secs_f64() - d_ttfb50.as_secs_f64()) * 1e3)
+        } else {
+            dash()
+        },
+        ms(pct(&mut lat, 50)),
+        ms(pct(&mut lat, 99)),
+        if is_proxy {
+            format!("{:.2}", o.proxy_cpu * 1e6 / tokens.max(1) as f64)
+        } else {
+            format!("({:.2})", o.proxy_cpu * 1e6 / tokens.max(1) as f64)
+        },
+        if is_proxy {
+            format!("{:.0}", o.proxy_cpu * 1e6 / n.max(1) as f64)
+        } else {
+            dash()
+        },
+        if is_proxy && o.proxy_cpu > 0.0 {
+            format!("{:.0} %", 100.0 * o.proxy_sys / o.proxy_cpu)
+        } else {
+            dash()
+        },
+        per_token(is_proxy, o.proxy_calls.writes, tokens),
+        match o.proxy_reads {
+            Some(reads) => per_token(is_proxy, reads, tokens),
+            None => "—".to_string(),
+        },
+        per_token(is_proxy, o.proxy_calls.switches, tokens),
+    )
+}
+
+/// Runs every pair, direct then proxied, for `secs` each; returns the load
+/// table.
+async fn load_table(
+    pairs: &[(Scenario, Scenario)],
+    fake: &Proc,
+    proxy: &Proc,
+    secs: f64,
+) -> String {
+    let mut table = String::new();
+    table.push_str("| scenario | via | requests | tokens/s | vs direct | TTFB p50 ms | TTFB p99 ms | added TTFB p50 ms | latency p50 ms | latency p99 ms | proxy CPU µs/token | proxy CPU µs/request | kernel share | proxy writes/token | proxy reads/token | proxy switches/token |\n");
+    table.push_str(
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    // Warm up: connections, allocator, page cache.
+    if let Some((d, p)) = pairs.first() {
+        let _ = run_scenario(p, proxy.addr, proxy.pid(), 0.5).await;
+        let _ = run_scenario(d, fake.addr, proxy.pid(), 0.5).await;
+    }
+    for (direct, proxied) in pairs {
+        let d = run_scenario(direct, fake.addr, proxy.pid(), secs).await;
+        let p = run_scenario(proxied, proxy.addr, proxy.pid(), secs).await;
+        let d_tps = (d.samples.len() * direct.tokens) as f64 / d.elapsed.as_secs_f64();
+        let mut d_ttfb: Vec<Duration> = d.samples.iter().map(|s| s.ttfb).collect();
+        let d_ttfb50 = pct(&mut d_ttfb, 50);
+        for (s, o) in [(direct, &d), (proxied, &p)] {
+            table.push_str(&load_row(s, o, d_tps, d_ttfb50));
+        }
+        eprintln!("loadbench: {} done", direct.name);
+    }
+    table
+}
+
+/// Holds each of the `slow` counts of streams open through `proxy` (at most
+/// `reachable`, its open-file `limit` allowing); returns the memory table.
+async fn slow_table(proxy: &Proc, slow: &[usize], limit: u64, reachable: usize) -> String {
+    let mut mem = String::new();
+    mem.push_str("| slow streams wanted | held open | proxy open fds | proxy RSS before MiB | proxy RSS held MiB | KiB per stream | time to open s |\n");
+    mem.push_str("|---:|---:|---:|---:|---:|---:|---:|\n");
+    for &n in slow {
+        let try_n = n.min(reachable);
+        if try_n < n {
+            eprintln!(
+                "loadbench: {n} streams need {} sockets in the proxy (2 per stream) but its open-file limit is {limit}; holding {try_n}",
+                2 * n
+            );
+        }
+        let r = slow_streams(proxy, try_n).await;
+        mem.push_str(&format!(
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+            r.wanted,
+            r.opened,
+            r.proxy_fds,
+            r.base_kib as f64 / 1024.0,
+            r.held_kib as f64 / 1024.0,
+            (r.held_kib.saturating_sub(r.base_kib)) as f64 / r.opened.max(1) as f64,
+            r.open_secs
+        ));
+        eprintln!("loadbench: {n} slow streams done");
+    }
+    mem
+}
+
+/// The `LOADBENCH_*` settings.
+struct Settings {
+    /// Seconds per scenario.
+    secs: f64,
+    /// Stream counts for the memory figures.
+    slow: Vec<usize>,
+    /// Streams of `paced streams` (0: skip).
+    paced: usize,
+    /// Run only the scenarios whose name contains it.
+    only: String,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        let secs = std::env::var("LOADBENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3.0);
+        let slow = std::env::var("LOADBENCH_SLOW")
+            .unwrap_or_else(|_| "1000,10000".into())
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect();
+        // Unset: 2000; empty or 0: skip.
+        let paced = match std::env::var("LOADBENCH_PACED_STREAMS") {
+            Err(_) => 2000,
+            Ok(v) => v.trim().parse().unwrap_or(0),
+        };
+        // `LOADBENCH_ONLY=c=32` keeps the scenarios whose name contains it.
+        let only = std::env::var("LOADBENCH_ONLY").unwrap_or_default();
+        Settings {
+            secs,
+            slow,
+            paced,
+            only,
+        }
+    }
+}
+
+fn orchestrate() {
+    let Settings {
+        secs,
+        slow,
+        paced,
+        only,
+    } = Settings::from_env();
     let me = std::env::current_exe().unwrap();
     let proxy_bin = me.with_file_name("proxy");
     assert!(
@@ -1273,16 +1549,7 @@ fn orchestrate() {
     );
 
     let fake = spawn(&me, &["--fake"], &[], " on ");
-    let proxy = spawn(
-        &proxy_bin,
-        &[],
-        &[
-            ("LISTEN_ADDR", "127.0.0.1:0".into()),
-            ("OLLAMA_BASE_URL", format!("http://{}", fake.addr)),
-            ("RUST_LOG", "warn".into()),
-        ],
-        " on ",
-    );
+    let proxy = spawn_proxy(&fake, false);
     eprintln!(
         "loadbench: fake Ollama on {} (pid {}), proxy on {} (pid {}); {secs} s per scenario",
         fake.addr,
@@ -1296,335 +1563,17 @@ fn orchestrate() {
         .build()
         .unwrap();
 
-    let chat_stream: &str = Box::leak(
-        format!(r#"{{"model":"qwen3:8b","stream":true,"messages":{USER}}}"#).into_boxed_str(),
-    );
-    let chat_paced: &str = Box::leak(
-        format!(r#"{{"model":"paced","stream":true,"messages":{USER}}}"#).into_boxed_str(),
-    );
-    let chat_once: &str = Box::leak(
-        format!(r#"{{"model":"qwen3:8b","stream":false,"messages":{USER}}}"#).into_boxed_str(),
-    );
-    let messages_stream: &str = Box::leak(
-        format!(r#"{{"model":"qwen3:8b","max_tokens":1024,"stream":true,"messages":{USER}}}"#)
-            .into_boxed_str(),
-    );
-    let responses_stream =
-        r#"{"model":"qwen3:8b","stream":true,"input":"Write a short story about a fox."}"#;
-
-    let sc = |name, via, path, body, tail, conc, stream| Scenario {
-        name,
-        via,
-        path,
-        body,
-        tail,
-        conc,
-        stream,
-        tokens: TOKENS,
-    };
-    let chat_short: &str = Box::leak(
-        format!(r#"{{"model":"short","stream":false,"messages":{USER}}}"#).into_boxed_str(),
-    );
-    let native_tail = "\"done\":true";
-    let pairs: Vec<(Scenario, Scenario)> = vec![
-        (
-            sc(
-                "stream c=1",
-                "direct",
-                "/api/chat",
-                chat_stream,
-                native_tail,
-                1,
-                true,
-            ),
-            sc(
-                "stream c=1",
-                "proxy chat",
-                "/v1/chat/completions",
-                chat_stream,
-                "[DONE]",
-                1,
-                true,
-            ),
-        ),
-        (
-            sc(
-                "stream c=32",
-                "direct",
-                "/api/chat",
-                chat_stream,
-                native_tail,
-                32,
-                true,
-            ),
-            sc(
-                "stream c=32",
-                "proxy chat",
-                "/v1/chat/completions",
-                chat_stream,
-                "[DONE]",
-                32,
-                true,
-            ),
-        ),
-        (
-            sc(
-                "stream c=32",
-                "direct",
-                "/api/chat",
-                messages_stream,
-                native_tail,
-                32,
-                true,
-            ),
-            sc(
-                "stream c=32",
-                "proxy messages",
-                "/v1/messages",
-                messages_stream,
-                "message_stop",
-                32,
-                true,
-            ),
-        ),
-        (
-            sc(
-                "stream c=32",
-                "direct",
-                "/api/chat",
-                responses_stream,
-                native_tail,
-                32,
-                true,
-            ),
-            sc(
-                "stream c=32",
-                "proxy responses",
-                "/v1/responses",
-                responses_stream,
-                "response.completed",
-                32,
-                true,
-            ),
-        ),
-        (
-            sc(
-                "stream c=32",
-                "direct",
-                "/api/chat",
-                chat_stream,
-                native_tail,
-                32,
-                true,
-            ),
-            sc(
-                "stream c=32",
-                "proxy pass-through",
-                "/api/chat",
-                chat_stream,
-                native_tail,
-                32,
-                true,
-            ),
-        ),
-        (
-            sc(
-                "paced c=32",
-                "direct",
-                "/api/chat",
-                chat_paced,
-                native_tail,
-                32,
-                true,
-            ),
-            sc(
-                "paced c=32",
-                "proxy chat",
-                "/v1/chat/completions",
-                chat_paced,
-                "[DONE]",
-                32,
-                true,
-            ),
-        ),
-        (
-            sc(
-                "non-stream c=1",
-                "direct",
-                "/api/chat",
-                chat_once,
-                "\"done\":true",
-                1,
-                false,
-            ),
-            sc(
-                "non-stream c=1",
-                "proxy chat",
-                "/v1/chat/completions",
-                chat_once,
-                "total_tokens",
-                1,
-                false,
-            ),
-        ),
-        (
-            sc(
-                "non-stream c=32",
-                "direct",
-                "/api/chat",
-                chat_once,
-                "\"done\":true",
-                32,
-                false,
-            ),
-            sc(
-                "non-stream c=32",
-                "proxy chat",
-                "/v1/chat/completions",
-                chat_once,
-                "total_tokens",
-                32,
-                false,
-            ),
-        ),
-        (
-            Scenario {
-                tokens: SHORT_TOKENS,
-                ..sc(
-                    "non-stream 16 tokens c=32",
-                    "direct",
-                    "/api/chat",
-                    chat_short,
-                    "\"done\":true",
-                    32,
-                    false,
-                )
-            },
-            Scenario {
-                tokens: SHORT_TOKENS,
-                ..sc(
-                    "non-stream 16 tokens c=32",
-                    "proxy chat",
-                    "/v1/chat/completions",
-                    chat_short,
-                    "total_tokens",
-                    32,
-                    false,
-                )
-            },
-        ),
-    ];
-
-    // `LOADBENCH_ONLY=c=32` keeps the scenarios whose name contains it.
-    let only = std::env::var("LOADBENCH_ONLY").unwrap_or_default();
-    let pairs: Vec<(Scenario, Scenario)> = pairs
+    let pairs: Vec<(Scenario, Scenario)> = scenario_pairs()
         .into_iter()
         .filter(|(d, _)| d.name.contains(only.as_str()))
         .collect();
-    let mut table = String::new();
-    table.push_str("| scenario | via | requests | tokens/s | vs direct | TTFB p50 ms | TTFB p99 ms | added TTFB p50 ms | latency p50 ms | latency p99 ms | proxy CPU µs/token | proxy CPU µs/request | kernel share | proxy writes/token | proxy reads/token | proxy switches/token |\n");
-    table.push_str(
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    rt.block_on(async {
-        // Warm up: connections, allocator, page cache.
-        if let Some((d, p)) = pairs.first() {
-            let _ = run_scenario(p, proxy.addr, proxy.pid(), 0.5).await;
-            let _ = run_scenario(d, fake.addr, proxy.pid(), 0.5).await;
-        }
-        for (direct, proxied) in &pairs {
-            let d = run_scenario(direct, fake.addr, proxy.pid(), secs).await;
-            let p = run_scenario(proxied, proxy.addr, proxy.pid(), secs).await;
-            let d_tps = (d.samples.len() * direct.tokens) as f64 / d.elapsed.as_secs_f64();
-            let mut d_ttfb: Vec<Duration> = d.samples.iter().map(|s| s.ttfb).collect();
-            let d_ttfb50 = pct(&mut d_ttfb, 50);
-            for (s, o) in [(direct, &d), (proxied, &p)] {
-                let n = o.samples.len();
-                let tokens = n * s.tokens;
-                let tps = tokens as f64 / o.elapsed.as_secs_f64();
-                let mut ttfb: Vec<Duration> = o.samples.iter().map(|s| s.ttfb).collect();
-                let mut lat: Vec<Duration> = o.samples.iter().map(|s| s.total).collect();
-                let (t50, t99) = (pct(&mut ttfb, 50), pct(&mut ttfb, 99));
-                let is_proxy = s.via != "direct";
-                let dash = || "—".to_string();
-                table.push_str(&format!(
-                    "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                    s.name,
-                    s.via,
-                    n,
-                    tps,
-                    if is_proxy {
-                        format!("{:.1} %", 100.0 * tps / d_tps)
-                    } else {
-                        dash()
-                    },
-                    ms(t50),
-                    ms(t99),
-                    if is_proxy {
-                        format!("{:+.3}", (t50.as_secs_f64() - d_ttfb50.as_secs_f64()) * 1e3)
-                    } else {
-                        dash()
-                    },
-                    ms(pct(&mut lat, 50)),
-                    ms(pct(&mut lat, 99)),
-                    if is_proxy {
-                        format!("{:.2}", o.proxy_cpu * 1e6 / tokens.max(1) as f64)
-                    } else {
-                        format!("({:.2})", o.proxy_cpu * 1e6 / tokens.max(1) as f64)
-                    },
-                    if is_proxy {
-                        format!("{:.0}", o.proxy_cpu * 1e6 / n.max(1) as f64)
-                    } else {
-                        dash()
-                    },
-                    if is_proxy && o.proxy_cpu > 0.0 {
-                        format!("{:.0} %", 100.0 * o.proxy_sys / o.proxy_cpu)
-                    } else {
-                        dash()
-                    },
-                    per_token(is_proxy, o.proxy_calls.writes, tokens),
-                    match o.proxy_reads {
-                        Some(reads) => per_token(is_proxy, reads, tokens),
-                        None => "—".to_string(),
-                    },
-                    per_token(is_proxy, o.proxy_calls.switches, tokens),
-                ));
-                let _ = (s.stream, o.bytes);
-            }
-            eprintln!("loadbench: {} done", direct.name);
-        }
-    });
+    let table = rt.block_on(load_table(&pairs, &fake, &proxy, secs));
     println!("{table}");
     println!("(direct rows: the proxy's CPU in brackets should be ~0 — it is idle then)\n");
 
     let limit = fd_limit(proxy.pid());
     let reachable = (limit.saturating_sub(64) / 2) as usize;
-    let mut mem = String::new();
-    mem.push_str("| slow streams wanted | held open | proxy open fds | proxy RSS before MiB | proxy RSS held MiB | KiB per stream | time to open s |\n");
-    mem.push_str("|---:|---:|---:|---:|---:|---:|---:|\n");
-    rt.block_on(async {
-        for &n in &slow {
-            let try_n = n.min(reachable);
-            if try_n < n {
-                eprintln!(
-                    "loadbench: {n} streams need {} sockets in the proxy (2 per stream) but its open-file limit is {limit}; holding {try_n}",
-                    2 * n
-                );
-            }
-            let r = slow_streams(&proxy, try_n).await;
-            mem.push_str(&format!(
-                "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
-                r.wanted,
-                r.opened,
-                r.proxy_fds,
-                r.base_kib as f64 / 1024.0,
-                r.held_kib as f64 / 1024.0,
-                (r.held_kib.saturating_sub(r.base_kib)) as f64 / r.opened.max(1) as f64,
-                r.open_secs
-            ));
-            eprintln!("loadbench: {n} slow streams done");
-        }
-    });
+    let mem = rt.block_on(slow_table(&proxy, &slow, limit, reachable));
     println!("{mem}");
     println!(
         "proxy open-file limit: {limit} (2 sockets per proxied stream ⇒ at most ~{reachable} streams)"
@@ -1633,15 +1582,16 @@ fn orchestrate() {
     drop(fake);
 
     if paced > 0 && "paced streams".contains(only.as_str()) {
-        let warm = sc(
-            "warm-up",
-            "proxy chat",
-            "/v1/chat/completions",
-            chat_stream,
-            "[DONE]",
-            8,
-            true,
-        );
+        let warm = Scenario {
+            name: "warm-up",
+            via: "proxy chat",
+            path: "/v1/chat/completions",
+            body: chat_body("qwen3:8b", true),
+            tail: "[DONE]",
+            conc: 8,
+            stream: true,
+            tokens: TOKENS,
+        };
         println!("\n{}", paced_scenario(&rt, paced, &warm));
     }
 }

@@ -569,10 +569,22 @@ fn stats(ttfbs: &[Duration]) -> Stats {
 async fn main() {
     let config = Config::from_env();
     let system = system_prompt(config.system_kb);
-    let last_prompt_kb = (system.len()
-        + config.turns * (config.turn_kb * 1000 + 200 + REPLY_TOKENS as usize * 8))
-        / 1000;
+    let fakes = start_fakes(&config).await;
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    print_setup(&config, &system);
 
+    let sticky = run_mode("sticky", None, &config, &fakes, &client, &system).await;
+    let spread = run_mode("non-sticky", Some("0"), &config, &fakes, &client, &system).await;
+    print_results([&sticky, &spread]);
+
+    drop(client);
+    for mut fake in fakes {
+        fake.stop().await;
+    }
+}
+
+/// `HOSTS` fake Ollamas with `MODEL` loaded and the configured prompt cost.
+async fn start_fakes(config: &Config) -> Vec<FakeOllama> {
     let mut fakes = Vec::new();
     for _ in 0..HOSTS {
         let fake = FakeOllama::start_with(FakeConfig {
@@ -583,8 +595,14 @@ async fn main() {
         fake.set_prompt_cost(config.cost);
         fakes.push(fake);
     }
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    fakes
+}
 
+/// The lines above the table: what runs, and at what cost.
+fn print_setup(config: &Config, system: &str) {
+    let last_prompt_kb = (system.len()
+        + config.turns * (config.turn_kb * 1000 + 200 + REPLY_TOKENS as usize * 8))
+        / 1000;
     println!(
         "poolbench: {} batches of {} conversations x {} turns over {HOSTS} fake Ollama hosts (a, b, c), qwen3 loaded on each",
         config.batches, config.conversations, config.turns
@@ -606,15 +624,15 @@ async fn main() {
         );
     }
     println!();
+}
 
-    let sticky = run_mode("sticky", None, &config, &fakes, &client, &system).await;
-    let spread = run_mode("non-sticky", Some("0"), &config, &fakes, &client, &system).await;
-
+/// The table (sticky, then non-sticky, then their ratio) and the hosts
+/// of every turn.
+fn print_results(results: [&ModeResult; 2]) {
     println!(
         "{:<28} {:>6} {:>6} {:>6} {:>9} {:>9} {:>9} {:>7}",
         "mode", "turns", "warm", "moved", "mean ms", "p50 ms", "p90 ms", "wall s"
     );
-    let results = [&sticky, &spread];
     let all: Vec<Stats> = results.iter().map(|r| stats(&r.ttfbs)).collect();
     for (r, s) in results.iter().zip(&all) {
         let label = match r.name {
@@ -657,10 +675,5 @@ async fn main() {
                 .collect();
             println!("  {:<11} batch {b}: {}", r.name, convs.join(" "));
         }
-    }
-
-    drop(client);
-    for mut fake in fakes {
-        fake.stop().await;
     }
 }
