@@ -1089,6 +1089,10 @@ fn spawn_proxy(fake: &Proc, pin: bool) -> Proc {
         ("LISTEN_ADDR", "127.0.0.1:0".to_string()),
         ("OLLAMA_BASE_URL", format!("http://{}", fake.addr)),
         ("RUST_LOG", "warn".into()),
+        // Past the proxy's default 512 connections the streams of `paced
+        // streams` and the slow ones would be refused; the open-file limit
+        // bounds them instead.
+        ("MAX_CONNECTIONS", "20000".into()),
     ];
     if pin {
         let proxy_str = proxy_bin.to_str().unwrap();
