@@ -20,7 +20,7 @@
 //!   the image's, and its image name and ports are checked against the
 //!   README's.
 //!
-//! What only a container engine shows is in the README ("Container").
+//! What only a container engine shows is in docs/operations.md ("Container").
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

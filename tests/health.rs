@@ -324,7 +324,7 @@ async fn a_request_that_cannot_reach_ollama_names_the_address_and_the_setting() 
 
 #[tokio::test]
 async fn help_names_every_setting_and_version_prints_the_version() {
-    // The README's table is what the proxy reads: every `[env: NAME…]` of
+    // docs/configuration.md's table is what the proxy reads: every `[env: NAME…]` of
     // its `--help` (clap's, from the settings' declarations).
     let documented = readme_settings();
     let out = run(&["--help"], &[]).await;
@@ -341,7 +341,7 @@ async fn help_names_every_setting_and_version_prints_the_version() {
     table.sort();
     assert_eq!(
         table, read,
-        "README's Configuration table = the settings read"
+        "docs/configuration.md's table = the settings read"
     );
 
     assert!(out.status.success());
