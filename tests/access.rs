@@ -86,6 +86,13 @@ async fn call(
     send(method, &format!("{}{path}", p.url), &headers, body).await
 }
 
+/// Each key's name, whether it is admin, and its limit, in file order.
+fn summary(keys: &ollama_translate::access::Keys) -> Vec<(&str, bool, Option<usize>)> {
+    keys.iter()
+        .map(|k| (k.name(), k.is_admin(), k.in_flight_limit()))
+        .collect()
+}
+
 fn chat_body(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
 }
@@ -154,12 +161,8 @@ fn the_keys_file_format() {
         digest(BOB)
     ))
     .unwrap();
-    let got: Vec<(&str, bool, Option<usize>)> = keys
-        .iter()
-        .map(|k| (k.name(), k.is_admin(), k.in_flight_limit()))
-        .collect();
     assert_eq!(
-        got,
+        summary(&keys),
         [
             ("ops", true, None),
             ("alice", false, Some(4)),
@@ -978,12 +981,8 @@ fn the_readme_s_keys_file_is_a_valid_one() {
         .and_then(|b| b.split("```").next())
         .unwrap();
     let keys = keys_file::parse(block).unwrap();
-    let got: Vec<(&str, bool, Option<usize>)> = keys
-        .iter()
-        .map(|k| (k.name(), k.is_admin(), k.in_flight_limit()))
-        .collect();
     assert_eq!(
-        got,
+        summary(&keys),
         [
             ("ops", true, None),
             ("alice", false, Some(4)),

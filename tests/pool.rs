@@ -69,18 +69,7 @@ async fn names(p: &Proxy, path: &str) -> std::collections::BTreeSet<String> {
 }
 
 async fn tag_names(p: &Proxy) -> std::collections::BTreeSet<String> {
-    let tags = send("GET", &format!("{}/api/tags", p.url), &[], None).await;
-    if tags.status != 200 {
-        return Default::default();
-    }
-    tags.json()["models"]
-        .as_array()
-        .map(|ms| {
-            ms.iter()
-                .filter_map(|m| m["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
+    names(p, "/api/tags").await
 }
 
 /// Polls `cond` every 20 ms for up to 10 s.
