@@ -874,7 +874,10 @@ async fn idle_http2_connections_are_closed_and_connections_are_capped() {
     assert_eq!(a.status, 503, "{}", a.body);
     assert_eq!(a.headers["retry-after"], "1");
     assert!(a.body.contains("maximum of 4 connections"), "{}", a.body);
-    // Past the reserve too, a new connection is closed at once.
+    // Past the reserve too, a new connection is closed at once. (First let
+    // the proxy, another process, see the connections of the requests
+    // above close: each took a place of the reserve while it was open.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut silent = Vec::new();
     for _ in 0..16 {
         silent.push(TcpStream::connect(&p.addr).await.unwrap());
