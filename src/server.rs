@@ -407,21 +407,26 @@ impl Connection {
         } = self;
         let _ = stream.set_nodelay(true);
         let (mut stopping, mut stopped) = (phases.clone(), phases);
-        // hyper-util picks the protocol from the first bytes with no timer
-        // of its own: a peer that sends nothing is dropped at this deadline.
-        if let Some(d) = timeout {
-            let mut probe = [0u8; 1];
-            tokio::select! {
-                peeked = tokio::time::timeout(d, stream.peek(&mut probe)) => match peeked {
-                    Ok(Ok(n)) if n > 0 => {}
-                    _ => {
-                        tracing::debug!("connection closed: nothing sent in time");
-                        return;
-                    }
-                },
-                () = reached(&mut stopping, Phase::Stopping) => return,
+        // The first bytes say the protocol. A peer that sends nothing is
+        // dropped at the deadline (hyper-util's own sniffing has no timer).
+        let mut first = [0u8; H2_PREFACE.len()];
+        let peek = async {
+            match timeout {
+                Some(d) => tokio::time::timeout(d, stream.peek(&mut first)).await.ok(),
+                None => Some(stream.peek(&mut first).await),
             }
-        }
+        };
+        let peeked = tokio::select! {
+            peeked = peek => peeked,
+            () = reached(&mut stopping, Phase::Stopping) => return,
+        };
+        let builder = match peeked {
+            Some(Ok(n)) if n > 0 => protocol(builder, &first[..n]),
+            _ => {
+                tracing::debug!("connection closed: nothing sent in time");
+                return;
+            }
+        };
         let (counter, mut in_flight) = watch::channel(0usize);
         let svc = Counting {
             inner: svc,
@@ -457,6 +462,24 @@ impl Connection {
                 () = reached(&mut stopped, Phase::Stopped) => return,
             }
         }
+    }
+}
+
+/// What an HTTP/2 connection starts with (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The builder for a connection whose first bytes are `first`: HTTP/1 or
+/// HTTP/2 only when they say which, else hyper-util's own sniffing (a
+/// preface cut short). Sniffing hands hyper its first 24 bytes as a read of
+/// their own, after which hyper's HTTP/1 read buffer doubles to 16 KiB for
+/// the connection's life: deciding here keeps it at 8 KiB.
+fn protocol(builder: auto::Builder<TokioExecutor>, first: &[u8]) -> auto::Builder<TokioExecutor> {
+    if !H2_PREFACE.starts_with(first) {
+        builder.http1_only()
+    } else if first.len() == H2_PREFACE.len() {
+        builder.http2_only()
+    } else {
+        builder
     }
 }
 
@@ -566,6 +589,21 @@ mod tests {
     use super::*;
     use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::Client;
+
+    #[test]
+    fn the_first_bytes_pick_the_protocol() {
+        let b = || builder(None);
+        let h1 = protocol(b(), b"POST /v1/messages HTTP/1.1\r\n");
+        assert!(h1.is_http1_available() && !h1.is_http2_available());
+        let h2 = protocol(b(), H2_PREFACE);
+        assert!(h2.is_http2_available() && !h2.is_http1_available());
+        // A preface cut short: hyper-util reads on and decides.
+        let either = protocol(b(), b"PRI * HTTP/2");
+        assert!(either.is_http1_available() && either.is_http2_available());
+        // "P" could start either (POST, PRI).
+        let either = protocol(b(), b"P");
+        assert!(either.is_http1_available() && either.is_http2_available());
+    }
 
     async fn started(
         max: usize,
