@@ -21,13 +21,13 @@ use clap::Parser as _;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use ollama_translate::client::{bad_gateway, connector, OllamaClient, OllamaError};
+use ollama_translate::client::{bad_gateway, OllamaClient, OllamaError};
 use ollama_translate::health::{Health, HealthBody, Readiness};
 use ollama_translate::{BoxError, Pool, RequestBody, TokioTimer, TranslateBody};
 use settings::{secs, shown, Built, Settings};
 use std::process::exit;
 use std::time::Duration;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt as _};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::Layer as _;
@@ -145,10 +145,8 @@ async fn run(s: Settings, b: Built) -> Result<(), BoxError> {
     keys::start(&b.access, b.keys_file.as_ref());
     let every = Some(secs(s.readiness_probe_secs)).filter(|d| !d.is_zero());
     let readiness = Readiness::new(every.is_some());
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build(connector());
     let host = |base: &http::Uri| -> Result<OllamaClient<RequestBody<Incoming>>, BoxError> {
-        configured(OllamaClient::with_client(client.clone(), base.clone())?, &s)
+        configured(OllamaClient::new(base.clone())?, &s)
     };
     if let [one] = b.hosts.as_slice() {
         let probe = configured(OllamaClient::<Empty<Bytes>>::new(one.clone())?, &s)?;
@@ -259,12 +257,14 @@ async fn healthcheck(listen: &str) -> Result<(), String> {
             std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build::<_, Empty<Bytes>>(connector());
-    let uri = format!("http://{addr}/livez")
+    let base = format!("http://{addr}")
         .parse()
         .map_err(|e| format!("{e}"))?;
-    match tokio::time::timeout(Duration::from_secs(3), client.get(uri)).await {
+    let client = OllamaClient::<Empty<Bytes>>::new(base).map_err(|e| e.to_string())?;
+    let livez = Request::get("/livez")
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(3), client.oneshot(livez)).await {
         Ok(Ok(res)) if res.status() == StatusCode::OK => Ok(()),
         Ok(Ok(res)) => Err(format!("{addr} answered {}", res.status())),
         Ok(Err(e)) => Err(format!("{addr}: {}", ollama_translate::error_chain(&e))),

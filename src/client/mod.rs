@@ -1,11 +1,20 @@
 //! [`OllamaClient`]: the service that is one Ollama (feature `client`).
 //!
-//! A hyper-util legacy client with every request pointed at Ollama's base
-//! URL: an absolute URI under the base's path, Ollama's own `Host` (Ollama
-//! refuses foreign hosts), HTTP/1.1, no hop-by-hop headers and none of the
+//! An HTTP/1.1 client of its own with every request pointed at Ollama's
+//! base URL: an absolute URI under the base's path, Ollama's own `Host`
+//! (Ollama refuses foreign hosts), no hop-by-hop headers and none of the
 //! client's credentials (an API key of its own when one is set, as
 //! ollama.com wants). Connecting gives up after [`CONNECT_TIMEOUT`], and a
 //! failed call is an [`OllamaError`] that names the address.
+//!
+//! The response body, [`OllamaBody`], reads Ollama's connection itself when
+//! it is polled: no task per connection and no channel between the socket
+//! and the body, every chunk already read handed over without a wake, and
+//! a read buffer that starts at 4 KiB. A held stream costs a fraction of
+//! what a general-purpose client's connection does (see
+//! `docs/performance.md`). Connections are kept for the next request for
+//! [`IDLE_TIMEOUT`]; a request whose kept connection turns out closed is
+//! sent once more on a new one when its body was whole.
 //!
 //! # Example
 //!
@@ -27,17 +36,26 @@
 //! # }
 //! ```
 
+mod body;
+mod conn;
+
+pub use body::OllamaBody;
+pub use conn::{Failure, IDLE_TIMEOUT};
+
 use crate::error::error_chain;
 use bytes::Bytes;
+use conn::{Idle, Target};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
+#[cfg(feature = "tls")]
 use hyper_util::client::legacy::Client;
+#[cfg(feature = "tls")]
 use hyper_util::rt::TokioExecutor;
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -141,29 +159,31 @@ pub fn base_display(base: &Uri) -> String {
     base.to_string().trim_end_matches('/').to_string()
 }
 
-/// The service that is one Ollama: a hyper-util client, each request
+/// The service that is one Ollama: an HTTP/1.1 client, each request
 /// rebased onto Ollama's base URL. Cheap to clone (clones share the
 /// client's connections).
 ///
 /// See the [module docs](crate::client) for more details.
 pub struct OllamaClient<B> {
-    client: Client<HttpConnector, B>,
+    target: Arc<Target>,
     base: Uri,
     api_key: Option<HeaderValue>,
     /// How errors name the address: the base, and what configured it.
     shown: Arc<str>,
     /// What configured it ([`OllamaClient::setting`]).
     pub(crate) setting: Option<Arc<str>>,
+    _body: PhantomData<fn(B)>,
 }
 
 impl<B> Clone for OllamaClient<B> {
     fn clone(&self) -> Self {
         OllamaClient {
-            client: self.client.clone(),
+            target: self.target.clone(),
             base: self.base.clone(),
             api_key: self.api_key.clone(),
             shown: self.shown.clone(),
             setting: self.setting.clone(),
+            _body: PhantomData,
         }
     }
 }
@@ -189,31 +209,34 @@ impl fmt::Display for BaseUrlError {
 
 impl std::error::Error for BaseUrlError {}
 
-impl<B> OllamaClient<B>
-where
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-{
-    /// A client of its own (HTTP/1.1, [`connector`]) for the Ollama at
-    /// `base` (`http://host:port`, maybe with a path prefix).
+impl<B> OllamaClient<B> {
+    /// A client (HTTP/1.1, connections of its own, [`CONNECT_TIMEOUT`]) for
+    /// the Ollama at `base` (`http://host:port`, maybe with a path prefix;
+    /// port 80 when none is given).
     pub fn new(base: Uri) -> Result<Self, BaseUrlError> {
-        let client = Client::builder(TokioExecutor::new()).build(connector());
-        OllamaClient::with_client(client, base)
-    }
-
-    /// The Ollama at `base` through `client` (several hosts may share one
-    /// client's connection pool).
-    pub fn with_client(client: Client<HttpConnector, B>, base: Uri) -> Result<Self, BaseUrlError> {
-        if base.scheme_str() != Some("http") || base.authority().is_none() {
+        let Some(authority) = base
+            .authority()
+            .filter(|_| base.scheme_str() == Some("http"))
+        else {
             return Err(BaseUrlError(base.to_string()));
-        }
+        };
+        let addr = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
         let shown = base_display(&base).into();
         Ok(OllamaClient {
-            client,
+            target: Arc::new(Target {
+                addr,
+                idle: Arc::new(Idle::default()),
+                connect_timeout: CONNECT_TIMEOUT,
+            }),
             base,
             api_key: None,
             shown,
             setting: None,
+            _body: PhantomData,
         })
     }
 }
@@ -280,19 +303,20 @@ where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<crate::BoxError>,
 {
-    type Response = Response<Incoming>;
+    type Response = Response<OllamaBody>;
     type Error = OllamaError;
     type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), OllamaError>> {
-        // The legacy client is always ready; errors come with the call.
+        // Connections are made or taken per call; errors come with it.
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> ResponseFuture {
         let req = self.rebase(req);
+        let target = self.target.clone();
         ResponseFuture {
-            inner: self.client.request(req),
+            inner: Box::pin(async move { conn::send(&target, req).await }),
             shown: self.shown.clone(),
         }
     }
@@ -301,7 +325,7 @@ where
 /// The future of [`OllamaClient`]'s call: Ollama's response head, the
 /// hop-by-hop headers removed.
 pub struct ResponseFuture {
-    inner: hyper_util::client::legacy::ResponseFuture,
+    inner: Pin<Box<dyn Future<Output = Result<Response<OllamaBody>, Failure>> + Send>>,
     shown: Arc<str>,
 }
 
@@ -314,10 +338,10 @@ impl fmt::Debug for ResponseFuture {
 }
 
 impl Future for ResponseFuture {
-    type Output = Result<Response<Incoming>, OllamaError>;
+    type Output = Result<Response<OllamaBody>, OllamaError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match Pin::new(&mut self.inner).poll(cx) {
+        match self.inner.as_mut().poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(mut res)) => {
                 strip_hop_by_hop(res.headers_mut());
@@ -337,13 +361,13 @@ impl Future for ResponseFuture {
 #[derive(Debug)]
 pub struct OllamaError {
     shown: Arc<str>,
-    source: hyper_util::client::legacy::Error,
+    source: Failure,
 }
 
 impl OllamaError {
     /// Whether connecting failed (nothing reached Ollama).
     pub fn is_connect(&self) -> bool {
-        self.source.is_connect()
+        matches!(self.source, Failure::Connect(_))
     }
 
     /// The error and its sources, joined by `: `.
@@ -403,7 +427,7 @@ fn unreachable_response(why: &str) -> Response<Full<Bytes>> {
 
 impl fmt::Display for OllamaError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.source.is_connect() {
+        if self.is_connect() {
             write!(f, "connecting to {} failed", self.shown)
         } else {
             write!(f, "the request to {} failed", self.shown)
@@ -418,7 +442,10 @@ impl std::error::Error for OllamaError {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests;
+
+#[cfg(test)]
+mod unit {
     use super::*;
     use http_body_util::Empty;
     use tower::ServiceExt;
