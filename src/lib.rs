@@ -1,8 +1,9 @@
 //! Serve OpenAI and Anthropic client APIs from Ollama's native API.
 //!
 //! [`OllamaTranslateLayer`] is a [`tower_layer::Layer`] that wraps any
-//! service speaking Ollama's native HTTP API (a hyper-util client pointed at
-//! Ollama, or a test double). It rewrites matching client requests into
+//! service speaking Ollama's native HTTP API (the `client` feature's
+//! [`OllamaClient`](crate::client::OllamaClient) pointed at Ollama, any
+//! other HTTP client, or a test double). It rewrites matching client requests into
 //! native `/api/chat` requests and wraps the response body in a
 //! [`TranslateBody`] that turns Ollama's NDJSON stream into the client's
 //! dialect as it arrives. Every other request passes through untouched to
@@ -68,8 +69,8 @@
 //!
 //! * **A hyper server** (the standalone proxy, `examples/proxy`):
 //!   `ServiceBuilder::new().layer(OllamaTranslateLayer::new()).map_request(rebase).service(client)`
-//!   served by hyper-util's `auto::Builder`, with a hyper-util legacy
-//!   `Client` and a `rebase` that points each request at Ollama's base URL
+//!   served by hyper-util's `auto::Builder`, with the crate's own HTTP/1.1
+//!   client and a `rebase` that points each request at Ollama's base URL
 //!   (and its `Host`).
 //! * **axum**: the layered Ollama client is the router's *fallback
 //!   service*, so the app's own routes stay its own; the layer's error (a
@@ -140,7 +141,7 @@
 //! | `compression` (default) | gzip and zstd request bodies |
 //! | `pool` | `pool::Pool`: several Ollama hosts as one service (tower's `load` and `retry`) |
 //! | `tokio` | `TokioTimer`: the [`Timer`] over tokio's clock |
-//! | `client` | `client::OllamaClient`: a hyper-util client that is one Ollama |
+//! | `client` | `client::OllamaClient`: an HTTP/1.1 client that is one Ollama |
 //! | `tls` | `client::https_client`: `http://` and `https://` (rustls, the Mozilla roots built in) |
 //! | `server` | `server::serve`: a service on a caller's `TcpListener`, with connection limits, timeouts and a graceful shutdown |
 //! | `health` | `health::Health`: `/livez`, `/readyz`, `/metrics` before a service |
