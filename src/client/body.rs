@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 /// The first read buffer of a response; it doubles (up to [`READ_MAX`])
 /// while reads fill it, so a burst costs few reads and a slow stream little
 /// memory.
-pub(super) const READ_START: usize = 4096;
+pub(super) const READ_START: usize = 2048;
 /// The most one read asks for.
 const READ_MAX: usize = 64 * 1024;
 /// The longest chunk-size or trailer line accepted.

@@ -10,7 +10,7 @@
 //! The response body, [`OllamaBody`], reads Ollama's connection itself when
 //! it is polled: no task per connection and no channel between the socket
 //! and the body, every chunk already read handed over without a wake, and
-//! a read buffer that starts at 4 KiB. A held stream costs a fraction of
+//! a read buffer that starts at 2 KiB. A held stream costs a fraction of
 //! what a general-purpose client's connection does (see
 //! `docs/performance.md`). Connections are kept for the next request for
 //! [`IDLE_TIMEOUT`]; a request whose kept connection turns out closed is
