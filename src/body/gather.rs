@@ -35,8 +35,10 @@ pub(super) const GATHER_BACKOFF: u16 = 64;
 /// gains nothing: after such a round the stream sends 1, 2, 4 … up to
 /// [`GATHER_BACKOFF`] frames without waiting before it tries again, so a
 /// paced token is almost never held back, and a stream that turns bursty
-/// is caught within that many frames. The first frame never waits, so the
-/// time to the first token is what it would be without gathering.
+/// is caught within that many frames. The first frame neither waits nor
+/// gathers: it leaves with the first chunk that gave it anything, so the
+/// time to the first token is what it would be without gathering even
+/// when a burst is already in the client connection's buffer.
 #[derive(Debug)]
 pub(super) struct Gather {
     /// Empty turns in a row in this round.
@@ -49,6 +51,8 @@ pub(super) struct Gather {
     pub(super) skip: u16,
     /// The last backoff.
     pub(super) backoff: u16,
+    /// No frame has gone out yet.
+    pub(super) first: bool,
 }
 
 impl Default for Gather {
@@ -60,6 +64,7 @@ impl Default for Gather {
             // The first frame goes at once.
             skip: 1,
             backoff: 0,
+            first: true,
         }
     }
 }
@@ -97,6 +102,7 @@ impl Gather {
         self.turns = 0;
         self.waited = false;
         self.gained = false;
+        self.first = false;
     }
 }
 
@@ -158,7 +164,8 @@ impl Held {
     {
         loop {
             let len = self.len();
-            if len > 0 && (self.done || self.next.is_some() || len >= GATHER_BYTES) {
+            let first = self.gather.first;
+            if len > 0 && (self.done || self.next.is_some() || len >= GATHER_BYTES || first) {
                 return Poll::Ready(self.frame().map(Ok));
             }
             if let Some(next) = self.next.take() {

@@ -261,6 +261,15 @@ where
                     _ => state.poll_upstream(body.as_mut(), cx),
                 };
                 match polled {
+                    // The first frame leaves with the first chunk that gave
+                    // it anything (streams; see `Gather`).
+                    Poll::Ready(())
+                        if state.gather.first
+                            && !state.out.is_empty()
+                            && state.total_limit.is_none() =>
+                    {
+                        return Poll::Ready(Some(Ok(state.frame())));
+                    }
                     Poll::Ready(()) => state.gather.arrived(),
                     Poll::Pending if state.out.is_empty() => return Poll::Pending,
                     Poll::Pending => {

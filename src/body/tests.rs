@@ -150,6 +150,44 @@ fn tokens_handed_over_one_per_turn_leave_together() {
     assert!(frames <= 2, "{frames} frames for 200 tokens");
 }
 
+/// Hands over every line at once, as a client whose buffer holds a burst.
+struct Buffered(VecDeque<Bytes>);
+
+impl Body for Buffered {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Poll::Ready(self.0.pop_front().map(|l| Ok(Frame::data(l))))
+    }
+}
+
+#[test]
+fn the_first_token_of_a_buffered_burst_leaves_alone_and_the_rest_together() {
+    let limits = Limits {
+        line: 1024,
+        total: None,
+    };
+    let translated =
+        TranslateBody::translate(Buffered(lines(500)), Box::new(Echo), None, limits, None);
+    let passed = TranslateBody::passthrough(Buffered(lines(500)), true);
+    for mut body in [translated, passed] {
+        let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
+        let mut cx = Context::from_waker(&waker);
+        let mut frames = Vec::new();
+        while let Poll::Ready(Some(f)) = Pin::new(&mut body).poll_frame(&mut cx) {
+            frames.push(f.unwrap().into_data().unwrap());
+        }
+        assert_eq!(frames[0], "token 0\n");
+        let all: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
+        let want: Vec<u8> = lines(500).iter().flat_map(|l| l.to_vec()).collect();
+        assert_eq!(all, want);
+        assert!(frames.len() <= 3, "{} frames", frames.len());
+    }
+}
+
 #[test]
 fn paced_tokens_are_not_held_back() {
     let mut body = echo(HandOver {
@@ -273,9 +311,12 @@ fn a_passed_through_error_comes_after_the_data_and_a_flush() {
     let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
     let mut cx = Context::from_waker(&waker);
     let mut poll = || Pin::new(&mut body).poll_frame(&mut cx);
-    match poll() {
-        Poll::Ready(Some(Ok(f))) => assert_eq!(f.into_data().unwrap(), "ab"),
-        other => panic!("{other:?}"),
+    // The first chunk leaves alone; the next waits for what follows it.
+    for want in ["a", "b"] {
+        match poll() {
+            Poll::Ready(Some(Ok(f))) => assert_eq!(f.into_data().unwrap(), want),
+            other => panic!("{other:?}"),
+        }
     }
     assert!(poll().is_pending(), "a yield, so the data is written first");
     match poll() {
