@@ -36,9 +36,11 @@ pub(super) const GATHER_BACKOFF: u16 = 64;
 /// [`GATHER_BACKOFF`] frames without waiting before it tries again, so a
 /// paced token is almost never held back, and a stream that turns bursty
 /// is caught within that many frames. The first frame neither waits nor
-/// gathers: it leaves with the first chunk that gave it anything, so the
-/// time to the first token is what it would be without gathering even
-/// when a burst is already in the client connection's buffer.
+/// gathers: it leaves with the first chunk that gave it anything, and the
+/// stream then yields one turn (a server writes what it holds only when
+/// the body says `Pending`), so the time to the first token is what it
+/// would be without gathering even when a burst is already in the client
+/// connection's buffer.
 #[derive(Debug)]
 pub(super) struct Gather {
     /// Empty turns in a row in this round.
@@ -53,6 +55,8 @@ pub(super) struct Gather {
     pub(super) backoff: u16,
     /// No frame has gone out yet.
     pub(super) first: bool,
+    /// The first frame has just gone out alone: yield a turn before more.
+    pub(super) flush: bool,
 }
 
 impl Default for Gather {
@@ -65,6 +69,7 @@ impl Default for Gather {
             skip: 1,
             backoff: 0,
             first: true,
+            flush: false,
         }
     }
 }
@@ -78,6 +83,17 @@ impl Gather {
         }
         self.turns += 1;
         self.waited = true;
+        true
+    }
+
+    /// True once after the first frame went out alone, having woken the
+    /// task: the stream answers `Pending`, and the server writes that frame
+    /// before the rest of a burst is gathered.
+    pub(super) fn yield_after_first(&mut self, cx: &mut Context<'_>) -> bool {
+        if !std::mem::take(&mut self.flush) {
+            return false;
+        }
+        cx.waker().wake_by_ref();
         true
     }
 
@@ -162,10 +178,14 @@ impl Held {
         B: Body,
         B::Error: Into<BoxError>,
     {
+        if self.gather.yield_after_first(cx) {
+            return Poll::Pending;
+        }
         loop {
             let len = self.len();
             let first = self.gather.first;
             if len > 0 && (self.done || self.next.is_some() || len >= GATHER_BYTES || first) {
+                self.gather.flush = first && !self.done;
                 return Poll::Ready(self.frame().map(Ok));
             }
             if let Some(next) = self.next.take() {

@@ -238,6 +238,9 @@ where
                 state,
                 agent,
             } => loop {
+                if state.gather.yield_after_first(cx) {
+                    return Poll::Pending;
+                }
                 let full = state.out.len() >= GATHER_BYTES;
                 if !state.out.is_empty() && (state.upstream_done || full) {
                     return Poll::Ready(Some(Ok(state.frame())));
@@ -268,6 +271,7 @@ where
                             && !state.out.is_empty()
                             && state.total_limit.is_none() =>
                     {
+                        state.gather.flush = true;
                         return Poll::Ready(Some(Ok(state.frame())));
                     }
                     Poll::Ready(()) => state.gather.arrived(),
