@@ -35,12 +35,14 @@ pub(super) const GATHER_BACKOFF: u16 = 64;
 /// gains nothing: after such a round the stream sends 1, 2, 4 … up to
 /// [`GATHER_BACKOFF`] frames without waiting before it tries again, so a
 /// paced token is almost never held back, and a stream that turns bursty
-/// is caught within that many frames. The first frame neither waits nor
-/// gathers: it leaves with the first chunk that gave it anything, and the
-/// stream then yields one turn (a server writes what it holds only when
-/// the body says `Pending`), so the time to the first token is what it
-/// would be without gathering even when a burst is already in the client
-/// connection's buffer.
+/// is caught within that many frames. The first frame never waits. A
+/// translated stream's first frame does not gather either: it leaves with
+/// the first chunk that gave it anything, and the stream then yields one
+/// turn (a server writes what it holds only when the body says `Pending`),
+/// so the time to the first token is what it would be without gathering
+/// even when a burst is already in the client connection's buffer. A body
+/// passed through may be a whole answer (`/api/tags`), which is best sent
+/// in one write, so it gathers from the start.
 #[derive(Debug)]
 pub(super) struct Gather {
     /// Empty turns in a row in this round.
@@ -178,14 +180,9 @@ impl Held {
         B: Body,
         B::Error: Into<BoxError>,
     {
-        if self.gather.yield_after_first(cx) {
-            return Poll::Pending;
-        }
         loop {
             let len = self.len();
-            let first = self.gather.first;
-            if len > 0 && (self.done || self.next.is_some() || len >= GATHER_BYTES || first) {
-                self.gather.flush = first && !self.done;
+            if len > 0 && (self.done || self.next.is_some() || len >= GATHER_BYTES) {
                 return Poll::Ready(self.frame().map(Ok));
             }
             if let Some(next) = self.next.take() {
