@@ -499,6 +499,17 @@ mod unit {
     }
 
     #[test]
+    fn connects_to_the_base_s_host_and_port() {
+        for (base, addr) in [
+            ("http://ollama:11434/prefix", "ollama:11434"),
+            ("http://ollama", "ollama:80"),
+            ("http://[::1]:11434", "[::1]:11434"),
+        ] {
+            assert_eq!(client(base).target.addr, addr);
+        }
+    }
+
+    #[test]
     fn its_debug_hides_the_key() {
         let c = client("http://ollama:11434").api_key("secret").unwrap();
         assert!(!format!("{c:?}").contains("secret"));
