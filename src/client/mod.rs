@@ -48,6 +48,7 @@ use conn::{Idle, Target};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use http_body_util::Full;
+#[cfg(feature = "tls")]
 use hyper_util::client::legacy::connect::HttpConnector;
 #[cfg(feature = "tls")]
 use hyper_util::client::legacy::Client;
@@ -67,13 +68,15 @@ use std::time::Duration;
 /// wait as long as the upstream idle timeout.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The connector for Ollama: plain HTTP, TCP keep-alive at 90 s, and
-/// [`CONNECT_TIMEOUT`].
+/// A hyper-util connector with [`OllamaClient`]'s settings: plain HTTP, TCP
+/// keep-alive at 90 s, and [`CONNECT_TIMEOUT`]. Feature `tls` (what
+/// [`https_client`] wraps).
 ///
 /// ```
 /// let connector = ollama_translate::client::connector();
 /// # let _ = connector;
 /// ```
+#[cfg(feature = "tls")]
 pub fn connector() -> HttpConnector {
     let mut c = HttpConnector::new();
     c.set_keepalive(Some(Duration::from_secs(90)));
