@@ -167,12 +167,8 @@ impl Body for Buffered {
 #[test]
 fn a_buffered_whole_answer_passed_through_leaves_in_one_frame() {
     let mut body = TranslateBody::passthrough(Buffered(lines(50)), true);
-    let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
-    let mut cx = Context::from_waker(&waker);
-    let mut frames = Vec::new();
-    while let Poll::Ready(Some(f)) = Pin::new(&mut body).poll_frame(&mut cx) {
-        frames.push(f.unwrap().into_data().unwrap());
-    }
+    let (frames, err) = drain(&mut body);
+    assert!(err.is_none());
     let want: Vec<u8> = lines(50).iter().flat_map(|l| l.to_vec()).collect();
     assert_eq!(frames, [Bytes::from(want)]);
 }
@@ -254,7 +250,10 @@ fn paced_tokens_are_not_held_back() {
 }
 
 /// Polls until the end: the frames' data, and the error if any.
-fn drain(body: &mut TranslateBody<HandOver>) -> (Vec<Bytes>, Option<BoxError>) {
+fn drain<B>(body: &mut TranslateBody<B>) -> (Vec<Bytes>, Option<BoxError>)
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
     let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
     let mut cx = Context::from_waker(&waker);
     let mut frames = Vec::new();

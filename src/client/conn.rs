@@ -4,6 +4,7 @@
 //! connections kept for the next request.
 
 use super::body::{read_into, Chunk, Framing, OllamaBody, READ_START};
+use super::{tokens, CONNECT_TIMEOUT};
 use crate::BoxError;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -119,7 +120,6 @@ fn still_open(io: &TcpStream) -> bool {
 pub(super) struct Target {
     pub(super) addr: String,
     pub(super) idle: Arc<Idle>,
-    pub(super) connect_timeout: Duration,
 }
 
 /// A new connection to `addr`, within `timeout`: no Nagle delay (every
@@ -175,7 +175,7 @@ where
         let was_reused = reused.is_some();
         let io = match reused {
             Some(io) => io,
-            None => connect(&target.addr, target.connect_timeout).await?,
+            None => connect(&target.addr, CONNECT_TIMEOUT).await?,
         };
         match exchange(io, &head, &mut outgoing).await {
             Ok((io, buf, head)) => return response(io, buf, head, no_body, target),
@@ -274,7 +274,7 @@ where
     B::Error: Into<BoxError>,
 {
     let written = match outgoing {
-        Outgoing::Whole(data) => write_all(&mut io, head, data).await,
+        Outgoing::Whole(data) => Framed::Plain(data.clone()).write(&mut io, head).await,
         Outgoing::Stream {
             first,
             rest,
@@ -289,13 +289,6 @@ where
     let mut buf = BytesMut::with_capacity(READ_START);
     let head = read_head(&mut io, &mut buf).await?;
     Ok((io, buf, head))
-}
-
-/// `head` and `data` in one vectored write (and more if the socket takes
-/// less).
-async fn write_all(io: &mut TcpStream, head: &[u8], data: &[u8]) -> Result<(), Failure> {
-    let mut both = head.chain(data);
-    io.write_all_buf(&mut both).await.map_err(Failure::Io)
 }
 
 /// The head, then the body frame by frame: chunked without a length, else
@@ -467,13 +460,7 @@ fn response(
 
 /// Whether the connection may carry another request after this response.
 fn keep_alive(head: &Head) -> bool {
-    let close = head
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("close"));
+    let close = tokens(&head.headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case("close"));
     head.version == Version::HTTP_11 && !close && head.status != StatusCode::SWITCHING_PROTOCOLS
 }
 
@@ -485,13 +472,9 @@ fn framing(head: &Head, no_body: bool) -> Result<Framing, Failure> {
         return Ok(Framing::Length(0));
     }
     let h = &head.headers;
-    let chunked = h
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+    let chunked = tokens(h, header::TRANSFER_ENCODING)
         .last()
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
     if chunked {
         return Ok(Framing::Chunked(Chunk::Size));
     }

@@ -136,12 +136,8 @@ const HOP_BY_HOP: [&str; 8] = [
 /// assert_eq!(h.len(), 1);
 /// ```
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+    let named: Vec<HeaderName> = tokens(h, header::CONNECTION)
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     for n in named {
         h.remove(n);
@@ -150,6 +146,16 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         h.remove(n);
     }
     h.remove(header::TRANSFER_ENCODING);
+}
+
+/// The comma-separated tokens of every `name` field, trimmed (fields that
+/// are not text are skipped).
+fn tokens(h: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &str> {
+    h.get_all(name)
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
 }
 
 /// A base URL as people write it: no trailing `/` on a bare host.
@@ -233,7 +239,6 @@ impl<B> OllamaClient<B> {
             target: Arc::new(Target {
                 addr,
                 idle: Arc::new(Idle::default()),
-                connect_timeout: CONNECT_TIMEOUT,
             }),
             base,
             api_key: None,
